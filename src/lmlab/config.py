@@ -1,0 +1,212 @@
+"""Configuration as plain data: frozen dataclasses, built from JSON/TOML files and `--set a.b=c` overrides.
+
+Every value a user can type goes through `build_config`, which rejects unknown keys and values of the
+wrong type with a message naming the field, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from lmlab.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DataConfig:
+    source: str = "names"  # an embedded set (names, surnames, pystdlib), a text file or a folder of them
+    mode: Literal["lines", "stream"] | None = None  # None: the source's own default
+    encoding: str = "utf-8"
+    tokenizer: Literal["char"] = "char"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 1337  # fixed apart from train.seed, so runs that differ in seed share one split
+    block_size: int = 128  # stream mode: tokens per training window (lines mode fits the longest line)
+    max_line_chars: int = 1000  # lines mode: longer lines are an error (use stream mode for prose)
+
+    def __post_init__(self) -> None:
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"data.{name} must be in [0, 1), got {value}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError("data.val_fraction + data.test_fraction must leave something to train on (< 1)")
+        if self.block_size < 2:
+            raise ConfigError(f"data.block_size must be at least 2, got {self.block_size}")
+        if self.max_line_chars < 1:
+            raise ConfigError(f"data.max_line_chars must be at least 1, got {self.max_line_chars}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrainConfig:
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # the schedule decays to lr * min_lr_ratio
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_steps: int = 100
+    step_decay_every: int = 1000  # schedule "step": multiply by step_decay_factor every this many steps
+    step_decay_factor: float = 0.1
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.99
+    momentum: float = 0.9  # sgd only
+    grad_clip: float = 1.0  # max global grad norm; 0 turns clipping off
+    batch_size: int = 32
+    max_steps: int = 2000
+    time_budget: float = 0.0  # seconds; 0 means no limit
+    eval_interval: int = 200
+    eval_max_tokens: int = 200_000  # cap on val tokens per evaluation during training (final eval is exact)
+    checkpoint_interval: int = 0  # 0: checkpoint at each evaluation
+    log_interval: int = 10
+    seed: int = 1337
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        positive = ("lr", "batch_size", "max_steps", "eval_interval", "eval_max_tokens", "log_interval")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        non_negative = ("warmup_steps", "weight_decay", "grad_clip", "time_budget", "checkpoint_interval")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        for name in ("beta1", "beta2", "momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.step_decay_every <= 0 or not 0.0 < self.step_decay_factor <= 1.0:
+            raise ConfigError("train.step_decay_every must be > 0 and train.step_decay_factor in (0, 1]")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building dataclasses from untyped input
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert `value` (a string from the command line, or JSON data) to type `tp`, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args):
+            if type(None) in args:
+                return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} is not a {_type_name(tp)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed:
+            return value
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: {value!r} is not a bool (true or false)")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: {value!r} is not an int")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                try:
+                    as_float = float(value)
+                except ValueError:
+                    as_float = None
+                if as_float is not None and as_float.is_integer():
+                    return int(as_float)
+        raise ConfigError(f"{where}: {value!r} is not an int")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: {value!r} is not a float")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: {value!r} is not a string")
+    raise TypeError(f"unsupported config type {tp!r} at {where}")
+
+
+def build_config(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Instantiate dataclass `cls` from `values`, checking every key and type."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {prefix}.{unknown[0]}; {prefix} takes: {', '.join(sorted(fields))}"
+        )
+    kwargs = {k: coerce(v, hints[k], f"{prefix}.{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def parse_set_args(pairs: list[str]) -> dict[str, dict[str, str]]:
+    """['train.lr=3e-3', 'model.n_embd=64'] -> {'train': {'lr': '3e-3'}, 'model': {'n_embd': '64'}}."""
+    nested: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name or "." in name:
+            raise ConfigError(f"--set takes SECTION.KEY=VALUE (e.g. train.lr=3e-3), got {pair!r}")
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML config file into nested dicts."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be parsed: {err}") from None
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Two-level merge of {section: {key: value}} dicts; override wins."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in override.items():
+        if isinstance(values, dict):
+            merged.setdefault(section, {}).update(values)
+        else:
+            merged[section] = values
+    return merged
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

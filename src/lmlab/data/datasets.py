@@ -1,0 +1,120 @@
+"""Token datasets: how encoded text is cut into (input_ids, labels) batches.
+
+Labels follow the HF convention: `labels` is aligned with `input_ids` and the model shifts it, so position t
+predicts token t+1. Padding and positions that predict nothing carry the label -100, which the loss ignores.
+
+Lines mode (makemore): one example per line, framed by the boundary token at both ends, so ".emma." makes
+five predictions. Stream mode (nanoGPT): one long sequence cut into windows of `block_size` tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = -100
+
+
+class TokenDataset(Protocol):
+    block_size: int  # longest input a model sees from this dataset
+
+    def __len__(self) -> int: ...
+
+    @property
+    def num_predictions(self) -> int: ...
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]: ...
+
+    def iter_batches(self, batch_size: int, max_tokens: int | None = None) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
+    """A deterministic shuffled split of range(n) into train/val/test; a fraction of 0 gives an empty split."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
+    return {
+        "train": order[n_val + n_test :],
+        "val": order[:n_val],
+        "test": order[n_val : n_val + n_test],
+    }
+
+
+class LinesDataset:
+    """Framed examples packed into one padded matrix; batches are trimmed to their longest example."""
+
+    def __init__(self, sequences: list[list[int]], pad_id: int):
+        self.sequences = sequences
+        self.block_size = max((len(s) for s in sequences), default=2)
+        self.input_ids = torch.full((len(sequences), self.block_size), pad_id, dtype=torch.long)
+        self.labels = torch.full((len(sequences), self.block_size), IGNORE_INDEX, dtype=torch.long)
+        self.lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            ids = torch.tensor(seq, dtype=torch.long)
+            self.input_ids[row, : len(seq)] = ids
+            self.labels[row, 1 : len(seq)] = ids[1:]  # the first token is context only
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def num_predictions(self) -> int:
+        return int((self.labels != IGNORE_INDEX).sum())
+
+    def _rows(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        width = int(self.lengths[rows].max())
+        return self.input_ids[rows, :width], self.labels[rows, :width]
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        rows = torch.randint(len(self.sequences), (batch_size,), generator=generator)
+        return self._rows(rows)
+
+    def iter_batches(self, batch_size: int, max_tokens: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        seen = 0
+        for start in range(0, len(self.sequences), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(self.sequences)))
+            batch = self._rows(rows)
+            yield batch
+            seen += int((batch[1] != IGNORE_INDEX).sum())
+            if max_tokens is not None and seen >= max_tokens:
+                return
+
+
+class StreamDataset:
+    """One long token sequence; training windows start at random offsets."""
+
+    def __init__(self, ids: Tensor, block_size: int):
+        self.ids = ids.long()
+        self.block_size = block_size
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_predictions(self) -> int:
+        return max(len(self.ids) - 1, 0)
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        starts = torch.randint(len(self.ids) - self.block_size + 1, (batch_size,), generator=generator)
+        windows = self.ids[starts[:, None] + torch.arange(self.block_size)]  # (B, T)
+        return windows, windows.clone()
+
+    def iter_batches(self, batch_size: int, max_tokens: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """Windows that overlap by one token, so every token after the first is predicted exactly once."""
+        step = self.block_size - 1
+        starts = list(range(0, max(len(self.ids) - 1, 0), step))
+        seen = 0
+        for first in range(0, len(starts), batch_size):
+            chunk = [self.ids[s : s + self.block_size] for s in starts[first : first + batch_size]]
+            width = max(len(c) for c in chunk)
+            input_ids = torch.zeros(len(chunk), width, dtype=torch.long)
+            labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
+            for row, window in enumerate(chunk):
+                input_ids[row, : len(window)] = window
+                labels[row, 1 : len(window)] = window[1:]
+            yield input_ids, labels
+            seen += int((labels != IGNORE_INDEX).sum())
+            if max_tokens is not None and seen >= max_tokens:
+                return

@@ -1,0 +1,134 @@
+"""Where text comes from: embedded sets that ship with the install, a text file, or a folder of them.
+
+A source yields documents (strings). Lines mode later cuts them into one example per line; stream mode
+joins them into one long text.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from lmlab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["lines", "stream"]
+_BINARY_PROBE_BYTES = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Corpus:
+    name: str
+    documents: list[str]
+    default_mode: Mode
+
+
+def _census_file(filename: str) -> Path:
+    spec = importlib.util.find_spec("names")
+    if spec is None or spec.origin is None:
+        raise DataError("the embedded name sets need the `names` package: pip install names==0.3.0")
+    path = Path(spec.origin).parent / filename
+    if not path.is_file():
+        raise DataError(f"the `names` package is installed but lacks {filename}")
+    return path
+
+
+def _census_names(*filenames: str) -> list[str]:
+    """First column of the census files, lowercased, deduplicated in file (frequency) order."""
+    seen: dict[str, None] = {}
+    for filename in filenames:
+        for line in _census_file(filename).read_text(encoding="ascii").splitlines():
+            if line.strip():
+                seen.setdefault(line.split()[0].lower(), None)
+    return list(seen)
+
+
+def _pystdlib() -> list[str]:
+    """The running Python's standard library sources: a real code corpus wherever Python runs."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    documents = []
+    for path in sorted(root.rglob("*.py")):
+        parts = set(path.relative_to(root).parts)
+        if parts & {"site-packages", "dist-packages", "test", "tests", "idlelib", "__pycache__"}:
+            continue
+        try:
+            documents.append(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, OSError):
+            continue
+    if not documents:
+        raise DataError(f"no readable standard-library sources under {root}")
+    return documents
+
+
+EMBEDDED: dict[str, tuple[str, Mode]] = {
+    "names": ("US census first names (male and female), lowercase, deduplicated", "lines"),
+    "surnames": ("US census surnames, lowercase", "lines"),
+    "pystdlib": ("the text of this Python's standard-library .py files", "stream"),
+}
+
+
+def _load_embedded(name: str) -> list[str]:
+    if name == "names":
+        return ["\n".join(_census_names("dist.male.first", "dist.female.first"))]
+    if name == "surnames":
+        return ["\n".join(_census_names("dist.all.last"))]
+    return _pystdlib()
+
+
+def read_text_file(path: Path, encoding: str = "utf-8") -> str:
+    """Read one text file or raise DataError saying plainly what is wrong with it."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
+    data = path.read_bytes()
+    if not data.strip():
+        raise DataError(f"{path}: the file is empty")
+    if b"\x00" in data[:_BINARY_PROBE_BYTES] and not encoding.lower().startswith("utf-16"):
+        raise DataError(f"{path}: looks like a binary file (it contains NUL bytes), not text")
+    try:
+        text = data.decode(encoding)
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r}") from None
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}: not valid {encoding} at byte {err.start}; pass --encoding (e.g. latin-1) if the file "
+            "uses another encoding"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def load_corpus(source: str, encoding: str = "utf-8") -> Corpus:
+    """An embedded set by name, or a path to a text file or a folder of text files."""
+    if source in EMBEDDED:
+        return Corpus(source, _load_embedded(source), EMBEDDED[source][1])
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        documents = []
+        for file in files:
+            try:
+                documents.append(read_text_file(file, encoding))
+            except DataError as err:
+                log.warning("skipping %s", err)
+        if not documents:
+            raise DataError(f"{path}: the folder holds no readable text files")
+        return Corpus(path.name, documents, "stream")
+    if not path.exists():
+        known = ", ".join(EMBEDDED)
+        raise DataError(f"{source}: no such file or folder, and not an embedded data set ({known})")
+    text = read_text_file(path, encoding)
+    return Corpus(path.stem, [text], guess_mode(text))
+
+
+def guess_mode(text: str) -> Mode:
+    """Lines mode for lists of short items (names, words, ids); stream mode for prose and code."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    short = max(len(line) for line in lines) <= 64
+    spaced = sum(" " in line for line in lines) / len(lines)
+    return "lines" if short and spaced < 0.1 else "stream"

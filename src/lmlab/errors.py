@@ -1,0 +1,21 @@
+"""The errors a user can act on. The CLI prints their message on one line and exits with status 2."""
+
+
+class LmlabError(Exception):
+    """Base for every error caused by the user's input rather than by a bug in lmlab."""
+
+
+class DataError(LmlabError):
+    """A data source is missing, empty, binary, badly encoded or too small."""
+
+
+class ConfigError(LmlabError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+class CheckpointError(LmlabError):
+    """A run directory or checkpoint is missing, corrupted or does not match."""
+
+
+class TokenizerError(LmlabError):
+    """Text cannot be encoded with this tokenizer (for example characters outside its vocabulary)."""

@@ -1,0 +1,49 @@
+"""The model ladder. REGISTRY maps the names users type to (config class, model class, training defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmlab.models.base import IGNORE_INDEX, LanguageModel, ModelOutput, causal_lm_loss, count_parameters
+from lmlab.models.bigram import Bigram, BigramConfig
+from lmlab.models.generation import generate, top_k_filter, top_p_filter
+from lmlab.models.mlp import MLP, MLPConfig
+from lmlab.models.ngram import NGram, NGramConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    config_cls: type
+    model_cls: type
+    description: str
+    train_defaults: dict[str, Any] = field(default_factory=dict)  # overrides of TrainConfig that suit it
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    "ngram": ModelSpec(NGramConfig, NGram, "counted n-gram (n=2: the counted bigram), no gradient steps"),
+    "bigram": ModelSpec(
+        BigramConfig, Bigram, "neural bigram: one-hot @ W, a V x V table trained by gradient descent",
+        {"lr": 0.1, "weight_decay": 0.0, "warmup_steps": 0, "batch_size": 64, "max_steps": 1000},
+    ),
+    "mlp": ModelSpec(
+        MLPConfig, MLP, "Bengio 2003 MLP: embedding table, concatenated context, tanh hidden layer(s)",
+        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 64, "max_steps": 10000, "eval_interval": 500},
+    ),
+}
+
+DEFAULT_MODEL = "mlp"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "IGNORE_INDEX",
+    "REGISTRY",
+    "LanguageModel",
+    "ModelOutput",
+    "ModelSpec",
+    "causal_lm_loss",
+    "count_parameters",
+    "generate",
+    "top_k_filter",
+    "top_p_filter",
+]

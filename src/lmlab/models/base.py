@@ -1,0 +1,60 @@
+"""What every model speaks: `model(input_ids, labels=None)` -> ModelOutput(.logits, .loss), and `generate`.
+
+Shape legend: B batch, T time (sequence length), V vocabulary size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor  # (B, T, V): position t scores the token at t+1
+    loss: Tensor | None = None  # mean NLL in nats over labels that are not IGNORE_INDEX
+    past_key_values: Any = None  # a model's incremental state (KV cache, RNN hidden state) when use_cache
+
+
+def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """HF convention: labels align with input_ids, so logits at t are scored against labels at t+1.
+
+    F.cross_entropy fuses log-softmax and NLL: it subtracts the max logit before exponentiating, so large
+    logits cannot overflow, and its backward is the analytic softmax - onehot.
+    """
+    shift_logits = logits[:, :-1, :].float()  # (B, T-1, V)
+    shift_labels = labels[:, 1:]  # (B, T-1)
+    return F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+
+
+class LanguageModel(Protocol):
+    config: Any
+
+    def __call__(self, input_ids: Tensor, labels: Tensor | None = None, **kwargs: Any) -> ModelOutput: ...
+
+    def generate(self, input_ids: Tensor, max_new_tokens: int, **kwargs: Any) -> Tensor: ...
+
+
+def left_pad_windows(input_ids: Tensor, context: int, pad_id: int) -> Tensor:
+    """(B, T) -> (B, T, context): for each position, the `context` tokens ending there, padded on the left
+    with the boundary token, as makemore's "..." start context."""
+    padded = F.pad(input_ids, (context - 1, 0), value=pad_id)  # (B, T + context - 1)
+    return padded.unfold(1, context, 1)  # (B, T, context)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")

@@ -1,0 +1,107 @@
+"""Autoregressive sampling shared by every model: temperature, top-k, top-p, greedy, end token, KV cache.
+
+The filters behave as transformers' TopKLogitsWarper / TopPLogitsWarper (checked in the tests), so
+`generate` means what an HF user expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def top_k_filter(logits: Tensor, top_k: int) -> Tensor:
+    """Keep the k highest logits of each row (ties at the k-th value are kept), -inf elsewhere."""
+    top_k = min(top_k, logits.size(-1))
+    kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
+    """Nucleus: keep the smallest set of tokens whose probability adds up to at least top_p (never empty)."""
+    sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cumulative <= 1 - top_p
+    remove_sorted[..., -1] = False  # the most likely token always stays
+    remove = remove_sorted.scatter(-1, order, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    input_ids: Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    do_sample: bool = True,
+    eos_token_id: int | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    streamer: Callable[[Tensor], None] | None = None,
+) -> Tensor:
+    """Extend `input_ids` (B, T) by up to `max_new_tokens`; returns (B, T + new).
+
+    Rows that have produced `eos_token_id` are padded with it until every row has. `temperature=0` is greedy.
+    Models with a fixed context see only the last `block_size` tokens: the window slides instead of failing.
+    Models that keep state (`supports_cache`) are fed one token per step while their cache has room.
+    """
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p)
+    was_training = model.training
+    model.eval()
+    block_size = getattr(model, "max_context", None)  # None: unbounded (recurrent models)
+    cache_ok = use_cache and getattr(model, "supports_cache", False)
+    ids = input_ids
+    past = None
+    finished = torch.zeros(ids.size(0), dtype=torch.bool, device=ids.device)
+    for _ in range(max_new_tokens):
+        if past is not None:
+            out = model(ids[:, -1:], past_key_values=past, use_cache=True)
+        else:
+            context = ids if block_size is None else ids[:, -block_size:]
+            out = model(context, use_cache=cache_ok) if cache_ok else model(context)
+        past = out.past_key_values if cache_ok else None
+        if past is not None and block_size is not None and ids.size(1) >= block_size:
+            past = None  # the cache is full: recompute over the sliding window next step
+        logits = out.logits[:, -1, :].float()  # (B, V)
+        if not do_sample or temperature == 0:
+            next_id = logits.argmax(dim=-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                logits = top_k_filter(logits, top_k)
+            if top_p is not None and top_p < 1:
+                logits = top_p_filter(logits, top_p)
+            next_id = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)  # (B, 1)
+        if eos_token_id is not None:
+            next_id = next_id.masked_fill(finished[:, None], eos_token_id)
+            finished |= next_id.squeeze(1) == eos_token_id
+        ids = torch.cat([ids, next_id], dim=1)
+        if streamer is not None:
+            streamer(next_id)
+        if eos_token_id is not None and bool(finished.all()):
+            break
+    model.train(was_training)
+    return ids
+
+
+class GenerationMixin:
+    """Gives an nn.Module the HF-style `model.generate(...)`; all the logic lives in `generate` above."""
+
+    def generate(self, input_ids: Tensor, max_new_tokens: int = 20, **kwargs) -> Tensor:
+        return generate(self, input_ids, max_new_tokens, **kwargs)

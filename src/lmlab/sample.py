@@ -1,0 +1,73 @@
+"""Sampling from a trained run: prompts, several samples at once, streaming, and novelty against the data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from lmlab.errors import ConfigError
+from lmlab.models.base import model_device
+from lmlab.models.generation import check_sampling_args
+from lmlab.train.run import LoadedRun
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SampleOptions:
+    num_samples: int = 10
+    prompt: str = ""
+    max_new_tokens: int = 0  # 0: lines mode stops at the boundary token (limit 4x the context); stream 500
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1:
+            raise ConfigError(f"-n must be at least 1, got {self.num_samples}")
+        try:
+            check_sampling_args(self.max_new_tokens or 1, self.temperature, self.top_k, self.top_p)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        if self.max_new_tokens < 0:
+            raise ConfigError(f"--max-new-tokens must be positive, got {self.max_new_tokens}")
+
+
+def sample_texts(
+    run: LoadedRun, options: SampleOptions, on_token: Callable[[str], None] | None = None
+) -> list[str]:
+    """Generate `num_samples` continuations of the prompt. In lines mode each sample is one example
+    (ended by the boundary token); `on_token` receives the first sample's text as it is produced."""
+    tok = run.tokenizer
+    lines_mode = run.config.data.mode == "lines"  # resolved when the run was created
+    prompt_ids = tok(options.prompt).input_ids
+    if lines_mode or not prompt_ids:
+        prompt_ids = [tok.boundary_id, *prompt_ids]
+    context = getattr(run.model, "max_context", None) or len(prompt_ids) + 1
+    if options.max_new_tokens:
+        max_new = options.max_new_tokens
+    else:
+        max_new = max(4 * context, 64) if lines_mode else 500
+    device = model_device(run.model)
+    input_ids = torch.tensor([prompt_ids] * options.num_samples, dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(options.seed)
+    streamer = None
+    if on_token is not None:
+        streamer = lambda next_ids: on_token(tok.decode(next_ids[:1, 0].tolist()))  # noqa: E731
+    out = run.model.generate(
+        input_ids, max_new, temperature=options.temperature, top_k=options.top_k, top_p=options.top_p,
+        do_sample=options.temperature > 0, eos_token_id=tok.boundary_id if lines_mode else None,
+        generator=generator, streamer=streamer,
+    )
+    return [options.prompt + tok.decode(row[len(prompt_ids):].tolist()) for row in out]
+
+
+def novelty(samples: list[str], splits: dict[str, list[str]]) -> dict[str, int]:
+    """How many samples copy a train/val/test example, and how many are new."""
+    sets = {name: set(texts) for name, texts in splits.items()}
+    counts = {f"in_{name}": 0 for name in sets} | {"new": 0}
+    for sample in samples:
+        hit = next((name for name, texts in sets.items() if sample in texts), None)
+        counts[f"in_{hit}" if hit else "new"] += 1
+    return counts

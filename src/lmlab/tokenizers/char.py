@@ -1,0 +1,96 @@
+"""Character tokenizer: one id per distinct character of the training text, plus the boundary token at id 0."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lmlab.errors import TokenizerError
+
+BOUNDARY = "<|endoftext|>"
+
+
+@dataclass(slots=True)
+class Encoding:
+    """What `tok(text)` returns, as in HF: `.input_ids` is a list of ints."""
+
+    input_ids: list[int]
+
+    def tensor(self) -> torch.Tensor:
+        """The ids as a (1, T) long tensor, ready for `model(...)` or `model.generate(...)`."""
+        return torch.tensor([self.input_ids], dtype=torch.long)
+
+
+class CharTokenizer:
+    def __init__(self, chars: Sequence[str]):
+        if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
+            raise ValueError("chars must be distinct single characters")
+        self.vocab = [BOUNDARY, *chars]
+        self.boundary_id = 0
+        self.char_to_id = {c: i for i, c in enumerate(self.vocab) if i != self.boundary_id}
+
+    @classmethod
+    def fit(cls, texts: Iterable[str]) -> CharTokenizer:
+        """Every distinct character of `texts`, except line breaks in lines mode (the caller strips them)."""
+        chars: set[str] = set()
+        for text in texts:
+            chars.update(text)
+        return cls(sorted(chars))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str, add_boundary: bool = False) -> list[int]:
+        try:
+            ids = [self.char_to_id[c] for c in text]
+        except KeyError:
+            unknown = sorted({c for c in text if c not in self.char_to_id})
+            shown = ", ".join(repr(c) for c in unknown[:10])
+            raise TokenizerError(
+                f"{len(unknown)} character(s) not in the vocabulary: {shown}"
+                f"{' ...' if len(unknown) > 10 else ''}"
+            ) from None
+        return [self.boundary_id, *ids] if add_boundary else ids
+
+    def __call__(self, text: str, add_boundary: bool = False) -> Encoding:
+        return Encoding(self.encode(text, add_boundary))
+
+    def decode(self, ids: Iterable[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.flatten().tolist()
+        out = []
+        for i in ids:
+            if not 0 <= i < len(self.vocab):
+                raise TokenizerError(f"token id {i} is outside the vocabulary of {len(self.vocab)}")
+            if i == self.boundary_id and skip_special_tokens:
+                continue
+            out.append(self.vocab[i])
+        return "".join(out)
+
+    def to_dict(self) -> dict:
+        return {"lmlab_type": "char", "boundary": BOUNDARY, "vocab": self.vocab}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CharTokenizer:
+        vocab = data["vocab"]
+        if not vocab or vocab[0] != data.get("boundary", BOUNDARY):
+            raise ValueError("the first vocabulary entry must be the boundary token")
+        return cls(vocab[1:])
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CharTokenizer) and self.vocab == other.vocab
+
+    def __repr__(self) -> str:
+        return f"CharTokenizer(vocab_size={self.vocab_size})"

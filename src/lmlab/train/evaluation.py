@@ -1,0 +1,35 @@
+"""Exact mean negative log-likelihood of a model over a dataset, in eval mode with no gradients."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lmlab.data.datasets import IGNORE_INDEX, TokenDataset
+
+
+@torch.no_grad()
+def mean_nll(
+    model: torch.nn.Module,
+    dataset: TokenDataset,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    max_tokens: int | None = None,
+) -> tuple[float, int]:
+    """(mean NLL in nats, number of predicted tokens). Sums per-token losses, so batches of unequal
+    length weigh each token once."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for input_ids, labels in dataset.iter_batches(batch_size, max_tokens):
+        input_ids, labels = input_ids.to(device), labels.to(device)
+        logits = model(input_ids).logits[:, :-1].float()  # (B, T-1, V)
+        targets = labels[:, 1:]
+        total += float(
+            F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                            ignore_index=IGNORE_INDEX, reduction="sum")
+        )
+        count += int((targets != IGNORE_INDEX).sum())
+    model.train(was_training)
+    return (total / count if count else float("nan")), count

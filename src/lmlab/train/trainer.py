@@ -1,0 +1,260 @@
+"""The training loop. It drives a model, an optimizer and two datasets; it knows nothing of the inspector
+or the CLI, which plug in through callbacks and the run directory.
+
+One step: sample a batch -> forward with labels -> backward -> callbacks see the gradients -> clip ->
+optimizer step at the scheduled learning rate. Every `eval_interval` steps: validation NLL under
+`model.eval()` and `torch.no_grad()`, then a checkpoint. Counted models (n-grams) take one counting pass.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from lmlab.config import TrainConfig
+from lmlab.data.datasets import TokenDataset
+from lmlab.errors import LmlabError
+from lmlab.train import checkpoint as ckpt
+from lmlab.train.callbacks import Callback
+from lmlab.train.evaluation import mean_nll
+from lmlab.train.schedule import lr_at
+
+log = logging.getLogger(__name__)
+
+MAX_NONFINITE_IN_A_ROW = 5
+
+
+class TrainingDiverged(LmlabError):
+    """The loss or gradients stayed non-finite; the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LmlabError("--device cuda was asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer | None:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return None
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    # Decay matrices only: decaying biases, norm gains and 1-D parameters only fights the normalisation.
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_data: TokenDataset,
+        val_data: TokenDataset | None,
+        config: TrainConfig,
+        *,
+        run_dir: str | Path | None = None,
+        callbacks: Sequence[Callback] = (),
+    ):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.train_data = train_data
+        self.val_data = val_data if val_data is not None and len(val_data) else None
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.callbacks = list(callbacks)
+        self.optimizer = build_optimizer(self.model, config)
+        self.data_generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.tokens_seen = 0
+        self.nonfinite_steps = 0
+        self._consecutive_nonfinite = 0
+        self.last_record: dict[str, Any] = {}
+        self.last_val_loss: float | None = None
+        self.train_seconds = 0.0
+        self._stop = False
+
+    # -- control ------------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current step (EarlyStopping, a signal handler, ...)."""
+        self._stop = True
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    # -- metrics and checkpoints --------------------------------------------------------------------------
+
+    def _write_metric(self, record: dict[str, Any]) -> None:
+        if self.run_dir is not None:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "nonfinite_steps": self.nonfinite_steps,
+            "train_seconds": self.train_seconds,
+            "last_val_loss": self.last_val_loss,
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
+            "rng": ckpt.rng_state(self.data_generator),
+            "callbacks": json.dumps([c.state_dict() for c in self.callbacks]),
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.run_dir is None:
+            return
+        ckpt.save_weights(self.model, self.run_dir / ckpt.MODEL_FILE, self.step)
+        ckpt.save_state(self.run_dir / ckpt.STATE_FILE, self.state_dict())
+
+    def load_checkpoint(self, run_dir: str | Path) -> None:
+        """Restore weights, optimizer, step, RNG and callback state; truncate metrics logged after it."""
+        run_dir = Path(run_dir)
+        weights_step = ckpt.load_weights(self.model, run_dir / ckpt.MODEL_FILE)
+        state = ckpt.load_state(run_dir / ckpt.STATE_FILE)
+        if state["step"] != weights_step:
+            raise ckpt.CheckpointError(
+                f"{run_dir}: weights (step {weights_step}) and trainer state (step {state['step']}) disagree"
+            )
+        self.step = state["step"]
+        self.tokens_seen = state["tokens_seen"]
+        self.nonfinite_steps = state["nonfinite_steps"]
+        self.train_seconds = state["train_seconds"]
+        self.last_val_loss = state["last_val_loss"]
+        if self.optimizer is not None and state["optimizer"]:
+            self.optimizer.load_state_dict(state["optimizer"])
+        ckpt.set_rng_state(state["rng"], self.data_generator)
+        for callback, cb_state in zip(self.callbacks, json.loads(state["callbacks"]), strict=False):
+            callback.load_state_dict(cb_state)
+        metrics = run_dir / "metrics.jsonl"
+        if metrics.is_file():  # drop records the killed run wrote after this checkpoint
+            kept = [line for line in metrics.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line)["step"] <= self.step]
+            ckpt.atomic_write_text(metrics, "".join(line + "\n" for line in kept))
+
+    # -- evaluation ---------------------------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, Any] | None:
+        if self.val_data is None:
+            return None
+        val_loss, tokens = mean_nll(self.model, self.val_data, batch_size=self.config.batch_size * 4,
+                                    device=self.device, max_tokens=self.config.eval_max_tokens)
+        self.last_val_loss = val_loss
+        record = {"step": self.step, "val_loss": round(val_loss, 6), "val_tokens": tokens}
+        self._write_metric(record)
+        self._emit("on_eval_end", record)
+        return record
+
+    # -- the loop -----------------------------------------------------------------------------------------
+
+    def fit(self) -> Trainer:
+        if getattr(self.model, "counted", False):
+            return self._fit_counts()
+        config = self.config
+        self._stop = False
+        self.model.train()
+        self._emit("on_train_begin")
+        started = time.perf_counter() - self.train_seconds
+        checkpoint_every = config.checkpoint_interval or config.eval_interval
+        bar = tqdm(total=config.max_steps, initial=self.step, desc="train", unit="step", disable=None,
+                   dynamic_ncols=True, leave=False)
+        window_tokens, window_start = 0, time.perf_counter()
+        try:
+            while self.step < config.max_steps and not self._stop:
+                if config.time_budget and time.perf_counter() - started >= config.time_budget:
+                    log.info("time budget of %.0f s reached at step %d", config.time_budget, self.step)
+                    break
+                record = self._train_step(lr_at(self.step, config))
+                self.train_seconds = time.perf_counter() - started
+                if record is None:
+                    continue
+                window_tokens += record["tokens"]
+                if self.step % config.log_interval == 0 or self.step == config.max_steps:
+                    now = time.perf_counter()
+                    record["tokens_per_s"] = round(window_tokens / max(now - window_start, 1e-9))
+                    window_tokens, window_start = 0, now
+                    self._write_metric({k: v for k, v in record.items() if k != "tokens_per_s"})
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", val=_fmt(self.last_val_loss),
+                                    lr=f"{record['lr']:.2e}", tok_s=record["tokens_per_s"])
+                bar.update(1)
+                self.last_record = record
+                self._emit("on_step_end", record)
+                at_end = self.step == config.max_steps
+                if self.step % config.eval_interval == 0 or at_end:
+                    val = self.evaluate()
+                    log.info("step %d: loss %.4f, val %s", self.step, record["loss"],
+                             _fmt(val["val_loss"] if val else None))
+                if self.step % checkpoint_every == 0 or at_end:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        if self.last_val_loss is None or self.step % config.eval_interval:
+            self.evaluate()
+        self.save_checkpoint()
+        self._emit("on_train_end")
+        return self
+
+    def _train_step(self, lr: float) -> dict[str, Any] | None:
+        """One optimizer step; returns its record, or None if the step was skipped as non-finite."""
+        self._emit("on_step_begin")
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        input_ids, labels = self.train_data.sample_batch(self.config.batch_size, self.data_generator)
+        input_ids, labels = input_ids.to(self.device), labels.to(self.device)
+        loss = self.model(input_ids, labels=labels).loss
+        loss.backward()
+        self._emit("on_after_backward")
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        )
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_steps += 1
+            self._consecutive_nonfinite += 1
+            log.warning("step %d: non-finite loss or gradient, step skipped", self.step)
+            if self._consecutive_nonfinite >= MAX_NONFINITE_IN_A_ROW:
+                raise TrainingDiverged(
+                    f"loss or gradients were non-finite for {MAX_NONFINITE_IN_A_ROW} steps in a row at step "
+                    f"{self.step}; training stopped, the last good checkpoint is kept (lower train.lr?)"
+                )
+            return None
+        self._consecutive_nonfinite = 0
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        tokens = int((labels[:, 1:] != -100).sum())
+        self.tokens_seen += tokens
+        return {"step": self.step, "loss": round(loss.item(), 6), "lr": lr,
+                "grad_norm": round(float(grad_norm), 6), "tokens": tokens}
+
+    def _fit_counts(self) -> Trainer:
+        """Counted models: one pass over the training set, no optimizer."""
+        self._emit("on_train_begin")
+        started = time.perf_counter()
+        for input_ids, labels in self.train_data.iter_batches(1024):
+            self.model.fit_counts(input_ids.to(self.device), labels.to(self.device))
+        self.train_seconds = time.perf_counter() - started
+        self.tokens_seen = self.train_data.num_predictions
+        self.step = 1
+        self.evaluate()
+        self.save_checkpoint()
+        self._emit("on_train_end")
+        return self
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
