@@ -96,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 (out / name).unlink(missing_ok=True)
 
     from lmlab.tokenizers import load_tokenizer
-    from lmlab.train.run import build_model, write_run_files
+    from lmlab.train.run import build_model
 
     tokenizer = load_tokenizer(out / "tokenizer.json") if args.resume else None
     data = prepare_data(config.data, tokenizer)
@@ -210,7 +210,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except LmlabError as err:
         raise type(err)(f"--prompt: {err}") from None
     stream = args.n == 1 and not args.json and sys.stdout.isatty()
-    on_token = (lambda text: print(text, end="", flush=True)) if stream else None  # noqa: E731
+    on_token = (lambda text: print(text, end="", flush=True)) if stream else None
     samples = sample_texts(run, options, on_token=on_token)
     counts = None
     if run.config.data.mode == "lines":

@@ -24,7 +24,7 @@ REGISTRY: dict[str, ModelSpec] = {
     "ngram": ModelSpec(NGramConfig, NGram, "counted n-gram (n=2: the counted bigram), no gradient steps"),
     "bigram": ModelSpec(
         BigramConfig, Bigram, "neural bigram: one-hot @ W, a V x V table trained by gradient descent",
-        {"lr": 0.1, "weight_decay": 0.0, "warmup_steps": 0, "batch_size": 64, "max_steps": 1000},
+        {"lr": 0.3, "weight_decay": 0.0, "warmup_steps": 0, "batch_size": 256, "max_steps": 1000},
     ),
     "mlp": ModelSpec(
         MLPConfig, MLP, "Bengio 2003 MLP: embedding table, concatenated context, tanh hidden layer(s)",
