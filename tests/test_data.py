@@ -28,7 +28,7 @@ def test_lines_dataset_frames_and_masks():
 def test_stream_eval_predicts_every_token_once():
     ds = StreamDataset(torch.arange(103), block_size=10)
     predicted = []
-    for x, y in ds.iter_batches(batch_size=4):
+    for _, y in ds.iter_batches(batch_size=4):
         predicted += y[y != IGNORE_INDEX].tolist()
     assert predicted == list(range(1, 103))
     x, y = ds.sample_batch(8, torch.Generator().manual_seed(0))

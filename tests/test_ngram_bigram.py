@@ -37,7 +37,7 @@ def test_counted_bigram_matches_numpy_counts(names_path):
         np.add.at(counts, (seq[:-1], seq[1:]), 1)
     probs = (counts + 1) / (counts + 1).sum(1, keepdims=True)
     expected = -np.mean([math.log(probs[a, b]) for w in words
-                         for a, b in zip([0, *(index[c] for c in w)], [*(index[c] for c in w), 0])])
+                         for a, b in zip([0, *(index[c] for c in w)], [*(index[c] for c in w), 0], strict=True)])
     model, data = _fit(names_path, "ngram", {"val_fraction": 0, "test_fraction": 0}, model_values={"alpha": 1})
     assert mean_nll(model, data.splits["train"])[0] == pytest.approx(expected, abs=1e-6)
 
