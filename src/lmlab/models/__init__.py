@@ -34,7 +34,7 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 # The GPT at each named size; `--set model.preset=...` reaches the larger GPT-2 shapes too.
-_GPT_TRAIN = {"lr": 2e-3, "weight_decay": 0.1, "warmup_steps": 100, "batch_size": 64, "max_steps": 3000,
+_GPT_TRAIN = {"lr": 2e-3, "weight_decay": 0.1, "warmup_steps": 100, "batch_size": 64, "max_steps": 2000,
               "eval_interval": 500, "beta2": 0.99}
 for _name, _about in [
     ("gpt", "makemore-sized"), ("gpt-nano", "tiny"), ("gpt-micro", "nanoGPT CPU-sized"), ("gpt-mini", "small"),
@@ -48,7 +48,7 @@ for _name, _about in [
         _GPT_TRAIN,
     )
 
-DEFAULT_MODEL = "mlp"
+DEFAULT_MODEL = "gpt"  # beats the MLP on names in 2 minutes of CPU: val 1.96 vs 2.00
 
 __all__ = [
     "DEFAULT_MODEL",
