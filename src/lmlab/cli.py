@@ -102,6 +102,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = prepare_data(config.data, tokenizer)
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, mode=data.mode))
     block_size = max(ds.block_size for ds in data.splits.values())
+    if args.resume:  # the model keeps its own context (an imported GPT-2's, wider than the data needs)
+        block_size = max(load_run_config(out)[1], block_size)
     model = build_model(config, data.tokenizer, block_size)
     log.info("%s: %s parameters; data %s (%s mode, vocab %d, %s train tokens) -> %s", config.model_name,
              f"{count_parameters(model):,}", config.data.source, data.mode, data.tokenizer.vocab_size,
@@ -229,6 +231,47 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# export, import (the HF transformers GPT-2 format)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a trained GPT run in the HF transformers format (config.json, model.safetensors, tokenizer)."""
+    from lmlab.export import export_hf
+    from lmlab.train.run import load_run
+
+    out = export_hf(load_run(args.run), args.out)
+    print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}) "
+          "and AutoTokenizer.from_pretrained")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Turn a local HF GPT-2 directory into an lmlab run that samples, evaluates and fine-tunes (--resume)."""
+    from lmlab.export import import_hf
+
+    data = {k: v for k, v in {"source": args.data, "mode": args.mode}.items() if v is not None}
+    run = import_hf(args.hf_dir, args.out, data)
+    print(f"{run.run_dir}: GPT, {count_parameters(run.model):,} parameters, vocab {run.tokenizer.vocab_size}, "
+          f"context {run.model.config.block_size}. Sample: lmlab sample {run.run_dir}; fine-tune on "
+          f"{run.config.data.source}: lmlab train --out {run.run_dir} --resume --max-steps N")
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="a run directory")
+    p.add_argument("--format", choices=["hf"], default="hf", help="hf: transformers GPT-2 (default)")
+    p.add_argument("out", metavar="OUT", help="directory to write")
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("hf_dir", metavar="HF_DIR", help="a local GPT-2 directory (config.json, model.safetensors, "
+                   "tokenizer.json)")
+    p.add_argument("--out", required=True, metavar="RUN", help="the run directory to create")
+    p.add_argument("--data", metavar="SRC", help="the data eval and fine-tuning use (default: names)")
+    p.add_argument("--mode", choices=["lines", "stream"], help="lines or stream (default: the data set's own)")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The table of subcommands
 
 
@@ -262,6 +305,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "train": (cmd_train, _train_args),
     "eval": (cmd_eval, _eval_args),
     "sample": (cmd_sample, _sample_args),
+    "export": (cmd_export, _export_args),
+    "import": (cmd_import, _import_args),
 }
 
 

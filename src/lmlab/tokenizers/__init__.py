@@ -8,6 +8,7 @@ from typing import Protocol
 
 from lmlab.errors import CheckpointError
 from lmlab.tokenizers.char import BOUNDARY, CharTokenizer, Encoding
+from lmlab.tokenizers.hf import HFTokenizer
 
 
 class Tokenizer(Protocol):
@@ -21,7 +22,7 @@ class Tokenizer(Protocol):
     def save(self, path: str | Path) -> None: ...
 
 
-TOKENIZERS: dict[str, type] = {"char": CharTokenizer}
+TOKENIZERS: dict[str, type] = {"char": CharTokenizer, "hf": HFTokenizer}
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -39,4 +40,4 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return TOKENIZERS[kind].from_dict(data)
 
 
-__all__ = ["BOUNDARY", "TOKENIZERS", "CharTokenizer", "Encoding", "Tokenizer", "load_tokenizer"]
+__all__ = ["BOUNDARY", "TOKENIZERS", "CharTokenizer", "Encoding", "HFTokenizer", "Tokenizer", "load_tokenizer"]
