@@ -10,6 +10,7 @@ from lmlab.models.bigram import Bigram, BigramConfig
 from lmlab.models.generation import generate, top_k_filter, top_p_filter
 from lmlab.models.mlp import MLP, MLPConfig
 from lmlab.models.ngram import NGram, NGramConfig
+from lmlab.models.wavenet import WaveNet, WaveNetConfig
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ REGISTRY: dict[str, ModelSpec] = {
     "mlp": ModelSpec(
         MLPConfig, MLP, "Bengio 2003 MLP: embedding table, concatenated context, tanh hidden layer(s)",
         {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 64, "max_steps": 10000, "eval_interval": 500},
+    ),
+    "wavenet": ModelSpec(
+        WaveNetConfig, WaveNet, "WaveNet: dilated causal Conv1D stack fusing the context two at a time",
+        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 32, "max_steps": 5000, "eval_interval": 500},
     ),
 }
 
