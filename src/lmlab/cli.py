@@ -272,6 +272,44 @@ def _import_args(p: argparse.ArgumentParser) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# compare, ladder
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare finished runs: model, parameters, train/val/test NLL, bits/char, tokens/s, time; plot val curves."""
+    from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
+
+    rows = compare_runs(args.runs)
+    if args.plot:
+        plot_val_curves(rows, args.plot)
+    print(to_json(rows) if args.json else format_table(rows), end="")
+    if args.plot:
+        print(f"validation curves: {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_ladder(args: argparse.Namespace) -> int:
+    """Train every rung (counted bigram to the largest model) on one data set, each within a time budget,
+    then write the comparison table and validation curves into one folder."""
+    from lmlab.compare import format_table
+    from lmlab.ladder import JSON_FILE, PLOT_FILE, TABLE_FILE, run_ladder
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    out = Path(args.out)
+
+    def on_rung_end(name: str, summary: dict[str, Any]) -> None:
+        nll = summary["nll"]
+        print(f"{name}: val {_f(nll.get('val'))}  test {_f(nll.get('test'))} after {summary['steps']} steps "
+              f"({summary['train_seconds']:.0f} s)", file=sys.stderr, flush=True)
+
+    rows = run_ladder(args.data, out, budget=args.budget, models=models, mode=args.mode, seed=args.seed,
+                      device=args.device, force=args.force, on_rung_end=on_rung_end)
+    print(format_table(rows), end="")
+    print(f"table: {out / TABLE_FILE}, {out / JSON_FILE}; plot: {out / PLOT_FILE}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The table of subcommands
 
 
@@ -301,12 +339,35 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON (with the validation curves)")
+    p.add_argument("--plot", metavar="FILE.png", default="val_curves.png",
+                   help="where to write the validation curves (default: val_curves.png; '' for none)")
+
+
+def _ladder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="SRC", default="names",
+                   help=f"embedded set ({', '.join(EMBEDDED)}), a text file or a folder (default: names)")
+    p.add_argument("--mode", choices=["lines", "stream"], help="one example per line, or one long stream")
+    p.add_argument("--budget", type=float, default=60.0, metavar="SECONDS",
+                   help="training time per rung (default: 60)")
+    p.add_argument("--out", metavar="DIR", default="runs/ladder", help="folder for the runs, table and plot "
+                   "(default: runs/ladder)")
+    p.add_argument("--models", metavar="A,B,...", help=f"rungs to train (default: all of {', '.join(REGISTRY)})")
+    p.add_argument("--seed", type=int, default=1337, help="seed for every rung (default: 1337)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train")
+    p.add_argument("--force", action="store_true", help="overwrite runs already in --out")
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]] = {
     "train": (cmd_train, _train_args),
     "eval": (cmd_eval, _eval_args),
     "sample": (cmd_sample, _sample_args),
     "export": (cmd_export, _export_args),
     "import": (cmd_import, _import_args),
+    "compare": (cmd_compare, _compare_args),
+    "ladder": (cmd_ladder, _ladder_args),
 }
 
 

@@ -11,6 +11,8 @@ from lmlab.models.generation import generate, top_k_filter, top_p_filter
 from lmlab.models.gpt import GPT, PRESETS, GPTConfig, preset_config
 from lmlab.models.mlp import MLP, MLPConfig
 from lmlab.models.ngram import NGram, NGramConfig
+from lmlab.models.rnn import GRU, LSTM, RNN, RNNConfig
+from lmlab.models.wavenet import WaveNet, WaveNetConfig
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,22 @@ REGISTRY: dict[str, ModelSpec] = {
     "mlp": ModelSpec(
         MLPConfig, MLP, "Bengio 2003 MLP: embedding table, concatenated context, tanh hidden layer(s)",
         {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 64, "max_steps": 10000, "eval_interval": 500},
+    ),
+    "wavenet": ModelSpec(
+        WaveNetConfig, WaveNet, "WaveNet: dilated causal Conv1D stack fusing the context two at a time",
+        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 32, "max_steps": 5000, "eval_interval": 500},
+    ),
+    "rnn": ModelSpec(
+        RNNConfig, RNN, "Elman RNN: the whole prefix folded into a tanh hidden state",
+        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 32, "max_steps": 4000, "eval_interval": 500},
+    ),
+    "gru": ModelSpec(
+        RNNConfig, GRU, "GRU: a gated recurrent cell that learns what to keep and what to overwrite",
+        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 32, "max_steps": 4000, "eval_interval": 500},
+    ),
+    "lstm": ModelSpec(
+        RNNConfig, LSTM, "LSTM: gated cell state beside the hidden state, for long dependencies",
+        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 32, "max_steps": 4000, "eval_interval": 500},
     ),
 }
 
