@@ -1,6 +1,7 @@
 """Exact resume: a run killed with SIGKILL and resumed with --resume ends bitwise equal to one that never
 stopped (weights and metrics.jsonl, on CPU); Ctrl-C / SIGTERM saves a checkpoint and says how to resume;
-the same seed, data and config give the same metrics.jsonl."""
+the same seed, data and config give the same metrics.jsonl (test_checkpoint_safety.py checks that
+in-process)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def start_cli(*args: str) -> subprocess.Popen:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lmlab", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lmlab", *args], check=False, capture_output=True, text=True,
                           env=cli_env(), stdin=subprocess.DEVNULL, timeout=300)
 
 
@@ -101,22 +102,7 @@ def test_sigkill_then_resume_is_bitwise_equal(case, tiny_names, tmp_path):
     assert_same_run(straight, killed)
 
 
-def test_same_seed_same_metrics(tiny_names, tmp_path):
-    args = ["train", "--data", str(tiny_names), "--model", "mlp", "--max-steps", "60", "--set",
-            "model.dropout=0.2", "--set", "train.eval_interval=20", "--set", "train.log_interval=5"]
-    for name in ("a", "b"):
-        result = run_cli(*args, "--out", str(tmp_path / name))
-        assert result.returncode == 0, result.stderr
-    metrics = (tmp_path / "a" / "metrics.jsonl").read_text()
-    assert metrics == (tmp_path / "b" / "metrics.jsonl").read_text()
-    assert "seconds" not in metrics and "per_s" not in metrics  # timings would differ from run to run
-    other = run_cli(*args, "--seed", "8", "--out", str(tmp_path / "c"))
-    assert other.returncode == 0, other.stderr
-    assert metrics != (tmp_path / "c" / "metrics.jsonl").read_text()  # the seed is not ignored
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_saves_a_checkpoint_and_says_how_to_resume(sig, tiny_names, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tiny_names, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--data", str(tiny_names), "--model", "mlp", "--max-steps", "100000",
             "--set", "train.eval_interval=50000", "--set", "model.dropout=0.2", "--out", str(out)]
@@ -126,7 +112,7 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(sig, tiny_names, tmp_p
         assert proc.poll() is None, proc.communicate()[1]
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    proc.send_signal(sig)
+    proc.send_signal(signal.SIGTERM)  # Ctrl-C (SIGINT) takes the same path
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
