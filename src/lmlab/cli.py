@@ -88,12 +88,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = resolve_config(layered_config(*layers))
         out = out or _default_out(config.model_name, config.data.source)
-        if (out / "config.json").exists():
-            if not args.force:
-                raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or --force to "
-                                      "start over")
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
+        if (out / "config.json").exists() and not args.force:
+            raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or --force to "
+                                  "start over")
 
     from lmlab.tokenizers import load_tokenizer
     from lmlab.train.run import build_model
@@ -108,6 +105,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     log.info("%s: %s parameters; data %s (%s mode, vocab %d, %s train tokens) -> %s", config.model_name,
              f"{count_parameters(model):,}", config.data.source, data.mode, data.tokenizer.vocab_size,
              f"{data.splits['train'].num_predictions:,}", out)
+    if args.force and not args.resume:  # only now: bad input above must leave the old run untouched
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+            (out / f".{name}.tmp").unlink(missing_ok=True)  # a crashed write's leftovers
     return _fit_and_report(config, data, model, out, args.resume)
 
 
@@ -115,11 +116,11 @@ def _fit_and_report(config, data, model, out: Path, resume: bool) -> int:
     from lmlab.train.run import write_run_files
     from lmlab.train.trainer import Trainer
 
-    write_run_files(out, config, data.tokenizer, model.config.block_size)
     trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=out)
-    if resume:
+    if resume:  # before writing anything, so a checkpoint that cannot be resumed leaves the run as it was
         trainer.load_checkpoint(out)
         log.info("resuming %s at step %d", out, trainer.step)
+    write_run_files(out, config, data.tokenizer, model.config.block_size)
 
     interrupted = []
 
@@ -127,7 +128,7 @@ def _fit_and_report(config, data, model, out: Path, resume: bool) -> int:
         if interrupted:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         interrupted.append(signum)
-        trainer.stop()
+        trainer.interrupt()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -135,6 +136,9 @@ def _fit_and_report(config, data, model, out: Path, resume: bool) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if trainer.nonfinite_steps:
+        print(f"warning: {trainer.nonfinite_steps} step(s) with a non-finite loss or gradient were skipped",
+              file=sys.stderr)
     if interrupted:
         print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with: lmlab train --out {out} --resume",
               file=sys.stderr)
@@ -204,7 +208,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from lmlab.sample import SampleOptions, novelty, sample_texts
     from lmlab.train.run import load_run, prepare_data
 
-    options = SampleOptions(num_samples=args.n, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+    if args.max_new_tokens is not None and args.max_new_tokens <= 0:
+        raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    options = SampleOptions(num_samples=args.n, prompt=args.prompt, max_new_tokens=args.max_new_tokens or 0,
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     run = load_run(args.run)
     try:
@@ -333,7 +339,7 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy; higher is more random (default 1)")
     p.add_argument("--top-k", type=int, help="sample only among the k most likely tokens")
     p.add_argument("--top-p", type=float, help="sample only among the most likely tokens adding up to p")
-    p.add_argument("--max-new-tokens", type=int, default=0,
+    p.add_argument("--max-new-tokens", type=int,
                    help="tokens to generate (default: to the end of the line, or 500 in stream mode)")
     p.add_argument("--seed", type=int, default=42, help="seed that makes sampling reproducible (default: 42)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -85,11 +85,19 @@ class Trainer:
         self.last_val_loss: float | None = None
         self.train_seconds = 0.0
         self._stop = False
+        self._interrupted = False
+        self._last_eval_step: int | None = None
 
     # -- control ------------------------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask the loop to end after the current step (EarlyStopping, a signal handler, ...)."""
+        self._stop = True
+
+    def interrupt(self) -> None:
+        """Like `stop`, for Ctrl-C or SIGTERM: the loop ends after the current step and saves a checkpoint
+        without the final evaluation, so a resumed run logs exactly what an uninterrupted one would."""
+        self._interrupted = True
         self._stop = True
 
     def _emit(self, hook: str, *args: Any) -> None:
@@ -113,47 +121,51 @@ class Trainer:
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
             "rng": ckpt.rng_state(self.data_generator),
             "callbacks": json.dumps([c.state_dict() for c in self.callbacks]),
+            "last_eval_step": self._last_eval_step,
+            "data_fingerprint": ckpt.data_fingerprint(self.train_data),
         }
 
     def save_checkpoint(self) -> None:
         if self.run_dir is None:
             return
-        ckpt.save_weights(self.model, self.run_dir / ckpt.MODEL_FILE, self.step)
-        ckpt.save_state(self.run_dir / ckpt.STATE_FILE, self.state_dict())
+        ckpt.save_checkpoint(self.run_dir, self.model, self.state_dict())
 
     def load_checkpoint(self, run_dir: str | Path) -> None:
         """Restore weights, optimizer, step, RNG and callback state; truncate metrics logged after it."""
         run_dir = Path(run_dir)
-        weights_step = ckpt.load_weights(self.model, run_dir / ckpt.MODEL_FILE)
-        state = ckpt.load_state(run_dir / ckpt.STATE_FILE)
-        if state["step"] != weights_step:
+        state = ckpt.load_checkpoint(run_dir, self.model)
+        if state.get("data_fingerprint") not in (None, ckpt.data_fingerprint(self.train_data)):
             raise ckpt.CheckpointError(
-                f"{run_dir}: weights (step {weights_step}) and trainer state (step {state['step']}) disagree"
+                f"{run_dir}: the training data differ from the data this checkpoint was trained on; resume on "
+                "the same data, or start a new run"
             )
         self.step = state["step"]
         self.tokens_seen = state["tokens_seen"]
         self.nonfinite_steps = state["nonfinite_steps"]
         self.train_seconds = state["train_seconds"]
         self.last_val_loss = state["last_val_loss"]
+        self._last_eval_step = state.get("last_eval_step")
         if self.optimizer is not None and state["optimizer"]:
             self.optimizer.load_state_dict(state["optimizer"])
         ckpt.set_rng_state(state["rng"], self.data_generator)
         for callback, cb_state in zip(self.callbacks, json.loads(state["callbacks"]), strict=False):
             callback.load_state_dict(cb_state)
         metrics = run_dir / "metrics.jsonl"
-        if metrics.is_file():  # drop records the killed run wrote after this checkpoint
-            kept = [line for line in metrics.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line)["step"] <= self.step]
+        if metrics.is_file():  # drop records the killed run wrote after this checkpoint (and a torn last line)
+            kept = [line for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines()
+                    if _record_step(line) is not None and _record_step(line) <= self.step]
             ckpt.atomic_write_text(metrics, "".join(line + "\n" for line in kept))
 
     # -- evaluation ---------------------------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, Any] | None:
         if self.val_data is None:
+            self._last_eval_step = self.step
             return None
         val_loss, tokens = mean_nll(self.model, self.val_data, batch_size=self.config.batch_size * 4,
                                     device=self.device, max_tokens=self.config.eval_max_tokens)
         self.last_val_loss = val_loss
+        self._last_eval_step = self.step
         record = {"step": self.step, "val_loss": round(val_loss, 6), "val_tokens": tokens}
         self._write_metric(record)
         self._emit("on_eval_end", record)
@@ -202,7 +214,7 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             bar.close()
-        if self.last_val_loss is None or self.step % config.eval_interval:
+        if not self._interrupted and self._last_eval_step != self.step:
             self.evaluate()
         self.save_checkpoint()
         self._emit("on_train_end")
@@ -254,6 +266,14 @@ class Trainer:
         self.save_checkpoint()
         self._emit("on_train_end")
         return self
+
+
+def _record_step(line: str) -> int | None:
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
 
 
 def _fmt(value: float | None) -> str:
