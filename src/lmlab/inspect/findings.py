@@ -122,9 +122,9 @@ def learning_rate(stats: dict[str, Any]) -> list[dict[str, Any]]:
     losses = _losses(stats)
     finite = _finite(losses)
     if len(finite) >= 20 and len(finite) == len(losses):
-        start, end = statistics.fmean(finite[: max(5, len(finite) // 10)]), _tail_mean(finite)
+        start, end = finite[0], _tail_mean(finite)  # start: the loss at initialisation
         best = min(statistics.fmean(finite[i : i + 5]) for i in range(len(finite) - 4))
-        if end > start + 0.05 or end > 2 * best + 0.1:
+        if end > 1.1 * start + 0.05 or end > 2 * best + 0.1:  # worse than at init, or twice its best
             out.append(_finding(
                 "error", "lr_too_high", None,
                 f"the loss is diverging: it went from {start:.3f} at the start (best {best:.3f}) to {end:.3f} at "
