@@ -22,7 +22,8 @@ class DataConfig:
     source: str = "names"  # an embedded set (names, surnames, pystdlib), a text file or a folder of them
     mode: Literal["lines", "stream"] | None = None  # None: the source's own default
     encoding: str = "utf-8"
-    tokenizer: Literal["char"] = "char"
+    tokenizer: Literal["char", "word", "bpe"] = "char"
+    vocab_size: int = 0  # word/bpe vocabulary cap; 0: the tokenizer's default (word 8192, bpe 1024)
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     split_seed: int = 1337  # fixed apart from train.seed, so runs that differ in seed share one split
@@ -38,6 +39,9 @@ class DataConfig:
             raise ConfigError("data.val_fraction + data.test_fraction must leave something to train on (< 1)")
         if self.block_size < 2:
             raise ConfigError(f"data.block_size must be at least 2, got {self.block_size}")
+        if self.vocab_size < 0 or (self.tokenizer == "char" and self.vocab_size):
+            raise ConfigError(f"data.vocab_size applies to the word and bpe tokenizers and must be >= 0 "
+                              f"(char takes every character), got {self.vocab_size} with {self.tokenizer}")
         if self.max_line_chars < 1:
             raise ConfigError(f"data.max_line_chars must be at least 1, got {self.max_line_chars}")
 

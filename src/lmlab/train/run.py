@@ -19,7 +19,7 @@ from lmlab.config import DataConfig, TrainConfig, build_config, merge, to_dict
 from lmlab.data import LinesDataset, StreamDataset, TokenDataset, load_corpus, split_indices
 from lmlab.errors import CheckpointError, ConfigError, DataError, TokenizerError
 from lmlab.models import DEFAULT_MODEL, REGISTRY
-from lmlab.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
+from lmlab.tokenizers import CharTokenizer, Tokenizer, fit_tokenizer, load_tokenizer
 from lmlab.train.checkpoint import MODEL_FILE, atomic_write_text, load_weights, read_json
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> Prep
             raise DataError(f"{config.source}: lines mode needs at least 2 examples, found {len(lines)}")
         index = split_indices(len(lines), config.val_fraction, config.test_fraction, config.split_seed)
         texts = {name: [lines[i] for i in rows] for name, rows in index.items()}
-        tokenizer = tokenizer or CharTokenizer.fit(texts["train"])
+        tokenizer = tokenizer or fit_tokenizer(config.tokenizer, texts["train"], config.vocab_size)
         splits: dict[str, TokenDataset] = {}
         for name, examples in texts.items():
             encoded = [_encode_known(tokenizer, t, add_boundary=True) for t in examples]
@@ -127,10 +127,12 @@ def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> Prep
     n_val, n_test = int(len(text) * config.val_fraction), int(len(text) * config.test_fraction)
     n_train = len(text) - n_val - n_test
     parts = {"train": text[:n_train], "val": text[n_train : n_train + n_val], "test": text[n_train + n_val :]}
-    tokenizer = tokenizer or CharTokenizer.fit([parts["train"]])
+    tokenizer = tokenizer or fit_tokenizer(config.tokenizer, [parts["train"]], config.vocab_size)
     splits = {}
     for name, part in parts.items():
-        known = part if name == "train" else "".join(c for c in part if c in tokenizer.char_to_id)
+        known = part
+        if name != "train" and isinstance(tokenizer, CharTokenizer):  # word/bpe encode anything
+            known = "".join(c for c in part if c in tokenizer.char_to_id)
         if len(known) < len(part):
             log.warning("%s: %d character(s) unseen in training were left out", name, len(part) - len(known))
         ids = _encode_known(tokenizer, known)
