@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_data_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="SRC", help=f"embedded set ({', '.join(EMBEDDED)}), a text file or a folder "
-                   "(default: names)")
+                   "(of text files, or one made by `lmlab data prepare`) (default: names)")
     p.add_argument("--mode", choices=["lines", "stream"], help="one example per line, or one long stream cut "
                    "into windows (default: the data set's own)")
     p.add_argument("--encoding", help="text encoding of the data files (default: utf-8)")
@@ -96,11 +96,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 (out / name).unlink(missing_ok=True)
 
     from lmlab.tokenizers import load_tokenizer
-    from lmlab.train.run import build_model, write_run_files
+    from lmlab.train.run import build_model, resolved_data_config
 
     tokenizer = load_tokenizer(out / "tokenizer.json") if args.resume else None
     data = prepare_data(config.data, tokenizer)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, mode=data.mode))
+    config = dataclasses.replace(config, data=resolved_data_config(config.data, data))
     block_size = max(ds.block_size for ds in data.splits.values())
     model = build_model(config, data.tokenizer, block_size)
     log.info("%s: %s parameters; data %s (%s mode, vocab %d, %s train tokens) -> %s", config.model_name,
@@ -229,6 +229,38 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# data prepare
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Prepare data: `lmlab data prepare SRC --tokenizer bpe --out DIR` tokenizes once into memory-mapped
+    shards; `lmlab train --data DIR` then trains on them with memory that stays flat as the corpus grows."""
+    from lmlab.train.prepare import PrepareOptions, prepare_shards
+
+    meta = prepare_shards(PrepareOptions(
+        source=args.source, out=args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size or 0,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, encoding=args.encoding))
+    splits = ", ".join(f"{name} {s['tokens']:,}" for name, s in meta["splits"].items())
+    print(f"{args.out}: {meta['tokenizer']} tokenizer, vocab {meta['vocab_size']:,}, {meta['dtype']}; tokens: "
+          f"{splits}; {meta['megabytes']:.1f} MB encoded at {meta['encode_mb_per_s']:.1f} MB/s "
+          f"(tokenizer fit {meta['fit_seconds']:.1f} s)")
+    return 0
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    doc = "Tokenize SRC once into DIR: train/val/test .bin shards (uint16/uint32), meta.json, tokenizer.json."
+    q = sub.add_parser("prepare", help=doc, description=doc)
+    q.add_argument("source", metavar="SRC", help=f"embedded set ({', '.join(EMBEDDED)}), a text file or a folder")
+    q.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char", help="(default: char)")
+    q.add_argument("--vocab-size", type=int, metavar="N", help="word/bpe vocabulary size (default 8192 / 1024)")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    q.add_argument("--val-fraction", type=float, default=0.1, help="(default: 0.1)")
+    q.add_argument("--test-fraction", type=float, default=0.1, help="(default: 0.1)")
+    q.add_argument("--encoding", default="utf-8", help="text encoding of the source files (default: utf-8)")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The table of subcommands
 
 
@@ -262,6 +294,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "train": (cmd_train, _train_args),
     "eval": (cmd_eval, _eval_args),
     "sample": (cmd_sample, _sample_args),
+    "data": (cmd_data, _data_args),
 }
 
 

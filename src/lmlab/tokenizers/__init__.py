@@ -91,7 +91,7 @@ def text_chunks(text: str, size: int = 1 << 20) -> Iterator[str]:
         start = end
 
 
-def encode_large(tokenizer: Tokenizer, text: str, chunk_chars: int = 1 << 20) -> Iterator[list[int]]:
+def encode_large(tokenizer: Tokenizer, text: str, chunk_chars: int = 1 << 16) -> Iterator[list[int]]:
     """Encode a long text chunk by chunk (a list of Python ints costs ~36 bytes per token, so never build
     one for the whole corpus); BPE encodes several chunks at once on all cores."""
     batch: list[str] = []
