@@ -73,7 +73,27 @@ def _default_out(model_name: str, source: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a model and print samples. Plain `lmlab train` trains the default model on the embedded names."""
+    """Train a model and print samples. Plain `lmlab train` trains the default model on the embedded names.
+    Under `torchrun --nproc_per_node N -m lmlab train ...` it trains on N processes (DDP, or FSDP2 with
+    --set train.parallel=fsdp); rank 0 alone logs and writes the run directory."""
+    from lmlab.train.distributed import Parallel, launched_by_torchrun
+
+    if not launched_by_torchrun():
+        return _train(args, Parallel())
+    parallel = Parallel()
+    try:
+        from lmlab.train.run import layered_config, resolve_config
+
+        train = resolve_config(layered_config(*_cli_layers(args))).train
+        parallel = Parallel.from_environment(train.device, train.parallel)
+        if not parallel.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
+        return _train(args, parallel)
+    finally:
+        parallel.close()
+
+
+def _train(args: argparse.Namespace, parallel) -> int:
     from lmlab.train.run import layered_config, load_run_config, prepare_data, resolve_config
 
     layers = _cli_layers(args)
@@ -92,8 +112,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             if not args.force:
                 raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or --force to "
                                       "start over")
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
+            parallel.barrier()  # every rank has looked before rank 0 clears the folder
+            if parallel.is_main:
+                for name in RUN_FILES:
+                    (out / name).unlink(missing_ok=True)
 
     from lmlab.tokenizers import load_tokenizer
     from lmlab.train.run import build_model, resolved_data_config
@@ -106,15 +128,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     log.info("%s: %s parameters; data %s (%s mode, vocab %d, %s train tokens) -> %s", config.model_name,
              f"{count_parameters(model):,}", config.data.source, data.mode, data.tokenizer.vocab_size,
              f"{data.splits['train'].num_predictions:,}", out)
-    return _fit_and_report(config, data, model, out, args.resume)
+    return _fit_and_report(config, data, model, out, args.resume, parallel)
 
 
-def _fit_and_report(config, data, model, out: Path, resume: bool) -> int:
+def _fit_and_report(config, data, model, out: Path, resume: bool, parallel=None) -> int:
+    from lmlab.tokenizers import load_tokenizer
+    from lmlab.train.distributed import Parallel
     from lmlab.train.run import write_run_files
     from lmlab.train.trainer import Trainer
 
-    write_run_files(out, config, data.tokenizer, model.config.block_size)
-    trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=out)
+    parallel = parallel or Parallel()
+    parallel.barrier()  # on --force, rank 0 must not write before everyone has checked the folder
+    if parallel.is_main:
+        write_run_files(out, config, data.tokenizer, model.config.block_size)
+    parallel.barrier()
+    if load_tokenizer(out / "tokenizer.json") != data.tokenizer:
+        raise CheckpointError(f"{out}: this rank fitted a different tokenizer from rank 0's")
+    trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=out,
+                      parallel=parallel)
     if resume:
         trainer.load_checkpoint(out)
         log.info("resuming %s at step %d", out, trainer.step)
@@ -137,6 +168,10 @@ def _fit_and_report(config, data, model, out: Path, resume: bool) -> int:
         print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with: lmlab train --out {out} --resume",
               file=sys.stderr)
         return 130
+    if not parallel.is_main:
+        if parallel.mode == "fsdp" and parallel.world_size > 1:
+            _split_nll(config, data, trainer)  # FSDP's forward is collective: take part in rank 0's evaluation
+        return 0
 
     summary = _write_summary(out, config, data, trainer)
     nll = summary["nll"]
@@ -155,13 +190,8 @@ def _fit_and_report(config, data, model, out: Path, resume: bool) -> int:
 
 def _write_summary(out: Path, config, data, trainer) -> dict[str, Any]:
     from lmlab.train.checkpoint import atomic_write_text
-    from lmlab.train.evaluation import mean_nll
 
-    nll = {}
-    for split, dataset in data.splits.items():
-        if len(dataset):
-            nll[split], _ = mean_nll(trainer.model, dataset, device=trainer.device,
-                                     max_tokens=config.train.eval_max_tokens)
+    nll = _split_nll(config, data, trainer)
     summary = {
         "model": config.model_name,
         "parameters": count_parameters(trainer.model),
@@ -173,6 +203,17 @@ def _write_summary(out: Path, config, data, trainer) -> dict[str, Any]:
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _split_nll(config, data, trainer) -> dict[str, float]:
+    from lmlab.train.evaluation import mean_nll
+
+    nll = {}
+    for split, dataset in data.splits.items():
+        if len(dataset):
+            nll[split], _ = mean_nll(trainer.model, dataset, device=trainer.device,
+                                     max_tokens=config.train.eval_max_tokens)
+    return nll
 
 
 def _f(value: float | None) -> str:
@@ -210,7 +251,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except LmlabError as err:
         raise type(err)(f"--prompt: {err}") from None
     stream = args.n == 1 and not args.json and sys.stdout.isatty()
-    on_token = (lambda text: print(text, end="", flush=True)) if stream else None  # noqa: E731
+    on_token = (lambda text: print(text, end="", flush=True)) if stream else None
     samples = sample_texts(run, options, on_token=on_token)
     counts = None
     if run.config.data.mode == "lines":

@@ -69,13 +69,20 @@ class TrainConfig:
     log_interval: int = 10
     seed: int = 1337
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    grad_accum_steps: int = 1  # micro-batches per optimizer step: effective batch = batch_size x this x ranks
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the model for training
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the model
+    peak_tflops: float = 0.0  # the device's peak, for MFU; 0: looked up for known GPUs
 
     def __post_init__(self) -> None:
-        positive = ("lr", "batch_size", "max_steps", "eval_interval", "eval_max_tokens", "log_interval")
+        positive = ("lr", "batch_size", "max_steps", "eval_interval", "eval_max_tokens", "log_interval",
+                    "grad_accum_steps")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
-        non_negative = ("warmup_steps", "weight_decay", "grad_clip", "time_budget", "checkpoint_interval")
+        non_negative = ("warmup_steps", "weight_decay", "grad_clip", "time_budget", "checkpoint_interval",
+                        "peak_tflops")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")

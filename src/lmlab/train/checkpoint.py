@@ -39,6 +39,30 @@ def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
     atomic_write(path, lambda tmp: safetensors.torch.save_model(model, str(tmp), metadata={"step": str(step)}))
 
 
+def save_weight_dict(state: dict[str, torch.Tensor], path: Path, step: int) -> None:
+    """A full state dict gathered from shards (FSDP). Tied weights (one tensor under two names) are stored
+    once, as safetensors requires; loading with strict=False fills both names from it."""
+    seen: set[int] = set()
+    kept = {}
+    for name, tensor in state.items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            kept[name] = tensor.contiguous()
+    state = kept
+    atomic_write(path, lambda tmp: safetensors.torch.save_file(state, str(tmp), metadata={"step": str(step)}))
+
+
+def read_weight_dict(path: Path) -> tuple[dict[str, torch.Tensor], int]:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: no checkpoint ({path.name} is missing)")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as fh:
+            step = int((fh.metadata() or {}).get("step", 0))
+        return safetensors.torch.load_file(str(path)), step
+    except (safetensors.SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable or corrupted checkpoint ({err})") from None
+
+
 def load_weights(model: torch.nn.Module, path: Path) -> int:
     """Load weights into `model`; returns the step they were saved at."""
     if not path.is_file():
