@@ -27,7 +27,7 @@ def make_run(tmp_path, model="gpt", **model_values) -> LoadedRun:
     tokenizer = CharTokenizer.fit(TEXTS)
     built = build_model(config, tokenizer, 12).eval()
     with torch.no_grad():  # move biases and LayerNorms off their 0/1 init, so a missed one would show
-        for name, p in built.named_parameters():
+        for _name, p in built.named_parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
     return LoadedRun(tmp_path / "run", config, tokenizer, built, 0)

@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_data_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="SRC", help=f"embedded set ({', '.join(EMBEDDED)}), a text file or a folder "
-                   "(default: names)")
+                   "(of text files, or one made by `lmlab data prepare`) (default: names)")
     p.add_argument("--mode", choices=["lines", "stream"], help="one example per line, or one long stream cut "
                    "into windows (default: the data set's own)")
     p.add_argument("--encoding", help="text encoding of the data files (default: utf-8)")
@@ -73,7 +73,27 @@ def _default_out(model_name: str, source: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a model and print samples. Plain `lmlab train` trains the default model on the embedded names."""
+    """Train a model and print samples. Plain `lmlab train` trains the default model on the embedded names.
+    Under `torchrun --nproc_per_node N -m lmlab train ...` it trains on N processes (DDP, or FSDP2 with
+    --set train.parallel=fsdp); rank 0 alone logs and writes the run directory."""
+    from lmlab.train.distributed import Parallel, launched_by_torchrun
+
+    if not launched_by_torchrun():
+        return _train(args, Parallel())
+    parallel = Parallel()
+    try:
+        from lmlab.train.run import layered_config, resolve_config
+
+        train = resolve_config(layered_config(*_cli_layers(args))).train
+        parallel = Parallel.from_environment(train.device, train.parallel)
+        if not parallel.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
+        return _train(args, parallel)
+    finally:
+        parallel.close()
+
+
+def _train(args: argparse.Namespace, parallel) -> int:
     from lmlab.train.run import layered_config, load_run_config, prepare_data, resolve_config
 
     layers = _cli_layers(args)
@@ -93,11 +113,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   "start over")
 
     from lmlab.tokenizers import load_tokenizer
-    from lmlab.train.run import build_model
+    from lmlab.train.run import build_model, resolved_data_config
 
     tokenizer = load_tokenizer(out / "tokenizer.json") if args.resume else None
     data = prepare_data(config.data, tokenizer)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, mode=data.mode))
+    config = dataclasses.replace(config, data=resolved_data_config(config.data, data))
     block_size = max(ds.block_size for ds in data.splits.values())
     if args.resume:  # the model keeps its own context (an imported GPT-2's, wider than the data needs)
         block_size = max(load_run_config(out)[1], block_size)
@@ -106,21 +126,32 @@ def cmd_train(args: argparse.Namespace) -> int:
              f"{count_parameters(model):,}", config.data.source, data.mode, data.tokenizer.vocab_size,
              f"{data.splits['train'].num_predictions:,}", out)
     if args.force and not args.resume:  # only now: bad input above must leave the old run untouched
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-            (out / f".{name}.tmp").unlink(missing_ok=True)  # a crashed write's leftovers
-    return _fit_and_report(config, data, model, out, args.resume)
+        parallel.barrier()  # every rank has looked at the folder before rank 0 clears it
+        if parallel.is_main:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+                (out / f".{name}.tmp").unlink(missing_ok=True)  # a crashed write's leftovers
+    return _fit_and_report(config, data, model, out, args.resume, parallel)
 
 
-def _fit_and_report(config, data, model, out: Path, resume: bool) -> int:
+def _fit_and_report(config, data, model, out: Path, resume: bool, parallel=None) -> int:
+    from lmlab.tokenizers import load_tokenizer
+    from lmlab.train.distributed import Parallel
     from lmlab.train.run import write_run_files
     from lmlab.train.trainer import Trainer
 
-    trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=out)
+    parallel = parallel or Parallel()
+    trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=out,
+                      parallel=parallel)
     if resume:  # before writing anything, so a checkpoint that cannot be resumed leaves the run as it was
         trainer.load_checkpoint(out)
         log.info("resuming %s at step %d", out, trainer.step)
-    write_run_files(out, config, data.tokenizer, model.config.block_size)
+    parallel.barrier()
+    if parallel.is_main:
+        write_run_files(out, config, data.tokenizer, model.config.block_size)
+    parallel.barrier()
+    if load_tokenizer(out / "tokenizer.json") != data.tokenizer:
+        raise CheckpointError(f"{out}: this rank fitted a different tokenizer from rank 0's")
 
     interrupted = []
 
@@ -143,6 +174,10 @@ def _fit_and_report(config, data, model, out: Path, resume: bool) -> int:
         print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with: lmlab train --out {out} --resume",
               file=sys.stderr)
         return 130
+    if not parallel.is_main:
+        if parallel.mode == "fsdp" and parallel.world_size > 1:
+            _split_nll(config, data, trainer)  # FSDP's forward is collective: take part in rank 0's evaluation
+        return 0
 
     summary = _write_summary(out, config, data, trainer)
     nll = summary["nll"]
@@ -161,13 +196,8 @@ def _fit_and_report(config, data, model, out: Path, resume: bool) -> int:
 
 def _write_summary(out: Path, config, data, trainer) -> dict[str, Any]:
     from lmlab.train.checkpoint import atomic_write_text
-    from lmlab.train.evaluation import mean_nll
 
-    nll = {}
-    for split, dataset in data.splits.items():
-        if len(dataset):
-            nll[split], _ = mean_nll(trainer.model, dataset, device=trainer.device,
-                                     max_tokens=config.train.eval_max_tokens)
+    nll = _split_nll(config, data, trainer)
     summary = {
         "model": config.model_name,
         "parameters": count_parameters(trainer.model),
@@ -179,6 +209,17 @@ def _write_summary(out: Path, config, data, trainer) -> dict[str, Any]:
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _split_nll(config, data, trainer) -> dict[str, float]:
+    from lmlab.train.evaluation import mean_nll
+
+    nll = {}
+    for split, dataset in data.splits.items():
+        if len(dataset):
+            nll[split], _ = mean_nll(trainer.model, dataset, device=trainer.device,
+                                     max_tokens=config.train.eval_max_tokens)
+    return nll
 
 
 def _f(value: float | None) -> str:
@@ -313,6 +354,36 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     print(format_table(rows), end="")
     print(f"table: {out / TABLE_FILE}, {out / JSON_FILE}; plot: {out / PLOT_FILE}")
     return 0
+# ----------------------------------------------------------------------------------------------------------
+# data prepare
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Prepare data: `lmlab data prepare SRC --tokenizer bpe --out DIR` tokenizes once into memory-mapped
+    shards; `lmlab train --data DIR` then trains on them with memory that stays flat as the corpus grows."""
+    from lmlab.train.prepare import PrepareOptions, prepare_shards
+
+    meta = prepare_shards(PrepareOptions(
+        source=args.source, out=args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size or 0,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, encoding=args.encoding))
+    splits = ", ".join(f"{name} {s['tokens']:,}" for name, s in meta["splits"].items())
+    print(f"{args.out}: {meta['tokenizer']} tokenizer, vocab {meta['vocab_size']:,}, {meta['dtype']}; tokens: "
+          f"{splits}; {meta['megabytes']:.1f} MB encoded at {meta['encode_mb_per_s']:.1f} MB/s "
+          f"(tokenizer fit {meta['fit_seconds']:.1f} s)")
+    return 0
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    doc = "Tokenize SRC once into DIR: train/val/test .bin shards (uint16/uint32), meta.json, tokenizer.json."
+    q = sub.add_parser("prepare", help=doc, description=doc)
+    q.add_argument("source", metavar="SRC", help=f"embedded set ({', '.join(EMBEDDED)}), a text file or a folder")
+    q.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char", help="(default: char)")
+    q.add_argument("--vocab-size", type=int, metavar="N", help="word/bpe vocabulary size (default 8192 / 1024)")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    q.add_argument("--val-fraction", type=float, default=0.1, help="(default: 0.1)")
+    q.add_argument("--test-fraction", type=float, default=0.1, help="(default: 0.1)")
+    q.add_argument("--encoding", default="utf-8", help="text encoding of the source files (default: utf-8)")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -374,6 +445,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "import": (cmd_import, _import_args),
     "compare": (cmd_compare, _compare_args),
     "ladder": (cmd_ladder, _ladder_args),
+    "data": (cmd_data, _data_args),
 }
 
 

@@ -136,6 +136,30 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict[str, Any]:
     return state
 
 
+def save_weight_dict(state: dict[str, torch.Tensor], path: Path, step: int) -> None:
+    """A full state dict gathered from shards (FSDP). Tied weights (one tensor under two names) are stored
+    once, as safetensors requires; loading with strict=False fills both names from it."""
+    seen: set[int] = set()
+    kept = {}
+    for name, tensor in state.items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            kept[name] = tensor.contiguous()
+    state = kept
+    atomic_write(path, lambda tmp: safetensors.torch.save_file(state, str(tmp), metadata={"step": str(step)}))
+
+
+def read_weight_dict(path: Path) -> tuple[dict[str, torch.Tensor], int]:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: no checkpoint ({path.name} is missing)")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as fh:
+            step = int((fh.metadata() or {}).get("step", 0))
+        return safetensors.torch.load_file(str(path)), step
+    except (safetensors.SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable or corrupted checkpoint ({err})") from None
+
+
 def load_weights(model: torch.nn.Module, path: Path) -> int:
     """Load weights into `model`; returns the step they were saved at."""
     if not path.is_file():
@@ -197,7 +221,7 @@ def load_state(path: Path) -> dict[str, Any]:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 -- a truncated zip or a foreign file: any failure means the same thing here
         raise CheckpointError(f"{path}: unreadable or corrupted trainer state ({type(err).__name__})") from None
-    if not isinstance(state, dict) or not STATE_KEYS <= state.keys():
+    if not isinstance(state, dict) or not state.keys() >= STATE_KEYS:
         raise CheckpointError(f"{path}: not an lmlab trainer state (keys missing)")
     return state
 
