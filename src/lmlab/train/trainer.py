@@ -4,7 +4,8 @@ or the CLI, which plug in through callbacks and the run directory.
 One step: sample `grad_accum_steps` micro-batches -> forward (bf16 autocast on CUDA) and backward each,
 weighted by its share of the step's tokens -> callbacks see the gradients -> clip -> optimizer step at the
 scheduled learning rate. Under torchrun each rank takes its slice of every batch (see distributed.py).
-Every `eval_interval` steps: validation NLL under `model.eval()` and `torch.no_grad()`, then a checkpoint. Counted models (n-grams) take one counting pass.
+Every `eval_interval` steps: validation NLL under `model.eval()` and `torch.no_grad()`, then a checkpoint.
+Counted models (n-grams) take one counting pass.
 """
 
 from __future__ import annotations
