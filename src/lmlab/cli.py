@@ -229,6 +229,56 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# forecast
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    """Train a forecaster on a 1-D series and print its MAE and MSE beside every baseline; writes a PNG of
+    forecast against actual. --data synthetic (the course's seeded series) or FILE.csv:COLUMN."""
+    from lmlab.series.forecast import run_forecast
+
+    overrides = parse_set_args(args.set)
+    unknown = sorted(set(overrides) - {"model", "train"})
+    if unknown:
+        raise ConfigError(f"--set: forecast takes model.* and train.* keys, got {unknown[0]}.*")
+    train_values = dict(overrides.get("train", {}))
+    for key in ("max_steps", "seed", "device"):
+        if getattr(args, key) is not None:
+            train_values[key] = getattr(args, key)
+    stem = "synthetic" if args.data == "synthetic" else Path(args.data.rpartition(":")[0]).stem
+    out = Path(args.out) if args.out else _default_out(f"forecast-{args.model}", stem)
+    result = run_forecast(args.data, args.model, window=args.window, out=out, split=args.split_time,
+                          period=args.period, shuffle_buffer=args.shuffle_buffer,
+                          model_values=overrides.get("model", {}), train_values=train_values)
+    width = max(len(name) for name in result.scores)
+    print(f"forecast of {len(result.actual)} validation steps (from step {result.split}), "
+          f"{args.model} trained {result.steps} steps, window {args.window}")
+    print(f"  {'':<{width}}  {'MAE':>9}  {'MSE':>10}")
+    for name, score in result.scores.items():
+        print(f"  {name:<{width}}  {score['mae']:>9.3f}  {score['mse']:>10.3f}")
+    print(f"plot: {result.plot}")
+    print(f"run directory: {out}")
+    return 0
+
+
+def _forecast_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="synthetic", metavar="SRC", help="synthetic (default) or FILE.csv:COLUMN")
+    p.add_argument("--model", default="linear", choices=["linear", "mlp", "conv_lstm"], help="default: linear")
+    p.add_argument("--window", type=int, default=20, metavar="N", help="past values per forecast (default: 20)")
+    p.add_argument("--split-time", type=int, metavar="T", help="first validation step (default: synthetic 1000, "
+                   "else 70%% of the series rounded down to whole periods)")
+    p.add_argument("--period", type=int, metavar="P", help="season length for the split and the seasonal "
+                   "baselines (default: synthetic 365, else none)")
+    p.add_argument("--shuffle-buffer", type=int, default=1000, metavar="N", help="windows in the shuffle buffer")
+    p.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps to train for")
+    p.add_argument("--seed", type=int, help="seed for init and batches (default: 1337)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/forecast-MODEL-DATA)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override model.* or train.* values, e.g. --set train.lr=1e-3 --set model.n_hidden=32")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The table of subcommands
 
 
@@ -262,6 +312,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "train": (cmd_train, _train_args),
     "eval": (cmd_eval, _eval_args),
     "sample": (cmd_sample, _sample_args),
+    "forecast": (cmd_forecast, _forecast_args),
 }
 
 

@@ -24,7 +24,7 @@ from lmlab.data.datasets import TokenDataset
 from lmlab.errors import LmlabError
 from lmlab.train import checkpoint as ckpt
 from lmlab.train.callbacks import Callback
-from lmlab.train.evaluation import mean_nll
+from lmlab.train.evaluation import mean_loss, mean_nll
 from lmlab.train.schedule import lr_at
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,9 @@ class Trainer:
     def evaluate(self) -> dict[str, Any] | None:
         if self.val_data is None:
             return None
-        val_loss, tokens = mean_nll(self.model, self.val_data, batch_size=self.config.batch_size * 4,
+        # A dataset with `count_targets` is not a token dataset (forecasting, images): score the model's own loss.
+        evaluate = mean_loss if hasattr(self.val_data, "count_targets") else mean_nll
+        val_loss, tokens = evaluate(self.model, self.val_data, batch_size=self.config.batch_size * 4,
                                     device=self.device, max_tokens=self.config.eval_max_tokens)
         self.last_val_loss = val_loss
         record = {"step": self.step, "val_loss": round(val_loss, 6), "val_tokens": tokens}
@@ -236,7 +238,8 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        tokens = int((labels[:, 1:] != -100).sum())
+        count_targets = getattr(self.train_data, "count_targets", None)
+        tokens = count_targets(labels) if count_targets else int((labels[:, 1:] != -100).sum())
         self.tokens_seen += tokens
         return {"step": self.step, "loss": round(loss.item(), 6), "lr": lr,
                 "grad_norm": round(float(grad_norm), 6), "tokens": tokens}
