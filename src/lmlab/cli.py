@@ -279,6 +279,52 @@ def _forecast_args(p: argparse.ArgumentParser) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# classify
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Train a small conv classifier on images and print its validation accuracy; writes feature maps of
+    each conv layer at every evaluation and an HTML page to watch them. --data digits or a FOLDER with one
+    subfolder per class."""
+    from lmlab.vision.classify import run_classify
+
+    overrides = parse_set_args(args.set)
+    unknown = sorted(set(overrides) - {"model", "train"})
+    if unknown:
+        raise ConfigError(f"--set: classify takes model.* and train.* keys, got {unknown[0]}.*")
+    train_values = dict(overrides.get("train", {}))
+    for key in ("max_steps", "seed", "device"):
+        if getattr(args, key) is not None:
+            train_values[key] = getattr(args, key)
+    out = Path(args.out) if args.out else _default_out("classify", Path(args.data).name)
+    result = run_classify(args.data, out=out, image_size=args.image_size, grayscale=args.grayscale,
+                          val_fraction=args.val_fraction, model_values=overrides.get("model", {}),
+                          train_values=train_values)
+    print(f"convnet: validation accuracy {result.accuracy:.4f} ({result.num_val} images, {len(result.class_names)} "
+          f"classes; chance {result.chance:.4f}), train accuracy {result.train_accuracy:.4f} after "
+          f"{result.steps} steps")
+    print(f"feature maps: {result.report}")
+    print(f"run directory: {out}")
+    return 0
+
+
+def _classify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="digits", metavar="SRC", help="digits (scikit-learn's 8x8 digits, needs "
+                   "lmlab[vision]; default) or a FOLDER with one subfolder of images per class")
+    p.add_argument("--image-size", type=int, default=64, metavar="N", help="folder images are resized to NxN "
+                   "(default: 64)")
+    p.add_argument("--grayscale", action="store_true", help="read folder images as one grey channel")
+    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F", help="held out for validation "
+                   "(default: 0.2)")
+    p.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps to train for (default: 500)")
+    p.add_argument("--seed", type=int, help="seed for the split, init and batches (default: 1337)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/classify-DATA)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override model.* or train.* values, e.g. --set model.n_filters=8 --set train.lr=1e-3")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The table of subcommands
 
 
@@ -313,6 +359,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "eval": (cmd_eval, _eval_args),
     "sample": (cmd_sample, _sample_args),
     "forecast": (cmd_forecast, _forecast_args),
+    "classify": (cmd_classify, _classify_args),
 }
 
 
