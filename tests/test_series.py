@@ -119,10 +119,33 @@ def test_forecasters_speak_the_model_interface(cls, config):
     assert model(torch.randn(2, 6)).loss is None
 
 
-def test_conv_lstm_is_causal_in_time():
+def test_conv_lstm_reads_every_step_causally():
     torch.manual_seed(0)
     model = ConvLSTMForecaster(ConvLSTMForecasterConfig(window=8, n_filters=4, n_hidden=8, kernel_size=3))
-    assert model.conv.padding == (0,)  # padding is done by hand, on the left only
+    seen = []
+    model.lstm.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0]))
+    x = torch.randn(2, 8)
+    bumped = x.clone()
+    bumped[:, -1] += 1.0  # change only the newest value
+    base, changed = model(x).logits, model(bumped).logits
+    assert seen[0].shape == (2, 8, 4)  # left padding keeps one conv feature per time step
+    # Causal: features of steps before the last do not see the last value; the forecast does.
+    assert torch.equal(seen[0][:, :-1], seen[1][:, :-1]) and not torch.equal(seen[0][:, -1], seen[1][:, -1])
+    assert not torch.equal(base, changed)
+
+
+def test_mean_loss_is_the_exact_mean_over_uneven_batches():
+    from lmlab.train.evaluation import mean_loss
+
+    torch.manual_seed(0)
+    ds = WindowDataset(np.random.default_rng(0).normal(size=40), window=5)  # 35 windows
+    model = LinearForecaster(LinearForecasterConfig(window=5))
+    loss, count = mean_loss(model, ds, batch_size=8)
+    x, y = ds.windows[:, :-1], ds.windows[:, -1]
+    assert count == 35
+    with torch.no_grad():
+        expected = float(torch.nn.functional.mse_loss(model(x).logits, y))
+    assert loss == pytest.approx(expected, rel=1e-6)
 
 
 def test_config_checks_name_the_field():
@@ -184,3 +207,18 @@ def test_forecast_cli_end_to_end(cli, tmp_path, monkeypatch):
     bad = cli("forecast", "--data", f"{path}:nope", "--out", str(tmp_path / "r2"))
     assert bad.returncode == 2 and "no column 'nope'" in bad.stderr and "Traceback" not in bad.stderr
 
+
+
+@pytest.mark.slow
+def test_linear_matches_the_differenced_baseline_and_least_squares(tmp_path):
+    from lmlab.series.forecast import run_forecast
+
+    result = run_forecast("synthetic", "linear", window=20, out=tmp_path)
+    assert result.scores["linear"]["mae"] <= result.scores["seasonal diff + MA 50"]["mae"]  # 5.839
+    # The reference: the closed-form least-squares fit of the same 20 weights and bias.
+    s = synthetic_series().astype(np.float64)
+    train = np.lib.stride_tricks.sliding_window_view(s[:1000], 21)
+    coef = np.linalg.lstsq(np.c_[train[:, :-1], np.ones(len(train))], train[:, -1], rcond=None)[0]
+    val = np.lib.stride_tricks.sliding_window_view(s[980:], 21)
+    lstsq = errors(s[1000:], np.c_[val[:, :-1], np.ones(len(val))] @ coef)
+    assert result.scores["linear"]["mae"] == pytest.approx(lstsq["mae"], abs=0.05)

@@ -229,7 +229,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# forecast
+# forecast, classify: plain nn.Modules on the same Trainer
+
+
+def _model_train_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model values, train values) from --set model.*/train.* and the named training options."""
+    overrides = parse_set_args(args.set)
+    unknown = sorted(set(overrides) - {"model", "train"})
+    if unknown:
+        raise ConfigError(f"--set: {args.command} takes model.* and train.* keys, got {unknown[0]}.*")
+    train = dict(overrides.get("train", {}))
+    train.update({k: getattr(args, k) for k in ("max_steps", "seed", "device") if getattr(args, k) is not None})
+    return overrides.get("model", {}), train
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
@@ -237,28 +248,46 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     forecast against actual. --data synthetic (the course's seeded series) or FILE.csv:COLUMN."""
     from lmlab.series.forecast import run_forecast
 
-    overrides = parse_set_args(args.set)
-    unknown = sorted(set(overrides) - {"model", "train"})
-    if unknown:
-        raise ConfigError(f"--set: forecast takes model.* and train.* keys, got {unknown[0]}.*")
-    train_values = dict(overrides.get("train", {}))
-    for key in ("max_steps", "seed", "device"):
-        if getattr(args, key) is not None:
-            train_values[key] = getattr(args, key)
+    model_values, train_values = _model_train_values(args)
     stem = "synthetic" if args.data == "synthetic" else Path(args.data.rpartition(":")[0]).stem
     out = Path(args.out) if args.out else _default_out(f"forecast-{args.model}", stem)
     result = run_forecast(args.data, args.model, window=args.window, out=out, split=args.split_time,
-                          period=args.period, shuffle_buffer=args.shuffle_buffer,
-                          model_values=overrides.get("model", {}), train_values=train_values)
+                          period=args.period, shuffle_buffer=args.shuffle_buffer, model_values=model_values,
+                          train_values=train_values)
     width = max(len(name) for name in result.scores)
     print(f"forecast of {len(result.actual)} validation steps (from step {result.split}), "
           f"{args.model} trained {result.steps} steps, window {args.window}")
     print(f"  {'':<{width}}  {'MAE':>9}  {'MSE':>10}")
     for name, score in result.scores.items():
         print(f"  {name:<{width}}  {score['mae']:>9.3f}  {score['mse']:>10.3f}")
-    print(f"plot: {result.plot}")
-    print(f"run directory: {out}")
+    print(f"plot: {result.plot}\nrun directory: {out}")
     return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Train a small conv classifier on images and print its validation accuracy; writes feature maps of
+    each conv layer at every evaluation and an HTML page to watch them. --data digits or a FOLDER with one
+    subfolder per class."""
+    from lmlab.vision.classify import run_classify
+
+    model_values, train_values = _model_train_values(args)
+    out = Path(args.out) if args.out else _default_out("classify", Path(args.data).name)
+    result = run_classify(args.data, out=out, image_size=args.image_size, grayscale=args.grayscale,
+                          val_fraction=args.val_fraction, model_values=model_values, train_values=train_values)
+    print(f"convnet: validation accuracy {result.accuracy:.4f} ({result.num_val} images, {len(result.class_names)} "
+          f"classes; chance {result.chance:.4f}), train accuracy {result.train_accuracy:.4f} after "
+          f"{result.steps} steps")
+    print(f"feature maps: {result.report}\nrun directory: {out}")
+    return 0
+
+
+def _run_args(p: argparse.ArgumentParser, out_default: str, set_example: str) -> None:
+    p.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps to train for")
+    p.add_argument("--seed", type=int, help="seed for the split, init and batches (default: 1337)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
+    p.add_argument("--out", metavar="DIR", help=f"run directory (default: {out_default})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override model.* or train.* values, e.g. {set_example}")
 
 
 def _forecast_args(p: argparse.ArgumentParser) -> None:
@@ -270,59 +299,16 @@ def _forecast_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--period", type=int, metavar="P", help="season length for the split and the seasonal "
                    "baselines (default: synthetic 365, else none)")
     p.add_argument("--shuffle-buffer", type=int, default=1000, metavar="N", help="windows in the shuffle buffer")
-    p.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps to train for")
-    p.add_argument("--seed", type=int, help="seed for init and batches (default: 1337)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
-    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/forecast-MODEL-DATA)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override model.* or train.* values, e.g. --set train.lr=1e-3 --set model.n_hidden=32")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# classify
-
-
-def cmd_classify(args: argparse.Namespace) -> int:
-    """Train a small conv classifier on images and print its validation accuracy; writes feature maps of
-    each conv layer at every evaluation and an HTML page to watch them. --data digits or a FOLDER with one
-    subfolder per class."""
-    from lmlab.vision.classify import run_classify
-
-    overrides = parse_set_args(args.set)
-    unknown = sorted(set(overrides) - {"model", "train"})
-    if unknown:
-        raise ConfigError(f"--set: classify takes model.* and train.* keys, got {unknown[0]}.*")
-    train_values = dict(overrides.get("train", {}))
-    for key in ("max_steps", "seed", "device"):
-        if getattr(args, key) is not None:
-            train_values[key] = getattr(args, key)
-    out = Path(args.out) if args.out else _default_out("classify", Path(args.data).name)
-    result = run_classify(args.data, out=out, image_size=args.image_size, grayscale=args.grayscale,
-                          val_fraction=args.val_fraction, model_values=overrides.get("model", {}),
-                          train_values=train_values)
-    print(f"convnet: validation accuracy {result.accuracy:.4f} ({result.num_val} images, {len(result.class_names)} "
-          f"classes; chance {result.chance:.4f}), train accuracy {result.train_accuracy:.4f} after "
-          f"{result.steps} steps")
-    print(f"feature maps: {result.report}")
-    print(f"run directory: {out}")
-    return 0
+    _run_args(p, "runs/forecast-MODEL-DATA", "--set train.lr=1e-3 --set model.n_hidden=32")
 
 
 def _classify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="digits", metavar="SRC", help="digits (scikit-learn's 8x8 digits, needs "
                    "lmlab[vision]; default) or a FOLDER with one subfolder of images per class")
-    p.add_argument("--image-size", type=int, default=64, metavar="N", help="folder images are resized to NxN "
-                   "(default: 64)")
+    p.add_argument("--image-size", type=int, default=64, metavar="N", help="folder images are resized to NxN")
     p.add_argument("--grayscale", action="store_true", help="read folder images as one grey channel")
-    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F", help="held out for validation "
-                   "(default: 0.2)")
-    p.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps to train for (default: 500)")
-    p.add_argument("--seed", type=int, help="seed for the split, init and batches (default: 1337)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
-    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/classify-DATA)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override model.* or train.* values, e.g. --set model.n_filters=8 --set train.lr=1e-3")
-
+    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F", help="held out for validation")
+    _run_args(p, "runs/classify-DATA", "--set model.n_filters=8 --set train.lr=1e-3")
 
 # ----------------------------------------------------------------------------------------------------------
 # The table of subcommands

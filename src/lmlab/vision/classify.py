@@ -46,6 +46,7 @@ def run_classify(
     num_images: int = 4,
     model_values: dict[str, Any] | None = None,
     train_values: dict[str, Any] | None = None,
+    callbacks: tuple = (),
 ) -> ClassifyResult:
     from lmlab.train.trainer import Trainer
 
@@ -76,7 +77,8 @@ def run_classify(
     # The same few validation images at every evaluation, so the pictures differ only by training.
     shown = splits["val"].images[:num_images]
     maps = FeatureMapCallback(out, shown, splits["val"])
-    trainer = Trainer(model, splits["train"], splits["val"], train_config, run_dir=out, callbacks=[maps]).fit()
+    trainer = Trainer(model, splits["train"], splits["val"], train_config, run_dir=out, 
+                      callbacks=[maps, *callbacks]).fit()
 
     val_accuracy = accuracy(trainer.model, splits["val"])
     chance = float(torch.bincount(splits["val"].labels).max()) / len(splits["val"])
