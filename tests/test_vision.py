@@ -159,3 +159,13 @@ def test_digits_classifier_beats_chance(tmp_path):
     result = run_classify("digits", out=tmp_path / "run", train_values={"max_steps": 60, "eval_interval": 60})
     assert len(result.class_names) == 10 and result.num_train + result.num_val == 1797
     assert result.accuracy > 0.6 > 3 * result.chance
+
+
+def test_digits_without_scikit_learn_is_a_clear_error(monkeypatch):
+    import sys
+
+    from lmlab.vision.data import load_images
+
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # makes the import fail as if not installed
+    with pytest.raises(DataError, match=r"pip install 'lmlab\[vision\]'"):
+        load_images("digits")

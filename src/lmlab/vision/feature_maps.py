@@ -152,15 +152,17 @@ class FeatureMapCallback(Callback):
     def _snapshot(self, trainer, val_loss: float | None) -> None:
         folder = self.run_dir / "feature_maps"
         folder.mkdir(parents=True, exist_ok=True)
-        mosaic = feature_map_mosaic(self.images, capture_feature_maps(trainer.model, self.images), self.max_channels)
+        maps = capture_feature_maps(trainer.model, self.images)
         name = f"step_{trainer.step:06d}.png"
-        save_png(mosaic, folder / name)
-        caption = f"step {trainer.step}"
+        save_png(feature_map_mosaic(self.images, maps, self.max_channels), folder / name)
+        epochs = trainer.step * trainer.config.batch_size / max(len(trainer.train_data), 1)
+        caption = f"step {trainer.step} (epoch {epochs:.1f})"
         if self.val_data is not None:
             self.accuracy = accuracy(trainer.model, self.val_data)
             caption += f", validation accuracy {self.accuracy:.3f}"
         if val_loss is not None:
             caption += f", validation loss {val_loss:.4f}"
+        caption += "; rows: " + ", ".join(f"{layer} ({m.shape[1]} maps)" for layer, m in maps.items())
         self.frames.append({"step": trainer.step, "src": f"feature_maps/{name}", "caption": caption})
         write_page(self.run_dir / "feature_maps.html", self.frames, "Conv feature maps during training")
 
