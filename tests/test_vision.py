@@ -1,4 +1,4 @@
-"""Images: the folder source, the conv classifier on the Trainer, feature-map pictures and `lmlab classify`."""
+"""Images: the folder source, the conv classifier on the Trainer, feature maps and `lmlab classify`."""
 
 from __future__ import annotations
 
@@ -79,7 +79,8 @@ def test_convnet_shapes_and_config_checks():
     model = ConvNet(ConvNetConfig(in_channels=3, image_size=16, n_classes=5, n_filters=4))
     out = model(torch.rand(2, 3, 16, 16), labels=torch.tensor([0, 4]))
     assert out.logits.shape == (2, 5)
-    assert out.loss.item() == pytest.approx(torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 4])).item())
+    reference = torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 4]))
+    assert out.loss.item() == pytest.approx(reference.item())
     with pytest.raises(ConfigError, match="image_size must be at least 8"):
         ConvNetConfig(image_size=4, n_conv=3)
     with pytest.raises(ConfigError, match="model.kernel_size"):
@@ -138,8 +139,8 @@ def test_classify_cli_on_a_folder(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     folder = _shapes_folder(tmp_path / "imgs", per_class=10)
     out = tmp_path / "run"
-    result = cli("classify", "--data", str(folder), "--image-size", "16", "--max-steps", "20", "--out", str(out),
-                 "--set", "model.n_filters=4", "--set", "train.eval_interval=10")
+    result = cli("classify", "--data", str(folder), "--image-size", "16", "--max-steps", "20",
+                 "--out", str(out), "--set", "model.n_filters=4", "--set", "train.eval_interval=10")
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert f"validation accuracy {summary['val_accuracy']:.4f}" in result.stdout

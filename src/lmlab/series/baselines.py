@@ -20,7 +20,7 @@ def _check(series: np.ndarray, start: int, history: int, name: str) -> np.ndarra
     if start < history:
         raise DataError(f"the {name} baseline needs {history} steps of history before step {start}")
     if start >= len(series):
-        raise DataError(f"nothing to forecast: step {start} is past the end of the series ({len(series)} steps)")
+        raise DataError(f"nothing to forecast: step {start} is past the series' end ({len(series)} steps)")
     return series
 
 
@@ -41,15 +41,17 @@ def moving_average_forecast(series: np.ndarray, start: int, window: int) -> np.n
     return _trailing_means(series, window)[start - window : len(series) - window]
 
 
-def seasonal_forecast(series: np.ndarray, start: int, *, period: int, window: int, smooth: int = 1) -> np.ndarray:
+def seasonal_forecast(
+    series: np.ndarray, start: int, *, period: int, window: int, smooth: int = 1
+) -> np.ndarray:
     """Moving average (over `window` steps) of the period-differenced series, plus the previous period's
     value (a centred mean of `smooth` values when smooth > 1)."""
     if smooth < 1 or smooth // 2 >= period:
-        raise DataError(f"the seasonal baseline's smoothing window must be in [1, {2 * period}), got {smooth}")
+        raise DataError(f"the seasonal baseline's smoothing must be in [1, {2 * period}), got {smooth}")
     series = _check(series, start, period + window + smooth // 2, "seasonal")
     n = len(series)
     diff = series[period:] - series[:-period]  # diff[j] = series[j + period] - series[j]
-    # Forecast of diff at t: the mean of diff at t - window .. t - 1, i.e. diff indices t - period - window ...
+    # Forecast of diff at t: its mean over t - window .. t - 1, i.e. diff indices t - period - window ...
     diff_forecast = _trailing_means(diff, window)[start - period - window : n - period - window]
     # Centred on t - period: from t - period - smooth // 2, `smooth` values (the course's -370:-360 for 10).
     lo = start - period - smooth // 2

@@ -47,5 +47,6 @@ class ConvLSTMForecaster(nn.Module):
         x = F.relu(self.conv(x)).transpose(1, 2)  # (B, W, C)
         h, _ = self.lstm(x)  # (B, W, H)
         prediction = self.standardise.inverse(self.head(h[:, -1]).squeeze(-1))  # (B,)
-        loss = None if labels is None else regression_loss(prediction, labels, self.config.loss, self.config.scale)
+        loss = None if labels is None else regression_loss(prediction, labels, self.config.loss,
+                                                            self.config.scale)
         return ModelOutput(logits=prediction, loss=loss)

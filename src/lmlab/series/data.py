@@ -4,7 +4,7 @@ how it is cut into (window[:-1], window[-1]) pairs: the tf.data recipe of the no
     tf.data                                  here
     Dataset.from_tensor_slices(series)       WindowDataset(series, ...)
     .window(W + 1, shift=S, drop_remainder)  .windows: (N, W + 1), row i starts at i * S
-    .shuffle(shuffle_buffer)                 shuffled(): a buffer of `shuffle_buffer` windows, one drawn at random
+    .shuffle(shuffle_buffer)                 shuffled(): a buffer of windows, one drawn at random
     .map(lambda w: (w[:-1], w[-1]))          each batch splits into inputs (B, W) and targets (B,)
     .batch(batch_size)                       sample_batch() / iter_batches()
 
@@ -79,9 +79,10 @@ def read_csv_column(path: str | Path, column: str) -> np.ndarray:
                 try:
                     value = float(cell)
                 except ValueError:
-                    raise DataError(f"{path}:{line_no}: column {column!r} holds {cell!r}, not a number") from None
+                    raise DataError(f"{path}:{line_no}: column {column!r} holds {cell!r}, not a number"
+                                    ) from None
                 if not math.isfinite(value):
-                    raise DataError(f"{path}:{line_no}: column {column!r} holds {cell!r}, not a finite number")
+                    raise DataError(f"{path}:{line_no}: column {column!r} holds {cell!r}, not finite")
                 values.append(value)
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text; is this a CSV file?") from None
@@ -109,7 +110,7 @@ def split_time(length: int, *, period: int | None = None, val_fraction: float = 
     if period:
         split = (split // period) * period
         if split < period:
-            raise DataError(f"the series has {length} steps: too short to train on a whole period of {period}")
+            raise DataError(f"the series has {length} steps: too short to train on a whole period ({period})")
     if not 0 < split < length:
         raise DataError(f"the series has {length} steps: too short to split into training and validation")
     return split
@@ -123,9 +124,11 @@ class WindowDataset:
     """(inputs (B, W), targets (B,)) batches of windows of a 1-D series. `count_targets` tells the trainer
     this is not a token dataset, so it counts examples and evaluates the model's own loss."""
 
-    def __init__(self, series: np.ndarray | Tensor, window: int, *, shift: int = 1, shuffle_buffer: int = 1000):
+    def __init__(self, series: np.ndarray | Tensor, window: int, *, shift: int = 1,
+                 shuffle_buffer: int = 1000):
         if window < 1 or shift < 1 or shuffle_buffer < 1:
-            raise DataError(f"window ({window}), shift ({shift}) and shuffle_buffer ({shuffle_buffer}) must be >= 1")
+            raise DataError(f"window ({window}), shift ({shift}) and shuffle buffer ({shuffle_buffer}) "
+                            "must be at least 1")
         values = torch.as_tensor(np.asarray(series, dtype=np.float32))
         if values.dim() != 1:
             raise DataError(f"a series is 1-D, got shape {tuple(values.shape)}")
@@ -154,7 +157,7 @@ class WindowDataset:
 
     def shuffled(self, generator: torch.Generator) -> Iterator[Tensor]:
         """One pass over the windows through a shuffle buffer, as tf.data's shuffle: fill the buffer, emit a
-        random element and put the next window in its place. A buffer as large as the data is a full shuffle."""
+        random element and put the next window in its place. A buffer as large as the data shuffles fully."""
         buffer: list[int] = []
         for index in range(len(self.windows)):
             if len(buffer) < self.shuffle_buffer:

@@ -46,7 +46,9 @@ class ForecastResult:
     plot: Path | None = None
 
 
-def _split_and_period(source: str, length: int, split: int | None, period: int | None) -> tuple[int, int | None]:
+def _split_and_period(
+    source: str, length: int, split: int | None, period: int | None
+) -> tuple[int, int | None]:
     if source == "synthetic":  # the reference's own period and split (REFERENCES.md)
         period = SYNTHETIC["period"] if period is None else period
         split = SYNTHETIC["split_time"] if split is None else split
@@ -88,7 +90,7 @@ def run_forecast(
     series = load_series(source)
     split, period = _split_and_period(source, len(series), split, period)
     if window >= split:
-        raise DataError(f"--window {window} needs more than {window} training steps; validation starts at {split}")
+        raise DataError(f"--window {window} needs over {window} training steps; validation starts at {split}")
     train_part = series[:split]
     config_cls, model_cls, defaults = FORECASTERS[model_name]
     model_config = build_config(config_cls, {
@@ -102,7 +104,8 @@ def run_forecast(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    saved = {"data": {"source": source, "split_time": split, "period": period, "shuffle_buffer": shuffle_buffer},
+    saved = {"data": {"source": source, "split_time": split, "period": period,
+                      "shuffle_buffer": shuffle_buffer},
              "model": {"name": model_name, **to_dict(model_config)}, "train": to_dict(train_config)}
     atomic_write_text(out / "config.json", json.dumps(saved, indent=2) + "\n")
     (out / "metrics.jsonl").unlink(missing_ok=True)

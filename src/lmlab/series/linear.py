@@ -29,5 +29,6 @@ class LinearForecaster(nn.Module):
     def forward(self, inputs: Tensor, labels: Tensor | None = None) -> ModelOutput:
         x = self.standardise(inputs)  # (B, W)
         prediction = self.standardise.inverse(self.dense(x).squeeze(-1))  # (B,)
-        loss = None if labels is None else regression_loss(prediction, labels, self.config.loss, self.config.scale)
+        loss = None if labels is None else regression_loss(prediction, labels, self.config.loss,
+                                                            self.config.scale)
         return ModelOutput(logits=prediction, loss=loss)

@@ -42,5 +42,6 @@ class MLPForecaster(nn.Module):
     def forward(self, inputs: Tensor, labels: Tensor | None = None) -> ModelOutput:
         h = self.hidden(self.standardise(inputs))  # (B, H)
         prediction = self.standardise.inverse(self.head(h).squeeze(-1))  # (B,)
-        loss = None if labels is None else regression_loss(prediction, labels, self.config.loss, self.config.scale)
+        loss = None if labels is None else regression_loss(prediction, labels, self.config.loss,
+                                                            self.config.scale)
         return ModelOutput(logits=prediction, loss=loss)

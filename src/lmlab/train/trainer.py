@@ -151,7 +151,7 @@ class Trainer:
     def evaluate(self) -> dict[str, Any] | None:
         if self.val_data is None:
             return None
-        # A dataset with `count_targets` is not a token dataset (forecasting, images): score the model's own loss.
+        # A dataset with `count_targets` is not a token dataset (series, images): average the model's loss.
         evaluate = mean_loss if hasattr(self.val_data, "count_targets") else mean_nll
         val_loss, tokens = evaluate(self.model, self.val_data, batch_size=self.config.batch_size * 4,
                                     device=self.device, max_tokens=self.config.eval_max_tokens)

@@ -77,13 +77,14 @@ def run_classify(
     # The same few validation images at every evaluation, so the pictures differ only by training.
     shown = splits["val"].images[:num_images]
     maps = FeatureMapCallback(out, shown, splits["val"])
-    trainer = Trainer(model, splits["train"], splits["val"], train_config, run_dir=out, 
+    trainer = Trainer(model, splits["train"], splits["val"], train_config, run_dir=out,
                       callbacks=[maps, *callbacks]).fit()
 
     val_accuracy = accuracy(trainer.model, splits["val"])
     chance = float(torch.bincount(splits["val"].labels).max()) / len(splits["val"])
-    result = ClassifyResult(val_accuracy, accuracy(trainer.model, splits["train"]), chance, images.class_names,
-                            len(splits["train"]), len(splits["val"]), trainer.step, out / "feature_maps.html")
+    result = ClassifyResult(val_accuracy, accuracy(trainer.model, splits["train"]), chance,
+                            images.class_names, len(splits["train"]), len(splits["val"]), trainer.step,
+                            out / "feature_maps.html")
     summary = {"data": source, "classes": images.class_names, "steps": trainer.step,
                "train_images": result.num_train, "val_images": result.num_val,
                "val_accuracy": val_accuracy, "train_accuracy": result.train_accuracy, "chance": chance,

@@ -34,7 +34,7 @@ class ConvNetConfig:
         if self.n_classes < 2:
             raise ConfigError(f"model.n_classes must be at least 2, got {self.n_classes}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ConfigError(f"model.kernel_size must be odd (so 'same' padding is symmetric), got {self.kernel_size}")
+            raise ConfigError(f"model.kernel_size must be odd (symmetric padding), got {self.kernel_size}")
         if self.image_size < 2**self.n_conv:
             raise ConfigError(f"model.n_conv={self.n_conv} halves the picture {self.n_conv} times: "
                               f"image_size must be at least {2**self.n_conv}, got {self.image_size}")

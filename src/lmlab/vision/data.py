@@ -51,7 +51,8 @@ class ImageDataset:
     def iter_batches(self, batch_size: int, max_tokens: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         limit = len(self.labels) if max_tokens is None else min(len(self.labels), max_tokens)
         for start in range(0, limit, batch_size):
-            yield self.images[start : min(start + batch_size, limit)], self.labels[start : min(start + batch_size, limit)]
+            stop = min(start + batch_size, limit)
+            yield self.images[start:stop], self.labels[start:stop]
 
 
 @dataclass
@@ -86,7 +87,7 @@ def load_image_folder(folder: str | Path, *, image_size: int = 64, grayscale: bo
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: no such folder (expected digits or a folder with one subfolder per class)")
+        raise DataError(f"{folder}: no such folder (expected digits, or a folder of class subfolders)")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise DataError(f"{folder}: found {len(classes)} class subfolder(s); a classifier needs at least 2")
@@ -105,7 +106,8 @@ def load_image_folder(folder: str | Path, *, image_size: int = 64, grayscale: bo
                 raise DataError(f"{path}: not a readable image ({type(err).__name__})") from None
             labels.append(label)
     stacked = np.stack(arrays)  # (N, H, W) or (N, H, W, C)
-    images = torch.from_numpy(stacked).unsqueeze(1) if grayscale else torch.from_numpy(stacked).permute(0, 3, 1, 2)
+    images = torch.from_numpy(stacked)
+    images = images.unsqueeze(1) if grayscale else images.permute(0, 3, 1, 2)  # (N, C, H, W)
     return ImageSet(folder.name, images.contiguous(), torch.tensor(labels), classes)
 
 

@@ -30,8 +30,10 @@ GAP = 2
 def capture_feature_maps(model: nn.Module, images: Tensor) -> dict[str, np.ndarray]:
     """{conv layer name: (N, C, H, W) outputs} for a batch of images, in the order the layers run."""
     maps: dict[str, np.ndarray] = {}
-    hooks = [module.register_forward_hook(
-                 lambda _m, _i, output, name=name: maps.__setitem__(name, output.detach().float().cpu().numpy()))
+    def keep(name: str):
+        return lambda _module, _inputs, output: maps.__setitem__(name, output.detach().float().cpu().numpy())
+
+    hooks = [module.register_forward_hook(keep(name))
              for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
     was_training = model.training
     model.eval()
