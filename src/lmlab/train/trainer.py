@@ -29,7 +29,7 @@ from lmlab.train import checkpoint as ckpt
 from lmlab.train import performance as perf
 from lmlab.train.callbacks import Callback
 from lmlab.train.distributed import Parallel
-from lmlab.train.evaluation import mean_nll
+from lmlab.train.evaluation import mean_loss, mean_nll
 from lmlab.train.schedule import lr_at
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,13 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig, fused: bool = F
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused or None)
 
 
+def predicted_tokens(labels: torch.Tensor) -> int:
+    """Targets a language-model batch scores: labels are shifted inside the model, -100 is ignored."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
 def accumulate_gradients(model: torch.nn.Module, batches, *, total_tokens: float, world_size: int = 1,
-                         autocast=None, no_sync=None) -> torch.Tensor:
+                         autocast=None, no_sync=None, count=predicted_tokens) -> torch.Tensor:
     """Backward through each (input_ids, labels) micro-batch; returns the detached loss of this rank's part.
 
     Each micro-batch's mean loss is weighted by its share of `total_tokens` (the step's predicted tokens,
@@ -72,7 +77,7 @@ def accumulate_gradients(model: torch.nn.Module, batches, *, total_tokens: float
     part is multiplied by `world_size` to keep the sum."""
     step_loss = torch.zeros(())
     for i, (input_ids, labels) in enumerate(batches):
-        share = int((labels[:, 1:] != IGNORE_INDEX).sum()) / total_tokens
+        share = count(labels) / total_tokens
         with no_sync(i == len(batches) - 1) if no_sync else contextlib.nullcontext():
             with autocast or contextlib.nullcontext():
                 loss = model(input_ids, labels=labels).loss * share
@@ -214,7 +219,9 @@ class Trainer:
         if self.val_data is None:
             self._last_eval_step = self.step
             return None
-        val_loss, tokens = mean_nll(self.model, self.val_data, batch_size=self.config.batch_size * 4,
+        # A dataset with `count_targets` is not a token dataset (series, images): average the model's loss.
+        evaluate = mean_loss if hasattr(self.val_data, "count_targets") else mean_nll
+        val_loss, tokens = evaluate(self.model, self.val_data, batch_size=self.config.batch_size * 4,
                                     device=self.device, max_tokens=self.config.eval_max_tokens)
         self.last_val_loss = val_loss
         self._last_eval_step = self.step
@@ -292,12 +299,14 @@ class Trainer:
                    for _ in range(self.config.grad_accum_steps)]
         batches = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
                    for x, y in batches]
-        local_tokens = sum(int((y[:, 1:] != IGNORE_INDEX).sum()) for _, y in batches)
+        # Datasets that are not token streams (series, images) say how many targets a batch holds.
+        count = getattr(self.train_data, "count_targets", predicted_tokens)
+        local_tokens = sum(count(y) for _, y in batches)
         tokens = int(self.parallel.sum(torch.tensor(float(local_tokens), device=self.device)))
         loss = accumulate_gradients(
             self.train_model, batches, total_tokens=tokens, world_size=self.parallel.world_size,
             autocast=perf.autocast(self.device, self.dtype),
-            no_sync=lambda sync: self.parallel.no_sync(self.train_model, sync))
+            no_sync=lambda sync: self.parallel.no_sync(self.train_model, sync), count=count)
         loss = self.parallel.sum(loss)  # the mean over the whole step's tokens, on every rank
         self._emit("on_after_backward")
         grad_norm = torch.nn.utils.clip_grad_norm_(
