@@ -189,6 +189,6 @@ class NaNLoss(torch.nn.Module):
 
 def test_a_nonfinite_loss_skips_the_step(tiny_names, tmp_path):
     trainer = make_trainer(tiny_names, tmp_path / "run")
-    trainer.model = NaNLoss(trainer.model, {0, 5})
+    trainer.model = trainer.train_model = NaNLoss(trainer.model, {0, 5})
     trainer.fit()
     assert trainer.step == 20 and trainer.nonfinite_steps == 2
