@@ -127,6 +127,11 @@ def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> Prep
     n_val, n_test = int(len(text) * config.val_fraction), int(len(text) * config.test_fraction)
     n_train = len(text) - n_val - n_test
     parts = {"train": text[:n_train], "val": text[n_train : n_train + n_val], "test": text[n_train + n_val :]}
+    if len(parts["train"]) <= config.block_size:  # checked again in tokens below; this one fails before any warning
+        raise DataError(
+            f"{config.source}: the training split has {len(parts['train'])} characters, not more than the context "
+            f"of {config.block_size}; use more text or a smaller data.block_size"
+        )
     tokenizer = tokenizer or CharTokenizer.fit([parts["train"]])
     splits = {}
     for name, part in parts.items():
