@@ -102,6 +102,9 @@ def _train(args: argparse.Namespace, parallel) -> int:
         if out is None:
             raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
         saved, _ = load_run_config(out)
+        if args.model and args.model != saved.model_name:
+            raise CheckpointError(f"{out} is a {saved.model_name} run; --resume continues the run's own data and "
+                                  "model; change only train.*")
         config = resolve_config(layered_config(saved.to_dict(), *layers))
         if config.data != saved.data or config.model != saved.model or config.model_name != saved.model_name:
             raise CheckpointError(f"{out}: --resume continues the run's own data and model; change only train.*")
