@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from lmlab.cli import main
 from lmlab.train.run import build_model, prepare_data, resolve_config, write_run_files
@@ -19,15 +18,6 @@ from lmlab.train.trainer import Trainer
 
 # Made of a few syllables, so every split uses the same characters and no warning about unseen ones appears.
 NAMES = sorted({a + b + c for a in ("ka", "mi", "lo") for b in ("ra", "en", "to") for c in ("", "sa", "li")})
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run ~10x faster on one thread than fighting over two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

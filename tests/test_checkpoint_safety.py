@@ -20,15 +20,6 @@ from lmlab.train.run import prepare_data
 from lmlab.train.trainer import MAX_NONFINITE_IN_A_ROW, Trainer, TrainingDiverged
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run ~10x faster on one thread than fighting over two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_trainer(tiny_names, run_dir, callbacks=(), mode="lines", **train):
     data = prepare_data(DataConfig(source=str(tiny_names), mode=mode, block_size=12))
     torch.manual_seed(0)

@@ -19,15 +19,6 @@ from lmlab.tokenizers import CharTokenizer
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run ~10x faster on one thread than fighting over two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Any characters but surrogates (which no text file can hold); line breaks and emoji included.
 chars = st.characters(blacklist_categories=("Cs",))
 
