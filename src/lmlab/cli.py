@@ -235,8 +235,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write a trained run in the HF transformers GPT-2 format (config.json, model.safetensors, tokenizer
-    files) or as ONNX (model.onnx, checked against onnxruntime when it is installed)."""
+    """Write a trained run for other tools: the HF transformers GPT-2 format, or ONNX.
+
+    hf: config.json, model.safetensors and tokenizer files that AutoModelForCausalLM and AutoTokenizer
+    load offline. onnx: model.onnx (input_ids -> logits), checked against onnxruntime when installed."""
     from lmlab.train.run import load_run
 
     run = load_run(args.run)
