@@ -285,11 +285,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write a trained GPT run in the HF transformers format (config.json, model.safetensors, tokenizer)."""
-    from lmlab.export import export_hf
+    """Write a trained run for other tools: the HF transformers GPT-2 format, or ONNX.
+
+    hf: config.json, model.safetensors and tokenizer files that AutoModelForCausalLM and AutoTokenizer
+    load offline. onnx: model.onnx (input_ids -> logits), checked against onnxruntime when installed."""
     from lmlab.train.run import load_run
 
-    out = export_hf(load_run(args.run), args.out)
+    run = load_run(args.run)
+    if args.format == "onnx":
+        from lmlab.export.onnx import export_onnx
+
+        out, diff = export_onnx(run, args.out)
+        checked = "not checked (onnxruntime is not installed)" if diff is None else \
+            f"onnxruntime logits within {diff:.1e} of lmlab's"
+        print(f"wrote {out / 'model.onnx'}: input_ids (B, T) -> logits (B, T, V); {checked}")
+        return 0
+    from lmlab.export import export_hf
+
+    out = export_hf(run, args.out)
     print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}) "
           "and AutoTokenizer.from_pretrained")
     return 0
@@ -309,7 +322,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="a run directory")
-    p.add_argument("--format", choices=["hf"], default="hf", help="hf: transformers GPT-2 (default)")
+    p.add_argument("--format", choices=["hf", "onnx"], default="hf",
+                   help="hf: transformers GPT-2 (default); onnx: an ONNX graph (needs lmlab[onnx])")
     p.add_argument("out", metavar="OUT", help="directory to write")
 
 
