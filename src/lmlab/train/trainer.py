@@ -84,6 +84,7 @@ class Trainer:
         self.last_record: dict[str, Any] = {}
         self.last_val_loss: float | None = None
         self.train_seconds = 0.0
+        self.lr_scale = 1.0  # callbacks (ReduceLROnPlateau, LearningRateScheduler) scale the scheduled rate
         self._stop = False
 
     # -- control ------------------------------------------------------------------------------------------
@@ -110,6 +111,7 @@ class Trainer:
             "nonfinite_steps": self.nonfinite_steps,
             "train_seconds": self.train_seconds,
             "last_val_loss": self.last_val_loss,
+            "lr_scale": self.lr_scale,
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
             "rng": ckpt.rng_state(self.data_generator),
             "callbacks": json.dumps([c.state_dict() for c in self.callbacks]),
@@ -135,6 +137,7 @@ class Trainer:
         self.nonfinite_steps = state["nonfinite_steps"]
         self.train_seconds = state["train_seconds"]
         self.last_val_loss = state["last_val_loss"]
+        self.lr_scale = state.get("lr_scale", 1.0)
         if self.optimizer is not None and state["optimizer"]:
             self.optimizer.load_state_dict(state["optimizer"])
         ckpt.set_rng_state(state["rng"], self.data_generator)
@@ -178,7 +181,7 @@ class Trainer:
                 if config.time_budget and time.perf_counter() - started >= config.time_budget:
                     log.info("time budget of %.0f s reached at step %d", config.time_budget, self.step)
                     break
-                record = self._train_step(lr_at(self.step, config))
+                record = self._train_step(lr_at(self.step, config) * self.lr_scale)
                 self.train_seconds = time.perf_counter() - started
                 if record is None:
                     continue
