@@ -60,15 +60,14 @@ def suggest(lrs: list[float], losses: list[float], rule: str = "valley") -> floa
     if rule == "steep":
         slopes = [(losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i])) for i in range(n - 1)]
         return lrs[min(range(n - 1), key=slopes.__getitem__)]
-    # valley: the longest decreasing subsequence of the loss ends where the loss bottoms out; its span is
-    # the valley, and a point half-way into it is still well before the minimum's instability.
-    length, start_of = [1] * n, list(range(n))
+    # valley: the longest decreasing subsequence of the loss ends where the loss bottoms out; the valley is
+    # the stretch of that many points before its end (plateaus before the descent are not part of it), and
+    # a point half-way into it is still well before the minimum's instability.
+    length = [1] * n
     for i in range(1, n):
-        for j in range(i):
-            if losses[i] < losses[j] and length[j] + 1 > length[i]:
-                length[i], start_of[i] = length[j] + 1, start_of[j]
+        length[i] = 1 + max((length[j] for j in range(i) if losses[j] > losses[i]), default=0)
     end = max(range(n), key=lambda i: (length[i], -i))
-    start = start_of[end]
+    start = end - length[end] + 1
     return lrs[start + (end - start) // 2]
 
 

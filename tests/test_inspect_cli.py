@@ -1,0 +1,39 @@
+"""`lmlab train` writes and prints findings, `lmlab inspect` shows them again, `lmlab lr-find` suggests a rate."""
+
+from __future__ import annotations
+
+import json
+
+SMALL = ["--set", "model.n_hidden=16", "--set", "model.n_embd=4", "--set", "train.batch_size=16"]
+
+
+def test_train_prints_findings_and_inspect_repeats_them(cli, tiny_names, tmp_path):
+    out = tmp_path / "run"
+    done = cli("train", "--data", str(tiny_names), "--max-steps", "40", "--inspect-every", "5", "--out", str(out),
+               "--set", "train.lr=1e-7", *SMALL)
+    assert done.returncode == 0, done.stderr
+    assert "[warning]" in done.stdout and "learning rate looks much too low" in done.stdout
+    for name in ("findings.json", "report.html", "inspect.json"):
+        assert (out / name).is_file()
+    saved = json.loads((out / "findings.json").read_text())
+    assert "lr_too_low" in {f["rule"] for f in saved}
+    shown = cli("inspect", str(out), "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout) == saved
+    text = cli("inspect", str(out))
+    assert "too low" in text.stdout
+    missing = cli("inspect", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "not an lmlab run" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_no_inspect_and_lr_find(cli, tiny_names, tmp_path):
+    out = tmp_path / "run"
+    done = cli("train", "--data", str(tiny_names), "--max-steps", "5", "--no-inspect", "--out", str(out), *SMALL)
+    assert done.returncode == 0, done.stderr
+    assert not (out / "findings.json").exists() and "inspector" not in done.stdout
+    plot = tmp_path / "lr.png"
+    found = cli("lr-find", "--data", str(tiny_names), "--plot", str(plot), "--json", *SMALL, "--num-iter", "30")
+    assert found.returncode == 0, found.stderr
+    result = json.loads(found.stdout)
+    assert result["rule"] == "valley" and 1e-7 <= result["suggestion"] <= 10 and plot.is_file()
+    bad = cli("lr-find", "--data", str(tiny_names), "--model", "ngram")
+    assert bad.returncode == 2 and "counted" in bad.stderr
