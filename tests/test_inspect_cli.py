@@ -27,9 +27,12 @@ def test_train_prints_findings_and_inspect_repeats_them(cli, tiny_names, tmp_pat
 
 def test_no_inspect_and_lr_find(cli, tiny_names, tmp_path):
     out = tmp_path / "run"
-    done = cli("train", "--data", str(tiny_names), "--max-steps", "5", "--no-inspect", "--out", str(out), *SMALL)
+    done = cli("train", "--data", str(tiny_names), "--max-steps", "5", "--no-inspect", "--out", str(out), *SMALL,
+               "--early-stopping", "3", "--reduce-lr-on-plateau", "2", "--save-top-k", "1")
     assert done.returncode == 0, done.stderr
     assert not (out / "findings.json").exists() and "inspector" not in done.stdout
+    kept = {p.name for p in (out / "checkpoints").iterdir()}
+    assert "last.safetensors" in kept and len(kept) == 2  # the last and the single best
     plot = tmp_path / "lr.png"
     found = cli("lr-find", "--data", str(tiny_names), "--plot", str(plot), "--json", *SMALL, "--num-iter", "30")
     assert found.returncode == 0, found.stderr

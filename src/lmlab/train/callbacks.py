@@ -210,11 +210,18 @@ class LearningRateScheduler(Callback):
     def __init__(self, schedule: Callable[[int, float], float]):
         self.schedule = schedule
 
-    def on_step_begin(self, trainer: Trainer) -> None:
+    def _set(self, trainer: Trainer) -> None:
         from lmlab.train.schedule import lr_at
 
         base = lr_at(trainer.step, trainer.config)
         trainer.lr_scale = self.schedule(trainer.step, base) / base
+
+    # The trainer reads the rate before on_step_begin, so set it for the coming step at the end of the last.
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self._set(trainer)
+
+    def on_step_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self._set(trainer)
 
 
 class TerminateOnNaN(Callback):
