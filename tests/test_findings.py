@@ -17,9 +17,9 @@ def data(tiny_names):
 
 
 def test_healthy_runs_raise_nothing(data):
-    _, findings, _ = train(tiny_mlp(data), data, steps=80, every=5)
+    _, findings, _ = train(tiny_mlp(data), data, steps=60, every=5)
     assert findings == [], [format_finding(f) for f in findings]
-    _, findings, _ = train(tiny_mlp(data, norm="batch", n_layer=2), data, steps=60, every=5)
+    _, findings, _ = train(tiny_mlp(data, norm="batch", n_layer=2), data, steps=30, every=5)
     assert findings == [], [format_finding(f) for f in findings]
 
 
