@@ -114,11 +114,11 @@ def _train_callbacks(args: argparse.Namespace) -> list:
     from lmlab.train import callbacks as cb
 
     chosen: list = []
+    if args.inspect_every is not None and args.inspect_every < 1:
+        raise ConfigError(f"--inspect-every must be at least 1, got {args.inspect_every}")
     if not args.no_inspect:
         from lmlab.inspect import Inspector
 
-        if args.inspect_every is not None and args.inspect_every < 1:
-            raise ConfigError(f"--inspect-every must be at least 1, got {args.inspect_every}")
         chosen.append(Inspector(every=args.inspect_every))
     if args.early_stopping is not None:
         chosen.append(cb.EarlyStopping(patience=args.early_stopping, restore_best_weights=True))
@@ -132,13 +132,9 @@ def _train_callbacks(args: argparse.Namespace) -> list:
 def _print_findings(findings: list[dict[str, Any]] | None, out: Path) -> None:
     from lmlab.inspect import format_finding
 
-    if findings is None:
-        return
-    if not findings:
-        print("inspector: no problems found")
-    for finding in findings:
-        print(format_finding(finding))
-    print(f"report: {out / 'report.html'}")
+    if findings is not None:
+        print("\n".join(format_finding(f) for f in findings) if findings else "inspector: no problems found")
+        print(f"report: {out / 'report.html'}")
 
 
 def _fit_and_report(config, data, model, out: Path, resume: bool, callbacks=()) -> int:
@@ -276,10 +272,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from lmlab.inspect.report import reinspect
 
     findings = reinspect(Path(args.run), rebuild_report=args.report)
-    if args.json:
-        print(json.dumps(findings, indent=2))
-        return 0
-    print("\n".join(format_finding(f) for f in findings) if findings else "no problems found")
+    print(json.dumps(findings, indent=2) if args.json else
+          "\n".join(format_finding(f) for f in findings) if findings else "no problems found")
     return 0
 
 
