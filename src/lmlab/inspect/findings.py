@@ -70,17 +70,18 @@ def saturation(stats: dict[str, Any]) -> list[dict[str, Any]]:
         start, end = sat[0], statistics.fmean(sat[-3:])
         if start > SATURATED_AT_INIT:
             when, value = "at initialisation", start
+            fix = ("shrink the weights feeding it (Kaiming init: std = gain/sqrt(fan_in), gain 5/3 for tanh) or put "
+                   "a BatchNorm/LayerNorm before it")
         elif end > SATURATED_LATER and len(sat) > 1:
             when, value = "by the end of training", end
+            fix = "put a BatchNorm/LayerNorm before it, lower the learning rate, or add weight decay"
         else:
             continue
         out.append(_finding(
             "warning", "saturation", name,
             f"{value:.0%} of this {layer['kind']} layer's outputs are saturated (|t| > 0.97) {when}; a healthy "
             "layer has a few percent. Saturated units pass almost no gradient, so they barely learn",
-            {"saturated_start": start, "saturated_end": end, "threshold": SATURATED_AT_INIT},
-            "shrink the weights feeding it (Kaiming init: std = gain/sqrt(fan_in), gain 5/3 for tanh) or put a "
-            "BatchNorm/LayerNorm before it",
+            {"saturated_start": start, "saturated_end": end, "threshold": SATURATED_AT_INIT}, fix,
         ))
     return out
 
