@@ -22,7 +22,7 @@ from lmlab.models import DEFAULT_MODEL, REGISTRY, count_parameters
 log = logging.getLogger("lmlab")
 
 RUN_FILES = ("config.json", "tokenizer.json", "model.safetensors", "trainer_state.pt", "metrics.jsonl",
-             "summary.json", "findings.json", "report.html")
+             "summary.json", "findings.json", "report.html", "inspect.json")
 
 
 class _Parser(argparse.ArgumentParser):
