@@ -22,7 +22,7 @@ from lmlab.models import DEFAULT_MODEL, REGISTRY, count_parameters
 log = logging.getLogger("lmlab")
 
 RUN_FILES = ("config.json", "tokenizer.json", "model.safetensors", "trainer_state.pt", "metrics.jsonl",
-             "summary.json", "findings.json", "report.html")
+             "summary.json", "findings.json", "report.html", "inspect.json")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -134,18 +134,47 @@ def _train(args: argparse.Namespace, parallel) -> int:
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
                 (out / f".{name}.tmp").unlink(missing_ok=True)  # a crashed write's leftovers
-    return _fit_and_report(config, data, model, out, args.resume, parallel)
+    return _fit_and_report(config, data, model, out, args.resume, parallel, _train_callbacks(args))
 
 
-def _fit_and_report(config, data, model, out: Path, resume: bool, parallel=None) -> int:
+def _train_callbacks(args: argparse.Namespace) -> list:
+    """The callbacks chosen on the command line; the inspector is on unless --no-inspect."""
+    from lmlab.train import callbacks as cb
+
+    chosen: list = []
+    if args.inspect_every is not None and args.inspect_every < 1:
+        raise ConfigError(f"--inspect-every must be at least 1, got {args.inspect_every}")
+    if not args.no_inspect:
+        from lmlab.inspect import Inspector
+
+        chosen.append(Inspector(every=args.inspect_every))
+    if args.early_stopping is not None:
+        chosen.append(cb.EarlyStopping(patience=args.early_stopping, restore_best_weights=True))
+    if args.reduce_lr_on_plateau is not None:
+        chosen.append(cb.ReduceLROnPlateau(patience=args.reduce_lr_on_plateau))
+    if args.save_top_k is not None:
+        chosen.append(cb.ModelCheckpoint(save_top_k=args.save_top_k, save_last=True))
+    return chosen
+
+
+def _print_findings(findings: list[dict[str, Any]] | None, out: Path) -> None:
+    from lmlab.inspect import format_finding
+
+    if findings is not None:
+        print("\n".join(format_finding(f) for f in findings) if findings else "inspector: no problems found")
+        print(f"report: {out / 'report.html'}")
+
+
+def _fit_and_report(config, data, model, out: Path, resume: bool, parallel=None, callbacks=()) -> int:
+    from lmlab.inspect.report import write_inspection
     from lmlab.tokenizers import load_tokenizer
     from lmlab.train.distributed import Parallel
     from lmlab.train.run import write_run_files
-    from lmlab.train.trainer import Trainer
+    from lmlab.train.trainer import Trainer, TrainingDiverged
 
     parallel = parallel or Parallel()
     trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=out,
-                      parallel=parallel)
+                      parallel=parallel, callbacks=callbacks)
     if resume:  # before writing anything, so a checkpoint that cannot be resumed leaves the run as it was
         trainer.load_checkpoint(out)
         log.info("resuming %s at step %d", out, trainer.step)
@@ -167,6 +196,9 @@ def _fit_and_report(config, data, model, out: Path, resume: bool, parallel=None)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         trainer.fit()
+    except TrainingDiverged:
+        _print_findings(write_inspection(out, trainer), out)  # what went wrong, before the one-line error
+        raise
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -193,6 +225,7 @@ def _fit_and_report(config, data, model, out: Path, resume: bool, parallel=None)
     print("samples:")
     for text in samples:
         print(f"  {text}")
+    _print_findings(write_inspection(out, trainer), out)
     print(f"run directory: {out}")
     return 0
 
@@ -487,6 +520,49 @@ def _classify_args(p: argparse.ArgumentParser) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# inspect, lr-find
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Show a run's health findings again (and rebuild report.html with --report)."""
+    from lmlab.inspect import format_finding
+    from lmlab.inspect.report import reinspect
+
+    findings = reinspect(Path(args.run), rebuild_report=args.report)
+    print(json.dumps(findings, indent=2) if args.json else
+          "\n".join(format_finding(f) for f in findings) if findings else "no problems found")
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    """Learning-rate range test: sweep 1e-7 -> 10 exponentially on a copy of the model, plot loss vs LR and
+    suggest a learning rate (valley rule by default)."""
+    from lmlab.train.lr_finder import lr_find
+    from lmlab.train.run import build_model, layered_config, prepare_data, resolve_config
+
+    config = resolve_config(layered_config(*_cli_layers(args)))
+    data = prepare_data(config.data)
+    model = build_model(config, data.tokenizer, max(ds.block_size for ds in data.splits.values()))
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"model {config.model_name!r} is counted, not trained by gradient steps: no LR to find")
+    if not 0 < args.start_lr < args.end_lr or args.num_iter < 3:
+        raise ConfigError("need 0 < --start-lr < --end-lr and --num-iter of at least 3")
+    result = lr_find(model, data.splits["train"], config.train, start_lr=args.start_lr, end_lr=args.end_lr,
+                     num_iter=args.num_iter, rule=args.rule)
+    plot = result.plot(args.plot)
+    if result.suggestion is None:
+        raise ConfigError("the loss diverged at once; try a lower --start-lr")
+    if args.json:
+        print(json.dumps({"suggestion": result.suggestion, "rule": result.rule, "plot": str(plot),
+                          "lrs": result.lrs, "losses": result.losses}))
+        return 0
+    print(f"suggested learning rate: {result.suggestion:.2e} ({result.rule} rule, {len(result.lrs)} steps "
+          f"from {args.start_lr:g} to {result.lrs[-1]:.3g}); try --set train.lr={result.suggestion:.2g}")
+    print(f"plot: {plot}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The table of subcommands
 
 
@@ -495,6 +571,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/MODEL-DATA, numbered if taken)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--force", action="store_true", help="start over in an --out that already holds a run")
+    p.add_argument("--inspect-every", type=int, metavar="K", help="inspector: sample layer statistics every K "
+                   "steps (default: about 50 samples per run, at most every 100 steps)")
+    p.add_argument("--no-inspect", action="store_true", help="turn the inspector, findings and report off")
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop when val loss has not improved "
+                   "for PATIENCE evaluations, keeping the best weights")
+    p.add_argument("--reduce-lr-on-plateau", type=int, metavar="PATIENCE", help="scale the learning rate by 0.1 "
+                   "when val loss has not improved for PATIENCE evaluations")
+    p.add_argument("--save-top-k", type=int, metavar="K", help="keep the K best weight files by val loss (and "
+                   "the last) in RUN/checkpoints")
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
@@ -537,6 +622,24 @@ def _ladder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite runs already in --out")
 
 
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="a run directory")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument("--report", action="store_true", help="rebuild RUN/report.html")
+
+
+def _lr_find_args(p: argparse.ArgumentParser) -> None:
+    _add_data_model_args(p)
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default: 10)")
+    p.add_argument("--num-iter", type=int, default=100, help="steps in the sweep (default: 100)")
+    p.add_argument("--rule", choices=["valley", "minimum", "steep"], default="valley",
+                   help="how to pick the suggestion (default: valley, as fastai)")
+    p.add_argument("--plot", default="lr_find.png", metavar="PNG", help="where to save the plot (default: "
+                   "lr_find.png)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]] = {
     "train": (cmd_train, _train_args),
     "eval": (cmd_eval, _eval_args),
@@ -548,6 +651,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "data": (cmd_data, _data_args),
     "forecast": (cmd_forecast, _forecast_args),
     "classify": (cmd_classify, _classify_args),
+    "inspect": (cmd_inspect, _inspect_args),
+    "lr-find": (cmd_lr_find, _lr_find_args),
 }
 
 
