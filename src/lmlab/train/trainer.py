@@ -245,7 +245,7 @@ class Trainer:
                     postfix = {"loss": f"{record['loss']:.4f}", "val": _fmt(self.last_val_loss),
                                "lr": f"{record['lr']:.2e}", "tok_s": record["tokens_per_s"]}
                     if peak:  # model FLOPs utilisation, per device
-                        record["mfu"] = round(record["tokens_per_s"] * flops / (peak * world), 4)
+                        record["mfu"] = float(f"{record['tokens_per_s'] * flops / (peak * world):.3g}")
                         postfix["mfu"] = f"{record['mfu']:.1%}"
                     bar.set_postfix(postfix)
                 bar.update(1)
