@@ -10,12 +10,21 @@ from lmlab.data import LinesDataset, StreamDataset
 from lmlab.errors import ConfigError
 from lmlab.models.mlp import MLP, MLPConfig
 from lmlab.train import performance as perf
+from lmlab.train.callbacks import Callback
 from lmlab.train.trainer import Trainer, accumulate_gradients
 
 
 def tiny_mlp(seed: int = 0, vocab: int = 11) -> MLP:
     torch.manual_seed(seed)
     return MLP(MLPConfig(vocab_size=vocab, block_size=16, n_embd=4, n_hidden=8))
+
+
+class Record(Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_step_end(self, trainer, record):
+        self.losses.append(record["loss"])
 
 
 def grads(model):
@@ -52,16 +61,9 @@ def test_trainer_with_accumulation_trains_as_the_big_batch():
     for batch, accum in ((4, 3), (12, 1)):
         config = TrainConfig(batch_size=batch, grad_accum_steps=accum, max_steps=4, warmup_steps=0,
                              eval_interval=100, log_interval=1, device="cpu")
-        losses = []
-
-        class Record:
-            def __getattr__(self, name):
-                return lambda *a: None
-
-            def on_step_end(self, trainer, record):
-                losses.append(record["loss"])
-
-        trainer = Trainer(tiny_mlp(), data, None, config, callbacks=[Record()]).fit()
+        record = Record()
+        trainer = Trainer(tiny_mlp(), data, None, config, callbacks=[record]).fit()
+        losses = record.losses
         runs.append((losses, [p.detach().clone() for p in trainer.model.parameters()], trainer.tokens_seen))
     (l1, p1, t1), (l2, p2, t2) = runs
     assert l1 == pytest.approx(l2, abs=1e-5) and t1 == t2 == 4 * 12 * 15
