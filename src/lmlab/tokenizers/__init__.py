@@ -10,6 +10,7 @@ from typing import Protocol
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.tokenizers.bpe import BPETokenizer
 from lmlab.tokenizers.char import BOUNDARY, CharTokenizer, Encoding
+from lmlab.tokenizers.hf import HFTokenizer
 from lmlab.tokenizers.word import UNKNOWN, WordTokenizer
 
 
@@ -24,7 +25,8 @@ class Tokenizer(Protocol):
     def save(self, path: str | Path) -> None: ...
 
 
-TOKENIZERS: dict[str, type] = {"char": CharTokenizer, "word": WordTokenizer, "bpe": BPETokenizer}
+TOKENIZERS: dict[str, type] = {"char": CharTokenizer, "word": WordTokenizer, "bpe": BPETokenizer,
+                               "hf": HFTokenizer}
 
 
 def fit_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 0) -> Tokenizer:
@@ -107,5 +109,6 @@ def encode_large(tokenizer: Tokenizer, text: str, chunk_chars: int = 1 << 16) ->
         yield from tokenizer.encode_batch(batch)
 
 
-__all__ = ["BOUNDARY", "TOKENIZERS", "UNKNOWN", "BPETokenizer", "CharTokenizer", "Encoding", "Tokenizer",
-           "WordTokenizer", "encode_large", "fit_tokenizer", "load_tokenizer", "text_chunks", "tokenizer_kind"]
+__all__ = ["BOUNDARY", "TOKENIZERS", "UNKNOWN", "BPETokenizer", "CharTokenizer", "Encoding", "HFTokenizer",
+           "Tokenizer", "WordTokenizer", "encode_large", "fit_tokenizer", "load_tokenizer", "text_chunks",
+           "tokenizer_kind"]

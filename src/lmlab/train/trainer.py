@@ -3,8 +3,9 @@ or the CLI, which plug in through callbacks and the run directory.
 
 One step: sample `grad_accum_steps` micro-batches -> forward (bf16 autocast on CUDA) and backward each,
 weighted by its share of the step's tokens -> callbacks see the gradients -> clip -> optimizer step at the
-scheduled learning rate. Under torchrun each rank takes its slice of every batch (see distributed.py). Every `eval_interval` steps: validation NLL under
-`model.eval()` and `torch.no_grad()`, then a checkpoint. Counted models (n-grams) take one counting pass.
+scheduled learning rate. Under torchrun each rank takes its slice of every batch (see distributed.py).
+Every `eval_interval` steps: validation NLL under `model.eval()` and `torch.no_grad()`, then a checkpoint.
+Counted models (n-grams) take one counting pass.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from lmlab.train import checkpoint as ckpt
 from lmlab.train import performance as perf
 from lmlab.train.callbacks import Callback
 from lmlab.train.distributed import Parallel
-from lmlab.train.evaluation import mean_nll
+from lmlab.train.evaluation import mean_loss, mean_nll
 from lmlab.train.schedule import lr_at
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,13 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig, fused: bool = F
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused or None)
 
 
+def predicted_tokens(labels: torch.Tensor) -> int:
+    """Targets a language-model batch scores: labels are shifted inside the model, -100 is ignored."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
 def accumulate_gradients(model: torch.nn.Module, batches, *, total_tokens: float, world_size: int = 1,
-                         autocast=None, no_sync=None) -> torch.Tensor:
+                         autocast=None, no_sync=None, count=predicted_tokens) -> torch.Tensor:
     """Backward through each (input_ids, labels) micro-batch; returns the detached loss of this rank's part.
 
     Each micro-batch's mean loss is weighted by its share of `total_tokens` (the step's predicted tokens,
@@ -71,7 +77,7 @@ def accumulate_gradients(model: torch.nn.Module, batches, *, total_tokens: float
     part is multiplied by `world_size` to keep the sum."""
     step_loss = torch.zeros(())
     for i, (input_ids, labels) in enumerate(batches):
-        share = int((labels[:, 1:] != IGNORE_INDEX).sum()) / total_tokens
+        share = count(labels) / total_tokens
         with no_sync(i == len(batches) - 1) if no_sync else contextlib.nullcontext():
             with autocast or contextlib.nullcontext():
                 loss = model(input_ids, labels=labels).loss * share
@@ -115,11 +121,19 @@ class Trainer:
         self.last_val_loss: float | None = None
         self.train_seconds = 0.0
         self._stop = False
+        self._interrupted = False
+        self._last_eval_step: int | None = None
 
     # -- control ------------------------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask the loop to end after the current step (EarlyStopping, a signal handler, ...)."""
+        self._stop = True
+
+    def interrupt(self) -> None:
+        """Like `stop`, for Ctrl-C or SIGTERM: the loop ends after the current step and saves a checkpoint
+        without the final evaluation, so a resumed run logs exactly what an uninterrupted one would."""
+        self._interrupted = True
         self._stop = True
 
     def _emit(self, hook: str, *args: Any) -> None:
@@ -143,6 +157,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
             "rng": ckpt.rng_state(self.data_generator),
             "callbacks": json.dumps([c.state_dict() for c in self.callbacks]),
+            "last_eval_step": self._last_eval_step,
+            "data_fingerprint": ckpt.data_fingerprint(self.train_data),
         }
 
     def save_checkpoint(self) -> None:
@@ -151,8 +167,7 @@ class Trainer:
         if self.parallel.mode == "fsdp" and self.parallel.world_size > 1:
             self._save_sharded_checkpoint()
         elif self.parallel.is_main:
-            ckpt.save_weights(self.model, self.run_dir / ckpt.MODEL_FILE, self.step)
-            ckpt.save_state(self.run_dir / ckpt.STATE_FILE, self.state_dict())
+            ckpt.save_checkpoint(self.run_dir, self.model, self.state_dict())
         self.parallel.barrier()  # nobody reads or resumes from a checkpoint still being written
 
     def _save_sharded_checkpoint(self) -> None:
@@ -168,18 +183,23 @@ class Trainer:
         sharded = self.parallel.mode == "fsdp" and self.parallel.world_size > 1
         if sharded:
             weights, weights_step = ckpt.read_weight_dict(run_dir / ckpt.MODEL_FILE)
+            state = ckpt.load_state(run_dir / ckpt.STATE_FILE)
+            if state["step"] != weights_step:
+                raise ckpt.CheckpointError(f"{run_dir}: weights (step {weights_step}) and trainer state "
+                                           f"(step {state['step']}) do not belong together")
         else:
-            weights_step = ckpt.load_weights(self.model, run_dir / ckpt.MODEL_FILE)
-        state = ckpt.load_state(run_dir / ckpt.STATE_FILE)
-        if state["step"] != weights_step:
+            state = ckpt.load_checkpoint(run_dir, self.model)
+        if state.get("data_fingerprint") not in (None, ckpt.data_fingerprint(self.train_data)):
             raise ckpt.CheckpointError(
-                f"{run_dir}: weights (step {weights_step}) and trainer state (step {state['step']}) disagree"
+                f"{run_dir}: the training data differ from the data this checkpoint was trained on; resume on "
+                "the same data, or start a new run"
             )
         self.step = state["step"]
         self.tokens_seen = state["tokens_seen"]
         self.nonfinite_steps = state["nonfinite_steps"]
         self.train_seconds = state["train_seconds"]
         self.last_val_loss = state["last_val_loss"]
+        self._last_eval_step = state.get("last_eval_step")
         if sharded:
             self.parallel.load_full_state(self.model, self.optimizer, weights, state["optimizer"])
         elif self.optimizer is not None and state["optimizer"]:
@@ -188,19 +208,23 @@ class Trainer:
         for callback, cb_state in zip(self.callbacks, json.loads(state["callbacks"]), strict=False):
             callback.load_state_dict(cb_state)
         metrics = run_dir / "metrics.jsonl"
-        if metrics.is_file() and self.parallel.is_main:  # drop records the killed run wrote after this checkpoint
-            kept = [line for line in metrics.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line)["step"] <= self.step]
+        if metrics.is_file() and self.parallel.is_main:  # drop records written after this checkpoint
+            kept = [line for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines()
+                    if _record_step(line) is not None and _record_step(line) <= self.step]
             ckpt.atomic_write_text(metrics, "".join(line + "\n" for line in kept))
 
     # -- evaluation ---------------------------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, Any] | None:
         if self.val_data is None:
+            self._last_eval_step = self.step
             return None
-        val_loss, tokens = mean_nll(self.model, self.val_data, batch_size=self.config.batch_size * 4,
+        # A dataset with `count_targets` is not a token dataset (series, images): average the model's loss.
+        evaluate = mean_loss if hasattr(self.val_data, "count_targets") else mean_nll
+        val_loss, tokens = evaluate(self.model, self.val_data, batch_size=self.config.batch_size * 4,
                                     device=self.device, max_tokens=self.config.eval_max_tokens)
         self.last_val_loss = val_loss
+        self._last_eval_step = self.step
         record = {"step": self.step, "val_loss": round(val_loss, 6), "val_tokens": tokens}
         self._write_metric(record)
         self._emit("on_eval_end", record)
@@ -260,7 +284,7 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             bar.close()
-        if self.last_val_loss is None or self.step % config.eval_interval:
+        if not self._interrupted and self._last_eval_step != self.step:
             self.evaluate()
         self.save_checkpoint()
         self._emit("on_train_end")
@@ -275,12 +299,14 @@ class Trainer:
                    for _ in range(self.config.grad_accum_steps)]
         batches = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
                    for x, y in batches]
-        local_tokens = sum(int((y[:, 1:] != IGNORE_INDEX).sum()) for _, y in batches)
+        # Datasets that are not token streams (series, images) say how many targets a batch holds.
+        count = getattr(self.train_data, "count_targets", predicted_tokens)
+        local_tokens = sum(count(y) for _, y in batches)
         tokens = int(self.parallel.sum(torch.tensor(float(local_tokens), device=self.device)))
         loss = accumulate_gradients(
             self.train_model, batches, total_tokens=tokens, world_size=self.parallel.world_size,
             autocast=perf.autocast(self.device, self.dtype),
-            no_sync=lambda sync: self.parallel.no_sync(self.train_model, sync))
+            no_sync=lambda sync: self.parallel.no_sync(self.train_model, sync), count=count)
         loss = self.parallel.sum(loss)  # the mean over the whole step's tokens, on every rank
         self._emit("on_after_backward")
         grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -320,6 +346,14 @@ class Trainer:
         self.save_checkpoint()
         self._emit("on_train_end")
         return self
+
+
+def _record_step(line: str) -> int | None:
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
 
 
 def _fmt(value: float | None) -> str:

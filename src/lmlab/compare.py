@@ -1,0 +1,136 @@
+"""Compare finished runs side by side: one row per run (model, parameters, train/val/test NLL, bits per
+character, tokens/s, training time) read from each run directory's summary.json, config.json and
+metrics.jsonl, as a text table, JSON, and a PNG of the validation curves.
+
+Reads files only: it knows nothing of how the runs were trained, so runs from `lmlab train`, `lmlab
+ladder` or a script compare alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from lmlab.errors import CheckpointError, LmlabError
+from lmlab.train.checkpoint import read_json
+
+SPLITS = ("train", "val", "test")
+
+
+def val_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, val_loss) of every evaluation logged in metrics.jsonl, in order."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    points = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise CheckpointError(f"{path}:{n}: not a JSON record") from None
+        if "val_loss" in record:
+            points.append((int(record["step"]), float(record["val_loss"])))
+    return points
+
+
+def summarize_run(run_dir: str | Path) -> dict[str, Any]:
+    """One comparison row for a finished run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    if not (run_dir / "summary.json").is_file():
+        raise CheckpointError(f"{run_dir}: no summary.json; the run did not finish (resume it with lmlab train "
+                              f"--out {run_dir} --resume)")
+    summary = read_json(run_dir / "summary.json", "summary")
+    config = read_json(run_dir / "config.json", "config") if (run_dir / "config.json").is_file() else {}
+    nll = {split: summary.get("nll", {}).get(split) for split in SPLITS}
+    # A character tokenizer makes one token one character, so bits per token are bits per character.
+    held_out = nll["test"] if nll["test"] is not None else nll["val"]
+    char_level = config.get("data", {}).get("tokenizer", "char") == "char"
+    return {
+        "run": str(run_dir),
+        "model": summary.get("model", config.get("model", {}).get("name", "?")),
+        "parameters": summary.get("parameters"),
+        "steps": summary.get("steps"),
+        "nll": nll,
+        "bits_per_char": held_out / math.log(2) if held_out is not None and char_level else None,
+        "tokens_per_s": summary.get("tokens_per_s"),
+        "train_seconds": summary.get("train_seconds"),
+        "val_curve": val_curve(run_dir),
+    }
+
+
+def compare_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
+    if not run_dirs:
+        raise LmlabError("give at least one run directory to compare")
+    return [summarize_run(d) for d in run_dirs]
+
+
+def _cell(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width text table; bits/char is from the test split (val when there is no test split)."""
+    header = ["run", "model", "params", "train", "val", "test", "bits/char", "tokens/s", "seconds"]
+    body = [
+        [
+            Path(row["run"]).name or row["run"],
+            row["model"],
+            _cell(row["parameters"], ","),
+            *(_cell(row["nll"][s], ".4f") for s in SPLITS),
+            _cell(row["bits_per_char"], ".4f"),
+            _cell(row["tokens_per_s"], ","),
+            _cell(row["train_seconds"], ".1f"),
+        ]
+        for row in rows
+    ]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False)))
+             for r in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n\nNLL in nats per token; bits/char from the test split.\n"
+
+
+def to_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=2) + "\n"
+
+
+def plot_val_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """A PNG of validation NLL against step, one line per run. A run evaluated once (a counted n-gram) is a
+    dashed horizontal line, so the rungs it should be beaten by can be read against it."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed; must come before pyplot
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    try:
+        last_step = max((p[0] for row in rows for p in row["val_curve"]), default=1)
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, row in enumerate(rows):
+            name = Path(row["run"]).name
+            label = row["model"] if row["model"] == name else f"{row['model']} ({name})"
+            color = colors[i % len(colors)]
+            points = row["val_curve"]
+            if len(points) == 1:
+                ax.axhline(points[0][1], linestyle="--", linewidth=1, color=color, label=label)
+            elif points:
+                steps, losses = zip(*points, strict=False)
+                ax.plot(steps, losses, marker=".", color=color, label=label)
+        ax.set_xlim(0, max(last_step, 1))
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation NLL (nats/token)")
+        ax.set_title("validation curves")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,112 @@
+"""The ladder: train every registered rung on one data set, each within a time budget, each in its own run
+directory, then compare them in one table and one plot.
+
+All rungs share one split and one tokenizer (prepared once), so their NLLs are comparable. Each rung keeps
+its own training defaults from the registry; the budget only caps the time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
+from lmlab.errors import CheckpointError, ConfigError
+from lmlab.models import REGISTRY, count_parameters
+from lmlab.train.checkpoint import atomic_write_text
+from lmlab.train.evaluation import mean_nll
+from lmlab.train.run import RunConfig, build_model, prepare_data, resolve_config, write_run_files
+from lmlab.train.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+TABLE_FILE, JSON_FILE, PLOT_FILE = "comparison.txt", "comparison.json", "val_curves.png"
+
+# Model settings the ladder uses over a rung's config defaults. Held-out text holds pairs never seen in
+# training, and one of them makes an unsmoothed count's NLL infinite: the bottom rung is the notes' counted
+# bigram with add-one smoothing (2.4544 vs 2.4541 unsmoothed on all of names.txt).
+RUNG_MODEL_VALUES: dict[str, dict[str, Any]] = {"ngram": {"n": 2, "alpha": 1.0}}
+
+
+def write_summary(out: Path, config: RunConfig, splits: dict, trainer: Trainer, wall_seconds: float) -> dict:
+    """summary.json as `lmlab train` writes it: exact NLL on every split, speed and time."""
+    nll = {}
+    for split, dataset in splits.items():
+        if len(dataset):
+            nll[split], _ = mean_nll(trainer.model, dataset, device=trainer.device,
+                                     max_tokens=config.train.eval_max_tokens)
+    summary = {
+        "model": config.model_name,
+        "parameters": count_parameters(trainer.model),
+        "steps": trainer.step,
+        "train_seconds": round(trainer.train_seconds, 3),
+        "wall_seconds": round(wall_seconds, 3),
+        "tokens_per_s": round(trainer.tokens_seen / max(trainer.train_seconds, 1e-9)),
+        "nonfinite_steps": trainer.nonfinite_steps,
+        "nll": nll,
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def run_ladder(
+    source: str,
+    out_dir: str | Path,
+    *,
+    budget: float = 60.0,
+    models: list[str] | None = None,
+    mode: str | None = None,
+    seed: int = 1337,
+    device: str = "auto",
+    force: bool = False,
+    on_rung_end: Callable[[str, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train each rung (all registered ones by default) into out_dir/<model>; write the comparison table
+    (text and JSON) and the validation-curve plot into out_dir; return the comparison rows."""
+    names = list(models) if models else list(REGISTRY)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ConfigError(f"unknown model {unknown[0]!r}; choose from {', '.join(REGISTRY)}")
+    if budget <= 0:
+        raise ConfigError(f"--budget must be positive seconds, got {budget}")
+    out_dir = Path(out_dir)
+    taken = [n for n in names if (out_dir / n / "config.json").exists()]
+    if taken and not force:
+        raise CheckpointError(f"{out_dir / taken[0]} already holds a run; pass --force to train the ladder again")
+
+    data_values = {"source": source} | ({"mode": mode} if mode else {})
+    configs = {n: resolve_config({"data": data_values, "model": {"name": n, **RUNG_MODEL_VALUES.get(n, {})},
+                                  "train": {"time_budget": budget, "seed": seed, "device": device}})
+               for n in names}
+    first = configs[names[0]]
+    data = prepare_data(first.data)  # one split and one tokenizer for every rung
+    block_size = max(ds.block_size for ds in data.splits.values())
+    run_dirs = []
+    for name in names:
+        config = configs[name]
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, mode=data.mode))
+        run_dir = out_dir / name
+        if run_dir.exists():
+            for stale in ("config.json", "model.safetensors", "trainer_state.pt", "metrics.jsonl", "summary.json"):
+                (run_dir / stale).unlink(missing_ok=True)
+        started = time.perf_counter()
+        model = build_model(config, data.tokenizer, block_size)
+        log.info("ladder: %s, %s parameters, budget %g s", name, f"{count_parameters(model):,}", budget)
+        write_run_files(run_dir, config, data.tokenizer, block_size)
+        trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=run_dir)
+        trainer.fit()
+        summary = write_summary(run_dir, config, data.splits, trainer, time.perf_counter() - started)
+        run_dirs.append(run_dir)
+        if on_rung_end is not None:
+            on_rung_end(name, summary)
+
+    rows = compare_runs(run_dirs)
+    atomic_write_text(out_dir / TABLE_FILE, format_table(rows))
+    atomic_write_text(out_dir / JSON_FILE, to_json(rows))
+    plot_val_curves(rows, out_dir / PLOT_FILE)
+    return rows

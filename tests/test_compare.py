@@ -1,0 +1,63 @@
+import json
+import math
+
+import pytest
+
+from lmlab.compare import compare_runs, format_table, plot_val_curves, summarize_run, to_json
+from lmlab.errors import CheckpointError
+from lmlab.evaluate import evaluate_run
+from lmlab.ladder import run_ladder
+from lmlab.train.run import load_run
+
+
+@pytest.fixture
+def tiny_runs(tiny_names, tmp_path):
+    """Two real, tiny runs (a counted bigram and a few steps of the neural one) in one ladder folder."""
+    out = tmp_path / "ladder"
+    run_ladder(str(tiny_names), out, budget=0.5, models=["ngram", "bigram"], device="cpu")
+    return [out / "ngram", out / "bigram"]
+
+
+def test_rows_agree_with_lmlab_eval(tiny_runs):
+    rows = compare_runs(tiny_runs)
+    assert [r["model"] for r in rows] == ["ngram", "bigram"]
+    for row, run_dir in zip(rows, tiny_runs, strict=False):
+        run = load_run(run_dir)
+        for split in ("train", "val", "test"):
+            assert row["nll"][split] == pytest.approx(evaluate_run(run, split)["nll"], rel=1e-6)
+        assert row["bits_per_char"] == pytest.approx(row["nll"]["test"] / math.log(2))
+        assert row["parameters"] == sum(p.numel() for p in run.model.parameters())
+        assert row["val_curve"] and all(isinstance(s, int) for s, _ in row["val_curve"])
+    assert rows[0]["parameters"] == 0  # counts are a buffer, not parameters
+    assert len(rows[0]["val_curve"]) == 1  # counted once
+
+
+def test_text_json_and_plot(tiny_runs, tmp_path):
+    rows = compare_runs(tiny_runs)
+    table = format_table(rows)
+    header, rule, first, second = table.splitlines()[:4]
+    assert header.split() == ["run", "model", "params", "train", "val", "test", "bits/char", "tokens/s", "seconds"]
+    assert set(rule) <= {"-", " "}
+    assert first.split()[:2] == ["ngram", "ngram"]
+    assert f"{rows[1]['nll']['val']:.4f}" in second
+    assert json.loads(to_json(rows))[1]["nll"] == rows[1]["nll"]
+    png = plot_val_curves(rows, tmp_path / "plots" / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_unfinished_or_missing_run_is_a_clear_error(tiny_runs, tmp_path):
+    (tiny_runs[1] / "summary.json").unlink()
+    with pytest.raises(CheckpointError, match="did not finish"):
+        summarize_run(tiny_runs[1])
+    with pytest.raises(CheckpointError, match="no such run"):
+        summarize_run(tmp_path / "nope")
+
+
+def test_compare_cli(tiny_runs, cli, tmp_path):
+    png = tmp_path / "c.png"
+    result = cli("compare", *map(str, tiny_runs), "--json", "--plot", str(png))
+    assert result.returncode == 0, result.stderr
+    assert [r["model"] for r in json.loads(result.stdout)] == ["ngram", "bigram"]
+    assert png.is_file()
+    bad = cli("compare", str(tmp_path / "nope"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such run" in bad.stderr

@@ -1,0 +1,38 @@
+import json
+import math
+
+import pytest
+
+from lmlab.errors import ConfigError
+from lmlab.ladder import run_ladder
+from lmlab.models import REGISTRY
+
+
+def test_ladder_end_to_end(cli, tiny_names, tmp_path):
+    """Every registered rung trains within a tiny budget into DIR/<model>; table, JSON and plot land in DIR."""
+    out = tmp_path / "ladder"
+    result = cli("ladder", "--data", str(tiny_names), "--budget", "0.2", "--out", str(out), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "comparison.json").read_text())
+    assert [r["model"] for r in rows] == list(REGISTRY)
+    for row in rows:
+        run_dir = out / row["model"]
+        assert {"config.json", "tokenizer.json", "model.safetensors", "summary.json"} <= {
+            p.name for p in run_dir.iterdir()}
+        assert all(math.isfinite(row["nll"][s]) for s in ("train", "val", "test")), row
+        assert row["train_seconds"] < 0.2 + 5  # the budget caps training (one step may run past it)
+    # the smoothed counted bigram has finite NLL even where a pair was never seen in training
+    assert json.loads((out / "ngram" / "config.json").read_text())["model"]["alpha"] == 1.0
+    table = (out / "comparison.txt").read_text()
+    assert all(name in table for name in REGISTRY) and table in result.stdout
+    assert (out / "val_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    again = cli("ladder", "--data", str(tiny_names), "--budget", "0.2", "--out", str(out), "--models", "bigram")
+    assert again.returncode == 2 and "--force" in again.stderr and again.stderr.count("\n") == 1
+
+
+def test_ladder_rejects_unknown_rung_and_bad_budget(tiny_names, tmp_path):
+    with pytest.raises(ConfigError, match="transformerxl"):
+        run_ladder(str(tiny_names), tmp_path, models=["bigram", "transformerxl"])
+    with pytest.raises(ConfigError, match="budget"):
+        run_ladder(str(tiny_names), tmp_path, budget=0)
