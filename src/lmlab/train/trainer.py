@@ -111,6 +111,7 @@ class Trainer:
         counted = getattr(model, "counted", False)
         # The module the step calls: compiled and/or wrapped for DDP/FSDP (FSDP shards self.model in place).
         self.train_model = self.model if counted else self.parallel.wrap(self.model, self.device, config.compile)
+        self._wrapped = self.model
         self.optimizer = build_optimizer(self.model, config, fused=perf.fused_adamw_available(self.device))
         self.data_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -303,10 +304,12 @@ class Trainer:
         count = getattr(self.train_data, "count_targets", predicted_tokens)
         local_tokens = sum(count(y) for _, y in batches)
         tokens = int(self.parallel.sum(torch.tensor(float(local_tokens), device=self.device)))
+        # A model swapped in after construction (a test's or a callback's wrapper) runs as given.
+        train_model = self.train_model if self.model is self._wrapped else self.model
         loss = accumulate_gradients(
-            self.train_model, batches, total_tokens=tokens, world_size=self.parallel.world_size,
+            train_model, batches, total_tokens=tokens, world_size=self.parallel.world_size,
             autocast=perf.autocast(self.device, self.dtype),
-            no_sync=lambda sync: self.parallel.no_sync(self.train_model, sync), count=count)
+            no_sync=lambda sync: self.parallel.no_sync(train_model, sync), count=count)
         loss = self.parallel.sum(loss)  # the mean over the whole step's tokens, on every rank
         self._emit("on_after_backward")
         grad_norm = torch.nn.utils.clip_grad_norm_(
