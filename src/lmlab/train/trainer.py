@@ -175,21 +175,14 @@ class Trainer:
         """FSDP: gather full weights and optimizer state (every rank takes part), rank 0 writes them."""
         model_state, optim_state = self.parallel.full_state(self.model, self.optimizer)
         if self.parallel.is_main:
-            ckpt.save_weight_dict(model_state, self.run_dir / ckpt.MODEL_FILE, self.step)
-            ckpt.save_state(self.run_dir / ckpt.STATE_FILE, {**self.state_dict(), "optimizer": optim_state})
+            ckpt.save_checkpoint(self.run_dir, model_state, {**self.state_dict(), "optimizer": optim_state})
 
     def load_checkpoint(self, run_dir: str | Path) -> None:
         """Restore weights, optimizer, step, RNG and callback state; truncate metrics logged after it."""
         run_dir = Path(run_dir)
         sharded = self.parallel.mode == "fsdp" and self.parallel.world_size > 1
-        if sharded:
-            weights, weights_step = ckpt.read_weight_dict(run_dir / ckpt.MODEL_FILE)
-            state = ckpt.load_state(run_dir / ckpt.STATE_FILE)
-            if state["step"] != weights_step:
-                raise ckpt.CheckpointError(f"{run_dir}: weights (step {weights_step}) and trainer state "
-                                           f"(step {state['step']}) do not belong together")
-        else:
-            state = ckpt.load_checkpoint(run_dir, self.model)
+        weights: dict[str, torch.Tensor] = {}  # FSDP: full weights, scattered to the shards below
+        state = ckpt.load_checkpoint(run_dir, weights if sharded else self.model)
         if state.get("data_fingerprint") not in (None, ckpt.data_fingerprint(self.train_data)):
             raise ckpt.CheckpointError(
                 f"{run_dir}: the training data differ from the data this checkpoint was trained on; resume on "
