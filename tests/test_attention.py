@@ -71,3 +71,18 @@ def test_kv_cache_equals_full_causal_pass():
 def test_width_must_divide_into_heads():
     with pytest.raises(ValueError, match="multiple of n_head"):
         MultiHeadAttention(30, 4)
+
+
+def test_recorded_attention_is_what_sdpa_used():
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(16, 4).eval()
+    x = torch.randn(2, 5, 16)
+    attn.record_attention = True
+    y, _ = attn(x)
+    probs = attn.last_attention  # (B, nh, T, T)
+    assert probs.shape == (2, 4, 5, 5)
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 4, 5))
+    assert bool((probs.triu(diagonal=1) == 0).all())  # causal: nothing from the future
+    v = attn._heads(attn.c_attn(x).split(16, dim=2)[2])  # (B, nh, T, hs)
+    by_hand = (probs @ v).transpose(1, 2).reshape(2, 5, 16)
+    assert torch.allclose(attn.c_proj(by_hand), y, atol=1e-5)

@@ -20,8 +20,8 @@ from lmlab.train.run import prepare_data
 from lmlab.train.trainer import MAX_NONFINITE_IN_A_ROW, Trainer, TrainingDiverged
 
 
-def make_trainer(tiny_names, run_dir, callbacks=(), **train):
-    data = prepare_data(DataConfig(source=str(tiny_names)))
+def make_trainer(tiny_names, run_dir, callbacks=(), mode="lines", **train):
+    data = prepare_data(DataConfig(source=str(tiny_names), mode=mode, block_size=12))
     torch.manual_seed(0)
     model = MLP(MLPConfig(vocab_size=data.tokenizer.vocab_size, block_size=data.splits["train"].block_size,
                           n_hidden=16, dropout=0.2))
@@ -56,11 +56,12 @@ class InterruptAt(Callback):
             trainer.interrupt()
 
 
-def test_in_process_resume_is_exact(tiny_names, tmp_path):
-    straight = make_trainer(tiny_names, tmp_path / "a").fit()
-    first = make_trainer(tiny_names, tmp_path / "b", callbacks=[InterruptAt(13)]).fit()
+@pytest.mark.parametrize("mode", ["lines", "stream"])
+def test_in_process_resume_is_exact(mode, tiny_names, tmp_path):
+    straight = make_trainer(tiny_names, tmp_path / "a", mode=mode).fit()
+    first = make_trainer(tiny_names, tmp_path / "b", mode=mode, callbacks=[InterruptAt(13)]).fit()
     assert first.step == 13
-    second = make_trainer(tiny_names, tmp_path / "b")
+    second = make_trainer(tiny_names, tmp_path / "b", mode=mode)
     second.load_checkpoint(tmp_path / "b")
     second.fit()
     for name, tensor in straight.model.state_dict().items():
@@ -189,6 +190,6 @@ class NaNLoss(torch.nn.Module):
 
 def test_a_nonfinite_loss_skips_the_step(tiny_names, tmp_path):
     trainer = make_trainer(tiny_names, tmp_path / "run")
-    trainer.model = NaNLoss(trainer.model, {0, 5})
+    trainer.model = trainer.train_model = NaNLoss(trainer.model, {0, 5})
     trainer.fit()
     assert trainer.step == 20 and trainer.nonfinite_steps == 2

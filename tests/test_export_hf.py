@@ -137,3 +137,15 @@ def test_import_refuses_what_lmlab_gpt_lacks(tmp_path):
         load_hf_dir(tmp_path / "hf")
     with pytest.raises(LmlabError, match="config.json is missing"):
         load_hf_dir(tmp_path)
+
+
+def test_char_tokenizer_with_spaces_and_newlines_exports_same_ids(tmp_path):
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\n  All:\tSpeak."
+    tokenizer = CharTokenizer.fit([text])
+    for name, content in hf_tokenizer_files(tokenizer, 64).items():
+        (tmp_path / name).write_text(content)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    sample = "Before  we\nspeak,\n\thear."
+    assert hf_tok(sample).input_ids == tokenizer(sample).input_ids
+    assert hf_tok.decode(hf_tok(sample).input_ids) == sample
+    assert hf_tok("<|endoftext|>ea").input_ids == [0, *tokenizer("ea").input_ids]

@@ -24,16 +24,6 @@ from lmlab.series.linear import LinearForecaster, LinearForecasterConfig
 from lmlab.series.mlp import MLPForecaster, MLPForecasterConfig
 from lmlab.train.trainer import Trainer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models run far faster on one thread than on two contended ones (0.8 ms vs 100+ ms a step here).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # -- windows ----------------------------------------------------------------------------------------------
 
 

@@ -23,14 +23,6 @@ from lmlab.vision.feature_maps import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread beats two contended ones by far
-    yield
-    torch.set_num_threads(before)
-
-
 def _shapes_folder(root, per_class=12, size=16):
     """Two classes a conv net tells apart at once: a bright square on the left half or on the right."""
     rng = np.random.default_rng(0)

@@ -76,7 +76,6 @@ def hf_config(config: GPTConfig, boundary_id: int) -> dict[str, Any]:
         "eos_token_id": boundary_id,
         "pad_token_id": boundary_id,
         "use_cache": True,
-        "torch_dtype": "float32",
     }
 
 

@@ -25,7 +25,7 @@ UPDATE_LOW = -5.0  # 100x below it (a cosine decay alone ends ~10x below the pea
 DEPTH_RATIO = 100.0  # activation-gradient std between the first and last layer of a repeated stack
 GRAD_SPIKE = 50.0  # a gradient norm this many times the run's median
 OVERFIT_GAP = 0.05  # nats of train/val gap gained since the best validation loss
-STUCK_FRACTION = 0.02  # final loss within 2 % of ln V: the model still predicts the uniform distribution
+STUCK_FRACTION = 0.02  # final loss within 2 % of ln V either way: the model still predicts the uniform distribution
 
 
 def _finding(severity: str, rule: str, layer: str | None, what: str, numbers: dict[str, Any], fix: str):
@@ -70,17 +70,18 @@ def saturation(stats: dict[str, Any]) -> list[dict[str, Any]]:
         start, end = sat[0], statistics.fmean(sat[-3:])
         if start > SATURATED_AT_INIT:
             when, value = "at initialisation", start
+            fix = ("shrink the weights feeding it (Kaiming init: std = gain/sqrt(fan_in), gain 5/3 for tanh) or put "
+                   "a BatchNorm/LayerNorm before it")
         elif end > SATURATED_LATER and len(sat) > 1:
             when, value = "by the end of training", end
+            fix = "put a BatchNorm/LayerNorm before it, lower the learning rate, or add weight decay"
         else:
             continue
         out.append(_finding(
             "warning", "saturation", name,
             f"{value:.0%} of this {layer['kind']} layer's outputs are saturated (|t| > 0.97) {when}; a healthy "
             "layer has a few percent. Saturated units pass almost no gradient, so they barely learn",
-            {"saturated_start": start, "saturated_end": end, "threshold": SATURATED_AT_INIT},
-            "shrink the weights feeding it (Kaiming init: std = gain/sqrt(fan_in), gain 5/3 for tanh) or put a "
-            "BatchNorm/LayerNorm before it",
+            {"saturated_start": start, "saturated_end": end, "threshold": SATURATED_AT_INIT}, fix,
         ))
     return out
 
@@ -123,7 +124,7 @@ def learning_rate(stats: dict[str, Any]) -> list[dict[str, Any]]:
     finite = _finite(losses)
     if len(finite) >= 20 and len(finite) == len(losses):
         start, end = finite[0], _tail_mean(finite)  # start: the loss at initialisation
-        best = min(statistics.fmean(finite[i : i + 5]) for i in range(len(finite) - 4))
+        best = min(start, *(statistics.fmean(finite[i : i + 5]) for i in range(len(finite) - 4)))
         if end > 1.1 * start + 0.05 or end > 2 * best + 0.1:  # worse than at init, or twice its best
             out.append(_finding(
                 "error", "lr_too_high", None,
@@ -222,7 +223,7 @@ def stuck(stats: dict[str, Any]) -> list[dict[str, Any]]:
     if not ln_v or len(losses) < 50:
         return []
     end = _tail_mean(losses)
-    if end < ln_v * (1 - STUCK_FRACTION):
+    if abs(end - ln_v) > max(STUCK_FRACTION * ln_v, 0.05):  # far above is diverging, another rule's business
         return []
     return [_finding(
         "warning", "not_learning", None,

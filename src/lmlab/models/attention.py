@@ -27,6 +27,10 @@ class MultiHeadAttention(nn.Module):
         self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
+        # The inspector sets record_attention for a sampled step; the fused kernel never materialises the
+        # attention matrix, so only then is it computed again, by hand, into last_attention.
+        self.record_attention = False
+        self.last_attention: Tensor | None = None
 
     def _heads(self, x: Tensor) -> Tensor:
         B, T, C = x.shape
@@ -72,5 +76,16 @@ class MultiHeadAttention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
         )  # (B, nh, T, hs)
+        if self.record_attention:
+            self.last_attention = self._probabilities(q, k, mask if mask is not None or not is_causal else
+                                                      torch.ones(T, S, dtype=torch.bool, device=x.device).tril())
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y)), present
+
+    @staticmethod
+    def _probabilities(q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
+        """softmax(q k^T / sqrt(hs)) with the same mask SDPA used: (B, nh, T, S), detached."""
+        scores = (q @ k.transpose(-2, -1)) / q.size(-1) ** 0.5  # (B, nh, T, S)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return scores.softmax(dim=-1).detach()

@@ -6,10 +6,18 @@ where there is one, the record just logged (`{"step", "loss", "lr", ...}` or `{"
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 if TYPE_CHECKING:
     from lmlab.train.trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 
 class Callback:
@@ -31,3 +39,198 @@ class Callback:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def _monitored(monitor: str, record: dict[str, Any]) -> float | None:
+    value = record.get(monitor)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+class _Monitor(Callback):
+    """Shared by the callbacks that watch one metric for improvement (lower is better: losses)."""
+
+    def __init__(self, monitor: str, min_delta: float):
+        if monitor not in ("val_loss", "loss"):
+            raise ValueError(f"monitor must be 'val_loss' or 'loss', got {monitor!r}")
+        self.monitor, self.min_delta = monitor, min_delta
+        self.best: float | None = None
+        self.wait = 0
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None or value < self.best - self.min_delta:
+            self.best, self.wait = value, 0
+            return True
+        self.wait += 1
+        return False
+
+    def _hook_record(self, record: dict[str, Any], from_eval: bool) -> float | None:
+        if from_eval != (self.monitor == "val_loss"):
+            return None
+        value = _monitored(self.monitor, record)
+        return value if value is not None and math.isfinite(value) else None
+
+    def on_step_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        value = self._hook_record(record, from_eval=False)
+        if value is not None:
+            self.update(trainer, value)
+
+    def on_eval_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        value = self._hook_record(record, from_eval=True)
+        if value is not None:
+            self.update(trainer, value)
+
+    def update(self, trainer: Trainer, value: float) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.wait = state.get("best"), state.get("wait", 0)
+
+
+class EarlyStopping(_Monitor):
+    """Stop when `monitor` has not improved by `min_delta` for `patience` checks (evaluations for val_loss,
+    steps for loss). With `restore_best_weights`, the best weights seen become the run's final model."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 restore_best_weights: bool = False):
+        super().__init__(monitor, min_delta)
+        self.patience, self.restore_best_weights = patience, restore_best_weights
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.best_step: int | None = None
+        self.stopped_step: int | None = None
+
+    def update(self, trainer: Trainer, value: float) -> None:
+        if self._improved(value):
+            self.best_step = trainer.step
+            if self.restore_best_weights:
+                self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
+        elif self.wait >= self.patience:
+            self.stopped_step = trainer.step
+            log.info("early stopping at step %d: %s has not improved on %.4f for %d checks", trainer.step,
+                     self.monitor, self.best, self.wait)
+            trainer.stop()
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if self.restore_best_weights and self.best_weights is not None and self.best_step != trainer.step:
+            trainer.model.load_state_dict(self.best_weights)
+            log.info("restored the best weights (step %d, %s %.4f)", self.best_step, self.monitor, self.best)
+            trainer.save_checkpoint()  # the run directory's model is the restored one
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best_step": self.best_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.best_step = state.get("best_step")
+
+
+class ModelCheckpoint(Callback):
+    """Keep the best `save_top_k` weight files by `monitor` (and `last.safetensors` with `save_last`) in
+    `dirpath` (default: RUN_DIR/checkpoints). The trainer's own checkpoint stays the latest state."""
+
+    def __init__(self, dirpath: str | Path | None = None, monitor: str = "val_loss", save_top_k: int = 1,
+                 save_last: bool = False):
+        if monitor not in ("val_loss", "loss"):
+            raise ValueError(f"monitor must be 'val_loss' or 'loss', got {monitor!r}")
+        self.dirpath, self.monitor, self.save_top_k, self.save_last = dirpath, monitor, save_top_k, save_last
+        self.kept: list[tuple[float, str]] = []  # (score, file), best first
+
+    def _dir(self, trainer: Trainer) -> Path | None:
+        base = self.dirpath or (trainer.run_dir / "checkpoints" if trainer.run_dir is not None else None)
+        if base is not None:
+            Path(base).mkdir(parents=True, exist_ok=True)
+        return Path(base) if base is not None else None
+
+    def _consider(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        from lmlab.train.checkpoint import save_weights
+
+        value, folder = _monitored(self.monitor, record), self._dir(trainer)
+        if folder is None or value is None:
+            return
+        if self.save_last:
+            save_weights(trainer.model, folder / "last.safetensors", trainer.step)
+        if not math.isfinite(value) or self.save_top_k <= 0:
+            return
+        if len(self.kept) >= self.save_top_k and value >= self.kept[-1][0]:
+            return
+        path = folder / f"step{trainer.step:07d}-{self.monitor}{value:.4f}.safetensors"
+        save_weights(trainer.model, path, trainer.step)
+        self.kept = sorted([*self.kept, (value, str(path))])
+        for _, dropped in self.kept[self.save_top_k:]:
+            Path(dropped).unlink(missing_ok=True)
+        self.kept = self.kept[: self.save_top_k]
+
+    def on_eval_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if self.monitor == "val_loss":
+            self._consider(trainer, record)
+
+    def on_step_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if self.monitor == "loss":
+            self._consider(trainer, record)
+
+    @property
+    def best_model_path(self) -> str | None:
+        return self.kept[0][1] if self.kept else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kept": self.kept}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.kept = [tuple(k) for k in state.get("kept", [])]
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Multiply the learning rate by `factor` when `monitor` has not improved for `patience` checks; the
+    scale rides on top of the schedule (trainer.lr_scale) and is saved with the trainer's state."""
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, min_delta: float = 1e-4,
+                 cooldown: int = 0, min_scale: float = 0.0):
+        super().__init__(monitor, min_delta)
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {factor}")
+        self.factor, self.patience, self.cooldown, self.min_scale = factor, patience, cooldown, min_scale
+        self.cooling = 0
+
+    def update(self, trainer: Trainer, value: float) -> None:
+        if self.cooling:
+            self.cooling -= 1
+            self.wait = 0
+        if not self._improved(value) and self.wait >= self.patience:
+            trainer.lr_scale = max(trainer.lr_scale * self.factor, self.min_scale)
+            log.info("step %d: %s plateaued, learning rate scaled to x%.3g", trainer.step, self.monitor,
+                     trainer.lr_scale)
+            self.wait, self.cooling = 0, self.cooldown
+
+
+class LearningRateScheduler(Callback):
+    """Keras-style: `schedule(step, lr)` gets the step and the configured schedule's rate, returns the rate
+    to use instead (it becomes trainer.lr_scale, so resuming recomputes it)."""
+
+    def __init__(self, schedule: Callable[[int, float], float]):
+        self.schedule = schedule
+
+    def _set(self, trainer: Trainer) -> None:
+        from lmlab.train.schedule import lr_at
+
+        base = lr_at(trainer.step, trainer.config)
+        trainer.lr_scale = self.schedule(trainer.step, base) / base
+
+    # The trainer reads the rate before on_step_begin, so set it for the coming step at the end of the last.
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self._set(trainer)
+
+    def on_step_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self._set(trainer)
+
+
+class TerminateOnNaN(Callback):
+    """Stop at the first non-finite loss instead of skipping up to five steps first."""
+
+    def on_after_backward(self, trainer: Trainer) -> None:
+        self._seen = trainer.nonfinite_steps
+
+    def on_step_begin(self, trainer: Trainer) -> None:
+        if trainer.nonfinite_steps > getattr(self, "_seen", trainer.nonfinite_steps):
+            log.warning("step %d: non-finite loss; stopping (TerminateOnNaN)", trainer.step)
+            trainer.stop()

@@ -130,6 +130,11 @@ def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> Prep
     n_val, n_test = int(len(text) * config.val_fraction), int(len(text) * config.test_fraction)
     n_train = len(text) - n_val - n_test
     parts = {"train": text[:n_train], "val": text[n_train : n_train + n_val], "test": text[n_train + n_val :]}
+    if len(parts["train"]) <= config.block_size:  # no tokenizer makes more tokens than characters
+        raise DataError(
+            f"{config.source}: the training split has {len(parts['train'])} characters, not more than the "
+            f"context of {config.block_size}; use more text or a smaller data.block_size"
+        )
     tokenizer = tokenizer or fit_tokenizer(config.tokenizer, [parts["train"]], config.vocab_size)
     splits = {}
     for name, part in parts.items():

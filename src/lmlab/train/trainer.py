@@ -121,6 +121,7 @@ class Trainer:
         self.last_record: dict[str, Any] = {}
         self.last_val_loss: float | None = None
         self.train_seconds = 0.0
+        self.lr_scale = 1.0  # callbacks (ReduceLROnPlateau, LearningRateScheduler) scale the scheduled rate
         self._stop = False
         self._interrupted = False
         self._last_eval_step: int | None = None
@@ -155,6 +156,7 @@ class Trainer:
             "nonfinite_steps": self.nonfinite_steps,
             "train_seconds": self.train_seconds,
             "last_val_loss": self.last_val_loss,
+            "lr_scale": self.lr_scale,
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
             "rng": ckpt.rng_state(self.data_generator),
             "callbacks": json.dumps([c.state_dict() for c in self.callbacks]),
@@ -194,6 +196,7 @@ class Trainer:
         self.train_seconds = state["train_seconds"]
         self.last_val_loss = state["last_val_loss"]
         self._last_eval_step = state.get("last_eval_step")
+        self.lr_scale = state.get("lr_scale", 1.0)
         if sharded:
             self.parallel.load_full_state(self.model, self.optimizer, weights, state["optimizer"])
         elif self.optimizer is not None and state["optimizer"]:
@@ -250,7 +253,7 @@ class Trainer:
                 if self.parallel.any(bool(out_of_time)):
                     log.info("time budget of %.0f s reached at step %d", config.time_budget, self.step)
                     break
-                record = self._train_step(lr_at(self.step, config))
+                record = self._train_step(lr_at(self.step, config) * self.lr_scale)
                 self.train_seconds = time.perf_counter() - started
                 if record is None:
                     continue

@@ -1,0 +1,75 @@
+"""The `lmlab` command: a thin layer over the Python API. Each subcommand is a function whose docstring is its
+help, listed in COMMANDS; errors a user can act on (LmlabError) become one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from lmlab.cli.common import Parser
+from lmlab.cli.runs import (
+    cmd_compare,
+    cmd_eval,
+    cmd_export,
+    cmd_import,
+    cmd_inspect,
+    cmd_ladder,
+    cmd_sample,
+    compare_args,
+    eval_args,
+    export_args,
+    import_args,
+    inspect_args,
+    ladder_args,
+    sample_args,
+)
+from lmlab.cli.tasks import classify_args, cmd_classify, cmd_data, cmd_forecast, data_args, forecast_args
+from lmlab.cli.train import cmd_lr_find, cmd_train, lr_find_args, train_args
+from lmlab.errors import LmlabError
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]] = {
+    "train": (cmd_train, train_args),
+    "eval": (cmd_eval, eval_args),
+    "sample": (cmd_sample, sample_args),
+    "inspect": (cmd_inspect, inspect_args),
+    "lr-find": (cmd_lr_find, lr_find_args),
+    "compare": (cmd_compare, compare_args),
+    "ladder": (cmd_ladder, ladder_args),
+    "export": (cmd_export, export_args),
+    "import": (cmd_import, import_args),
+    "data": (cmd_data, data_args),
+    "forecast": (cmd_forecast, forecast_args),
+    "classify": (cmd_classify, classify_args),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="lmlab", description="Train, look inside, compare and sample language models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, (func, add_args) in COMMANDS.items():
+        doc = (func.__doc__ or "").strip()
+        add_args(sub.add_parser(name, help=doc.splitlines()[0], description=doc))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command][0](args)
+    except LmlabError as err:
+        print(f"lmlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

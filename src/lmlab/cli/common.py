@@ -1,0 +1,61 @@
+"""What several subcommands share: the one-line-error parser and the data/model/train options."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from lmlab.config import load_config_file, parse_set_args
+from lmlab.data.sources import EMBEDDED
+from lmlab.models import DEFAULT_MODEL, REGISTRY
+
+log = logging.getLogger("lmlab")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + traceback-like noise
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_data_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="SRC", help=f"embedded set ({', '.join(EMBEDDED)}), a text file or a folder "
+                   "(of text files, or one made by `lmlab data prepare`) (default: names)")
+    p.add_argument("--mode", choices=["lines", "stream"], help="one example per line, or one long stream cut "
+                   "into windows (default: the data set's own)")
+    p.add_argument("--encoding", help="text encoding of the data files (default: utf-8)")
+    p.add_argument("--model", metavar="NAME", help=f"one of: {', '.join(REGISTRY)} (default: {DEFAULT_MODEL})")
+    p.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps to train for")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop training after this long")
+    p.add_argument("--seed", type=int, help="seed for init, batches and dropout (default: 1337)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
+    p.add_argument("--config", metavar="FILE", help="a .json or .toml file with data/model/train sections")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set train.lr=3e-3 --set model.n_embd=64")
+
+
+def cli_layers(args: argparse.Namespace) -> list[dict[str, Any]]:
+    named = {
+        "data": {"source": args.data, "mode": args.mode, "encoding": args.encoding},
+        "model": {"name": args.model},
+        "train": {"max_steps": args.max_steps, "time_budget": args.time_budget, "seed": args.seed,
+                  "device": args.device},
+    }
+    named = {section: {k: v for k, v in values.items() if v is not None} for section, values in named.items()}
+    file_values = load_config_file(args.config) if args.config else {}
+    return [file_values, named, parse_set_args(args.set)]
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def default_out(model_name: str, source: str) -> Path:
+    stem = Path(source).stem if source not in EMBEDDED else source
+    base = Path("runs") / f"{model_name}-{stem}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out

@@ -1,0 +1,224 @@
+"""report.html: one self-contained page (PNG plots embedded as base64) built from the inspector's statistics
+and findings: findings first, then loss and LR, activation histograms at the start and the end, saturation
+and dead fractions, the update:data ratio against the 1e-3 line (lecture 3's plot), gradient norms,
+attention maps and conv feature maps where the model has them.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+REPORT_FILE = "report.html"
+MAX_LINES = 10  # layers per plot, so legends stay readable
+ACTIVATIONS = ("tanh", "sigmoid", "relu", "gelu", "norm", "attention")
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(ncols: int = 1, nrows: int = 1, height: float = 3.2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, height * nrows), squeeze=False)
+    return fig, axes
+
+
+def _finite(xs, ys):
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=False) if isinstance(y, (int, float)) and math.isfinite(y)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _loss_plot(stats: dict[str, Any]) -> str | None:
+    records = stats.get("loss", [])
+    if not records:
+        return None
+    fig, axes = _figure(2)
+    ax, lr_ax = axes[0]
+    ax.plot(*_finite([r[0] for r in records], [r[1] for r in records]), lw=0.7, alpha=0.6, label="train")
+    if stats.get("val"):
+        ax.plot(*_finite(*zip(*stats["val"], strict=True)), "o-", label="val")
+    if stats.get("ln_vocab"):
+        ax.axhline(stats["ln_vocab"], color="gray", ls="--", lw=0.8, label="ln V")
+    ax.set(xlabel="step", ylabel="loss (nats/token)", title="loss")
+    ax.legend()
+    lr_ax.plot([r[0] for r in records], [r[2] for r in records])
+    lr_ax.set(xlabel="step", ylabel="learning rate", title="learning rate")
+    return _png(fig)
+
+
+def _histograms(stats: dict[str, Any]) -> str | None:
+    layers = [(n, ly) for n, ly in stats["layers"].items() if ly["kind"] in ACTIVATIONS and ly.get("hist")]
+    if not layers:
+        return None
+    fig, axes = _figure(2)
+    for ax, index, title in ((axes[0][0], 0, "at the start"), (axes[0][1], -1, "at the end")):
+        for name, layer in layers[:MAX_LINES]:
+            counts, (lo, hi) = layer["hist"][index], layer["hist_range"][index]
+            total = sum(counts) or 1
+            width = (hi - lo) / len(counts)
+            centres = [lo + (i + 0.5) * width for i in range(len(counts))]
+            ax.plot(centres, [c / total for c in counts], label=f"{name} ({layer['kind']})")
+        ax.set(xlabel="activation value", ylabel="fraction", title=f"activations {title} (step "
+               f"{layers[0][1]['step'][index]})")
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _over_time(stats: dict[str, Any], key: str, title: str, ylabel: str) -> str | None:
+    layers = [(n, ly) for n, ly in stats["layers"].items() if ly.get(key)]
+    if not layers:
+        return None
+    fig, axes = _figure()
+    for name, layer in layers[:MAX_LINES]:
+        ax = axes[0][0]
+        ax.plot(*_finite(layer["step"], layer[key]), label=name)
+    axes[0][0].set(xlabel="step", ylabel=ylabel, title=title, ylim=(0, 1))
+    axes[0][0].legend(fontsize=7)
+    return _png(fig)
+
+
+def _update_ratio(stats: dict[str, Any]) -> str | None:
+    params = [(n, p) for n, p in stats["params"].items() if len(p.get("shape", [])) >= 2 and p.get("update_data")]
+    if not params:
+        return None
+    fig, axes = _figure(height=3.6)
+    ax = axes[0][0]
+    for name, p in params[:MAX_LINES]:
+        ax.plot(*_finite(p["step"], p["update_data"]), label=name)
+    ax.axhline(-3, color="black", ls="--", lw=1, label="1e-3")
+    ax.set(xlabel="step", ylabel="log10 update:data", title="update:data ratio per weight matrix")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _gradients(stats: dict[str, Any]) -> str | None:
+    records = stats.get("loss", [])
+    params = [(n, p) for n, p in stats["params"].items() if len(p.get("shape", [])) >= 2 and p.get("grad_data")]
+    if not records and not params:
+        return None
+    fig, axes = _figure(2)
+    ax, ratio_ax = axes[0]
+    steps, norms = _finite([r[0] for r in records], [r[3] for r in records])
+    ax.plot(steps, norms, lw=0.7)
+    if stats.get("grad_clip"):
+        ax.axhline(stats["grad_clip"], color="gray", ls="--", lw=0.8, label="clip")
+        ax.legend()
+    ax.set(xlabel="step", ylabel="global gradient norm (before clipping)", title="gradient norm", yscale="log")
+    for name, p in params[:MAX_LINES]:
+        xs, ys = _finite(p["step"], p["grad_data"])
+        ratio_ax.plot(xs, [max(y, 1e-12) for y in ys], label=name)
+    ratio_ax.set(xlabel="step", ylabel="std(grad) / std(weight)", title="grad:data ratio", yscale="log")
+    if params:
+        ratio_ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _maps(maps: dict[str, Any], title: str, per_head: bool) -> list[tuple[str, str]]:
+    out = []
+    for name, value in list(maps.items())[:4]:
+        heads = value if per_head else [value]
+        fig, axes = _figure(min(len(heads), 4), math.ceil(len(heads) / 4), height=3.0)
+        flat = [ax for row in axes for ax in row]
+        for i, ax in enumerate(flat):
+            if i < len(heads):
+                ax.imshow(heads[i], cmap="viridis", aspect="auto")
+                ax.set(title=f"head {i}" if per_head else "channels x time", xlabel="key" if per_head else "time",
+                       ylabel="query" if per_head else "channel")
+            else:
+                ax.axis("off")
+        out.append((f"{title}: {name}", _png(fig)))
+    return out
+
+
+def _findings_html(findings: list[dict[str, Any]]) -> str:
+    if not findings:
+        return '<p class="ok">No problems found: every check passed.</p>'
+    items = []
+    for f in findings:
+        layer = f" <code>{html.escape(f['layer'])}</code>" if f.get("layer") else ""
+        items.append(f'<li class="{html.escape(f["severity"])}"><b>{html.escape(f["severity"])}</b>{layer}: '
+                     f'{html.escape(f["what"])}.<br><i>Fix:</i> {html.escape(f["fix"])}.</li>')
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+def render_report(stats: dict[str, Any], findings: list[dict[str, Any]], title: str = "lmlab run") -> str:
+    sections: list[tuple[str, str | None]] = [
+        ("Loss and learning rate", _loss_plot(stats)),
+        ("Activation histograms per layer", _histograms(stats)),
+        ("Saturated tanh/sigmoid outputs (|t| > 0.97)", _over_time(stats, "saturated", "saturation", "fraction")),
+        ("Dead units (never fired over the window)", _over_time(stats, "dead", "dead units", "fraction")),
+        ("Update:data ratio (should be near 1e-3)", _update_ratio(stats)),
+        ("Gradients", _gradients(stats)),
+    ]
+    sections += _maps(stats.get("attention_example", {}), "Attention (first example)", per_head=True)
+    sections += _maps(stats.get("feature_maps", {}), "Conv feature maps (first example)", per_head=False)
+    init = stats.get("initial_loss")
+    ln_v = stats.get("ln_vocab")
+    summary = (f"steps: {stats.get('steps', '?')}, sampled every {stats.get('every')} steps; initial loss "
+               f"{init} (ln V = {ln_v})" if init is not None else "")
+    body = "".join(f"<h2>{html.escape(name)}</h2><img alt=\"{html.escape(name)}\" src=\"data:image/png;base64,{png}\">"
+                   for name, png in sections if png)
+    style = ("body{font-family:sans-serif;max-width:1150px;margin:auto;padding:1em}"
+             "li{margin:.4em 0}li.error{color:#a00}li.warning{color:#a60}.ok{color:#070}img{max-width:100%}")
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>"
+            f"<h2>Findings</h2>{_findings_html(findings)}{body}</body></html>\n")
+
+
+def write_report(run_dir: str | Path, stats: dict[str, Any], findings: list[dict[str, Any]]) -> Path:
+    from lmlab.train.checkpoint import atomic_write_text
+
+    path = Path(run_dir) / REPORT_FILE
+    atomic_write_text(path, render_report(stats, findings, title=f"lmlab run {Path(run_dir).name}"))
+    return path
+
+
+def write_inspection(run_dir: Path, trainer) -> list[dict[str, Any]] | None:
+    """After training: close the inspector's record, write findings.json and report.html. None if no
+    inspector was among the trainer's callbacks."""
+    import json
+
+    from lmlab.inspect import FINDINGS_FILE, Inspector, find_problems
+    from lmlab.train.checkpoint import atomic_write_text
+
+    inspector = next((c for c in trainer.callbacks if isinstance(c, Inspector)), None)
+    if inspector is None or not inspector.stats:
+        return None
+    stats = inspector.stats if "steps" in inspector.stats else inspector.finish(trainer)
+    findings = find_problems(stats)
+    atomic_write_text(Path(run_dir) / FINDINGS_FILE, json.dumps(findings, indent=2) + "\n")
+    write_report(run_dir, stats, findings)
+    return findings
+
+
+def reinspect(run_dir: Path, rebuild_report: bool = False) -> list[dict[str, Any]]:
+    """A finished run's findings, recomputed from inspect.json so older runs get today's rules."""
+    from lmlab.errors import CheckpointError
+    from lmlab.inspect import STATS_FILE, find_problems, load_stats
+
+    if not (run_dir / "config.json").is_file():
+        raise CheckpointError(f"{run_dir}: not an lmlab run directory (config.json is missing)")
+    if not (run_dir / STATS_FILE).is_file():
+        raise CheckpointError(f"{run_dir}: no inspector statistics ({STATS_FILE}); was it trained with --no-inspect?")
+    try:
+        stats = load_stats(run_dir / STATS_FILE)
+    except ValueError:
+        raise CheckpointError(f"{run_dir / STATS_FILE}: corrupted inspector statistics") from None
+    findings = find_problems(stats)
+    if rebuild_report:
+        write_report(run_dir, stats, findings)
+    return findings

@@ -1,0 +1,214 @@
+"""The catalog of bad inputs: each gives one line on stderr, exit status 2, no traceback, and leaves every
+file it could have touched as it was (an existing run unchanged, no new run directory)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lmlab.cli import main
+from lmlab.train.run import build_model, prepare_data, resolve_config, write_run_files
+from lmlab.train.trainer import Trainer
+
+# Made of a few syllables, so every split uses the same characters and no warning about unseen ones appears.
+NAMES = sorted({a + b + c for a in ("ka", "mi", "lo") for b in ("ra", "en", "to") for c in ("", "sa", "li")})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished tiny MLP run (trained in-process: a subprocess would cost a second torch import)."""
+    root = tmp_path_factory.mktemp("trained")
+    data_file = root / "names.txt"
+    data_file.write_text("\n".join(NAMES) + "\n", encoding="utf-8")
+    config = resolve_config({"data": {"source": str(data_file)}, "model": {"name": "mlp", "n_hidden": 16},
+                             "train": {"max_steps": 6, "eval_interval": 3, "device": "cpu"}})
+    data = prepare_data(config.data)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, mode=data.mode))
+    model = build_model(config, data.tokenizer, data.splits["train"].block_size)
+    run_dir = root / "run"
+    write_run_files(run_dir, config, data.tokenizer, model.config.block_size)
+    Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=run_dir).fit()
+    return run_dir
+
+
+@pytest.fixture
+def run(trained, tmp_path) -> Path:
+    """A private copy of the trained run, with its own copy of the data it was trained on."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    data_file = tmp_path / "names.txt"
+    shutil.copy(trained.parent / "names.txt", data_file)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["data"]["source"] = str(data_file)
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return run_dir
+
+
+def write(path: Path, data: bytes | str) -> str:
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return str(path)
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def scribble(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[8:64] = b"\xff" * 56  # inside the header / zip directory, where a bad byte cannot go unnoticed
+    path.write_bytes(bytes(data))
+
+
+def other_tokenizer(run: Path) -> None:
+    vocab = json.loads((run / "tokenizer.json").read_text())
+    vocab["vocab"] = [*vocab["vocab"], "#"]  # one token more: the saved weights no longer fit
+    (run / "tokenizer.json").write_text(json.dumps(vocab))
+
+
+# Each row: (setup(tmp, run) -> argv, what the one line must say). `{run}` and `{new}` are filled in: an
+# existing run that must stay unchanged, and a run directory that must not come into being.
+T = ["train", "--max-steps", "2", "--out", "{new}"]
+CATALOG = {
+    "missing file": (lambda t, r: [*T, "--data", str(t / "nope.txt")], "no such file or folder"),
+    "empty file": (lambda t, r: [*T, "--data", write(t / "e.txt", " \n\n")], "the file is empty"),
+    "binary file": (lambda t, r: [*T, "--data", write(t / "b.bin", b"\x7fELF\x00\x01\x02")], "binary file"),
+    "undecodable file": (lambda t, r: [*T, "--data", write(t / "l.txt", "jos\xe9\nren\xe9e\n".encode("latin-1"))],
+                         "not valid utf-8 at byte 3; pass --encoding"),
+    "unknown encoding": (lambda t, r: [*T, "--data", write(t / "a.txt", "ab\ncd\n"), "--encoding", "klingon"],
+                         "unknown encoding 'klingon'"),
+    "smaller than the context": (lambda t, r: [*T, "--data", write(t / "s.txt", "a tiny text\n"), "--mode",
+                                               "stream"], "not more than the context of 128"),
+    "a single example": (lambda t, r: [*T, "--data", write(t / "one.txt", "onlyone\n")],
+                         "needs at least 2 examples, found 1"),
+    "over-long line": (lambda t, r: [*T, "--data", write(t / "long.txt", "ab" * 600 + "\nx\n"), "--mode",
+                                     "lines"], "line 1 has 1,200 characters, over data.max_line_chars=1000"),
+    "unknown model": (lambda t, r: [*T, "--model", "gpt9"], "unknown model 'gpt9'; choose one of"),
+    "unknown data set": (lambda t, r: [*T, "--data", "shakespear"], "not an embedded data set (names,"),
+    "missing config file": (lambda t, r: [*T, "--config", str(t / "c.toml")], "config file"),
+    "--set unknown key": (lambda t, r: [*T, "--set", "train.lrr=1"], "unknown key train.lrr; train takes:"),
+    "--set unknown section": (lambda t, r: [*T, "--set", "optim.lr=1"], "unknown config section 'optim'"),
+    "--set wrong type": (lambda t, r: [*T, "--set", "train.batch_size=big"], "train.batch_size: 'big' is not an"),
+    "--set bad choice": (lambda t, r: [*T, "--set", "train.optimizer=adam"], "'adam' is not one of 'adamw'"),
+    "--set out of range": (lambda t, r: [*T, "--set", "train.lr=-1"], "train.lr must be positive, got -1.0"),
+    "--set model out of range": (lambda t, r: [*T, "--set", "model.dropout=1.5"], "model.dropout must be in"),
+    "--set without =": (lambda t, r: [*T, "--set", "train.lr"], "--set takes SECTION.KEY=VALUE"),
+    "--out holds a run": (lambda t, r: ["train", "--max-steps", "2", "--out", str(r)],
+                          "already holds a run; pass --resume to continue it or --force"),
+    "--resume without a run": (lambda t, r: ["train", "--resume", "--out", "{new}"], "no such run directory"),
+    "truncated weights": (lambda t, r: truncate(r / "model.safetensors") or ["train", "--resume", "--out", str(r)],
+                          "unreadable or corrupted checkpoint"),
+    "corrupted weights": (lambda t, r: scribble(r / "model.safetensors") or ["sample", str(r)],
+                          "unreadable or corrupted checkpoint"),
+    "truncated trainer state": (lambda t, r: truncate(r / "trainer_state.pt") or
+                                ["train", "--resume", "--out", str(r)], "corrupted trainer state"),
+    "corrupted trainer state": (lambda t, r: scribble(r / "trainer_state.pt") or
+                                ["train", "--resume", "--out", str(r)], "corrupted trainer state"),
+    "corrupted tokenizer": (lambda t, r: write(r / "tokenizer.json", "{not json") and ["sample", str(r)],
+                            "not an lmlab tokenizer file"),
+    "tokenizer does not fit the weights": (lambda t, r: other_tokenizer(r) or ["sample", str(r)],
+                                           "the weights do not fit this model"),
+    "resume on other data": (lambda t, r: ["train", "--resume", "--out", str(r), "--data", write(
+        t / "o.txt", "x\ny\n")], "--resume continues the run's own data and model"),
+    "resume with another model": (lambda t, r: ["train", "--resume", "--out", str(r), "--model", "bigram"],
+                                  "is a mlp run; --resume continues the run's own data and model"),
+    "data edited: new characters": (lambda t, r: write(t / "names.txt", "\n".join([*NAMES, "ölaf"] * 2)) and
+                                    ["train", "--resume", "--out", str(r)], "does not match the run's tokenizer"),
+    "data edited: same characters": (lambda t, r: write(t / "names.txt", "\n".join(NAMES[::-1])) and
+                                     ["train", "--resume", "--out", str(r)], "the training data differ"),
+    "prompt outside the vocabulary": (lambda t, r: ["sample", str(r), "--prompt", "ZQ!"],
+                                      "--prompt: 3 character(s) not in the vocabulary: '!', 'Q', 'Z'"),
+    "--max-new-tokens 0": (lambda t, r: ["sample", str(r), "--max-new-tokens", "0"],
+                           "--max-new-tokens must be at least 1, got 0"),
+    "--max-new-tokens < 0": (lambda t, r: ["sample", str(r), "--max-new-tokens", "-4"],
+                             "--max-new-tokens must be at least 1, got -4"),
+    "negative temperature": (lambda t, r: ["sample", str(r), "--temperature", "-0.5"], "temperature must be >= 0"),
+    "top-p 0": (lambda t, r: ["sample", str(r), "--top-p", "0"], "top_p must be in (0, 1], got 0.0"),
+    "top-p above 1": (lambda t, r: ["sample", str(r), "--top-p", "1.5"], "top_p must be in (0, 1], got 1.5"),
+    "top-k 0": (lambda t, r: ["sample", str(r), "--top-k", "0"], "top_k must be at least 1, got 0"),
+    "-n 0": (lambda t, r: ["sample", str(r), "-n", "0"], "-n must be at least 1"),
+    "eval of no run": (lambda t, r: ["eval", str(t / "nowhere")], "no such run directory"),
+}
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str]:
+    """`lmlab ARGV` in this process: the catalog has ~40 rows, and a subprocess each would cost ~40 torch
+    imports. The same path as the command (main -> subcommand -> LmlabError -> one line, status 2); a few
+    rows also run as real subprocesses below."""
+    logging.root.handlers.clear()  # main configures logging once per process, onto this test's stderr
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    finally:
+        logging.root.handlers.clear()
+    return code, capsys.readouterr().err
+
+
+def check_row(row: str, tmp_path: Path, run: Path, call) -> None:
+    setup, message = CATALOG[row]
+    new = tmp_path / "new-run"
+    argv = [a.replace("{new}", str(new)) for a in setup(tmp_path, run)]
+    before = snapshot(run)
+    code, stderr = call("-q", *argv)  # -q: progress lines off, warnings and errors on
+    lines = stderr.strip().splitlines()
+    assert code == 2, stderr
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"lmlab {argv[0]}: error: ") and message in lines[0], lines[0]
+    assert snapshot(run) == before
+    assert not new.exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("row", list(CATALOG))
+def test_bad_input_gives_one_line_and_exit_2(row, run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    check_row(row, tmp_path, run, lambda *argv: run_main(capsys, *argv))
+
+
+@pytest.mark.parametrize("row", ["undecodable file", "truncated trainer state", "top-p 0"])
+def test_bad_input_as_a_subprocess(row, run, tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+    def call(*argv):
+        result = cli(*argv, cwd=tmp_path)
+        assert "Traceback" not in result.stderr
+        return result.returncode, result.stderr
+
+    check_row(row, tmp_path, run, call)
+
+
+def test_latin1_file_trains_with_encoding(tmp_path, capsys):
+    data = write(tmp_path / "l.txt", "\n".join(["josé", "renée", "françois", "zoë", *NAMES]).encode("latin-1"))
+    code, stderr = run_main(capsys, "train", "--data", data, "--encoding", "latin-1", "--max-steps", "3",
+                            "--out", str(tmp_path / "r"))
+    assert code == 0, stderr
+    assert "ç" in json.loads((tmp_path / "r" / "tokenizer.json").read_text(encoding="utf-8"))["vocab"]
+
+
+def test_force_starts_over(run, capsys):
+    code, stderr = run_main(capsys, "train", "--max-steps", "2", "--out", str(run), "--force",
+                            "--data", json.loads((run / "config.json").read_text())["data"]["source"])
+    assert code == 0, stderr
+    assert json.loads((run / "summary.json").read_text())["steps"] == 2
+
+
+def test_divergence_stops_with_exit_2_and_keeps_the_checkpoint(run, capsys):
+    """A planted NaN: an absurd learning rate drives the weights to inf within a few steps."""
+    kept = {name: (run / name).read_bytes() for name in ("model.safetensors", "trainer_state.pt")}
+    code, stderr = run_main(capsys, "-q", "train", "--resume", "--out", str(run), "--max-steps", "50",
+                            "--set", "train.lr=1e38", "--set", "train.warmup_steps=0", "--set", "train.grad_clip=0")
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert lines[-1].startswith("lmlab train: error: loss or gradients were non-finite for 5 steps in a row")
+    assert "the last good checkpoint is kept" in lines[-1]
+    assert sum("non-finite loss or gradient, step skipped" in line for line in lines) == 5
+    assert {name: (run / name).read_bytes() for name in kept} == kept

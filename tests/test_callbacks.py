@@ -1,0 +1,126 @@
+"""Keras/Lightning-style callbacks: early stopping, best-k checkpoints, LR on plateau, LR schedule, NaN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from inspect_helpers import TokenwiseLM, tiny_data, tiny_mlp
+from torch import nn
+
+from lmlab.config import TrainConfig
+from lmlab.train.callbacks import (
+    EarlyStopping,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    ReduceLROnPlateau,
+    TerminateOnNaN,
+)
+from lmlab.train.checkpoint import load_weights
+from lmlab.train.trainer import Trainer
+
+
+class FakeTrainer(SimpleNamespace):
+    def __init__(self, run_dir=None):
+        super().__init__(model=nn.Linear(3, 2), step=0, stopped=False, saved=0, lr_scale=1.0, run_dir=run_dir)
+
+    def stop(self):
+        self.stopped = True
+
+    def save_checkpoint(self):
+        self.saved += 1
+
+
+def _feed(callback, trainer, values, after=None):
+    for value in values:
+        trainer.step += 1
+        with torch.no_grad():
+            trainer.model.weight.fill_(value)  # the weights remember which evaluation they belong to
+        callback.on_eval_end(trainer, {"step": trainer.step, "val_loss": value})
+        if after:
+            after(trainer)
+
+
+def test_early_stopping_patience_min_delta_and_best_weights():
+    trainer = FakeTrainer()
+    stopper = EarlyStopping(patience=2, min_delta=0.01, restore_best_weights=True)
+    _feed(stopper, trainer, [3.0, 2.0, 1.995, 2.5])  # 1.995 is within min_delta: no improvement
+    assert trainer.stopped and stopper.stopped_step == 4 and stopper.best == 2.0 and stopper.best_step == 2
+    stopper.on_train_end(trainer)
+    assert torch.all(trainer.model.weight == 2.0) and trainer.saved == 1  # restored, and saved as the run's model
+    again = EarlyStopping(patience=2)
+    again.load_state_dict(stopper.state_dict())
+    assert again.best == 2.0 and again.wait == 2
+
+
+def test_model_checkpoint_keeps_the_best_k_and_the_last(tmp_path):
+    trainer = FakeTrainer(run_dir=tmp_path)
+    keeper = ModelCheckpoint(save_top_k=2, save_last=True)
+    _feed(keeper, trainer, [3.0, 1.0, 2.0, 0.5, 4.0])
+    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert files == ["last.safetensors", "step0000002-val_loss1.0000.safetensors",
+                     "step0000004-val_loss0.5000.safetensors"]
+    model = nn.Linear(3, 2)
+    assert load_weights(model, Path(keeper.best_model_path)) == 4 and torch.all(model.weight == 0.5)
+    assert load_weights(model, tmp_path / "checkpoints" / "last.safetensors") == 5
+
+
+def test_reduce_lr_on_plateau_scales_the_scheduled_rate():
+    trainer = FakeTrainer()
+    plateau = ReduceLROnPlateau(patience=2)
+    _feed(plateau, trainer, [3.0, 3.0, 3.0])
+    assert trainer.lr_scale == pytest.approx(0.1)
+    _feed(plateau, trainer, [3.0, 3.0])
+    assert trainer.lr_scale == pytest.approx(0.01)
+    _feed(plateau, trainer, [1.0, 1.0])  # improved, then only one check without: unchanged
+    assert trainer.lr_scale == pytest.approx(0.01)
+
+
+def _config(**kw):
+    values = {"max_steps": 12, "warmup_steps": 0, "schedule": "constant", "eval_interval": 2, "log_interval": 1,
+              "device": "cpu", "batch_size": 16, "lr": 1e-2}
+    return TrainConfig(**{**values, **kw})
+
+
+def test_callbacks_in_a_real_run(tiny_names, tmp_path):
+    data = tiny_data(tiny_names)
+    stopper = EarlyStopping(patience=1, min_delta=10.0)  # nothing improves by 10 nats: stop at the 2nd eval
+    plateau = ReduceLROnPlateau(patience=1, min_delta=10.0)
+    trainer = Trainer(tiny_mlp(data), data.splits["train"], data.splits["val"], _config(), run_dir=tmp_path,
+                      callbacks=[plateau, stopper])
+    trainer.fit()
+    assert trainer.step == 4 and stopper.stopped_step == 4
+    records = [r for r in map(__import__("json").loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+               if "lr" in r]
+    assert [r["lr"] for r in records][:4] == pytest.approx([1e-2, 1e-2, 1e-2, 1e-2])
+    assert trainer.lr_scale == pytest.approx(0.1) and trainer.state_dict()["lr_scale"] == pytest.approx(0.1)
+    resumed = Trainer(tiny_mlp(data), data.splits["train"], data.splits["val"], _config(), run_dir=tmp_path,
+                      callbacks=[ReduceLROnPlateau(patience=1), EarlyStopping(patience=1)])
+    resumed.load_checkpoint(tmp_path)
+    assert resumed.lr_scale == pytest.approx(0.1)
+    resumed.fit()
+    assert [r["lr"] for r in map(__import__("json").loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+            if "lr" in r][4] == pytest.approx(1e-3)  # the first resumed step runs at the reduced rate
+
+
+def test_learning_rate_scheduler_and_terminate_on_nan(tiny_names):
+    data = tiny_data(tiny_names)
+    seen = []
+    halve = LearningRateScheduler(lambda step, lr: lr * 0.5 ** step)
+    trainer = Trainer(tiny_mlp(data), data.splits["train"], None, _config(max_steps=4), callbacks=[halve])
+    trainer.callbacks.append(type("Spy", (), {**{h: lambda *a: None for h in (
+        "on_train_begin", "on_step_begin", "on_after_backward", "on_eval_end", "on_train_end")},
+        "on_step_end": lambda self, t, r: seen.append(r["lr"]), "state_dict": lambda self: {}})())
+    trainer.fit()
+    assert seen == pytest.approx([1e-2, 5e-3, 2.5e-3, 1.25e-3])
+
+    class Explode(nn.Module):
+        def forward(self, x):
+            return x * float("inf")
+
+    model = TokenwiseLM(data.tokenizer.vocab_size, 16, Explode())
+    trainer = Trainer(model, data.splits["train"], None, _config(max_steps=50), callbacks=[TerminateOnNaN()])
+    trainer.fit()  # would raise TrainingDiverged after five skipped steps without the callback
+    assert trainer.nonfinite_steps == 2 and trainer.step == 0

@@ -1,0 +1,43 @@
+"""`lmlab train` writes and prints findings, `lmlab inspect` shows them again, `lmlab lr-find` suggests a rate."""
+
+from __future__ import annotations
+
+import json
+
+from lmlab.cli import main
+
+SMALL = ["--set", "model.n_hidden=16", "--set", "model.n_embd=4", "--set", "train.batch_size=16"]
+
+
+def test_train_prints_findings_and_inspect_repeats_them(cli, tiny_names, tmp_path, capsys):
+    out = tmp_path / "run"
+    done = cli("train", "--data", str(tiny_names), "--max-steps", "40", "--inspect-every", "5", "--out", str(out),
+               "--set", "train.lr=1e-7", *SMALL)
+    assert done.returncode == 0, done.stderr
+    assert "[warning]" in done.stdout and "learning rate looks much too low" in done.stdout
+    for name in ("findings.json", "report.html", "inspect.json"):
+        assert (out / name).is_file()
+    saved = json.loads((out / "findings.json").read_text())
+    assert "lr_too_low" in {f["rule"] for f in saved}
+    shown = cli("inspect", str(out), "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout) == saved
+    assert main(["inspect", str(out), "--report"]) == 0 and "too low" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "nothing")]) == 2
+    assert "not an lmlab run" in capsys.readouterr().err
+
+
+def test_no_inspect_and_lr_find(cli, tiny_names, tmp_path):
+    out = tmp_path / "run"
+    done = cli("train", "--data", str(tiny_names), "--max-steps", "5", "--no-inspect", "--out", str(out), *SMALL,
+               "--early-stopping", "3", "--reduce-lr-on-plateau", "2", "--save-top-k", "1")
+    assert done.returncode == 0, done.stderr
+    assert not (out / "findings.json").exists() and "inspector" not in done.stdout
+    kept = {p.name for p in (out / "checkpoints").iterdir()}
+    assert "last.safetensors" in kept and len(kept) == 2  # the last and the single best
+    plot = tmp_path / "lr.png"
+    found = cli("lr-find", "--data", str(tiny_names), "--plot", str(plot), "--json", *SMALL, "--num-iter", "30")
+    assert found.returncode == 0, found.stderr
+    result = json.loads(found.stdout)
+    assert result["rule"] == "valley" and 1e-7 <= result["suggestion"] <= 10 and plot.is_file()
+    bad = cli("lr-find", "--data", str(tiny_names), "--model", "ngram")
+    assert bad.returncode == 2 and "counted" in bad.stderr

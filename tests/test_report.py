@@ -1,0 +1,76 @@
+"""report.html parses, and every embedded image is a PNG that decodes."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html.parser import HTMLParser
+
+import torch
+from inspect_helpers import TinySelfAttention, TokenwiseLM, tiny_data, train
+from PIL import Image
+from torch import nn
+
+from lmlab.inspect import find_problems
+from lmlab.inspect.report import write_report
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.headings, self._in_h2, self.items = [], [], False, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        self._in_h2 = tag == "h2"
+        if tag == "li":
+            self.items.append(attrs.get("class"))
+
+    def handle_data(self, data):
+        if self._in_h2:
+            self.headings.append(data)
+            self._in_h2 = False
+
+
+class _ConvBody(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(16, 16, 3, padding=2)
+        self.act = nn.Tanh()
+
+    def forward(self, x):  # (B, T, C) -> causal conv over time
+        y = self.conv(x.transpose(1, 2))[..., : x.size(1)]  # (B, C, T)
+        return self.act(y).transpose(1, 2)
+
+
+def test_report_parses_and_every_image_decodes(tiny_names, tmp_path):
+    data = tiny_data(tiny_names)
+    torch.manual_seed(0)
+    body = nn.Sequential(TinySelfAttention(16, 2), _ConvBody(), nn.Linear(16, 16), nn.ReLU())
+    stats, findings, _ = train(TokenwiseLM(data.tokenizer.vocab_size, 16, body), data, steps=12, every=3)
+    findings = findings + [{"severity": "warning", "rule": "x", "layer": "body.<2>", "what": "a <planted> finding",
+                            "numbers": {}, "fix": "nothing & all"}]
+    path = write_report(tmp_path, stats, findings)
+    parser = _Collect()
+    parser.feed(path.read_text(encoding="utf-8"))
+    for heading in ("Findings", "Loss and learning rate", "Activation histograms per layer",
+                    "Update:data ratio (should be near 1e-3)", "Gradients", "Dead units (never fired over the window)"):
+        assert heading in parser.headings
+    assert any(h.startswith("Attention (first example)") for h in parser.headings)
+    assert any(h.startswith("Conv feature maps") for h in parser.headings)
+    assert "warning" in parser.items and "&lt;planted&gt;" in path.read_text()
+    assert len(parser.images) >= 7
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")
+        image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        image.load()
+        assert image.format == "PNG" and image.size[0] > 100
+
+
+def test_healthy_report_says_so(tiny_names, tmp_path):
+    data = tiny_data(tiny_names)
+    stats, _, _ = train(TokenwiseLM(data.tokenizer.vocab_size, 16, nn.Identity()), data, steps=5, every=1)
+    text = write_report(tmp_path, stats, find_problems(stats)).read_text()
+    assert "No problems found" in text
