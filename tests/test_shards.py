@@ -75,3 +75,15 @@ def test_cli_prepare_then_train(tmp_path, corpus, cli):
     assert saved["data"]["tokenizer"] == "word" and saved["data"]["vocab_size"] == 50
     bad = cli("data", "prepare", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_fingerprint_tells_prepared_corpora_apart(tmp_path, corpus):
+    from lmlab.train.checkpoint import data_fingerprint
+
+    prepare_shards(PrepareOptions(source=str(corpus), out=str(tmp_path / "a")))
+    other = tmp_path / "other.txt"
+    other.write_text(TEXT.replace("fox", "cat"), encoding="utf-8")
+    prepare_shards(PrepareOptions(source=str(other), out=str(tmp_path / "b")))
+    a, b = (open_shards(tmp_path / name, 8)[1]["train"] for name in ("a", "b"))
+    assert data_fingerprint(a) == open_shards(tmp_path / "a", 16)[1]["train"].fingerprint
+    assert data_fingerprint(a) != data_fingerprint(b)

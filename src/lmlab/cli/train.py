@@ -81,26 +81,31 @@ def _train(args: argparse.Namespace, parallel) -> int:
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
                 (out / f".{name}.tmp").unlink(missing_ok=True)  # a crashed write's leftovers
-    return _fit_and_report(config, data, model, out, args.resume, parallel, _train_callbacks(args))
+    return _fit_and_report(config, data, model, out, args.resume, parallel, _train_callbacks(args, parallel))
 
 
-def _train_callbacks(args: argparse.Namespace) -> list:
-    """The callbacks chosen on the command line; the inspector is on unless --no-inspect."""
+def _train_callbacks(args: argparse.Namespace, parallel=None) -> list:
+    """The callbacks chosen on the command line; the inspector is on unless --no-inspect. Under torchrun,
+    callbacks that write files run on rank 0 only; the inspector is off with FSDP (its statistics would
+    read sharded tensors on one rank)."""
     from lmlab.train import callbacks as cb
 
+    main = parallel is None or parallel.is_main
     chosen: list = []
     if args.inspect_every is not None and args.inspect_every < 1:
         raise ConfigError(f"--inspect-every must be at least 1, got {args.inspect_every}")
-    if not args.no_inspect:
+    fsdp = parallel is not None and parallel.mode == "fsdp" and parallel.world_size > 1
+    # Other ranks hold a do-nothing placeholder, so callback states line up with rank 0's on resume.
+    if not args.no_inspect and not fsdp:
         from lmlab.inspect import Inspector
 
-        chosen.append(Inspector(every=args.inspect_every))
+        chosen.append(Inspector(every=args.inspect_every) if main else cb.Callback())
     if args.early_stopping is not None:
         chosen.append(cb.EarlyStopping(patience=args.early_stopping, restore_best_weights=True))
     if args.reduce_lr_on_plateau is not None:
         chosen.append(cb.ReduceLROnPlateau(patience=args.reduce_lr_on_plateau))
     if args.save_top_k is not None:
-        chosen.append(cb.ModelCheckpoint(save_top_k=args.save_top_k, save_last=True))
+        chosen.append(cb.ModelCheckpoint(save_top_k=args.save_top_k, save_last=True) if main else cb.Callback())
     return chosen
 
 

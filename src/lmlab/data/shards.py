@@ -65,6 +65,18 @@ class ShardDataset:
         self.dtype = np.dtype(dtype)
         self.block_size = block_size
 
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the token count and the first and last 64 KiB: cheap for a file of any size."""
+        import hashlib
+
+        digest = hashlib.sha256(str(self.num_tokens).encode())
+        with open(self.path, "rb") as fh:
+            digest.update(fh.read(1 << 16))
+            fh.seek(max(self.num_tokens * self.dtype.itemsize - (1 << 16), 0))
+            digest.update(fh.read(1 << 16))
+        return digest.hexdigest()[:16]
+
     def _map(self) -> np.memmap:
         return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.num_tokens,))
 

@@ -81,17 +81,18 @@ def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
     atomic_write(path, lambda tmp: _save_model(model, tmp, step))
 
 
-def nonfinite_tensors(model: torch.nn.Module) -> list[str]:
+def nonfinite_tensors(model: torch.nn.Module | dict[str, torch.Tensor]) -> list[str]:
     """Names of parameters and floating-point buffers holding NaN or inf."""
-    named = [*model.named_parameters(), *model.named_buffers()]
+    named = list(model.items()) if isinstance(model, dict) else [*model.named_parameters(), *model.named_buffers()]
     return [name for name, t in named if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
-def save_checkpoint(run_dir: Path, model: torch.nn.Module, state: dict[str, Any]) -> None:
+def save_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tensor], state: dict[str, Any]) -> None:
     """Write weights and trainer state as one unit: both go to temporary files first, then the weights are
     renamed into place and then the state. A kill between the two renames leaves the finished state in its
     temporary file, where `load_checkpoint` finds it and completes the commit; any earlier kill leaves the
-    previous checkpoint whole. A model with NaN or inf in it is never saved over a good checkpoint."""
+    previous checkpoint whole. A model with NaN or inf in it is never saved over a good checkpoint.
+    `model` may be a full state dict (FSDP gathers one from the shards) instead of a module."""
     bad = nonfinite_tensors(model)
     if bad:
         raise NonFiniteModel(
@@ -102,7 +103,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, state: dict[str, Any]
     pending = []
     try:
         for path, write in ((trainer_state, lambda tmp: torch.save(state, tmp)),
-                            (weights, lambda tmp: _save_model(model, tmp, state["step"]))):
+                            (weights, lambda tmp: _save_model_or_dict(model, tmp, state["step"]))):
             pending.append(_tmp(path))
             _write_synced(_tmp(path), write)
     except BaseException:
@@ -114,10 +115,15 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, state: dict[str, Any]
     _sync_dir(run_dir)
 
 
-def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict[str, Any]:
+def load_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tensor]) -> dict[str, Any]:
     """Load the weights into `model` and return the trainer state saved with them, checking they belong
-    together (and completing a commit that a kill interrupted between its two renames)."""
-    weights_step = load_weights(model, run_dir / MODEL_FILE)
+    together (and completing a commit that a kill interrupted between its two renames). Given a dict
+    (FSDP), the full weights are put in it for the caller to scatter to the shards."""
+    if isinstance(model, dict):
+        weights, weights_step = read_weight_dict(run_dir / MODEL_FILE)
+        model.update(weights)
+    else:
+        weights_step = load_weights(model, run_dir / MODEL_FILE)
     trainer_state, pending = run_dir / STATE_FILE, _tmp(run_dir / STATE_FILE)
     state = load_state(trainer_state) if trainer_state.is_file() or not pending.is_file() else None
     if (state is None or state.get("step") != weights_step) and pending.is_file():
@@ -136,17 +142,24 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict[str, Any]:
     return state
 
 
-def save_weight_dict(state: dict[str, torch.Tensor], path: Path, step: int) -> None:
-    """A full state dict gathered from shards (FSDP). Tied weights (one tensor under two names) are stored
-    once, as safetensors requires; loading with strict=False fills both names from it."""
+def _save_model_or_dict(model: torch.nn.Module | dict[str, torch.Tensor], path: Path, step: int) -> None:
+    if isinstance(model, dict):
+        _save_weight_dict(model, path, step)
+    else:
+        _save_model(model, path, step)
+
+
+def _save_weight_dict(state: dict[str, torch.Tensor], path: Path, step: int) -> None:
+    """A full state dict gathered from shards (FSDP). Tied weights (one tensor object under several names)
+    are stored once, under the alphabetically first name, which is the one safetensors' save_model keeps,
+    so load_model (sampling, evaluation, export) reads the file as it reads any other checkpoint."""
     seen: set[int] = set()
     kept = {}
-    for name, tensor in state.items():
-        if tensor.data_ptr() not in seen:
-            seen.add(tensor.data_ptr())
-            kept[name] = tensor.contiguous()
-    state = kept
-    atomic_write(path, lambda tmp: safetensors.torch.save_file(state, str(tmp), metadata={"step": str(step)}))
+    for name in sorted(state):
+        if id(state[name]) not in seen:
+            seen.add(id(state[name]))
+            kept[name] = state[name].contiguous()
+    safetensors.torch.save_file(kept, str(path), metadata={"step": str(step)})
 
 
 def read_weight_dict(path: Path) -> tuple[dict[str, torch.Tensor], int]:
@@ -183,6 +196,8 @@ def load_weights(model: torch.nn.Module, path: Path) -> int:
 def data_fingerprint(dataset: Any) -> str | None:
     """A short hash of a dataset's token ids, so a resume on different data is caught rather than silently
     continuing from a data position that no longer means anything."""
+    if getattr(dataset, "fingerprint", None):  # prepared shards: too large to hash whole at each checkpoint
+        return dataset.fingerprint
     ids = getattr(dataset, "ids", None)
     if ids is None:
         ids = getattr(dataset, "input_ids", None)

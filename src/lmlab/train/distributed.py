@@ -138,6 +138,14 @@ class Parallel:
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_state = get_model_state_dict(model, options=options)
+        # Gathering copies each name apart; point tied names (a GPT's embedding and head) at one tensor again.
+        tied: dict[int, list[str]] = {}
+        for name, param in model.named_parameters(remove_duplicate=False):
+            tied.setdefault(id(param), []).append(name)
+        for names in tied.values():
+            present = [n for n in names if n in model_state]
+            for name in present[1:]:
+                model_state[name] = model_state[present[0]]
         optim_state = get_optimizer_state_dict(model, optimizer, options=options) if optimizer else {}
         return model_state, optim_state
 

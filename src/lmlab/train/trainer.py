@@ -111,6 +111,7 @@ class Trainer:
         counted = getattr(model, "counted", False)
         # The module the step calls: compiled and/or wrapped for DDP/FSDP (FSDP shards self.model in place).
         self.train_model = self.model if counted else self.parallel.wrap(self.model, self.device, config.compile)
+        self._wrapped = self.model
         self.optimizer = build_optimizer(self.model, config, fused=perf.fused_adamw_available(self.device))
         self.data_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -176,21 +177,14 @@ class Trainer:
         """FSDP: gather full weights and optimizer state (every rank takes part), rank 0 writes them."""
         model_state, optim_state = self.parallel.full_state(self.model, self.optimizer)
         if self.parallel.is_main:
-            ckpt.save_weight_dict(model_state, self.run_dir / ckpt.MODEL_FILE, self.step)
-            ckpt.save_state(self.run_dir / ckpt.STATE_FILE, {**self.state_dict(), "optimizer": optim_state})
+            ckpt.save_checkpoint(self.run_dir, model_state, {**self.state_dict(), "optimizer": optim_state})
 
     def load_checkpoint(self, run_dir: str | Path) -> None:
         """Restore weights, optimizer, step, RNG and callback state; truncate metrics logged after it."""
         run_dir = Path(run_dir)
         sharded = self.parallel.mode == "fsdp" and self.parallel.world_size > 1
-        if sharded:
-            weights, weights_step = ckpt.read_weight_dict(run_dir / ckpt.MODEL_FILE)
-            state = ckpt.load_state(run_dir / ckpt.STATE_FILE)
-            if state["step"] != weights_step:
-                raise ckpt.CheckpointError(f"{run_dir}: weights (step {weights_step}) and trainer state "
-                                           f"(step {state['step']}) do not belong together")
-        else:
-            state = ckpt.load_checkpoint(run_dir, self.model)
+        weights: dict[str, torch.Tensor] = {}  # FSDP: full weights, scattered to the shards below
+        state = ckpt.load_checkpoint(run_dir, weights if sharded else self.model)
         if state.get("data_fingerprint") not in (None, ckpt.data_fingerprint(self.train_data)):
             raise ckpt.CheckpointError(
                 f"{run_dir}: the training data differ from the data this checkpoint was trained on; resume on "
@@ -272,7 +266,7 @@ class Trainer:
                     postfix = {"loss": f"{record['loss']:.4f}", "val": _fmt(self.last_val_loss),
                                "lr": f"{record['lr']:.2e}", "tok_s": record["tokens_per_s"]}
                     if peak:  # model FLOPs utilisation, per device
-                        record["mfu"] = round(record["tokens_per_s"] * flops / (peak * world), 4)
+                        record["mfu"] = float(f"{record['tokens_per_s'] * flops / (peak * world):.3g}")
                         postfix["mfu"] = f"{record['mfu']:.1%}"
                     bar.set_postfix(postfix)
                 bar.update(1)
@@ -306,10 +300,12 @@ class Trainer:
         count = getattr(self.train_data, "count_targets", predicted_tokens)
         local_tokens = sum(count(y) for _, y in batches)
         tokens = int(self.parallel.sum(torch.tensor(float(local_tokens), device=self.device)))
+        # A model swapped in after construction (a test's or a callback's wrapper) runs as given.
+        train_model = self.train_model if self.model is self._wrapped else self.model
         loss = accumulate_gradients(
-            self.train_model, batches, total_tokens=tokens, world_size=self.parallel.world_size,
+            train_model, batches, total_tokens=tokens, world_size=self.parallel.world_size,
             autocast=perf.autocast(self.device, self.dtype),
-            no_sync=lambda sync: self.parallel.no_sync(self.train_model, sync), count=count)
+            no_sync=lambda sync: self.parallel.no_sync(train_model, sync), count=count)
         loss = self.parallel.sum(loss)  # the mean over the whole step's tokens, on every rank
         self._emit("on_after_backward")
         grad_norm = torch.nn.utils.clip_grad_norm_(

@@ -1,0 +1,98 @@
+"""nanoGPT's CPU Shakespeare run, reproduced with lmlab's GPT (reference: val ~1.88, ~3 min on a MacBook).
+
+nanoGPT's README command: `train.py config/train_shakespeare_char.py --device=cpu --compile=False
+--eval_iters=20 --log_interval=1 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128
+--max_iters=2000 --lr_decay_iters=2000 --dropout=0.0`, with that config's lr 1e-3 -> min_lr 1e-4 (cosine),
+100 warm-up steps, weight decay 0.1, beta2 0.99, grad clip 1.0, no biases. Data: characters of
+tinyshakespeare.txt, first 90% train, last 10% val. nanoGPT reports val as the mean of 20 random batches;
+lmlab reports the exact NLL over every val character, and the 20-batch estimate beside it.
+
+    PYTHONPATH=src python benchmarks/shakespeare_char.py [--steps 2000] [--device cpu] [--compile]
+    PYTHONPATH=src python benchmarks/shakespeare_char.py --preset gpu   # the 6x6x384, ctx 256 model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from lmlab.models import count_parameters
+from lmlab.train.evaluation import mean_nll
+from lmlab.train.run import build_model, prepare_data, resolve_config
+from lmlab.train.trainer import Trainer
+
+SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+
+PRESETS = {
+    # nanoGPT README, "I only have a macbook": val 1.88
+    "cpu": {"model": {"n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.0},
+            "data": {"block_size": 64}, "train": {"batch_size": 12, "max_steps": 2000, "eval_interval": 250}},
+    # config/train_shakespeare_char.py on a GPU: val 1.4697 after 5000 iterations (~3 min on an A100)
+    "gpu": {"model": {"n_layer": 6, "n_head": 6, "n_embd": 384, "dropout": 0.2},
+            "data": {"block_size": 256}, "train": {"batch_size": 64, "max_steps": 5000, "eval_interval": 250}},
+}
+
+
+def estimate_like_nanogpt(model, dataset, batch_size: int, iters: int = 20, seed: int = 0) -> float:
+    """Mean loss over `iters` random batches, as nanoGPT's estimate_loss."""
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        losses = [float(model(x.to(device), labels=y.to(device)).loss)
+                  for x, y in (dataset.sample_batch(batch_size, generator) for _ in range(iters))]
+    return sum(losses) / len(losses)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=list(PRESETS), default="cpu")
+    parser.add_argument("--steps", type=int, help="override the preset's iterations")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+    preset = PRESETS[args.preset]
+    train = {"lr": 1e-3, "min_lr_ratio": 0.1, "schedule": "cosine", "warmup_steps": 100, "weight_decay": 0.1,
+             "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0, "device": args.device, "compile": args.compile,
+             "log_interval": 50, **preset["train"]}
+    if args.steps:
+        train["max_steps"] = args.steps
+    config = resolve_config({
+        "data": {"source": str(SHAKESPEARE), "mode": "stream", "val_fraction": 0.1, "test_fraction": 0.0,
+                 **preset["data"]},
+        "model": {"name": "gpt", "bias": False, **preset["model"]},
+        "train": train,
+    })
+    data = prepare_data(config.data)
+    model = build_model(config, data.tokenizer, config.data.block_size)
+    trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train)
+    started = time.perf_counter()
+    trainer.fit()
+    wall = time.perf_counter() - started
+    val, val_tokens = mean_nll(trainer.model, data.splits["val"], device=trainer.device)
+    result = {
+        "machine": platform.node(),
+        "device": str(trainer.device) if trainer.device.type == "cpu" else torch.cuda.get_device_name(),
+        "date": time.strftime("%Y-%m-%d"),
+        "preset": args.preset,
+        "parameters": count_parameters(trainer.model),
+        "steps": trainer.step,
+        "val_nll_exact": round(val, 4),
+        "val_tokens": val_tokens,
+        "val_nll_20_batches": round(estimate_like_nanogpt(trainer.model, data.splits["val"],
+                                                          config.train.batch_size), 4),
+        "nanogpt_val": 1.88 if args.preset == "cpu" else 1.4697,
+        "wall_seconds": round(wall, 1),
+        "train_tokens_per_s": round(trainer.tokens_seen / max(trainer.train_seconds, 1e-9)),
+        "torch_threads": torch.get_num_threads(),
+    }
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
