@@ -6,6 +6,8 @@ import pytest
 from lmlab.errors import ConfigError
 from lmlab.ladder import run_ladder
 from lmlab.models import REGISTRY
+from lmlab.sample import SampleOptions, sample_texts
+from lmlab.train.run import load_run
 
 
 def test_ladder_end_to_end(cli, tiny_names, tmp_path):
@@ -21,6 +23,9 @@ def test_ladder_end_to_end(cli, tiny_names, tmp_path):
             p.name for p in run_dir.iterdir()}
         assert all(math.isfinite(row["nll"][s]) for s in ("train", "val", "test")), row
         assert row["train_seconds"] < 0.2 + 5  # the budget caps training (one step may run past it)
+        run = load_run(run_dir)  # each rung reloads from its safetensors and samples
+        samples = sample_texts(run, SampleOptions(num_samples=2, max_new_tokens=6, seed=1))
+        assert len(samples) == 2 and all(len(s) <= 6 for s in samples)
     # the smoothed counted bigram has finite NLL even where a pair was never seen in training
     assert json.loads((out / "ngram" / "config.json").read_text())["model"]["alpha"] == 1.0
     table = (out / "comparison.txt").read_text()
