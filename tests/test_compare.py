@@ -21,7 +21,7 @@ def tiny_runs(tiny_names, tmp_path):
 def test_rows_agree_with_lmlab_eval(tiny_runs):
     rows = compare_runs(tiny_runs)
     assert [r["model"] for r in rows] == ["ngram", "bigram"]
-    for row, run_dir in zip(rows, tiny_runs):
+    for row, run_dir in zip(rows, tiny_runs, strict=False):
         run = load_run(run_dir)
         for split in ("train", "val", "test"):
             assert row["nll"][split] == pytest.approx(evaluate_run(run, split)["nll"], rel=1e-6)

@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_data_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="SRC", help=f"embedded set ({', '.join(EMBEDDED)}), a text file or a folder "
-                   "(default: names)")
+                   "(of text files, or one made by `lmlab data prepare`) (default: names)")
     p.add_argument("--mode", choices=["lines", "stream"], help="one example per line, or one long stream cut "
                    "into windows (default: the data set's own)")
     p.add_argument("--encoding", help="text encoding of the data files (default: utf-8)")
@@ -73,7 +73,27 @@ def _default_out(model_name: str, source: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a model and print samples. Plain `lmlab train` trains the default model on the embedded names."""
+    """Train a model and print samples. Plain `lmlab train` trains the default model on the embedded names.
+    Under `torchrun --nproc_per_node N -m lmlab train ...` it trains on N processes (DDP, or FSDP2 with
+    --set train.parallel=fsdp); rank 0 alone logs and writes the run directory."""
+    from lmlab.train.distributed import Parallel, launched_by_torchrun
+
+    if not launched_by_torchrun():
+        return _train(args, Parallel())
+    parallel = Parallel()
+    try:
+        from lmlab.train.run import layered_config, resolve_config
+
+        train = resolve_config(layered_config(*_cli_layers(args))).train
+        parallel = Parallel.from_environment(train.device, train.parallel)
+        if not parallel.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
+        return _train(args, parallel)
+    finally:
+        parallel.close()
+
+
+def _train(args: argparse.Namespace, parallel) -> int:
     from lmlab.train.run import layered_config, load_run_config, prepare_data, resolve_config
 
     layers = _cli_layers(args)
@@ -88,36 +108,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = resolve_config(layered_config(*layers))
         out = out or _default_out(config.model_name, config.data.source)
-        if (out / "config.json").exists():
-            if not args.force:
-                raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or --force to "
-                                      "start over")
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
+        if (out / "config.json").exists() and not args.force:
+            raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or --force to "
+                                  "start over")
 
     from lmlab.tokenizers import load_tokenizer
-    from lmlab.train.run import build_model, write_run_files
+    from lmlab.train.run import build_model, resolved_data_config
 
     tokenizer = load_tokenizer(out / "tokenizer.json") if args.resume else None
     data = prepare_data(config.data, tokenizer)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, mode=data.mode))
+    config = dataclasses.replace(config, data=resolved_data_config(config.data, data))
     block_size = max(ds.block_size for ds in data.splits.values())
+    if args.resume:  # the model keeps its own context (an imported GPT-2's, wider than the data needs)
+        block_size = max(load_run_config(out)[1], block_size)
     model = build_model(config, data.tokenizer, block_size)
     log.info("%s: %s parameters; data %s (%s mode, vocab %d, %s train tokens) -> %s", config.model_name,
              f"{count_parameters(model):,}", config.data.source, data.mode, data.tokenizer.vocab_size,
              f"{data.splits['train'].num_predictions:,}", out)
-    return _fit_and_report(config, data, model, out, args.resume)
+    if args.force and not args.resume:  # only now: bad input above must leave the old run untouched
+        parallel.barrier()  # every rank has looked at the folder before rank 0 clears it
+        if parallel.is_main:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+                (out / f".{name}.tmp").unlink(missing_ok=True)  # a crashed write's leftovers
+    return _fit_and_report(config, data, model, out, args.resume, parallel)
 
 
-def _fit_and_report(config, data, model, out: Path, resume: bool) -> int:
+def _fit_and_report(config, data, model, out: Path, resume: bool, parallel=None) -> int:
+    from lmlab.tokenizers import load_tokenizer
+    from lmlab.train.distributed import Parallel
     from lmlab.train.run import write_run_files
     from lmlab.train.trainer import Trainer
 
-    write_run_files(out, config, data.tokenizer, model.config.block_size)
-    trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=out)
-    if resume:
+    parallel = parallel or Parallel()
+    trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=out,
+                      parallel=parallel)
+    if resume:  # before writing anything, so a checkpoint that cannot be resumed leaves the run as it was
         trainer.load_checkpoint(out)
         log.info("resuming %s at step %d", out, trainer.step)
+    parallel.barrier()
+    if parallel.is_main:
+        write_run_files(out, config, data.tokenizer, model.config.block_size)
+    parallel.barrier()
+    if load_tokenizer(out / "tokenizer.json") != data.tokenizer:
+        raise CheckpointError(f"{out}: this rank fitted a different tokenizer from rank 0's")
 
     interrupted = []
 
@@ -125,7 +159,7 @@ def _fit_and_report(config, data, model, out: Path, resume: bool) -> int:
         if interrupted:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         interrupted.append(signum)
-        trainer.stop()
+        trainer.interrupt()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -133,10 +167,17 @@ def _fit_and_report(config, data, model, out: Path, resume: bool) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if trainer.nonfinite_steps:
+        print(f"warning: {trainer.nonfinite_steps} step(s) with a non-finite loss or gradient were skipped",
+              file=sys.stderr)
     if interrupted:
         print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with: lmlab train --out {out} --resume",
               file=sys.stderr)
         return 130
+    if not parallel.is_main:
+        if parallel.mode == "fsdp" and parallel.world_size > 1:
+            _split_nll(config, data, trainer)  # FSDP's forward is collective: take part in rank 0's evaluation
+        return 0
 
     summary = _write_summary(out, config, data, trainer)
     nll = summary["nll"]
@@ -155,13 +196,8 @@ def _fit_and_report(config, data, model, out: Path, resume: bool) -> int:
 
 def _write_summary(out: Path, config, data, trainer) -> dict[str, Any]:
     from lmlab.train.checkpoint import atomic_write_text
-    from lmlab.train.evaluation import mean_nll
 
-    nll = {}
-    for split, dataset in data.splits.items():
-        if len(dataset):
-            nll[split], _ = mean_nll(trainer.model, dataset, device=trainer.device,
-                                     max_tokens=config.train.eval_max_tokens)
+    nll = _split_nll(config, data, trainer)
     summary = {
         "model": config.model_name,
         "parameters": count_parameters(trainer.model),
@@ -173,6 +209,17 @@ def _write_summary(out: Path, config, data, trainer) -> dict[str, Any]:
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _split_nll(config, data, trainer) -> dict[str, float]:
+    from lmlab.train.evaluation import mean_nll
+
+    nll = {}
+    for split, dataset in data.splits.items():
+        if len(dataset):
+            nll[split], _ = mean_nll(trainer.model, dataset, device=trainer.device,
+                                     max_tokens=config.train.eval_max_tokens)
+    return nll
 
 
 def _f(value: float | None) -> str:
@@ -202,7 +249,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from lmlab.sample import SampleOptions, novelty, sample_texts
     from lmlab.train.run import load_run, prepare_data
 
-    options = SampleOptions(num_samples=args.n, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+    if args.max_new_tokens is not None and args.max_new_tokens <= 0:
+        raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    options = SampleOptions(num_samples=args.n, prompt=args.prompt, max_new_tokens=args.max_new_tokens or 0,
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     run = load_run(args.run)
     try:
@@ -210,7 +259,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except LmlabError as err:
         raise type(err)(f"--prompt: {err}") from None
     stream = args.n == 1 and not args.json and sys.stdout.isatty()
-    on_token = (lambda text: print(text, end="", flush=True)) if stream else None  # noqa: E731
+    on_token = (lambda text: print(text, end="", flush=True)) if stream else None
     samples = sample_texts(run, options, on_token=on_token)
     counts = None
     if run.config.data.mode == "lines":
@@ -226,6 +275,47 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if counts:
         print(", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()), file=sys.stderr)
     return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# export, import (the HF transformers GPT-2 format)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a trained GPT run in the HF transformers format (config.json, model.safetensors, tokenizer)."""
+    from lmlab.export import export_hf
+    from lmlab.train.run import load_run
+
+    out = export_hf(load_run(args.run), args.out)
+    print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}) "
+          "and AutoTokenizer.from_pretrained")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Turn a local HF GPT-2 directory into an lmlab run that samples, evaluates and fine-tunes (--resume)."""
+    from lmlab.export import import_hf
+
+    data = {k: v for k, v in {"source": args.data, "mode": args.mode}.items() if v is not None}
+    run = import_hf(args.hf_dir, args.out, data)
+    print(f"{run.run_dir}: GPT, {count_parameters(run.model):,} parameters, vocab {run.tokenizer.vocab_size}, "
+          f"context {run.model.config.block_size}. Sample: lmlab sample {run.run_dir}; fine-tune on "
+          f"{run.config.data.source}: lmlab train --out {run.run_dir} --resume --max-steps N")
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="a run directory")
+    p.add_argument("--format", choices=["hf"], default="hf", help="hf: transformers GPT-2 (default)")
+    p.add_argument("out", metavar="OUT", help="directory to write")
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("hf_dir", metavar="HF_DIR", help="a local GPT-2 directory (config.json, model.safetensors, "
+                   "tokenizer.json)")
+    p.add_argument("--out", required=True, metavar="RUN", help="the run directory to create")
+    p.add_argument("--data", metavar="SRC", help="the data eval and fine-tuning use (default: names)")
+    p.add_argument("--mode", choices=["lines", "stream"], help="lines or stream (default: the data set's own)")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -264,6 +354,119 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     print(format_table(rows), end="")
     print(f"table: {out / TABLE_FILE}, {out / JSON_FILE}; plot: {out / PLOT_FILE}")
     return 0
+# ----------------------------------------------------------------------------------------------------------
+# data prepare
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Prepare data: `lmlab data prepare SRC --tokenizer bpe --out DIR` tokenizes once into memory-mapped
+    shards; `lmlab train --data DIR` then trains on them with memory that stays flat as the corpus grows."""
+    from lmlab.train.prepare import PrepareOptions, prepare_shards
+
+    meta = prepare_shards(PrepareOptions(
+        source=args.source, out=args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size or 0,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, encoding=args.encoding))
+    splits = ", ".join(f"{name} {s['tokens']:,}" for name, s in meta["splits"].items())
+    print(f"{args.out}: {meta['tokenizer']} tokenizer, vocab {meta['vocab_size']:,}, {meta['dtype']}; tokens: "
+          f"{splits}; {meta['megabytes']:.1f} MB encoded at {meta['encode_mb_per_s']:.1f} MB/s "
+          f"(tokenizer fit {meta['fit_seconds']:.1f} s)")
+    return 0
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    doc = "Tokenize SRC once into DIR: train/val/test .bin shards (uint16/uint32), meta.json, tokenizer.json."
+    q = sub.add_parser("prepare", help=doc, description=doc)
+    q.add_argument("source", metavar="SRC", help=f"embedded set ({', '.join(EMBEDDED)}), a text file or a folder")
+    q.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char", help="(default: char)")
+    q.add_argument("--vocab-size", type=int, metavar="N", help="word/bpe vocabulary size (default 8192 / 1024)")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    q.add_argument("--val-fraction", type=float, default=0.1, help="(default: 0.1)")
+    q.add_argument("--test-fraction", type=float, default=0.1, help="(default: 0.1)")
+    q.add_argument("--encoding", default="utf-8", help="text encoding of the source files (default: utf-8)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# forecast, classify: plain nn.Modules on the same Trainer
+
+
+def _model_train_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model values, train values) from --set model.*/train.* and the named training options."""
+    overrides = parse_set_args(args.set)
+    unknown = sorted(set(overrides) - {"model", "train"})
+    if unknown:
+        raise ConfigError(f"--set: {args.command} takes model.* and train.* keys, got {unknown[0]}.*")
+    train = dict(overrides.get("train", {}))
+    train.update({k: getattr(args, k) for k in ("max_steps", "seed", "device") if getattr(args, k) is not None})
+    return overrides.get("model", {}), train
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    """Train a forecaster on a 1-D series and print its MAE and MSE beside every baseline; writes a PNG of
+    forecast against actual. --data synthetic (the course's seeded series) or FILE.csv:COLUMN."""
+    from lmlab.series.forecast import run_forecast
+
+    model_values, train_values = _model_train_values(args)
+    stem = "synthetic" if args.data == "synthetic" else Path(args.data.rpartition(":")[0]).stem
+    out = Path(args.out) if args.out else _default_out(f"forecast-{args.model}", stem)
+    result = run_forecast(args.data, args.model, window=args.window, out=out, split=args.split_time,
+                          period=args.period, shuffle_buffer=args.shuffle_buffer, model_values=model_values,
+                          train_values=train_values)
+    width = max(len(name) for name in result.scores)
+    print(f"forecast of {len(result.actual)} validation steps (from step {result.split}), "
+          f"{args.model} trained {result.steps} steps, window {args.window}")
+    print(f"  {'':<{width}}  {'MAE':>9}  {'MSE':>10}")
+    for name, score in result.scores.items():
+        print(f"  {name:<{width}}  {score['mae']:>9.3f}  {score['mse']:>10.3f}")
+    print(f"plot: {result.plot}\nrun directory: {out}")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Train a small conv classifier on images and print its validation accuracy; writes feature maps of
+    each conv layer at every evaluation and an HTML page to watch them. --data digits or a FOLDER with one
+    subfolder per class."""
+    from lmlab.vision.classify import run_classify
+
+    model_values, train_values = _model_train_values(args)
+    out = Path(args.out) if args.out else _default_out("classify", Path(args.data).name)
+    result = run_classify(args.data, out=out, image_size=args.image_size, grayscale=args.grayscale,
+                          val_fraction=args.val_fraction, model_values=model_values, train_values=train_values)
+    print(f"convnet: validation accuracy {result.accuracy:.4f} ({result.num_val} images, {len(result.class_names)} "
+          f"classes; chance {result.chance:.4f}), train accuracy {result.train_accuracy:.4f} after "
+          f"{result.steps} steps")
+    print(f"feature maps: {result.report}\nrun directory: {out}")
+    return 0
+
+
+def _run_args(p: argparse.ArgumentParser, out_default: str, set_example: str) -> None:
+    p.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps to train for")
+    p.add_argument("--seed", type=int, help="seed for the split, init and batches (default: 1337)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
+    p.add_argument("--out", metavar="DIR", help=f"run directory (default: {out_default})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override model.* or train.* values, e.g. {set_example}")
+
+
+def _forecast_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="synthetic", metavar="SRC", help="synthetic (default) or FILE.csv:COLUMN")
+    p.add_argument("--model", default="linear", choices=["linear", "mlp", "conv_lstm"], help="default: linear")
+    p.add_argument("--window", type=int, default=20, metavar="N", help="past values per forecast (default: 20)")
+    p.add_argument("--split-time", type=int, metavar="T", help="first validation step (default: synthetic 1000, "
+                   "else 70%% of the series rounded down to whole periods)")
+    p.add_argument("--period", type=int, metavar="P", help="season length for the split and the seasonal "
+                   "baselines (default: synthetic 365, else none)")
+    p.add_argument("--shuffle-buffer", type=int, default=1000, metavar="N", help="windows in the shuffle buffer")
+    _run_args(p, "runs/forecast-MODEL-DATA", "--set train.lr=1e-3 --set model.n_hidden=32")
+
+
+def _classify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="digits", metavar="SRC", help="digits (scikit-learn's 8x8 digits, needs "
+                   "lmlab[vision]; default) or a FOLDER with one subfolder of images per class")
+    p.add_argument("--image-size", type=int, default=64, metavar="N", help="folder images are resized to NxN")
+    p.add_argument("--grayscale", action="store_true", help="read folder images as one grey channel")
+    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F", help="held out for validation")
+    _run_args(p, "runs/classify-DATA", "--set model.n_filters=8 --set train.lr=1e-3")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -290,7 +493,7 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy; higher is more random (default 1)")
     p.add_argument("--top-k", type=int, help="sample only among the k most likely tokens")
     p.add_argument("--top-p", type=float, help="sample only among the most likely tokens adding up to p")
-    p.add_argument("--max-new-tokens", type=int, default=0,
+    p.add_argument("--max-new-tokens", type=int,
                    help="tokens to generate (default: to the end of the line, or 500 in stream mode)")
     p.add_argument("--seed", type=int, default=42, help="seed that makes sampling reproducible (default: 42)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -321,8 +524,13 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "train": (cmd_train, _train_args),
     "eval": (cmd_eval, _eval_args),
     "sample": (cmd_sample, _sample_args),
+    "export": (cmd_export, _export_args),
+    "import": (cmd_import, _import_args),
     "compare": (cmd_compare, _compare_args),
     "ladder": (cmd_ladder, _ladder_args),
+    "data": (cmd_data, _data_args),
+    "forecast": (cmd_forecast, _forecast_args),
+    "classify": (cmd_classify, _classify_args),
 }
 
 

@@ -90,7 +90,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         for row in rows
     ]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False)))
              for r in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines) + "\n\nNLL in nats per token; bits/char from the test split.\n"
@@ -121,7 +121,7 @@ def plot_val_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
             if len(points) == 1:
                 ax.axhline(points[0][1], linestyle="--", linewidth=1, color=color, label=label)
             elif points:
-                steps, losses = zip(*points)
+                steps, losses = zip(*points, strict=False)
                 ax.plot(steps, losses, marker=".", color=color, label=label)
         ax.set_xlim(0, max(last_step, 1))
         ax.set_xlabel("step")

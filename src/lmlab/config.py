@@ -22,7 +22,8 @@ class DataConfig:
     source: str = "names"  # an embedded set (names, surnames, pystdlib), a text file or a folder of them
     mode: Literal["lines", "stream"] | None = None  # None: the source's own default
     encoding: str = "utf-8"
-    tokenizer: Literal["char"] = "char"
+    tokenizer: Literal["char", "word", "bpe"] = "char"
+    vocab_size: int = 0  # word/bpe vocabulary cap; 0: the tokenizer's default (word 8192, bpe 1024)
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     split_seed: int = 1337  # fixed apart from train.seed, so runs that differ in seed share one split
@@ -38,6 +39,9 @@ class DataConfig:
             raise ConfigError("data.val_fraction + data.test_fraction must leave something to train on (< 1)")
         if self.block_size < 2:
             raise ConfigError(f"data.block_size must be at least 2, got {self.block_size}")
+        if self.vocab_size < 0 or (self.tokenizer == "char" and self.vocab_size):
+            raise ConfigError(f"data.vocab_size applies to the word and bpe tokenizers and must be >= 0 "
+                              f"(char takes every character), got {self.vocab_size} with {self.tokenizer}")
         if self.max_line_chars < 1:
             raise ConfigError(f"data.max_line_chars must be at least 1, got {self.max_line_chars}")
 
@@ -65,13 +69,20 @@ class TrainConfig:
     log_interval: int = 10
     seed: int = 1337
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    grad_accum_steps: int = 1  # micro-batches per optimizer step: effective batch = batch_size x this x ranks
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the model for training
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the model
+    peak_tflops: float = 0.0  # the device's peak, for MFU; 0: looked up for known GPUs
 
     def __post_init__(self) -> None:
-        positive = ("lr", "batch_size", "max_steps", "eval_interval", "eval_max_tokens", "log_interval")
+        positive = ("lr", "batch_size", "max_steps", "eval_interval", "eval_max_tokens", "log_interval",
+                    "grad_accum_steps")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
-        non_negative = ("warmup_steps", "weight_decay", "grad_clip", "time_budget", "checkpoint_interval")
+        non_negative = ("warmup_steps", "weight_decay", "grad_clip", "time_budget", "checkpoint_interval",
+                        "peak_tflops")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
@@ -101,9 +112,9 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args):
-            if type(None) in args:
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
         for arg in args:
             if arg is type(None):
                 continue

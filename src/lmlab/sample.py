@@ -45,20 +45,18 @@ def sample_texts(
     if lines_mode or not prompt_ids:
         prompt_ids = [tok.boundary_id, *prompt_ids]
     context = getattr(run.model, "max_context", None) or len(prompt_ids) + 1
-    if options.max_new_tokens:
-        max_new = options.max_new_tokens
-    else:
-        max_new = max(4 * context, 64) if lines_mode else 500
+    max_new = options.max_new_tokens or (max(4 * context, 64) if lines_mode else 500)
     device = model_device(run.model)
     input_ids = torch.tensor([prompt_ids] * options.num_samples, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(options.seed)
-    streamer = None
-    if on_token is not None:
-        streamer = lambda next_ids: on_token(tok.decode(next_ids[:1, 0].tolist()))  # noqa: E731
+
+    def streamer(next_ids: torch.Tensor) -> None:
+        on_token(tok.decode(next_ids[:1, 0].tolist()))
+
     out = run.model.generate(
         input_ids, max_new, temperature=options.temperature, top_k=options.top_k, top_p=options.top_p,
         do_sample=options.temperature > 0, eos_token_id=tok.boundary_id if lines_mode else None,
-        generator=generator, streamer=streamer,
+        generator=generator, streamer=streamer if on_token is not None else None,
     )
     return [options.prompt + tok.decode(row[len(prompt_ids):].tolist()) for row in out]
 

@@ -34,7 +34,7 @@ class TokenDataset(Protocol):
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
     """A deterministic shuffled split of range(n) into train/val/test; a fraction of 0 gives an empty split."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
     return {
         "train": order[n_val + n_test :],
         "val": order[:n_val],

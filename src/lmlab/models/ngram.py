@@ -25,7 +25,7 @@ class NGramConfig:
     block_size: int = 0  # set from the data (unused: the context is n - 1 tokens)
     pad_id: int = 0
     n: int = 2
-    alpha: float = 0.0  # add-alpha smoothing; 0 is the plain maximum-likelihood estimate
+    alpha: float = 1.0  # add-alpha smoothing (1: Laplace); 0 is the maximum-likelihood estimate
 
     def __post_init__(self) -> None:
         if self.n < 1:

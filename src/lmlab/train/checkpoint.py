@@ -5,6 +5,7 @@ kill mid-write leaves the previous checkpoint whole.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -15,28 +16,148 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from lmlab.errors import CheckpointError
+from lmlab.errors import CheckpointError, LmlabError
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), fsync it, then rename over `path` (atomic on POSIX within one folder)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as fh:
+STATE_KEYS = frozenset({"step", "tokens_seen", "nonfinite_steps", "train_seconds", "last_val_loss", "optimizer",
+                        "rng", "callbacks"})
+
+
+class NonFiniteModel(LmlabError):
+    """The model holds NaN or inf; saving it would replace the last good checkpoint."""
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _write_synced(path: Path, write) -> None:
+    """write(path), then fsync, so a rename that follows can never expose a half-written file."""
+    write(path)
+    with open(path, "rb") as fh:
         os.fsync(fh.fileno())
+
+
+def _sync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), fsync it, then rename over `path` (atomic on POSIX within one folder).
+    If `write` fails, the temporary file is removed and `path` is left as it was."""
+    tmp = _tmp(path)
+    try:
+        _write_synced(tmp, write)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+    _sync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
+def _save_model(model: torch.nn.Module, path: Path, step: int) -> None:
     # save_model (not save_file) copes with tied weights such as a GPT's shared embedding and head.
-    atomic_write(path, lambda tmp: safetensors.torch.save_model(model, str(tmp), metadata={"step": str(step)}))
+    safetensors.torch.save_model(model, str(path), metadata={"step": str(step)})
+
+
+def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
+    atomic_write(path, lambda tmp: _save_model(model, tmp, step))
+
+
+def nonfinite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of parameters and floating-point buffers holding NaN or inf."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    return [name for name, t in named if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, state: dict[str, Any]) -> None:
+    """Write weights and trainer state as one unit: both go to temporary files first, then the weights are
+    renamed into place and then the state. A kill between the two renames leaves the finished state in its
+    temporary file, where `load_checkpoint` finds it and completes the commit; any earlier kill leaves the
+    previous checkpoint whole. A model with NaN or inf in it is never saved over a good checkpoint."""
+    bad = nonfinite_tensors(model)
+    if bad:
+        raise NonFiniteModel(
+            f"the weights hold NaN or inf at step {state['step']} ({', '.join(bad[:3])}); not saved, the last "
+            "good checkpoint is kept"
+        )
+    weights, trainer_state = run_dir / MODEL_FILE, run_dir / STATE_FILE
+    pending = []
+    try:
+        for path, write in ((trainer_state, lambda tmp: torch.save(state, tmp)),
+                            (weights, lambda tmp: _save_model(model, tmp, state["step"]))):
+            pending.append(_tmp(path))
+            _write_synced(_tmp(path), write)
+    except BaseException:
+        for tmp in pending:
+            tmp.unlink(missing_ok=True)
+        raise
+    os.replace(_tmp(weights), weights)
+    os.replace(_tmp(trainer_state), trainer_state)
+    _sync_dir(run_dir)
+
+
+def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict[str, Any]:
+    """Load the weights into `model` and return the trainer state saved with them, checking they belong
+    together (and completing a commit that a kill interrupted between its two renames)."""
+    weights_step = load_weights(model, run_dir / MODEL_FILE)
+    trainer_state, pending = run_dir / STATE_FILE, _tmp(run_dir / STATE_FILE)
+    state = load_state(trainer_state) if trainer_state.is_file() or not pending.is_file() else None
+    if (state is None or state.get("step") != weights_step) and pending.is_file():
+        try:
+            candidate = load_state(pending)
+        except CheckpointError:
+            candidate = None
+        if candidate is not None and candidate.get("step") == weights_step:
+            os.replace(pending, trainer_state)
+            state = candidate
+    if state is None or state.get("step") != weights_step:
+        raise CheckpointError(
+            f"{run_dir}: weights (step {weights_step}) and trainer state "
+            f"(step {state.get('step') if state else '?'}) do not belong together"
+        )
+    return state
+
+
+def save_weight_dict(state: dict[str, torch.Tensor], path: Path, step: int) -> None:
+    """A full state dict gathered from shards (FSDP). Tied weights (one tensor under two names) are stored
+    once, as safetensors requires; loading with strict=False fills both names from it."""
+    seen: set[int] = set()
+    kept = {}
+    for name, tensor in state.items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            kept[name] = tensor.contiguous()
+    state = kept
+    atomic_write(path, lambda tmp: safetensors.torch.save_file(state, str(tmp), metadata={"step": str(step)}))
+
+
+def read_weight_dict(path: Path) -> tuple[dict[str, torch.Tensor], int]:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: no checkpoint ({path.name} is missing)")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as fh:
+            step = int((fh.metadata() or {}).get("step", 0))
+        return safetensors.torch.load_file(str(path)), step
+    except (safetensors.SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable or corrupted checkpoint ({err})") from None
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> int:
@@ -57,6 +178,17 @@ def load_weights(model: torch.nn.Module, path: Path) -> int:
             f"unexpected {sorted(unexpected)[:3]})"
         )
     return step
+
+
+def data_fingerprint(dataset: Any) -> str | None:
+    """A short hash of a dataset's token ids, so a resume on different data is caught rather than silently
+    continuing from a data position that no longer means anything."""
+    ids = getattr(dataset, "ids", None)
+    if ids is None:
+        ids = getattr(dataset, "input_ids", None)
+    if not isinstance(ids, torch.Tensor):
+        return None
+    return hashlib.sha256(ids.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def rng_state(data_generator: torch.Generator) -> dict[str, Any]:
@@ -86,9 +218,12 @@ def load_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: no trainer state ({path.name} is missing); cannot resume")
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as err:  # a truncated zip or a foreign file: any failure means the same thing here
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 -- a truncated zip or a foreign file: any failure means the same thing here
         raise CheckpointError(f"{path}: unreadable or corrupted trainer state ({type(err).__name__})") from None
+    if not isinstance(state, dict) or not state.keys() >= STATE_KEYS:
+        raise CheckpointError(f"{path}: not an lmlab trainer state (keys missing)")
+    return state
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:

@@ -33,3 +33,26 @@ def mean_nll(
         count += int((targets != IGNORE_INDEX).sum())
     model.train(was_training)
     return (total / count if count else float("nan")), count
+
+
+@torch.no_grad()
+def mean_loss(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    max_tokens: int | None = None,
+) -> tuple[float, int]:
+    """(mean of the model's own loss, number of targets) for datasets that are not token datasets: they
+    yield (inputs, targets) and define `count_targets(targets)`. Each batch's mean loss is weighted by its
+    number of targets, so a short last batch counts once per target, as a per-example mean would."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for inputs, targets in dataset.iter_batches(batch_size, max_tokens):
+        n = dataset.count_targets(targets)
+        total += float(model(inputs.to(device), labels=targets.to(device)).loss) * n
+        count += n
+    model.train(was_training)
+    return (total / count if count else float("nan")), count

@@ -17,9 +17,10 @@ import torch
 from lmlab import __version__
 from lmlab.config import DataConfig, TrainConfig, build_config, merge, to_dict
 from lmlab.data import LinesDataset, StreamDataset, TokenDataset, load_corpus, split_indices
+from lmlab.data.shards import is_prepared, open_shards
 from lmlab.errors import CheckpointError, ConfigError, DataError, TokenizerError
 from lmlab.models import DEFAULT_MODEL, REGISTRY
-from lmlab.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
+from lmlab.tokenizers import CharTokenizer, Tokenizer, fit_tokenizer, load_tokenizer, tokenizer_kind
 from lmlab.train.checkpoint import MODEL_FILE, atomic_write_text, load_weights, read_json
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,9 @@ def _encode_known(tokenizer: Tokenizer, text: str, add_boundary: bool = False) -
 
 def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> PreparedData:
     """Load the source, split it deterministically, fit the tokenizer on the training split (unless one is
-    given, as on resume) and encode every split."""
+    given, as on resume) and encode every split. A folder made by `lmlab data prepare` is read as is."""
+    if is_prepared(config.source):
+        return _prepared_folder(config, tokenizer)
     corpus = load_corpus(config.source, config.encoding)
     mode = config.mode or corpus.default_mode
     if mode == "lines":
@@ -107,7 +110,7 @@ def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> Prep
             raise DataError(f"{config.source}: lines mode needs at least 2 examples, found {len(lines)}")
         index = split_indices(len(lines), config.val_fraction, config.test_fraction, config.split_seed)
         texts = {name: [lines[i] for i in rows] for name, rows in index.items()}
-        tokenizer = tokenizer or CharTokenizer.fit(texts["train"])
+        tokenizer = tokenizer or fit_tokenizer(config.tokenizer, texts["train"], config.vocab_size)
         splits: dict[str, TokenDataset] = {}
         for name, examples in texts.items():
             encoded = [_encode_known(tokenizer, t, add_boundary=True) for t in examples]
@@ -127,10 +130,12 @@ def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> Prep
     n_val, n_test = int(len(text) * config.val_fraction), int(len(text) * config.test_fraction)
     n_train = len(text) - n_val - n_test
     parts = {"train": text[:n_train], "val": text[n_train : n_train + n_val], "test": text[n_train + n_val :]}
-    tokenizer = tokenizer or CharTokenizer.fit([parts["train"]])
+    tokenizer = tokenizer or fit_tokenizer(config.tokenizer, [parts["train"]], config.vocab_size)
     splits = {}
     for name, part in parts.items():
-        known = part if name == "train" else "".join(c for c in part if c in tokenizer.char_to_id)
+        known = part
+        if name != "train" and isinstance(tokenizer, CharTokenizer):  # word/bpe encode anything
+            known = "".join(c for c in part if c in tokenizer.char_to_id)
         if len(known) < len(part):
             log.warning("%s: %d character(s) unseen in training were left out", name, len(part) - len(known))
         ids = _encode_known(tokenizer, known)
@@ -143,6 +148,26 @@ def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> Prep
             f"of {config.block_size}; use more text or a smaller data.block_size"
         )
     return PreparedData(tokenizer, mode, splits, {})
+
+
+def _prepared_folder(config: DataConfig, tokenizer: Tokenizer | None) -> PreparedData:
+    if config.mode == "lines":
+        raise ConfigError(f"{config.source} holds prepared token shards, which train in stream mode only")
+    _, splits = open_shards(config.source, config.block_size)
+    own = load_tokenizer(Path(config.source) / "tokenizer.json")
+    if tokenizer is not None and tokenizer != own:
+        raise CheckpointError(f"{config.source}: its tokenizer differs from the run's; data mismatch")
+    if len(splits["train"]) <= config.block_size:
+        raise DataError(f"{config.source}: the training split has {len(splits['train'])} tokens, not more than "
+                        f"the context of {config.block_size}; use a smaller data.block_size")
+    return PreparedData(own, "stream", splits, {})
+
+
+def resolved_data_config(config: DataConfig, data: PreparedData) -> DataConfig:
+    """The data config as the run really used it (the mode and, for a prepared folder, its tokenizer)."""
+    kind = tokenizer_kind(data.tokenizer)
+    vocab_size = 0 if kind == "char" else data.tokenizer.vocab_size
+    return dataclasses.replace(config, mode=data.mode, tokenizer=kind, vocab_size=vocab_size)
 
 
 # ----------------------------------------------------------------------------------------------------------

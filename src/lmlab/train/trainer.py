@@ -1,13 +1,16 @@
 """The training loop. It drives a model, an optimizer and two datasets; it knows nothing of the inspector
 or the CLI, which plug in through callbacks and the run directory.
 
-One step: sample a batch -> forward with labels -> backward -> callbacks see the gradients -> clip ->
-optimizer step at the scheduled learning rate. Every `eval_interval` steps: validation NLL under
-`model.eval()` and `torch.no_grad()`, then a checkpoint. Counted models (n-grams) take one counting pass.
+One step: sample `grad_accum_steps` micro-batches -> forward (bf16 autocast on CUDA) and backward each,
+weighted by its share of the step's tokens -> callbacks see the gradients -> clip -> optimizer step at the
+scheduled learning rate. Under torchrun each rank takes its slice of every batch (see distributed.py).
+Every `eval_interval` steps: validation NLL under `model.eval()` and `torch.no_grad()`, then a checkpoint.
+Counted models (n-grams) take one counting pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -20,11 +23,13 @@ import torch
 from tqdm.auto import tqdm
 
 from lmlab.config import TrainConfig
-from lmlab.data.datasets import TokenDataset
+from lmlab.data.datasets import IGNORE_INDEX, TokenDataset
 from lmlab.errors import LmlabError
 from lmlab.train import checkpoint as ckpt
+from lmlab.train import performance as perf
 from lmlab.train.callbacks import Callback
-from lmlab.train.evaluation import mean_nll
+from lmlab.train.distributed import Parallel
+from lmlab.train.evaluation import mean_loss, mean_nll
 from lmlab.train.schedule import lr_at
 
 log = logging.getLogger(__name__)
@@ -44,7 +49,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer | None:
+def build_optimizer(model: torch.nn.Module, config: TrainConfig, fused: bool = False) -> torch.optim.Optimizer | None:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return None
@@ -54,7 +59,31 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused or None)
+
+
+def predicted_tokens(labels: torch.Tensor) -> int:
+    """Targets a language-model batch scores: labels are shifted inside the model, -100 is ignored."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def accumulate_gradients(model: torch.nn.Module, batches, *, total_tokens: float, world_size: int = 1,
+                         autocast=None, no_sync=None, count=predicted_tokens) -> torch.Tensor:
+    """Backward through each (input_ids, labels) micro-batch; returns the detached loss of this rank's part.
+
+    Each micro-batch's mean loss is weighted by its share of `total_tokens` (the step's predicted tokens,
+    over all ranks), so the summed gradient equals that of one batch holding them all, even when micro-
+    batches predict different numbers of tokens (padded lines). DDP averages over ranks, so each rank's
+    part is multiplied by `world_size` to keep the sum."""
+    step_loss = torch.zeros(())
+    for i, (input_ids, labels) in enumerate(batches):
+        share = count(labels) / total_tokens
+        with no_sync(i == len(batches) - 1) if no_sync else contextlib.nullcontext():
+            with autocast or contextlib.nullcontext():
+                loss = model(input_ids, labels=labels).loss * share
+            (loss * world_size).backward()
+        step_loss = step_loss.to(loss.device) + loss.detach()
+    return step_loss
 
 
 class Trainer:
@@ -67,15 +96,22 @@ class Trainer:
         *,
         run_dir: str | Path | None = None,
         callbacks: Sequence[Callback] = (),
+        parallel: Parallel | None = None,
     ):
         self.config = config
-        self.device = resolve_device(config.device)
+        self.parallel = parallel or Parallel()
+        self.device = self.parallel.device(resolve_device(config.device))
+        perf.setup_device(self.device)
+        self.dtype = perf.resolve_dtype(config.dtype, self.device)
         self.model = model.to(self.device)
         self.train_data = train_data
         self.val_data = val_data if val_data is not None and len(val_data) else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
-        self.optimizer = build_optimizer(self.model, config)
+        counted = getattr(model, "counted", False)
+        # The module the step calls: compiled and/or wrapped for DDP/FSDP (FSDP shards self.model in place).
+        self.train_model = self.model if counted else self.parallel.wrap(self.model, self.device, config.compile)
+        self.optimizer = build_optimizer(self.model, config, fused=perf.fused_adamw_available(self.device))
         self.data_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.tokens_seen = 0
@@ -85,11 +121,19 @@ class Trainer:
         self.last_val_loss: float | None = None
         self.train_seconds = 0.0
         self._stop = False
+        self._interrupted = False
+        self._last_eval_step: int | None = None
 
     # -- control ------------------------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask the loop to end after the current step (EarlyStopping, a signal handler, ...)."""
+        self._stop = True
+
+    def interrupt(self) -> None:
+        """Like `stop`, for Ctrl-C or SIGTERM: the loop ends after the current step and saves a checkpoint
+        without the final evaluation, so a resumed run logs exactly what an uninterrupted one would."""
+        self._interrupted = True
         self._stop = True
 
     def _emit(self, hook: str, *args: Any) -> None:
@@ -99,7 +143,7 @@ class Trainer:
     # -- metrics and checkpoints --------------------------------------------------------------------------
 
     def _write_metric(self, record: dict[str, Any]) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.parallel.is_main:
             with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
 
@@ -113,47 +157,74 @@ class Trainer:
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
             "rng": ckpt.rng_state(self.data_generator),
             "callbacks": json.dumps([c.state_dict() for c in self.callbacks]),
+            "last_eval_step": self._last_eval_step,
+            "data_fingerprint": ckpt.data_fingerprint(self.train_data),
         }
 
     def save_checkpoint(self) -> None:
         if self.run_dir is None:
             return
-        ckpt.save_weights(self.model, self.run_dir / ckpt.MODEL_FILE, self.step)
-        ckpt.save_state(self.run_dir / ckpt.STATE_FILE, self.state_dict())
+        if self.parallel.mode == "fsdp" and self.parallel.world_size > 1:
+            self._save_sharded_checkpoint()
+        elif self.parallel.is_main:
+            ckpt.save_checkpoint(self.run_dir, self.model, self.state_dict())
+        self.parallel.barrier()  # nobody reads or resumes from a checkpoint still being written
+
+    def _save_sharded_checkpoint(self) -> None:
+        """FSDP: gather full weights and optimizer state (every rank takes part), rank 0 writes them."""
+        model_state, optim_state = self.parallel.full_state(self.model, self.optimizer)
+        if self.parallel.is_main:
+            ckpt.save_weight_dict(model_state, self.run_dir / ckpt.MODEL_FILE, self.step)
+            ckpt.save_state(self.run_dir / ckpt.STATE_FILE, {**self.state_dict(), "optimizer": optim_state})
 
     def load_checkpoint(self, run_dir: str | Path) -> None:
         """Restore weights, optimizer, step, RNG and callback state; truncate metrics logged after it."""
         run_dir = Path(run_dir)
-        weights_step = ckpt.load_weights(self.model, run_dir / ckpt.MODEL_FILE)
-        state = ckpt.load_state(run_dir / ckpt.STATE_FILE)
-        if state["step"] != weights_step:
+        sharded = self.parallel.mode == "fsdp" and self.parallel.world_size > 1
+        if sharded:
+            weights, weights_step = ckpt.read_weight_dict(run_dir / ckpt.MODEL_FILE)
+            state = ckpt.load_state(run_dir / ckpt.STATE_FILE)
+            if state["step"] != weights_step:
+                raise ckpt.CheckpointError(f"{run_dir}: weights (step {weights_step}) and trainer state "
+                                           f"(step {state['step']}) do not belong together")
+        else:
+            state = ckpt.load_checkpoint(run_dir, self.model)
+        if state.get("data_fingerprint") not in (None, ckpt.data_fingerprint(self.train_data)):
             raise ckpt.CheckpointError(
-                f"{run_dir}: weights (step {weights_step}) and trainer state (step {state['step']}) disagree"
+                f"{run_dir}: the training data differ from the data this checkpoint was trained on; resume on "
+                "the same data, or start a new run"
             )
         self.step = state["step"]
         self.tokens_seen = state["tokens_seen"]
         self.nonfinite_steps = state["nonfinite_steps"]
         self.train_seconds = state["train_seconds"]
         self.last_val_loss = state["last_val_loss"]
-        if self.optimizer is not None and state["optimizer"]:
+        self._last_eval_step = state.get("last_eval_step")
+        if sharded:
+            self.parallel.load_full_state(self.model, self.optimizer, weights, state["optimizer"])
+        elif self.optimizer is not None and state["optimizer"]:
             self.optimizer.load_state_dict(state["optimizer"])
         ckpt.set_rng_state(state["rng"], self.data_generator)
         for callback, cb_state in zip(self.callbacks, json.loads(state["callbacks"]), strict=False):
             callback.load_state_dict(cb_state)
         metrics = run_dir / "metrics.jsonl"
-        if metrics.is_file():  # drop records the killed run wrote after this checkpoint
-            kept = [line for line in metrics.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line)["step"] <= self.step]
+        if metrics.is_file() and self.parallel.is_main:  # drop records written after this checkpoint
+            kept = [line for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines()
+                    if _record_step(line) is not None and _record_step(line) <= self.step]
             ckpt.atomic_write_text(metrics, "".join(line + "\n" for line in kept))
 
     # -- evaluation ---------------------------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, Any] | None:
         if self.val_data is None:
+            self._last_eval_step = self.step
             return None
-        val_loss, tokens = mean_nll(self.model, self.val_data, batch_size=self.config.batch_size * 4,
+        # A dataset with `count_targets` is not a token dataset (series, images): average the model's loss.
+        evaluate = mean_loss if hasattr(self.val_data, "count_targets") else mean_nll
+        val_loss, tokens = evaluate(self.model, self.val_data, batch_size=self.config.batch_size * 4,
                                     device=self.device, max_tokens=self.config.eval_max_tokens)
         self.last_val_loss = val_loss
+        self._last_eval_step = self.step
         record = {"step": self.step, "val_loss": round(val_loss, 6), "val_tokens": tokens}
         self._write_metric(record)
         self._emit("on_eval_end", record)
@@ -170,12 +241,19 @@ class Trainer:
         self._emit("on_train_begin")
         started = time.perf_counter() - self.train_seconds
         checkpoint_every = config.checkpoint_interval or config.eval_interval
-        bar = tqdm(total=config.max_steps, initial=self.step, desc="train", unit="step", disable=None,
-                   dynamic_ncols=True, leave=False)
+        bar = tqdm(total=config.max_steps, initial=self.step, desc="train", unit="step",
+                   disable=None if self.parallel.is_main else True, dynamic_ncols=True, leave=False)
+        world = self.parallel.world_size
+        log.info("effective batch: %d sequences (batch_size %d x grad_accum_steps %d x %d rank(s)); %s; "
+                 "compile %s", config.batch_size * config.grad_accum_steps * world, config.batch_size,
+                 config.grad_accum_steps, world, str(self.dtype).removeprefix("torch."), config.compile)
+        flops = perf.flops_per_token(self.model, self.train_data.block_size)
+        peak = perf.peak_flops(self.device, self.dtype, config.peak_tflops)
         window_tokens, window_start = 0, time.perf_counter()
         try:
-            while self.step < config.max_steps and not self._stop:
-                if config.time_budget and time.perf_counter() - started >= config.time_budget:
+            while self.step < config.max_steps and not self.parallel.any(self._stop):
+                out_of_time = config.time_budget and time.perf_counter() - started >= config.time_budget
+                if self.parallel.any(bool(out_of_time)):
                     log.info("time budget of %.0f s reached at step %d", config.time_budget, self.step)
                     break
                 record = self._train_step(lr_at(self.step, config))
@@ -188,8 +266,12 @@ class Trainer:
                     record["tokens_per_s"] = round(window_tokens / max(now - window_start, 1e-9))
                     window_tokens, window_start = 0, now
                     self._write_metric({k: v for k, v in record.items() if k != "tokens_per_s"})
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", val=_fmt(self.last_val_loss),
-                                    lr=f"{record['lr']:.2e}", tok_s=record["tokens_per_s"])
+                    postfix = {"loss": f"{record['loss']:.4f}", "val": _fmt(self.last_val_loss),
+                               "lr": f"{record['lr']:.2e}", "tok_s": record["tokens_per_s"]}
+                    if peak:  # model FLOPs utilisation, per device
+                        record["mfu"] = round(record["tokens_per_s"] * flops / (peak * world), 4)
+                        postfix["mfu"] = f"{record['mfu']:.1%}"
+                    bar.set_postfix(postfix)
                 bar.update(1)
                 self.last_record = record
                 self._emit("on_step_end", record)
@@ -202,7 +284,7 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             bar.close()
-        if self.last_val_loss is None or self.step % config.eval_interval:
+        if not self._interrupted and self._last_eval_step != self.step:
             self.evaluate()
         self.save_checkpoint()
         self._emit("on_train_end")
@@ -213,14 +295,25 @@ class Trainer:
         self._emit("on_step_begin")
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        input_ids, labels = self.train_data.sample_batch(self.config.batch_size, self.data_generator)
-        input_ids, labels = input_ids.to(self.device), labels.to(self.device)
-        loss = self.model(input_ids, labels=labels).loss
-        loss.backward()
+        batches = [self.parallel.local_batch(self.train_data, self.config.batch_size, self.data_generator)
+                   for _ in range(self.config.grad_accum_steps)]
+        batches = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+                   for x, y in batches]
+        # Datasets that are not token streams (series, images) say how many targets a batch holds.
+        count = getattr(self.train_data, "count_targets", predicted_tokens)
+        local_tokens = sum(count(y) for _, y in batches)
+        tokens = int(self.parallel.sum(torch.tensor(float(local_tokens), device=self.device)))
+        loss = accumulate_gradients(
+            self.train_model, batches, total_tokens=tokens, world_size=self.parallel.world_size,
+            autocast=perf.autocast(self.device, self.dtype),
+            no_sync=lambda sync: self.parallel.no_sync(self.train_model, sync), count=count)
+        loss = self.parallel.sum(loss)  # the mean over the whole step's tokens, on every rank
         self._emit("on_after_backward")
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         )
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a sharded DTensor
+            grad_norm = grad_norm.full_tensor()
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             self.nonfinite_steps += 1
@@ -236,7 +329,6 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        tokens = int((labels[:, 1:] != -100).sum())
         self.tokens_seen += tokens
         return {"step": self.step, "loss": round(loss.item(), 6), "lr": lr,
                 "grad_norm": round(float(grad_norm), 6), "tokens": tokens}
@@ -254,6 +346,14 @@ class Trainer:
         self.save_checkpoint()
         self._emit("on_train_end")
         return self
+
+
+def _record_step(line: str) -> int | None:
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
 
 
 def _fmt(value: float | None) -> str:

@@ -1,0 +1,76 @@
+"""Multi-head attention: causal self-attention (a GPT decoder), unmasked self-attention (an encoder) and
+cross-attention (queries from one sequence, keys and values from another), with an optional KV cache.
+
+The query, key and value projections are one fused (3C, C) matrix `c_attn`, ordered q, k, v as in GPT-2
+and in `nn.MultiheadAttention.in_proj_weight`, so weights carry over to and from both without reshuffling.
+Cross-attention uses the same matrix: the q rows on the queries, the k and v rows on the context.
+Shape legend: B batch, T query length, S key length, C width (n_embd), nh heads, hs head size (C / nh).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+KVCache = tuple[Tensor, Tensor]  # (k, v), each (B, nh, S, hs)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, *, bias: bool = True, dropout: float = 0.0):
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
+        self.n_head = n_head
+        self.n_embd = n_embd
+        self.dropout = dropout
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape
+        return x.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        context: Tensor | None = None,
+        causal: bool = True,
+        past_key_value: KVCache | None = None,
+        use_cache: bool = False,
+    ) -> tuple[Tensor, KVCache | None]:
+        """x (B, T, C) -> (B, T, C), and the updated (k, v) cache when `use_cache`.
+
+        `context` (B, S, C) turns this into cross-attention (never causal: every query sees the whole
+        context). With `past_key_value`, x holds only the new tokens and attends to the cached ones too.
+        """
+        B, T, C = x.shape
+        if context is None:
+            q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        else:
+            w, b = self.c_attn.weight, self.c_attn.bias
+            q = F.linear(x, w[:C], None if b is None else b[:C])  # (B, T, C)
+            k, v = F.linear(context, w[C:], None if b is None else b[C:]).split(C, dim=2)  # 2 x (B, S, C)
+            causal = False
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, nh, T|S, hs)
+        if past_key_value is not None:
+            k = torch.cat([past_key_value[0], k], dim=2)  # (B, nh, S_past + T, hs)
+            v = torch.cat([past_key_value[1], v], dim=2)
+        present = (k, v) if use_cache else None
+
+        S = k.size(2)
+        mask, is_causal = None, False
+        if causal and T > 1:
+            if S == T:
+                is_causal = True  # the fused kernel's own triangle
+            else:
+                # New queries sit at the end: query i may see keys up to S - T + i. SDPA's is_causal aligns
+                # the triangle to the top-left corner instead, so build the bottom-right one by hand.
+                mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y)), present

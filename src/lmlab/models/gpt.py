@@ -1,0 +1,176 @@
+"""GPT: token and learned position embeddings, pre-LayerNorm blocks (causal self-attention, then an MLP,
+each added back to the residual stream), a final LayerNorm and an output layer tied to the token embedding.
+
+The configuration can express GPT-2 exactly (tanh-approximated GELU, LayerNorm eps 1e-5, biases, learned
+positions, tied embeddings), and parameter names follow HF's GPT2LMHeadModel (transformer.wte, transformer.h.0
+.attn.c_attn, ...) so converting to and from transformers is a rename plus a transpose (HF's Conv1D stores
+weights as (in, out); nn.Linear as (out, in)).
+
+Init as GPT-2: normal(0, 0.02) everywhere, and the projections that write into the residual stream scaled
+by 1/sqrt(2 * n_layer), because each of the 2 * n_layer residual branches adds its variance to the stream.
+Shape legend: B batch, T time, C width (n_embd), V vocabulary, L layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmlab.errors import ConfigError
+from lmlab.models.attention import KVCache, MultiHeadAttention
+from lmlab.models.base import ModelOutput, causal_lm_loss
+from lmlab.models.generation import GenerationMixin
+
+# Shapes in the spirit of the GPT-3 paper's table (n_layer, n_head, n_embd; head size = n_embd / n_head),
+# from makemore's default transformer up to the GPT-2 family. Sizes a CPU trains in minutes come first.
+PRESETS: dict[str, dict[str, int]] = {
+    "gpt-nano": {"n_layer": 3, "n_head": 3, "n_embd": 48},
+    "gpt": {"n_layer": 4, "n_head": 4, "n_embd": 64},  # makemore's default transformer
+    "gpt-micro": {"n_layer": 4, "n_head": 4, "n_embd": 128},  # nanoGPT's CPU Shakespeare run
+    "gpt-mini": {"n_layer": 6, "n_head": 6, "n_embd": 192},
+    "gpt-small": {"n_layer": 6, "n_head": 6, "n_embd": 384},  # nanoGPT's GPU Shakespeare run
+    "gpt2": {"n_layer": 12, "n_head": 12, "n_embd": 768},  # GPT-2 124M, GPT-3 Small
+    "gpt2-medium": {"n_layer": 24, "n_head": 16, "n_embd": 1024},  # GPT-3 Medium
+    "gpt2-large": {"n_layer": 36, "n_head": 20, "n_embd": 1280},
+    "gpt2-xl": {"n_layer": 48, "n_head": 25, "n_embd": 1600},
+}
+
+ACTIVATIONS = {
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's "gelu_new"
+    "gelu": F.gelu,  # the exact erf form
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GPTConfig:
+    vocab_size: int = 0  # filled in from the tokenizer
+    block_size: int = 0  # the context: filled in from the data (longest line, or data.block_size)
+    pad_id: int = 0
+    preset: str = "gpt"  # supplies n_layer, n_head and n_embd that are not given explicitly
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    dropout: float = 0.0  # on embeddings, attention weights and residual branches (GPT-2 used 0.1)
+    bias: bool = True  # in Linear layers and LayerNorms (GPT-2: True)
+    activation: Literal["gelu_tanh", "gelu"] = "gelu_tanh"
+    layer_norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown model.preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        for name, value in PRESETS[self.preset].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)  # frozen: fill in once, at construction
+        for name in ("n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"model.n_embd ({self.n_embd}) must be a multiple of model.n_head ({self.n_head})")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not self.layer_norm_eps > 0:
+            raise ConfigError(f"model.layer_norm_eps must be positive, got {self.layer_norm_eps}")
+
+
+def preset_config(preset: str) -> type[GPTConfig]:
+    """A GPTConfig whose default preset is `preset`: what a registry name such as `gpt2` builds."""
+    return dataclasses.make_dataclass(
+        f"GPTConfig_{preset.replace('-', '_')}", [("preset", str, dataclasses.field(default=preset))],
+        bases=(GPTConfig,), frozen=True, kw_only=True, slots=True,
+    )
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.act = ACTIVATIONS[config.activation]
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))  # (B, T, 4C) inside, (B, T, C) out
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm: normalise the input of each branch, never the residual stream itself, so gradients
+    reach the embeddings through an identity path."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.attn = MultiHeadAttention(config.n_embd, config.n_head, bias=config.bias, dropout=config.dropout)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, past: KVCache | None, use_cache: bool) -> tuple[Tensor, KVCache | None]:
+        attended, present = self.attn(self.ln_1(x), causal=True, past_key_value=past, use_cache=use_cache)
+        x = x + attended  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))
+        return x, present
+
+
+class GPT(GenerationMixin, nn.Module):
+    supports_cache = True  # generate() feeds one token per step and passes past_key_values back
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        if config.vocab_size < 1 or config.block_size < 1:
+            raise ConfigError("model.vocab_size and model.block_size must be set (build_model fills them in)")
+        self.config = config
+        self.max_context = config.block_size
+        self.transformer = nn.ModuleDict({
+            "wte": nn.Embedding(config.vocab_size, config.n_embd),
+            "wpe": nn.Embedding(config.block_size, config.n_embd),
+            "drop": nn.Dropout(config.dropout),
+            "h": nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            "ln_f": nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias),
+        })
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight  # one (V, C) matrix reads and writes tokens
+        self.apply(self._init_weights)
+        residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=residual_std)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        past_key_values: list[KVCache] | None = None,
+        use_cache: bool = False,
+    ) -> ModelOutput:
+        T = input_ids.size(1)
+        start = past_key_values[0][0].size(2) if past_key_values else 0  # tokens already in the cache
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {start + T} tokens is longer than the context of {self.config.block_size}; "
+                "generate() slides the window for you"
+            )
+        positions = torch.arange(start, start + T, device=input_ids.device)  # (T,)
+        x = self.transformer.wte(input_ids) + self.transformer.wpe(positions)  # (B, T, C)
+        x = self.transformer.drop(x)
+        presents: list[KVCache] = []
+        for i, block in enumerate(self.transformer.h):
+            x, present = block(x, past_key_values[i] if past_key_values else None, use_cache)
+            if use_cache:
+                presents.append(present)
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return ModelOutput(logits=logits, loss=loss, past_key_values=presents if use_cache else None)

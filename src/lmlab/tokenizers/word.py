@@ -1,0 +1,104 @@
+"""Word tokenizer: words, single punctuation marks and whitespace as tokens, the most frequent ones of the
+training text up to a vocabulary cap; everything else maps to the unknown token.
+
+Splitting: a run of letters/digits/underscores is a word, every other visible character is a token of its
+own, a run of spaces or tabs is one token and each line break is one token. Whitespace is kept as tokens,
+so `decode(encode(text)) == text` whenever every piece is in the vocabulary.
+
+What decode loses: each piece outside the vocabulary (a rare word, an unusual run of spaces) comes back as
+the literal text `<unk>`, so its spelling and length are gone; everything around it is restored exactly.
+Ids: 0 is the boundary token, 1 the unknown token, then pieces by falling frequency (ties: first seen).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from lmlab.errors import TokenizerError
+from lmlab.tokenizers.char import BOUNDARY, Encoding
+
+UNKNOWN = "<unk>"
+DEFAULT_VOCAB_SIZE = 8192
+PIECES = re.compile(r"\w+|[^\w\s]|[^\S\n]+|\n")
+
+
+def split_words(text: str) -> list[str]:
+    """The pieces of `text`; joining them gives `text` back (the pattern covers every character)."""
+    return PIECES.findall(text)
+
+
+class WordTokenizer:
+    def __init__(self, pieces: Iterable[str]):
+        self.vocab = [BOUNDARY, UNKNOWN, *pieces]
+        if len(set(self.vocab)) != len(self.vocab):
+            raise ValueError("vocabulary pieces must be distinct and must not repeat the special tokens")
+        self.boundary_id, self.unk_id = 0, 1
+        self.piece_to_id = {p: i for i, p in enumerate(self.vocab) if i > 1}
+
+    @classmethod
+    def fit(cls, texts: Iterable[str], vocab_size: int = 0) -> WordTokenizer:
+        """The `vocab_size - 2` most frequent pieces of `texts` (0: up to DEFAULT_VOCAB_SIZE in all)."""
+        vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
+        if vocab_size < 3:
+            raise TokenizerError(f"a word vocabulary needs at least 3 entries, got {vocab_size}")
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(split_words(text))
+        for special in (BOUNDARY, UNKNOWN):
+            counts.pop(special, None)
+        # most_common keeps first-seen order among equal counts (Counter preserves insertion order).
+        return cls(piece for piece, _ in counts.most_common(vocab_size - 2))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str, add_boundary: bool = False) -> list[int]:
+        get, unk = self.piece_to_id.get, self.unk_id
+        ids = [get(piece, unk) for piece in split_words(text)]
+        return [self.boundary_id, *ids] if add_boundary else ids
+
+    def __call__(self, text: str, add_boundary: bool = False) -> Encoding:
+        return Encoding(self.encode(text, add_boundary))
+
+    def decode(self, ids: Iterable[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
+        """Joins the pieces; the unknown token is shown as `<unk>` (it stands for real text)."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.flatten().tolist()
+        out = []
+        for i in ids:
+            if not 0 <= i < len(self.vocab):
+                raise TokenizerError(f"token id {i} is outside the vocabulary of {len(self.vocab)}")
+            if i == self.boundary_id and skip_special_tokens:
+                continue
+            out.append(self.vocab[i])
+        return "".join(out)
+
+    def to_dict(self) -> dict:
+        return {"lmlab_type": "word", "boundary": BOUNDARY, "unknown": UNKNOWN, "vocab": self.vocab}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> WordTokenizer:
+        vocab = data["vocab"]
+        if vocab[:2] != [data.get("boundary", BOUNDARY), data.get("unknown", UNKNOWN)]:
+            raise ValueError("the vocabulary must start with the boundary and unknown tokens")
+        return cls(vocab[2:])
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WordTokenizer) and self.vocab == other.vocab
+
+    def __repr__(self) -> str:
+        return f"WordTokenizer(vocab_size={self.vocab_size})"

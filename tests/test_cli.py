@@ -1,0 +1,87 @@
+"""The `lmlab` command end to end, as a user runs it (subprocesses on tiny data)."""
+
+import json
+
+import pytest
+
+from lmlab.cli import COMMANDS
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_documents_every_command(cli, command):
+    result = cli(*([command] if command else []), "--help")
+    assert result.returncode == 0 and "usage: lmlab" in result.stdout
+    if command == "train":
+        for option in ("--data", "--mode", "--model", "--out", "--max-steps", "--time-budget", "--seed",
+                       "--device", "--config", "--set", "--resume"):
+            assert option in result.stdout
+
+
+def test_train_eval_sample_on_a_tiny_file(cli, tiny_names, tmp_path):
+    run = tmp_path / "run"
+    result = cli("train", "--data", str(tiny_names), "--model", "mlp", "--max-steps", "60", "--out", str(run),
+                 "--set", "train.eval_interval=20", "--set", "model.n_hidden=32")
+    assert result.returncode == 0, result.stderr
+    assert "samples:" in result.stdout and f"run directory: {run}" in result.stdout
+    for name in ("config.json", "tokenizer.json", "model.safetensors", "trainer_state.pt", "metrics.jsonl",
+                 "summary.json"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["n_hidden"] == 32 and config["data"]["mode"] == "lines"
+
+    report = json.loads(cli("eval", str(run), "--split", "val", "--json").stdout)
+    assert set(report) == {"split", "nll", "perplexity", "bits_per_token", "tokens"}
+    assert report["nll"] == pytest.approx(json.loads((run / "summary.json").read_text())["nll"]["val"])
+
+    sampled = cli("sample", str(run), "-n", "5", "--prompt", "ka", "--seed", "1", "--json")
+    out = json.loads(sampled.stdout)
+    assert len(out["samples"]) == 5 and all(s.startswith("ka") for s in out["samples"])
+    assert sum(out["novelty"].values()) == 5
+    again = json.loads(cli("sample", str(run), "-n", "5", "--prompt", "ka", "--seed", "1", "--json").stdout)
+    assert again["samples"] == out["samples"]
+
+
+def test_stream_mode_on_a_prose_file(cli, tmp_path):
+    prose = tmp_path / "prose.txt"
+    prose.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    result = cli("train", "--data", str(prose), "--max-steps", "20", "--out", str(tmp_path / "r"),
+                 "--set", "data.block_size=16")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["data"]["mode"] == "stream"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "/nonexistent/file.txt"], "no such file"),
+    (["train", "--model", "nope"], "unknown model 'nope'"),
+    (["train", "--set", "train.lr=fast"], "train.lr: 'fast' is not a float"),
+    (["train", "--set", "train.nope=1"], "unknown key train.nope"),
+    (["eval", "/nonexistent/run"], "no such run directory"),
+    (["sample", "/nonexistent/run"], "no such run directory"),
+])
+def test_bad_input_is_one_line_and_exit_2(cli, args, message):
+    result = cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_existing_run_is_not_overwritten_without_force(cli, tiny_names, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tiny_names), "--model", "bigram", "--max-steps", "5", "--out", str(run)]
+    assert cli(*args).returncode == 0
+    before = (run / "model.safetensors").read_bytes()
+    refused = cli(*args)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    assert (run / "model.safetensors").read_bytes() == before
+    assert cli(*args, "--force").returncode == 0
+
+
+def test_resume_from_the_cli_extends_a_run(cli, tiny_names, tmp_path):
+    run = tmp_path / "run"
+    base = ["train", "--data", str(tiny_names), "--model", "bigram", "--out", str(run)]
+    assert cli(*base, "--max-steps", "10").returncode == 0
+    resumed = cli("train", "--out", str(run), "--resume", "--max-steps", "20")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "summary.json").read_text())["steps"] == 20
+    changed = cli("train", "--out", str(run), "--resume", "--model", "mlp")
+    assert changed.returncode == 2 and "change only train" in changed.stderr

@@ -1,0 +1,42 @@
+import pytest
+
+from lmlab.config import TrainConfig, build_config, parse_set_args
+from lmlab.errors import ConfigError
+from lmlab.train.run import resolve_config
+
+
+def test_set_args_are_typed():
+    values = parse_set_args(["train.lr=3e-3", "train.max_steps=1_000", "model.norm=batch"])
+    config = resolve_config({**values, "model": {"name": "mlp", **values["model"]}})
+    assert config.train.lr == 0.003 and config.train.max_steps == 1000 and config.model.norm == "batch"
+
+
+@pytest.mark.parametrize("pairs, message", [
+    (["train.lrr=1"], "unknown key train.lrr"),
+    (["train.max_steps=lots"], "not an int"),
+    (["train.lr=-1"], "must be positive"),
+    (["model.norm=group"], "not one of"),
+    (["data.val_fraction=0.6", "data.test_fraction=0.5"], "leave something to train on"),
+    (["nonsense"], "SECTION.KEY=VALUE"),
+    (["optim.lr=1"], "unknown config section"),
+])
+def test_bad_values_name_the_field(pairs, message):
+    with pytest.raises(ConfigError, match=message):
+        values = parse_set_args(pairs)
+        resolve_config({**values, "model": {"name": "mlp", **values.get("model", {})}})
+
+
+def test_unknown_model_lists_choices():
+    with pytest.raises(ConfigError, match="ngram, bigram, mlp"):
+        resolve_config({"model": {"name": "transformerxl"}})
+
+
+def test_model_defaults_sit_between_trainconfig_and_user():
+    assert resolve_config({"model": {"name": "bigram"}}).train.lr == 0.3
+    assert resolve_config({"model": {"name": "bigram"}, "train": {"lr": 0.01}}).train.lr == 0.01
+
+
+def test_config_round_trips_through_json():
+    config = resolve_config({"model": {"name": "mlp", "n_hidden": 64}, "train": {"seed": 7}})
+    assert resolve_config(config.to_dict()) == config
+    assert build_config(TrainConfig, {"time_budget": "30"}, "train").time_budget == 30.0

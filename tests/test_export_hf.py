@@ -1,0 +1,139 @@
+"""HF transformers GPT-2 format: export parity (logits, greedy tokens, tokenizer ids), refusals, import."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lmlab.errors import LmlabError
+from lmlab.export import export_hf, import_hf, load_hf_dir
+from lmlab.export.hf import hf_tokenizer_files
+from lmlab.models import REGISTRY
+from lmlab.tokenizers import CharTokenizer, load_tokenizer
+from lmlab.train.run import LoadedRun, build_model, load_run, resolve_config
+
+transformers = pytest.importorskip("transformers")
+
+TEXTS = ["emma", "olivia", "ava", "isabella", "sophia", "mia"]
+
+
+def make_run(tmp_path, model="gpt", **model_values) -> LoadedRun:
+    values = {"model": {"name": model, **model_values}}
+    if model == "gpt":
+        values["model"] = {"name": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 32, **model_values}
+    config = resolve_config(values)
+    tokenizer = CharTokenizer.fit(TEXTS)
+    built = build_model(config, tokenizer, 12).eval()
+    with torch.no_grad():  # move biases and LayerNorms off their 0/1 init, so a missed one would show
+        for _name, p in built.named_parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    return LoadedRun(tmp_path / "run", config, tokenizer, built, 0)
+
+
+def load_hf(path):
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return model, tokenizer
+
+
+@pytest.mark.parametrize("variant", [{}, {"tie_embeddings": False, "activation": "gelu", "layer_norm_eps": 1e-6}])
+def test_export_matches_transformers(tmp_path, variant):
+    run = make_run(tmp_path, **variant)
+    out = export_hf(run, tmp_path / "hf")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        p.name for p in out.iterdir()}
+    hf_model, hf_tok = load_hf(out)
+    assert type(hf_model).__name__ == "GPT2LMHeadModel"
+    ids = torch.randint(run.tokenizer.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = run.model(ids).logits, hf_model(ids).logits
+    assert (ours - theirs).abs().max() < 1e-4
+    prompt = torch.tensor([[0, 5, 9]])
+    eos = run.tokenizer.boundary_id
+    greedy_ours = run.model.generate(prompt, 8, do_sample=False, eos_token_id=eos)
+    greedy_hf = hf_model.generate(prompt, max_new_tokens=8, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+    assert greedy_ours.tolist() == greedy_hf.tolist()
+    for text in [*TEXTS, "", "mavis"]:
+        assert hf_tok(text).input_ids == run.tokenizer(text).input_ids
+    assert hf_tok.decode(run.tokenizer("isabella").input_ids) == "isabella"
+    assert hf_tok.eos_token == "<|endoftext|>" and hf_tok.eos_token_id == eos
+
+
+@pytest.mark.parametrize("model", ["mlp", "bigram"])
+def test_export_refuses_models_gpt2_cannot_hold(tmp_path, model):
+    with pytest.raises(LmlabError, match="cannot be expressed as GPT-2"):
+        export_hf(make_run(tmp_path, model), tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_export_refuses_gpt_without_biases(tmp_path):
+    with pytest.raises(LmlabError, match="bias"):
+        export_hf(make_run(tmp_path, bias=False), tmp_path / "hf")
+
+
+def small_hf_gpt2(path, vocab_size: int, **config):
+    torch.manual_seed(0)
+    hf_config = transformers.GPT2Config(vocab_size=vocab_size, n_positions=24, n_embd=32, n_layer=2, n_head=4,
+                                        bos_token_id=0, eos_token_id=0, **config)
+    model = transformers.GPT2LMHeadModel(hf_config).eval()
+    model.save_pretrained(path)
+    return model
+
+
+def test_import_random_gpt2_with_char_tokenizer(tmp_path):
+    tokenizer = CharTokenizer.fit(TEXTS)
+    hf_model = small_hf_gpt2(tmp_path / "hf", tokenizer.vocab_size)
+    for name, text in hf_tokenizer_files(tokenizer, 24).items():
+        (tmp_path / "hf" / name).write_text(text)
+    run = import_hf(tmp_path / "hf", tmp_path / "run", {"source": "names"})
+    loaded = load_run(tmp_path / "run")  # from disk, as `lmlab sample` and `lmlab eval` do
+    assert loaded.tokenizer == tokenizer and loaded.model.config.block_size == 24
+    assert loaded.config.train.lr == REGISTRY["gpt"].train_defaults["lr"]
+    ids = torch.randint(tokenizer.vocab_size, (2, 24))
+    with torch.no_grad():
+        assert (loaded.model(ids).logits - hf_model(ids).logits).abs().max() < 1e-4
+    assert run.step == 0 and (tmp_path / "run" / "trainer_state.pt").is_file()
+
+
+def test_import_bpe_tokenizer_and_round_trip(tmp_path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(TEXTS * 5, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf_model = small_hf_gpt2(tmp_path / "hf", bpe.get_vocab_size())
+    transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>").save_pretrained(
+        tmp_path / "hf")
+    model, tokenizer = load_hf_dir(tmp_path / "hf")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
+    for text in ["emma and ava", "Zoë!"]:
+        assert tokenizer(text).input_ids == hf_tok(text).input_ids
+        assert tokenizer.decode(tokenizer(text).input_ids) == text
+    tokenizer.save(tmp_path / "tok.json")
+    assert load_tokenizer(tmp_path / "tok.json")("emma").input_ids == tokenizer("emma").input_ids
+    # lmlab -> HF -> lmlab keeps the logits
+    run = import_hf(tmp_path / "hf", tmp_path / "run")
+    export_hf(run, tmp_path / "again")
+    back, _ = load_hf_dir(tmp_path / "again")
+    ids = torch.randint(tokenizer.vocab_size, (2, 16))
+    with torch.no_grad():
+        expected = hf_model(ids).logits
+        assert (model(ids).logits - expected).abs().max() < 1e-4
+        assert (back(ids).logits - expected).abs().max() < 1e-4
+
+
+def test_import_refuses_what_lmlab_gpt_lacks(tmp_path):
+    small_hf_gpt2(tmp_path / "hf", 10, scale_attn_by_inverse_layer_idx=True)
+    with pytest.raises(LmlabError, match="scale_attn_by_inverse_layer_idx"):
+        load_hf_dir(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
+    with pytest.raises(LmlabError, match="only the GPT-2 architecture"):
+        load_hf_dir(tmp_path / "hf")
+    with pytest.raises(LmlabError, match="config.json is missing"):
+        load_hf_dir(tmp_path)

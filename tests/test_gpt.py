@@ -1,0 +1,126 @@
+"""The GPT: init loss, causality, KV cache parity in generation (with the window sliding), presets, config."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lmlab.errors import ConfigError
+from lmlab.models import REGISTRY, GPTConfig
+from lmlab.models.gpt import GPT, PRESETS, preset_config
+
+V = 27
+
+
+def tiny(block_size: int = 16, **kwargs) -> GPT:
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=V, block_size=block_size, n_layer=2, n_head=2, n_embd=32, **kwargs)
+    return GPT(config).eval()
+
+
+def test_loss_at_init_is_near_uniform():
+    model = tiny()
+    x = torch.randint(V, (8, 16), generator=torch.Generator().manual_seed(1))
+    loss = model(x, labels=x).loss
+    assert abs(loss.item() - math.log(V)) < 0.1
+
+
+def test_shapes_and_tied_embeddings():
+    model = tiny()
+    out = model(torch.zeros(2, 5, dtype=torch.long))
+    assert out.logits.shape == (2, 5, V) and out.loss is None and out.past_key_values is None
+    assert model.lm_head.weight is model.transformer.wte.weight
+    untied = tiny(tie_embeddings=False)
+    assert untied.lm_head.weight is not untied.transformer.wte.weight
+
+
+def test_residual_projections_have_scaled_init():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=V, block_size=8, n_layer=8, n_head=4, n_embd=128))
+    c_proj = model.transformer.h[0].mlp.c_proj.weight.std().item()
+    c_fc = model.transformer.h[0].mlp.c_fc.weight.std().item()
+    assert c_proj == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
+    assert c_fc == pytest.approx(0.02, rel=0.05)
+
+
+def test_hf_parameter_names():
+    names = set(dict(tiny().named_parameters()))
+    for expected in ("transformer.wte.weight", "transformer.wpe.weight", "transformer.h.1.ln_1.weight",
+                     "transformer.h.1.attn.c_attn.bias", "transformer.h.0.attn.c_proj.weight",
+                     "transformer.h.0.ln_2.bias", "transformer.h.0.mlp.c_fc.weight",
+                     "transformer.h.0.mlp.c_proj.bias", "transformer.ln_f.weight"):
+        assert expected in names
+
+
+def test_causal_a_later_token_does_not_change_earlier_logits():
+    model = tiny()
+    x = torch.randint(V, (1, 12), generator=torch.Generator().manual_seed(2))
+    y = x.clone()
+    y[0, 7] = (x[0, 7] + 1) % V
+    a, b = model(x).logits, model(y).logits
+    torch.testing.assert_close(a[:, :7], b[:, :7])
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_backward_reaches_every_parameter():
+    model = tiny().train()
+    x = torch.randint(V, (4, 10))
+    model(x, labels=x).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_cached_forward_matches_full_forward():
+    model = tiny()
+    x = torch.randint(V, (2, 10))
+    full = model(x).logits
+    first = model(x[:, :4], use_cache=True)
+    assert len(first.past_key_values) == 2
+    rest = model(x[:, 4:], past_key_values=first.past_key_values, use_cache=True)
+    torch.testing.assert_close(torch.cat([first.logits, rest.logits], 1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("new_tokens", [10, 30])  # 30 runs past the context of 16: the window slides
+def test_greedy_generation_identical_with_and_without_cache(new_tokens):
+    model = tiny()
+    prompt = torch.randint(V, (3, 4), generator=torch.Generator().manual_seed(3))
+    with_cache = model.generate(prompt, new_tokens, do_sample=False, use_cache=True)
+    without = model.generate(prompt, new_tokens, do_sample=False, use_cache=False)
+    assert with_cache.shape == (3, 4 + new_tokens)
+    assert torch.equal(with_cache, without)
+
+
+def test_sampling_identical_with_and_without_cache():
+    model = tiny()
+    prompt = torch.zeros(4, 1, dtype=torch.long)
+    runs = [model.generate(prompt, 25, top_k=10, generator=torch.Generator().manual_seed(7), use_cache=c)
+            for c in (True, False)]
+    assert torch.equal(*runs)
+
+
+def test_too_long_input_is_refused():
+    with pytest.raises(ValueError, match="longer than the context"):
+        tiny(block_size=8)(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_presets_and_registry_names():
+    assert PRESETS["gpt"] == {"n_layer": 4, "n_head": 4, "n_embd": 64}
+    config = REGISTRY["gpt2"].config_cls(vocab_size=50257, block_size=1024)
+    assert (config.n_layer, config.n_head, config.n_embd) == (12, 12, 768)
+    # explicit sizes win over the preset's
+    assert preset_config("gpt-mini")(n_layer=2).n_layer == 2
+    assert preset_config("gpt-mini")(n_layer=2).n_embd == 192
+    # GPT-2 124M: the parameter count HF reports for GPT2LMHeadModel (tied), 124,439,808
+    with torch.device("meta"):
+        model = GPT(config)
+    assert sum(p.numel() for p in model.parameters()) == 124_439_808
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="model.preset"):
+        GPTConfig(preset="gpt5")
+    with pytest.raises(ConfigError, match="model.n_embd"):
+        GPTConfig(n_embd=30, n_head=4)
+    with pytest.raises(ConfigError, match="model.dropout"):
+        GPTConfig(dropout=1.0)
