@@ -506,6 +506,12 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
                    help="where to write the validation curves (default: val_curves.png; '' for none)")
 
 
+def _ladder_rungs() -> list[str]:
+    from lmlab.ladder import default_rungs
+
+    return default_rungs()
+
+
 def _ladder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="SRC", default="names",
                    help=f"embedded set ({', '.join(EMBEDDED)}), a text file or a folder (default: names)")
@@ -514,7 +520,8 @@ def _ladder_args(p: argparse.ArgumentParser) -> None:
                    help="training time per rung (default: 60)")
     p.add_argument("--out", metavar="DIR", default="runs/ladder", help="folder for the runs, table and plot "
                    "(default: runs/ladder)")
-    p.add_argument("--models", metavar="A,B,...", help=f"rungs to train (default: all of {', '.join(REGISTRY)})")
+    p.add_argument("--models", metavar="A,B,...", help="rungs to train (default: one per architecture: "
+                   f"{', '.join(_ladder_rungs())})")
     p.add_argument("--seed", type=int, default=1337, help="seed for every rung (default: 1337)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train")
     p.add_argument("--force", action="store_true", help="overwrite runs already in --out")

@@ -33,6 +33,18 @@ TABLE_FILE, JSON_FILE, PLOT_FILE = "comparison.txt", "comparison.json", "val_cur
 RUNG_MODEL_VALUES: dict[str, dict[str, Any]] = {"ngram": {"n": 2, "alpha": 1.0}}
 
 
+def default_rungs() -> list[str]:
+    """One rung per architecture: the first registered name of each model class, in registry order (ngram,
+    bigram, mlp, wavenet, rnn, gru, lstm, gpt). Other sizes (gpt-mini, gpt2, ...) only when named."""
+    seen: set[type] = set()
+    rungs = []
+    for name, spec in REGISTRY.items():
+        if spec.model_cls not in seen:
+            seen.add(spec.model_cls)
+            rungs.append(name)
+    return rungs
+
+
 def write_summary(out: Path, config: RunConfig, splits: dict, trainer: Trainer, wall_seconds: float) -> dict:
     """summary.json as `lmlab train` writes it: exact NLL on every split, speed and time."""
     nll = {}
@@ -66,9 +78,9 @@ def run_ladder(
     force: bool = False,
     on_rung_end: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train each rung (all registered ones by default) into out_dir/<model>; write the comparison table
+    """Train each rung (default_rungs() unless `models` names others) into out_dir/<model>; write the comparison table
     (text and JSON) and the validation-curve plot into out_dir; return the comparison rows."""
-    names = list(models) if models else list(REGISTRY)
+    names = list(models) if models else default_rungs()
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise ConfigError(f"unknown model {unknown[0]!r}; choose from {', '.join(REGISTRY)}")
