@@ -350,7 +350,8 @@ def cmd_ladder(args: argparse.Namespace) -> int:
               f"({summary['train_seconds']:.0f} s)", file=sys.stderr, flush=True)
 
     rows = run_ladder(args.data, out, budget=args.budget, models=models, mode=args.mode, seed=args.seed,
-                      device=args.device, force=args.force, on_rung_end=on_rung_end)
+                      device=args.device, force=args.force, fit_schedule=not args.keep_steps,
+                      on_rung_end=on_rung_end)
     print(format_table(rows), end="")
     print(f"table: {out / TABLE_FILE}, {out / JSON_FILE}; plot: {out / PLOT_FILE}")
     return 0
@@ -525,6 +526,8 @@ def _ladder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1337, help="seed for every rung (default: 1337)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train")
     p.add_argument("--force", action="store_true", help="overwrite runs already in --out")
+    p.add_argument("--keep-steps", action="store_true", help="train each rung for its registered max_steps "
+                   "(capped by the budget) instead of fitting its schedule to the budget")
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]] = {
