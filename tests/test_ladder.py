@@ -59,7 +59,9 @@ def test_schedule_is_fitted_to_the_budget():
     from lmlab.config import TrainConfig
     from lmlab.ladder import PLANNED_SHARE, fit_steps_to_budget
 
-    fitted = fit_steps_to_budget(TrainConfig(max_steps=2000, warmup_steps=100), step_seconds=0.01, budget=60)
+    fitted = fit_steps_to_budget(TrainConfig(max_steps=8000, warmup_steps=100), step_seconds=0.01, budget=60)
     assert fitted.max_steps == int(PLANNED_SHARE * 6000) and fitted.warmup_steps == 100
+    roomy = fit_steps_to_budget(TrainConfig(max_steps=2000), step_seconds=0.01, budget=60)
+    assert roomy.max_steps == 2000  # never more steps than the rung's own
     short = fit_steps_to_budget(TrainConfig(warmup_steps=100, eval_interval=200), step_seconds=0.1, budget=2)
     assert short.max_steps == 17 and short.warmup_steps == 1 and short.eval_interval == 1

@@ -526,8 +526,8 @@ def _ladder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1337, help="seed for every rung (default: 1337)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train")
     p.add_argument("--force", action="store_true", help="overwrite runs already in --out")
-    p.add_argument("--keep-steps", action="store_true", help="train each rung for its registered max_steps "
-                   "(capped by the budget) instead of fitting its schedule to the budget")
+    p.add_argument("--keep-steps", action="store_true", help="keep each rung's registered max_steps even when "
+                   "the budget cuts training off before its schedule ends")
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]] = {

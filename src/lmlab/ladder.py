@@ -2,10 +2,12 @@
 directory, then compare them in one table and one plot.
 
 All rungs share one split and one tokenizer (prepared once), so their NLLs are comparable. Each rung keeps
-its own training defaults from the registry, except the number of steps: by default the ladder times a few
-steps of each rung and sets `max_steps` so its learning-rate schedule ends with the budget. A fixed step
-count would leave a fast rung idle for most of the budget, or cut a slow one off at a high learning rate
-before its schedule has decayed. The budget stays a hard cap on training time.
+its own training defaults from the registry. When a rung's registered `max_steps` would not fit in the
+budget, the ladder times a few of its steps and shortens `max_steps` so the learning-rate schedule still
+decays to its end within the budget, instead of being cut off at a high learning rate. It never adds
+steps: the registered counts suit the names data, and more epochs overfit the small recurrent models
+(measured on names.txt: GRU test 2.027 after 10,243 steps against 2.002 after its 4,000). The budget stays
+a hard cap on training time.
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ def seconds_per_step(model: torch.nn.Module, dataset, config: TrainConfig, steps
 
 
 def fit_steps_to_budget(train: TrainConfig, step_seconds: float, budget: float) -> TrainConfig:
-    """max_steps that fill the budget at the measured speed; warm-up at most a tenth of them."""
-    max_steps = max(1, int(PLANNED_SHARE * budget / max(step_seconds, 1e-9)))
+    """max_steps that fit in the budget at the measured speed (never more than the config's own); warm-up
+    at most a tenth of them."""
+    max_steps = max(1, min(train.max_steps, int(PLANNED_SHARE * budget / max(step_seconds, 1e-9))))
     return dataclasses.replace(train, max_steps=max_steps, warmup_steps=min(train.warmup_steps, max_steps // 10),
                                eval_interval=min(train.eval_interval, max(max_steps // 10, 1)))
 
@@ -152,7 +155,7 @@ def run_ladder(
         if fit_schedule and not getattr(model, "counted", False):
             step_seconds = seconds_per_step(model, data.splits["train"], config.train)
             config = dataclasses.replace(config, train=fit_steps_to_budget(config.train, step_seconds, budget))
-            log.info("ladder: %s at %.1f ms/step: %d steps fill %g s", name, 1000 * step_seconds,
+            log.info("ladder: %s at %.1f ms/step: %d steps in %g s", name, 1000 * step_seconds,
                      config.train.max_steps, budget)
             started = time.perf_counter()
         write_run_files(run_dir, config, data.tokenizer, block_size)
