@@ -4,8 +4,10 @@ import math
 import pytest
 
 from lmlab.errors import ConfigError
-from lmlab.ladder import run_ladder
+from lmlab.ladder import default_rungs, run_ladder
 from lmlab.models import REGISTRY
+from lmlab.sample import SampleOptions, sample_texts
+from lmlab.train.run import load_run
 
 
 def test_ladder_end_to_end(cli, tiny_names, tmp_path):
@@ -14,17 +16,23 @@ def test_ladder_end_to_end(cli, tiny_names, tmp_path):
     result = cli("ladder", "--data", str(tiny_names), "--budget", "0.2", "--out", str(out), "--device", "cpu")
     assert result.returncode == 0, result.stderr
     rows = json.loads((out / "comparison.json").read_text())
-    assert [r["model"] for r in rows] == list(REGISTRY)
+    assert [r["model"] for r in rows] == default_rungs()
     for row in rows:
         run_dir = out / row["model"]
         assert {"config.json", "tokenizer.json", "model.safetensors", "summary.json"} <= {
             p.name for p in run_dir.iterdir()}
         assert all(math.isfinite(row["nll"][s]) for s in ("train", "val", "test")), row
-        assert row["train_seconds"] < 0.2 + 5  # the budget caps training (one step may run past it)
+        saved = json.loads((run_dir / "config.json").read_text())["train"]
+        if row["model"] != "ngram":  # the schedule was fitted to the budget, so it ran (about) to its end
+            assert saved["max_steps"] < REGISTRY[row["model"]].train_defaults.get("max_steps", 2000)
+            assert row["steps"] <= saved["max_steps"]
+        run = load_run(run_dir)  # each rung reloads from its safetensors and samples
+        samples = sample_texts(run, SampleOptions(num_samples=2, max_new_tokens=6, seed=1))
+        assert len(samples) == 2 and all(len(s) <= 6 for s in samples)
     # the smoothed counted bigram has finite NLL even where a pair was never seen in training
     assert json.loads((out / "ngram" / "config.json").read_text())["model"]["alpha"] == 1.0
     table = (out / "comparison.txt").read_text()
-    assert all(name in table for name in REGISTRY) and table in result.stdout
+    assert all(name in table for name in default_rungs()) and table in result.stdout
     assert (out / "val_curves.png").read_bytes()[:4] == b"\x89PNG"
 
     again = cli("ladder", "--data", str(tiny_names), "--budget", "0.2", "--out", str(out), "--models", "bigram")
@@ -36,3 +44,24 @@ def test_ladder_rejects_unknown_rung_and_bad_budget(tiny_names, tmp_path):
         run_ladder(str(tiny_names), tmp_path, models=["bigram", "transformerxl"])
     with pytest.raises(ConfigError, match="budget"):
         run_ladder(str(tiny_names), tmp_path, budget=0)
+
+
+def test_default_rungs_are_one_per_architecture():
+    rungs = default_rungs()
+    assert rungs[:7] == ["ngram", "bigram", "mlp", "wavenet", "rnn", "gru", "lstm"]
+    assert len({REGISTRY[name].model_cls for name in rungs}) == len(rungs)
+    assert {REGISTRY[name].model_cls for name in rungs} == {spec.model_cls for spec in REGISTRY.values()}
+    if "gpt" in REGISTRY:
+        assert rungs[-1] == "gpt" and "gpt2" not in rungs
+
+
+def test_schedule_is_fitted_to_the_budget():
+    from lmlab.config import TrainConfig
+    from lmlab.ladder import PLANNED_SHARE, fit_steps_to_budget
+
+    fitted = fit_steps_to_budget(TrainConfig(max_steps=8000, warmup_steps=100), step_seconds=0.01, budget=60)
+    assert fitted.max_steps == int(PLANNED_SHARE * 6000) and fitted.warmup_steps == 100
+    roomy = fit_steps_to_budget(TrainConfig(max_steps=2000), step_seconds=0.01, budget=60)
+    assert roomy.max_steps == 2000  # never more steps than the rung's own
+    short = fit_steps_to_budget(TrainConfig(warmup_steps=100, eval_interval=200), step_seconds=0.1, budget=2)
+    assert short.max_steps == 17 and short.warmup_steps == 1 and short.eval_interval == 1

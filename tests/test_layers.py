@@ -7,7 +7,7 @@ import lmlab
 
 PACKAGE = Path(lmlab.__file__).parent
 ORDER = ["errors", "config", "data", "tokenizers", "models", "train", "inspect", "series", "vision",
-         "sample", "evaluate", "compare", "export", "cli", "__main__"]
+         "sample", "evaluate", "compare", "ladder", "export", "cli", "__main__"]
 
 
 def _layer(module: str) -> int:

@@ -2,11 +2,17 @@
 directory, then compare them in one table and one plot.
 
 All rungs share one split and one tokenizer (prepared once), so their NLLs are comparable. Each rung keeps
-its own training defaults from the registry; the budget only caps the time.
+its own training defaults from the registry. When a rung's registered `max_steps` would not fit in the
+budget, the ladder times a few of its steps and shortens `max_steps` so the learning-rate schedule still
+decays to its end within the budget, instead of being cut off at a high learning rate. It never adds
+steps: the registered counts suit the names data, and more epochs overfit the small recurrent models
+(measured on names.txt: GRU test 2.027 after 10,243 steps against 2.002 after its 4,000). The budget stays
+a hard cap on training time.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -15,13 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
+from lmlab.config import TrainConfig
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.models import REGISTRY, count_parameters
 from lmlab.train.checkpoint import atomic_write_text
 from lmlab.train.evaluation import mean_nll
 from lmlab.train.run import RunConfig, build_model, prepare_data, resolve_config, write_run_files
-from lmlab.train.trainer import Trainer
+from lmlab.train.trainer import Trainer, build_optimizer, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,51 @@ TABLE_FILE, JSON_FILE, PLOT_FILE = "comparison.txt", "comparison.json", "val_cur
 # training, and one of them makes an unsmoothed count's NLL infinite: the bottom rung is the notes' counted
 # bigram with add-one smoothing (2.4544 vs 2.4541 unsmoothed on all of names.txt).
 RUNG_MODEL_VALUES: dict[str, dict[str, Any]] = {"ngram": {"n": 2, "alpha": 1.0}}
+
+
+# Share of the budget the fitted schedule plans to use: the rest covers evaluations, checkpoints and noise
+# in the timing on a shared machine.
+PLANNED_SHARE = 0.85
+
+
+def seconds_per_step(model: torch.nn.Module, dataset, config: TrainConfig, steps: int = 6) -> float:
+    """Time optimizer steps on a throwaway copy of the model, so the real run starts untouched."""
+    device = resolve_device(config.device)
+    probe = copy.deepcopy(model).to(device).train()
+    optimizer = build_optimizer(probe, config)
+    generator = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        input_ids, labels = dataset.sample_batch(config.batch_size, generator)
+        probe(input_ids.to(device), labels=labels.to(device)).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # the first step pays for lazy initialisation
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - started) / steps
+
+
+def fit_steps_to_budget(train: TrainConfig, step_seconds: float, budget: float) -> TrainConfig:
+    """max_steps that fit in the budget at the measured speed (never more than the config's own); warm-up
+    at most a tenth of them."""
+    max_steps = max(1, min(train.max_steps, int(PLANNED_SHARE * budget / max(step_seconds, 1e-9))))
+    return dataclasses.replace(train, max_steps=max_steps, warmup_steps=min(train.warmup_steps, max_steps // 10),
+                               eval_interval=min(train.eval_interval, max(max_steps // 10, 1)))
+
+
+def default_rungs() -> list[str]:
+    """One rung per architecture: the first registered name of each model class, in registry order (ngram,
+    bigram, mlp, wavenet, rnn, gru, lstm, gpt). Other sizes (gpt-mini, gpt2, ...) only when named."""
+    seen: set[type] = set()
+    rungs = []
+    for name, spec in REGISTRY.items():
+        if spec.model_cls not in seen:
+            seen.add(spec.model_cls)
+            rungs.append(name)
+    return rungs
 
 
 def write_summary(out: Path, config: RunConfig, splits: dict, trainer: Trainer, wall_seconds: float) -> dict:
@@ -64,11 +118,12 @@ def run_ladder(
     seed: int = 1337,
     device: str = "auto",
     force: bool = False,
+    fit_schedule: bool = True,
     on_rung_end: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train each rung (all registered ones by default) into out_dir/<model>; write the comparison table
+    """Train each rung (default_rungs() unless `models` names others) into out_dir/<model>; write the comparison table
     (text and JSON) and the validation-curve plot into out_dir; return the comparison rows."""
-    names = list(models) if models else list(REGISTRY)
+    names = list(models) if models else default_rungs()
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise ConfigError(f"unknown model {unknown[0]!r}; choose from {', '.join(REGISTRY)}")
@@ -97,6 +152,12 @@ def run_ladder(
         started = time.perf_counter()
         model = build_model(config, data.tokenizer, block_size)
         log.info("ladder: %s, %s parameters, budget %g s", name, f"{count_parameters(model):,}", budget)
+        if fit_schedule and not getattr(model, "counted", False):
+            step_seconds = seconds_per_step(model, data.splits["train"], config.train)
+            config = dataclasses.replace(config, train=fit_steps_to_budget(config.train, step_seconds, budget))
+            log.info("ladder: %s at %.1f ms/step: %d steps in %g s", name, 1000 * step_seconds,
+                     config.train.max_steps, budget)
+            started = time.perf_counter()
         write_run_files(run_dir, config, data.tokenizer, block_size)
         trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=run_dir)
         trainer.fit()

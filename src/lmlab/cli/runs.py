@@ -11,7 +11,7 @@ from typing import Any
 from lmlab.cli.common import fmt
 from lmlab.data.sources import EMBEDDED
 from lmlab.errors import ConfigError, LmlabError
-from lmlab.models import REGISTRY, count_parameters
+from lmlab.models import count_parameters
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -132,7 +132,8 @@ def cmd_ladder(args: argparse.Namespace) -> int:
               f"({summary['train_seconds']:.0f} s)", file=sys.stderr, flush=True)
 
     rows = run_ladder(args.data, out, budget=args.budget, models=models, mode=args.mode, seed=args.seed,
-                      device=args.device, force=args.force, on_rung_end=on_rung_end)
+                      device=args.device, force=args.force, fit_schedule=not args.keep_steps,
+                      on_rung_end=on_rung_end)
     print(format_table(rows), end="")
     print(f"table: {out / TABLE_FILE}, {out / JSON_FILE}; plot: {out / PLOT_FILE}")
     return 0
@@ -146,10 +147,15 @@ def ladder_args(p: argparse.ArgumentParser) -> None:
                    help="training time per rung (default: 60)")
     p.add_argument("--out", metavar="DIR", default="runs/ladder", help="folder for the runs, table and plot "
                    "(default: runs/ladder)")
-    p.add_argument("--models", metavar="A,B,...", help=f"rungs to train (default: all of {', '.join(REGISTRY)})")
+    from lmlab.ladder import default_rungs
+
+    p.add_argument("--models", metavar="A,B,...", help="rungs to train (default: one per architecture: "
+                   f"{', '.join(default_rungs())})")
     p.add_argument("--seed", type=int, default=1337, help="seed for every rung (default: 1337)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train")
     p.add_argument("--force", action="store_true", help="overwrite runs already in --out")
+    p.add_argument("--keep-steps", action="store_true", help="keep each rung's registered max_steps even when "
+                   "the budget cuts training off before its schedule ends")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

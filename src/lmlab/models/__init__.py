@@ -35,19 +35,19 @@ REGISTRY: dict[str, ModelSpec] = {
     ),
     "wavenet": ModelSpec(
         WaveNetConfig, WaveNet, "WaveNet: dilated causal Conv1D stack fusing the context two at a time",
-        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 32, "max_steps": 5000, "eval_interval": 500},
+        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 32, "max_steps": 6000, "eval_interval": 500},
     ),
     "rnn": ModelSpec(
         RNNConfig, RNN, "Elman RNN: the whole prefix folded into a tanh hidden state",
-        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 32, "max_steps": 4000, "eval_interval": 500},
+        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 64, "max_steps": 6000, "eval_interval": 500},
     ),
     "gru": ModelSpec(
         RNNConfig, GRU, "GRU: a gated recurrent cell that learns what to keep and what to overwrite",
-        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 32, "max_steps": 4000, "eval_interval": 500},
+        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 64, "max_steps": 4000, "eval_interval": 500},
     ),
     "lstm": ModelSpec(
         RNNConfig, LSTM, "LSTM: gated cell state beside the hidden state, for long dependencies",
-        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 32, "max_steps": 4000, "eval_interval": 500},
+        {"lr": 3e-3, "weight_decay": 0.0, "batch_size": 64, "max_steps": 5000, "eval_interval": 500},
     ),
 }
 
