@@ -6,7 +6,7 @@ import json
 
 from lmlab.cli import main
 
-SMALL = ["--set", "model.n_hidden=16", "--set", "model.n_embd=4", "--set", "train.batch_size=16"]
+SMALL = ["--model", "mlp", "--set", "model.n_hidden=16", "--set", "model.n_embd=4", "--set", "train.batch_size=16"]
 
 
 def test_train_prints_findings_and_inspect_repeats_them(cli, tiny_names, tmp_path, capsys):
