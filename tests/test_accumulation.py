@@ -46,7 +46,7 @@ def test_accumulated_gradient_equals_one_big_batch_with_padding():
     model.zero_grad()
     big_loss = model(*big[:1], labels=big[1]).loss
     big_loss.backward()
-    assert float(loss) == pytest.approx(float(big_loss), abs=1e-6)
+    assert loss.item() == pytest.approx(big_loss.item(), abs=1e-6)
     for a, b in zip(accumulated, grads(model), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     # the naive mean of micro-batch means differs here, so the test can tell the two apart
