@@ -128,8 +128,8 @@ def test_config_errors_name_the_field():
 
 def test_golden_losses_and_greedy_sample():
     """Pinned numbers of a seeded tiny run: a refactor reproduces them exactly or says why not."""
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    torch.manual_seed(0)  # dropout 0: pinned before the default became GPT-2's 0.1
+    model = GPT(GPTConfig(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     x = torch.randint(V, (8, 16), generator=torch.Generator().manual_seed(0))
     losses = []
