@@ -11,15 +11,6 @@ V = 13
 CLASSES = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny training loops run faster on one thread, and much faster on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(name: str, **kw) -> RNN:
     torch.manual_seed(0)
     return CLASSES[name](RNNConfig(vocab_size=V, n_embd=8, n_hidden=16, **kw)).eval()

@@ -10,15 +10,6 @@ from lmlab.models.wavenet import WaveNet, WaveNetConfig
 V = 11
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny training loops run faster on one thread, and much faster on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(**kw) -> WaveNet:
     torch.manual_seed(0)
     model = WaveNet(WaveNetConfig(vocab_size=V, block_size=32, pad_id=0, n_embd=8, n_hidden=16, **kw))
