@@ -50,7 +50,7 @@ def test_accumulated_gradient_equals_one_big_batch_with_padding():
     for a, b in zip(accumulated, grads(model), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     # the naive mean of micro-batch means differs here, so the test can tell the two apart
-    naive = sum(float(model(x, labels=y).loss) for x, y in micro) / 3
+    naive = sum(model(x, labels=y).loss.item() for x, y in micro) / 3
     assert abs(naive - float(big_loss)) > 1e-3
 
 
