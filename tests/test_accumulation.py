@@ -51,7 +51,7 @@ def test_accumulated_gradient_equals_one_big_batch_with_padding():
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     # the naive mean of micro-batch means differs here, so the test can tell the two apart
     naive = sum(model(x, labels=y).loss.item() for x, y in micro) / 3
-    assert abs(naive - float(big_loss)) > 1e-3
+    assert abs(naive - big_loss.item()) > 1e-3
 
 
 def test_trainer_with_accumulation_trains_as_the_big_batch():
