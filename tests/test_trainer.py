@@ -102,3 +102,10 @@ def test_initial_loss_near_ln_vocab_for_every_gradient_rung(tiny_names):
         _config, data, net = _setup(tiny_names, name)
         x, y = data.splits["train"].sample_batch(64, torch.Generator().manual_seed(0))
         assert abs(net(x, labels=y).loss.item() - math.log(data.tokenizer.vocab_size)) < 0.2
+
+
+def test_a_fresh_run_dir_is_created_from_the_api(tmp_path, tiny_names):
+    config, data, net = _setup(tiny_names, "mlp", max_steps=10)
+    run_dir = tmp_path / "new" / "run"
+    Trainer(net, data.splits["train"], data.splits["val"], config.train, run_dir=run_dir).fit()
+    assert (run_dir / "model.safetensors").is_file() and (run_dir / "metrics.jsonl").read_text()

@@ -107,6 +107,8 @@ class Trainer:
         self.train_data = train_data
         self.val_data = val_data if val_data is not None and len(val_data) else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        if self.run_dir is not None:  # from the Python API the folder need not exist yet
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.callbacks = list(callbacks)
         counted = getattr(model, "counted", False)
         # The module the step calls: compiled and/or wrapped for DDP/FSDP (FSDP shards self.model in place).
