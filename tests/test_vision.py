@@ -89,7 +89,6 @@ def test_classifier_beats_chance_with_the_trainer(tmp_path):
     maps = FeatureMapCallback(tmp_path / "run", data["val"].images[:2], data["val"])
     before = accuracy(model, data["val"])
     trainer = Trainer(model, data["train"], data["val"], config, run_dir=tmp_path / "run", callbacks=[maps])
-    (tmp_path / "run").mkdir()
     trainer.fit()
     after = accuracy(model, data["val"])
     assert after >= 0.9 and after > before
