@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from lmlab.errors import TokenizerError
-from lmlab.tokenizers.char import BOUNDARY, Encoding
+from lmlab.tokenizers.char import BOUNDARY, Encoding, checked_ids
 
 DEFAULT_VOCAB_SIZE = 1024
 MIN_VOCAB_SIZE = 257  # 256 byte symbols and the boundary token
@@ -64,12 +64,7 @@ class BPETokenizer:
         return Encoding(self.encode(text, add_boundary))
 
     def decode(self, ids: Iterable[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
-        if isinstance(ids, torch.Tensor):
-            ids = ids.flatten().tolist()
-        ids = list(ids)
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:
-            raise TokenizerError(f"token id {bad[0]} is outside the vocabulary of {self.vocab_size}")
+        ids = checked_ids(ids, self.vocab_size)
         return self.hf.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def save(self, path: str | Path) -> None:

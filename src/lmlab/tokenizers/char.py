@@ -26,6 +26,23 @@ class Encoding:
         return torch.tensor([self.input_ids], dtype=torch.long)
 
 
+def checked_ids(ids: Iterable[int] | torch.Tensor, vocab_size: int) -> list[int]:
+    """`ids` as a list of ints, or TokenizerError naming the first one outside the vocabulary."""
+    ids = ids.flatten().tolist() if isinstance(ids, torch.Tensor) else list(ids)
+    bad = next((i for i in ids if not 0 <= i < vocab_size), None)
+    if bad is not None:
+        raise TokenizerError(f"token id {bad} is outside the vocabulary of {vocab_size}")
+    return ids
+
+
+def save_json(data: dict, path: str | Path) -> None:
+    """Write a tokenizer file through a temporary name, so a crash never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 class CharTokenizer:
     def __init__(self, chars: Sequence[str]):
         if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
@@ -62,16 +79,8 @@ class CharTokenizer:
         return Encoding(self.encode(text, add_boundary))
 
     def decode(self, ids: Iterable[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
-        if isinstance(ids, torch.Tensor):
-            ids = ids.flatten().tolist()
-        out = []
-        for i in ids:
-            if not 0 <= i < len(self.vocab):
-                raise TokenizerError(f"token id {i} is outside the vocabulary of {len(self.vocab)}")
-            if i == self.boundary_id and skip_special_tokens:
-                continue
-            out.append(self.vocab[i])
-        return "".join(out)
+        ids = checked_ids(ids, len(self.vocab))
+        return "".join(self.vocab[i] for i in ids if not (skip_special_tokens and i == self.boundary_id))
 
     def to_dict(self) -> dict:
         return {"lmlab_type": "char", "boundary": BOUNDARY, "vocab": self.vocab}
@@ -84,10 +93,7 @@ class CharTokenizer:
         return cls(vocab[1:])
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        save_json(self.to_dict(), path)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CharTokenizer) and self.vocab == other.vocab

@@ -7,14 +7,12 @@ tokenizer's own JSON inside, plus the boundary id lmlab frames examples with.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
-from lmlab.errors import TokenizerError
-from lmlab.tokenizers.char import BOUNDARY, Encoding
+from lmlab.tokenizers.char import BOUNDARY, Encoding, checked_ids, save_json
 
 
 class HFTokenizer:
@@ -34,12 +32,7 @@ class HFTokenizer:
         return Encoding([self.boundary_id, *ids] if add_boundary else ids)
 
     def decode(self, ids: Iterable[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
-        if isinstance(ids, torch.Tensor):
-            ids = ids.flatten().tolist()
-        ids = list(ids)
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:
-            raise TokenizerError(f"token id {bad[0]} is outside the vocabulary of {self.vocab_size}")
+        ids = checked_ids(ids, self.vocab_size)
         return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def to_dict(self) -> dict:
@@ -53,10 +46,7 @@ class HFTokenizer:
         return cls(Backend.from_str(json.dumps(data["tokenizer"])), data["boundary_id"], data["vocab_size"])
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        save_json(self.to_dict(), path)
 
     def __repr__(self) -> str:
         return f"HFTokenizer(vocab_size={self.vocab_size})"

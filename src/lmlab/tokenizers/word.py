@@ -12,8 +12,6 @@ Ids: 0 is the boundary token, 1 the unknown token, then pieces by falling freque
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -22,7 +20,7 @@ from pathlib import Path
 import torch
 
 from lmlab.errors import TokenizerError
-from lmlab.tokenizers.char import BOUNDARY, Encoding
+from lmlab.tokenizers.char import BOUNDARY, Encoding, checked_ids, save_json
 
 UNKNOWN = "<unk>"
 DEFAULT_VOCAB_SIZE = 8192
@@ -70,16 +68,8 @@ class WordTokenizer:
 
     def decode(self, ids: Iterable[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
         """Joins the pieces; the unknown token is shown as `<unk>` (it stands for real text)."""
-        if isinstance(ids, torch.Tensor):
-            ids = ids.flatten().tolist()
-        out = []
-        for i in ids:
-            if not 0 <= i < len(self.vocab):
-                raise TokenizerError(f"token id {i} is outside the vocabulary of {len(self.vocab)}")
-            if i == self.boundary_id and skip_special_tokens:
-                continue
-            out.append(self.vocab[i])
-        return "".join(out)
+        ids = checked_ids(ids, len(self.vocab))
+        return "".join(self.vocab[i] for i in ids if not (skip_special_tokens and i == self.boundary_id))
 
     def to_dict(self) -> dict:
         return {"lmlab_type": "word", "boundary": BOUNDARY, "unknown": UNKNOWN, "vocab": self.vocab}
@@ -92,10 +82,7 @@ class WordTokenizer:
         return cls(vocab[2:])
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        save_json(self.to_dict(), path)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, WordTokenizer) and self.vocab == other.vocab
