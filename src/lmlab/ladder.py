@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,8 +27,7 @@ from lmlab.config import TrainConfig
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.models import REGISTRY, count_parameters
 from lmlab.train.checkpoint import atomic_write_text
-from lmlab.train.evaluation import mean_nll
-from lmlab.train.run import RunConfig, build_model, prepare_data, resolve_config, write_run_files
+from lmlab.train.run import build_model, prepare_data, resolve_config, write_run_files, write_summary
 from lmlab.train.trainer import Trainer, build_optimizer, resolve_device
 
 log = logging.getLogger(__name__)
@@ -87,27 +85,6 @@ def default_rungs() -> list[str]:
     return rungs
 
 
-def write_summary(out: Path, config: RunConfig, splits: dict, trainer: Trainer, wall_seconds: float) -> dict:
-    """summary.json as `lmlab train` writes it: exact NLL on every split, speed and time."""
-    nll = {}
-    for split, dataset in splits.items():
-        if len(dataset):
-            nll[split], _ = mean_nll(trainer.model, dataset, device=trainer.device,
-                                     max_tokens=config.train.eval_max_tokens)
-    summary = {
-        "model": config.model_name,
-        "parameters": count_parameters(trainer.model),
-        "steps": trainer.step,
-        "train_seconds": round(trainer.train_seconds, 3),
-        "wall_seconds": round(wall_seconds, 3),
-        "tokens_per_s": round(trainer.tokens_seen / max(trainer.train_seconds, 1e-9)),
-        "nonfinite_steps": trainer.nonfinite_steps,
-        "nll": nll,
-    }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
 def run_ladder(
     source: str,
     out_dir: str | Path,
@@ -161,7 +138,8 @@ def run_ladder(
         write_run_files(run_dir, config, data.tokenizer, block_size)
         trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=run_dir)
         trainer.fit()
-        summary = write_summary(run_dir, config, data.splits, trainer, time.perf_counter() - started)
+        summary = write_summary(run_dir, config.model_name, data.splits, trainer,
+                                wall_seconds=round(time.perf_counter() - started, 3))
         run_dirs.append(run_dir)
         if on_rung_end is not None:
             on_rung_end(name, summary)

@@ -121,7 +121,7 @@ def _fit_and_report(config, data, model, out: Path, resume: bool, parallel=None,
     from lmlab.inspect.report import write_inspection
     from lmlab.tokenizers import load_tokenizer
     from lmlab.train.distributed import Parallel
-    from lmlab.train.run import write_run_files
+    from lmlab.train.run import split_nll, write_run_files, write_summary
     from lmlab.train.trainer import Trainer, TrainingDiverged
 
     parallel = parallel or Parallel()
@@ -163,10 +163,10 @@ def _fit_and_report(config, data, model, out: Path, resume: bool, parallel=None,
         return 130
     if not parallel.is_main:
         if parallel.mode == "fsdp" and parallel.world_size > 1:
-            _split_nll(config, data, trainer)  # FSDP's forward is collective: take part in rank 0's evaluation
+            split_nll(trainer, data.splits)  # FSDP's forward is collective: take part in rank 0's evaluation
         return 0
 
-    summary = _write_summary(out, config, data, trainer)
+    summary = write_summary(out, config.model_name, data.splits, trainer)
     nll = summary["nll"]
     print(f"{config.model_name}: train {nll['train']:.4f}  val {fmt(nll.get('val'))}  test {fmt(nll.get('test'))} "
           f"nats/token after {trainer.step} steps ({summary['train_seconds']:.0f} s)")
@@ -180,34 +180,6 @@ def _fit_and_report(config, data, model, out: Path, resume: bool, parallel=None,
     _print_findings(write_inspection(out, trainer), out)
     print(f"run directory: {out}")
     return 0
-
-
-def _write_summary(out: Path, config, data, trainer) -> dict[str, Any]:
-    from lmlab.train.checkpoint import atomic_write_text
-
-    nll = _split_nll(config, data, trainer)
-    summary = {
-        "model": config.model_name,
-        "parameters": count_parameters(trainer.model),
-        "steps": trainer.step,
-        "train_seconds": round(trainer.train_seconds, 3),
-        "tokens_per_s": round(trainer.tokens_seen / max(trainer.train_seconds, 1e-9)),
-        "nonfinite_steps": trainer.nonfinite_steps,
-        "nll": nll,
-    }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def _split_nll(config, data, trainer) -> dict[str, float]:
-    from lmlab.train.evaluation import mean_nll
-
-    nll = {}
-    for split, dataset in data.splits.items():
-        if len(dataset):
-            nll[split], _ = mean_nll(trainer.model, dataset, device=trainer.device,
-                                     max_tokens=config.train.eval_max_tokens)
-    return nll
 
 
 def train_args(p: argparse.ArgumentParser) -> None:

@@ -238,3 +238,29 @@ def layered_config(file_values: dict[str, Any], *layers: dict[str, Any]) -> dict
     for layer in layers:
         merged = merge(merged, layer)
     return merged
+
+
+def split_nll(trainer, splits: dict[str, TokenDataset]) -> dict[str, float]:
+    """NLL of the trained model on every non-empty split (capped at train.eval_max_tokens each)."""
+    from lmlab.train.evaluation import mean_nll
+
+    return {name: mean_nll(trainer.model, ds, device=trainer.device, max_tokens=trainer.config.eval_max_tokens)[0]
+            for name, ds in splits.items() if len(ds)}
+
+
+def write_summary(out: Path, model_name: str, splits: dict[str, TokenDataset], trainer, **extra: Any) -> dict:
+    """summary.json: NLL per split, size, steps, speed and time (the timings metrics.jsonl leaves out)."""
+    from lmlab.models import count_parameters
+
+    summary = {
+        "model": model_name,
+        "parameters": count_parameters(trainer.model),
+        "steps": trainer.step,
+        "train_seconds": round(trainer.train_seconds, 3),
+        **extra,
+        "tokens_per_s": round(trainer.tokens_seen / max(trainer.train_seconds, 1e-9)),
+        "nonfinite_steps": trainer.nonfinite_steps,
+        "nll": split_nll(trainer, splits),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
