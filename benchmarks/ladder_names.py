@@ -13,16 +13,14 @@ import argparse
 import datetime
 import logging
 import platform
-import sys
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
 
 import torch
 
 from lmlab.compare import format_table
 from lmlab.ladder import run_ladder
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

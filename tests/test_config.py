@@ -32,7 +32,7 @@ def test_unknown_model_lists_choices():
 
 
 def test_model_defaults_sit_between_trainconfig_and_user():
-    assert resolve_config({"model": {"name": "bigram"}}).train.lr == 0.3
+    assert resolve_config({"model": {"name": "bigram"}}).train.lr == 10.0
     assert resolve_config({"model": {"name": "bigram"}, "train": {"lr": 0.01}}).train.lr == 0.01
 
 

@@ -51,6 +51,6 @@ def test_trigram_beats_bigram_on_train(tiny_names):
 
 def test_neural_bigram_converges_to_counted(names_path):
     counted, data = _fit(names_path, "ngram", model_values={"alpha": 0})
-    neural, _ = _fit(names_path, "bigram", train={"max_steps": 400})
+    neural, _ = _fit(names_path, "bigram", train={"max_steps": 1000})
     target = mean_nll(counted, data.splits["train"])[0]
-    assert abs(mean_nll(neural, data.splits["train"])[0] - target) < 0.01
+    assert 0 <= mean_nll(neural, data.splits["train"])[0] - target < 0.002  # the counts are the optimum

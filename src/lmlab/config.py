@@ -74,6 +74,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model for training
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the model
     peak_tflops: float = 0.0  # the device's peak, for MFU; 0: looked up for known GPUs
+    ema_decay: float = 0.0  # > 0: evaluate and save a moving average of the weights (e.g. 0.995); 0: off
+    threads: int = 0  # CPU threads for torch's kernels; 0: torch's default (one per core). On a busy
+    # machine fewer threads than cores avoid oversubscription, which slows small models many times over.
 
     def __post_init__(self) -> None:
         positive = ("lr", "batch_size", "max_steps", "eval_interval", "eval_max_tokens", "log_interval",
@@ -82,13 +85,13 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         non_negative = ("warmup_steps", "weight_decay", "grad_clip", "time_budget", "checkpoint_interval",
-                        "peak_tflops")
+                        "peak_tflops", "threads")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        for name in ("beta1", "beta2", "momentum"):
+        for name in ("beta1", "beta2", "momentum", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.step_decay_every <= 0 or not 0.0 < self.step_decay_factor <= 1.0:

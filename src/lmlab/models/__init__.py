@@ -27,7 +27,10 @@ REGISTRY: dict[str, ModelSpec] = {
     "ngram": ModelSpec(NGramConfig, NGram, "counted n-gram (n=2: the counted bigram), no gradient steps"),
     "bigram": ModelSpec(
         BigramConfig, Bigram, "neural bigram: one-hot @ W, a V x V table trained by gradient descent",
-        {"lr": 0.3, "weight_decay": 0.0, "warmup_steps": 0, "batch_size": 256, "max_steps": 1000},
+        # A convex problem: plain SGD with momentum and big batches reaches the counted table's NLL (to 1e-4
+        # on names.txt in 2000 steps), where Adam at lr 0.3 stopped 0.002 short of it.
+        {"optimizer": "sgd", "lr": 10.0, "momentum": 0.9, "weight_decay": 0.0, "warmup_steps": 0,
+         "batch_size": 1024, "max_steps": 2000},
     ),
     "mlp": ModelSpec(
         MLPConfig, MLP, "Bengio 2003 MLP: embedding table, concatenated context, tanh hidden layer(s)",

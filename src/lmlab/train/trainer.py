@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 
 from lmlab.config import TrainConfig
 from lmlab.data.datasets import IGNORE_INDEX, TokenDataset
-from lmlab.errors import LmlabError
+from lmlab.errors import ConfigError, LmlabError
 from lmlab.train import checkpoint as ckpt
 from lmlab.train import performance as perf
 from lmlab.train.callbacks import Callback
 from lmlab.train.distributed import Parallel
+from lmlab.train.ema import WeightAverage
 from lmlab.train.evaluation import mean_loss, mean_nll
 from lmlab.train.schedule import lr_at
 
@@ -101,7 +102,7 @@ class Trainer:
         self.config = config
         self.parallel = parallel or Parallel()
         self.device = self.parallel.device(resolve_device(config.device))
-        perf.setup_device(self.device)
+        perf.setup_device(self.device, config.threads)
         self.dtype = perf.resolve_dtype(config.dtype, self.device)
         self.model = model.to(self.device)
         self.train_data = train_data
@@ -115,6 +116,10 @@ class Trainer:
         self.train_model = self.model if counted else self.parallel.wrap(self.model, self.device, config.compile)
         self._wrapped = self.model
         self.optimizer = build_optimizer(self.model, config, fused=perf.fused_adamw_available(self.device))
+        if config.ema_decay and self.parallel.mode == "fsdp" and self.parallel.world_size > 1:
+            raise ConfigError("train.ema_decay does not work with FSDP yet (the average would need sharding); "
+                              "use train.parallel=ddp or train.ema_decay=0")
+        self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay and not counted else None
         self.data_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.tokens_seen = 0
@@ -164,7 +169,12 @@ class Trainer:
             "callbacks": json.dumps([c.state_dict() for c in self.callbacks]),
             "last_eval_step": self._last_eval_step,
             "data_fingerprint": ckpt.data_fingerprint(self.train_data),
+            **({"raw_weights": self.average.raw_weights()} if self.average is not None else {}),
         }
+
+    def _averaged(self):
+        """The weight average in the model, where there is one: what evaluation and checkpoints see."""
+        return self.average.averaged() if self.average is not None else contextlib.nullcontext()
 
     def save_checkpoint(self) -> None:
         if self.run_dir is None:
@@ -172,7 +182,8 @@ class Trainer:
         if self.parallel.mode == "fsdp" and self.parallel.world_size > 1:
             self._save_sharded_checkpoint()
         elif self.parallel.is_main:
-            ckpt.save_checkpoint(self.run_dir, self.model, self.state_dict())
+            with self._averaged():  # the file holds the averaged weights that sample/eval/export use
+                ckpt.save_checkpoint(self.run_dir, self.model, self.state_dict())
         self.parallel.barrier()  # nobody reads or resumes from a checkpoint still being written
 
     def _save_sharded_checkpoint(self) -> None:
@@ -203,6 +214,13 @@ class Trainer:
             self.parallel.load_full_state(self.model, self.optimizer, weights, state["optimizer"])
         elif self.optimizer is not None and state["optimizer"]:
             self.optimizer.load_state_dict(state["optimizer"])
+        if self.average is not None:
+            self.average.restore(state.get("raw_weights"))
+        elif "raw_weights" in state:  # averaged before, not now: train on from the raw weights
+            with torch.no_grad():
+                for param, raw in zip((p for p in self.model.parameters() if p.requires_grad),
+                                      state["raw_weights"], strict=True):
+                    param.copy_(raw)
         ckpt.set_rng_state(state["rng"], self.data_generator)
         for callback, cb_state in zip(self.callbacks, json.loads(state["callbacks"]), strict=False):
             callback.load_state_dict(cb_state)
@@ -220,13 +238,14 @@ class Trainer:
             return None
         # A dataset with `count_targets` is not a token dataset (series, images): average the model's loss.
         evaluate = mean_loss if hasattr(self.val_data, "count_targets") else mean_nll
-        val_loss, tokens = evaluate(self.model, self.val_data, batch_size=self.config.batch_size * 4,
-                                    device=self.device, max_tokens=self.config.eval_max_tokens)
-        self.last_val_loss = val_loss
-        self._last_eval_step = self.step
-        record = {"step": self.step, "val_loss": round(val_loss, 6), "val_tokens": tokens}
-        self._write_metric(record)
-        self._emit("on_eval_end", record)
+        with self._averaged():  # callbacks that keep or save the best weights keep the averaged ones
+            val_loss, tokens = evaluate(self.model, self.val_data, batch_size=self.config.batch_size * 4,
+                                        device=self.device, max_tokens=self.config.eval_max_tokens)
+            self.last_val_loss = val_loss
+            self._last_eval_step = self.step
+            record = {"step": self.step, "val_loss": round(val_loss, 6), "val_tokens": tokens}
+            self._write_metric(record)
+            self._emit("on_eval_end", record)
         return record
 
     # -- the loop -----------------------------------------------------------------------------------------
@@ -237,6 +256,8 @@ class Trainer:
         config = self.config
         self._stop = False
         self.model.train()
+        if self.average is not None and self.average.swapped:  # fit() again: train the raw weights on
+            self.average.swap()
         self._emit("on_train_begin")
         started = time.perf_counter() - self.train_seconds
         checkpoint_every = config.checkpoint_interval or config.eval_interval
@@ -286,6 +307,8 @@ class Trainer:
         if not self._interrupted and self._last_eval_step != self.step:
             self.evaluate()
         self.save_checkpoint()
+        if self.average is not None:  # as Keras' use_ema: after fit() the model holds the average
+            self.average.swap()
         self._emit("on_train_end")
         return self
 
@@ -330,6 +353,8 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        if self.average is not None:
+            self.average.update(self.step)
         self.tokens_seen += tokens
         return {"step": self.step, "loss": round(loss.item(), 6), "lr": lr,
                 "grad_norm": round(float(grad_norm), 6), "tokens": tokens}
