@@ -56,7 +56,7 @@ class GPTConfig:
     n_layer: int | None = None
     n_head: int | None = None
     n_embd: int | None = None
-    dropout: float = 0.1  # on embeddings, attention weights and residual branches, as GPT-2
+    dropout: float = 0.15  # on embeddings, attention weights and residual branches (GPT-2: 0.1)
     bias: bool = True  # in Linear layers and LayerNorms (GPT-2: True)
     activation: Literal["gelu_tanh", "gelu"] = "gelu_tanh"
     layer_norm_eps: float = 1e-5
