@@ -14,9 +14,9 @@ import platform
 import time
 from pathlib import Path
 
-from lmlab.train.evaluation import mean_nll
-from lmlab.train.run import build_model, prepare_data, resolve_config
-from lmlab.train.trainer import Trainer
+from lmlab.training.scoring import mean_nll
+from lmlab.training.run import build_model, prepare_data, resolve_config
+from lmlab.training.trainer import Trainer
 
 NAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "names.txt"
 

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from lmlab.config import parse_set_args
 from lmlab.data.datasets import IGNORE_INDEX
 from lmlab.models import count_parameters
-from lmlab.train.evaluation import mean_nll
-from lmlab.train.run import build_model, layered_config, prepare_data, resolve_config
-from lmlab.train.trainer import Trainer
+from lmlab.training.scoring import mean_nll
+from lmlab.training.run import build_model, layered_config, prepare_data, resolve_config
+from lmlab.training.trainer import Trainer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "names.txt"
 

@@ -17,11 +17,11 @@ from datetime import date
 
 import torch
 
-from lmlab.inspect import Inspector
-from lmlab.inspect.inspector import default_interval
-from lmlab.train.run import build_model, prepare_data, resolve_config
-from lmlab.train.schedule import lr_at
-from lmlab.train.trainer import Trainer
+from lmlab.inspector import Inspector
+from lmlab.inspector.inspector import default_interval
+from lmlab.training.run import build_model, prepare_data, resolve_config
+from lmlab.training.schedule import lr_at
+from lmlab.training.trainer import Trainer
 
 
 def make_trainer(config, data, callbacks):

@@ -45,9 +45,9 @@ def bench_tokenize() -> dict:
 
 
 def bench_bigram() -> dict:
-    from lmlab.train.prepare import PrepareOptions, prepare_shards
-    from lmlab.train.run import build_model, prepare_data, resolve_config
-    from lmlab.train.trainer import Trainer
+    from lmlab.training.shard_writer import PrepareOptions, prepare_shards
+    from lmlab.training.run import build_model, prepare_data, resolve_config
+    from lmlab.training.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         prepare_shards(PrepareOptions(source="pystdlib", out=tmp))
@@ -67,7 +67,7 @@ def bench_compile(steps: int = 30, warmup: int = 5) -> dict:
     from lmlab.config import TrainConfig
     from lmlab.data import StreamDataset
     from lmlab.models.gpt import GPT, GPTConfig
-    from lmlab.train.trainer import Trainer
+    from lmlab.training.trainer import Trainer
 
     ids = torch.randint(0, 65, (200_000,), generator=torch.Generator().manual_seed(0))
     data = StreamDataset(ids, 64)

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from lmlab.models import count_parameters
-from lmlab.train.evaluation import mean_nll
-from lmlab.train.run import build_model, prepare_data, resolve_config
-from lmlab.train.trainer import Trainer
+from lmlab.training.scoring import mean_nll
+from lmlab.training.run import build_model, prepare_data, resolve_config
+from lmlab.training.trainer import Trainer
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 

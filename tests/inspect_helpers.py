@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from lmlab.config import DataConfig, TrainConfig
-from lmlab.inspect import Inspector, find_problems
+from lmlab.inspector import Inspector, find_problems
 from lmlab.models.base import ModelOutput, causal_lm_loss
 from lmlab.models.mlp import MLP, MLPConfig
-from lmlab.train.run import prepare_data
-from lmlab.train.trainer import Trainer, TrainingDiverged
+from lmlab.training.run import prepare_data
+from lmlab.training.trainer import Trainer, TrainingDiverged
 
 
 def tiny_data(path):

@@ -9,9 +9,9 @@ from lmlab.config import TrainConfig
 from lmlab.data import LinesDataset, StreamDataset
 from lmlab.errors import ConfigError
 from lmlab.models.mlp import MLP, MLPConfig
-from lmlab.train import performance as perf
-from lmlab.train.callbacks import Callback
-from lmlab.train.trainer import Trainer, accumulate_gradients
+from lmlab.training import performance as perf
+from lmlab.training.callbacks import Callback
+from lmlab.training.trainer import Trainer, accumulate_gradients
 
 
 def tiny_mlp(seed: int = 0, vocab: int = 11) -> MLP:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from lmlab.cli import main
-from lmlab.train.run import build_model, prepare_data, resolve_config, write_run_files
-from lmlab.train.trainer import Trainer
+from lmlab.training.run import build_model, prepare_data, resolve_config, write_run_files
+from lmlab.training.trainer import Trainer
 
 # Made of a few syllables, so every split uses the same characters and no warning about unseen ones appears.
 NAMES = sorted({a + b + c for a in ("ka", "mi", "lo") for b in ("ra", "en", "to") for c in ("", "sa", "li")})

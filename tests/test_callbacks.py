@@ -11,15 +11,15 @@ from inspect_helpers import TokenwiseLM, tiny_data, tiny_mlp
 from torch import nn
 
 from lmlab.config import TrainConfig
-from lmlab.train.callbacks import (
+from lmlab.training.callbacks import (
     EarlyStopping,
     LearningRateScheduler,
     ModelCheckpoint,
     ReduceLROnPlateau,
     TerminateOnNaN,
 )
-from lmlab.train.checkpoint import load_weights
-from lmlab.train.trainer import Trainer
+from lmlab.training.checkpoint import load_weights
+from lmlab.training.trainer import Trainer
 
 
 class FakeTrainer(SimpleNamespace):

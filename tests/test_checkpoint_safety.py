@@ -14,10 +14,10 @@ import torch
 from lmlab.config import DataConfig, TrainConfig
 from lmlab.errors import CheckpointError
 from lmlab.models.mlp import MLP, MLPConfig
-from lmlab.train import checkpoint as ckpt
-from lmlab.train.callbacks import Callback
-from lmlab.train.run import prepare_data
-from lmlab.train.trainer import MAX_NONFINITE_IN_A_ROW, Trainer, TrainingDiverged
+from lmlab.training import checkpoint as ckpt
+from lmlab.training.callbacks import Callback
+from lmlab.training.run import prepare_data
+from lmlab.training.trainer import MAX_NONFINITE_IN_A_ROW, Trainer, TrainingDiverged
 
 
 def make_trainer(tiny_names, run_dir, callbacks=(), mode="lines", **train):

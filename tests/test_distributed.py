@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lmlab.train.distributed import Parallel
+from lmlab.training.distributed import Parallel
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["--device", "cpu", "--set", "train.eval_interval=3", "--set", "train.log_interval=1",

@@ -7,10 +7,10 @@ import torch
 
 from lmlab.config import TrainConfig
 from lmlab.errors import ConfigError
-from lmlab.train.callbacks import Callback
-from lmlab.train.evaluation import mean_nll
-from lmlab.train.run import build_model, load_run, prepare_data, resolve_config, write_run_files
-from lmlab.train.trainer import Trainer
+from lmlab.training.callbacks import Callback
+from lmlab.training.run import build_model, load_run, prepare_data, resolve_config, write_run_files
+from lmlab.training.scoring import mean_nll
+from lmlab.training.trainer import Trainer
 
 DECAY = 0.8
 

@@ -11,7 +11,7 @@ from lmlab.errors import LmlabError
 from lmlab.export import onnx as onnx_export
 from lmlab.models.gpt import GPT, GPTConfig
 from lmlab.tokenizers import CharTokenizer
-from lmlab.train.run import LoadedRun, resolve_config
+from lmlab.training.run import LoadedRun, resolve_config
 
 
 def tiny_run(tmp_path) -> LoadedRun:

@@ -7,8 +7,8 @@ import torch
 from inspect_helpers import TokenwiseLM, rules, tiny_data, tiny_mlp, train
 from torch import nn
 
-from lmlab.inspect import find_problems, format_finding
-from lmlab.inspect.findings import overfitting
+from lmlab.inspector import find_problems, format_finding
+from lmlab.inspector.findings import overfitting
 
 
 @pytest.fixture

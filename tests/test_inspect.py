@@ -9,7 +9,7 @@ import torch
 from inspect_helpers import TinySelfAttention, TokenwiseLM, tiny_data, tiny_mlp, train
 from torch import nn
 
-from lmlab.inspect import STATS_FILE, load_stats
+from lmlab.inspector import STATS_FILE, load_stats
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 import lmlab
 
 PACKAGE = Path(lmlab.__file__).parent
-ORDER = ["errors", "config", "data", "tokenizers", "models", "train", "inspect", "series", "vision",
+ORDER = ["errors", "config", "data", "tokenizers", "models", "training", "inspector", "series", "vision",
          "sample", "evaluate", "compare", "ladder", "export", "cli", "__main__"]
 
 

@@ -9,8 +9,8 @@ import torch
 from inspect_helpers import tiny_data, tiny_mlp
 
 from lmlab.config import TrainConfig
-from lmlab.train.lr_finder import lr_find, suggest
-from lmlab.train.trainer import build_optimizer
+from lmlab.training.lr_finder import lr_find, suggest
+from lmlab.training.trainer import build_optimizer
 
 
 def test_sweep_leaves_the_model_and_optimizer_untouched(tiny_names, tmp_path):

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from lmlab.train.evaluation import mean_nll
-from lmlab.train.run import build_model, prepare_data, resolve_config
-from lmlab.train.trainer import Trainer
+from lmlab.training.run import build_model, prepare_data, resolve_config
+from lmlab.training.scoring import mean_nll
+from lmlab.training.trainer import Trainer
 
 
 def _fit(source, model, data=None, train=None, model_values=None):

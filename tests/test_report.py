@@ -11,8 +11,8 @@ from inspect_helpers import TinySelfAttention, TokenwiseLM, tiny_data, train
 from PIL import Image
 from torch import nn
 
-from lmlab.inspect import find_problems
-from lmlab.inspect.report import write_report
+from lmlab.inspector import find_problems
+from lmlab.inspector.report import write_report
 
 
 class _Collect(HTMLParser):

@@ -22,7 +22,7 @@ from lmlab.series.conv_lstm import ConvLSTMForecaster, ConvLSTMForecasterConfig
 from lmlab.series.data import WindowDataset, load_series, read_csv_column, split_time, synthetic_series
 from lmlab.series.linear import LinearForecaster, LinearForecasterConfig
 from lmlab.series.mlp import MLPForecaster, MLPForecasterConfig
-from lmlab.train.trainer import Trainer
+from lmlab.training.trainer import Trainer
 
 # -- windows ----------------------------------------------------------------------------------------------
 
@@ -126,7 +126,7 @@ def test_conv_lstm_reads_every_step_causally():
 
 
 def test_mean_loss_is_the_exact_mean_over_uneven_batches():
-    from lmlab.train.evaluation import mean_loss
+    from lmlab.training.scoring import mean_loss
 
     torch.manual_seed(0)
     ds = WindowDataset(np.random.default_rng(0).normal(size=40), window=5)  # 35 windows

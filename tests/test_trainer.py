@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from lmlab.config import TrainConfig
-from lmlab.train.callbacks import Callback
-from lmlab.train.evaluation import mean_nll
-from lmlab.train.run import build_model, load_run, prepare_data, resolve_config, write_run_files
-from lmlab.train.schedule import lr_at
-from lmlab.train.trainer import Trainer
+from lmlab.training.callbacks import Callback
+from lmlab.training.run import build_model, load_run, prepare_data, resolve_config, write_run_files
+from lmlab.training.schedule import lr_at
+from lmlab.training.scoring import mean_nll
+from lmlab.training.trainer import Trainer
 
 
 def _setup(source, model="mlp", **train):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from lmlab.config import TrainConfig
 from lmlab.errors import ConfigError, DataError
-from lmlab.train.trainer import Trainer
+from lmlab.training.trainer import Trainer
 from lmlab.vision.convnet import ConvNet, ConvNetConfig
 from lmlab.vision.data import ImageDataset, load_image_folder
 from lmlab.vision.feature_maps import (

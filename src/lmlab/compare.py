@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import CheckpointError, LmlabError
-from lmlab.train.checkpoint import read_json
+from lmlab.training.checkpoint import read_json
 
 SPLITS = ("train", "val", "test")
 

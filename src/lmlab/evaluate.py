@@ -7,8 +7,8 @@ from typing import Any
 
 from lmlab.errors import DataError
 from lmlab.models.base import model_device
-from lmlab.train.evaluation import mean_nll
-from lmlab.train.run import LoadedRun, prepare_data
+from lmlab.training.run import LoadedRun, prepare_data
+from lmlab.training.scoring import mean_nll
 
 
 def nll_report(split: str, nll: float, tokens: int) -> dict[str, Any]:

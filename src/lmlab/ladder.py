@@ -26,9 +26,9 @@ from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
 from lmlab.config import TrainConfig
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.models import REGISTRY, count_parameters
-from lmlab.train.checkpoint import atomic_write_text
-from lmlab.train.run import build_model, prepare_data, resolve_config, write_run_files, write_summary
-from lmlab.train.trainer import Trainer, build_optimizer, resolve_device
+from lmlab.training.checkpoint import atomic_write_text
+from lmlab.training.run import build_model, prepare_data, resolve_config, write_run_files, write_summary
+from lmlab.training.trainer import Trainer, build_optimizer, resolve_device
 
 log = logging.getLogger(__name__)
 

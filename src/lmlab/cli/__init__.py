@@ -10,22 +10,18 @@ import sys
 from collections.abc import Callable
 
 from lmlab.cli.common import Parser
-from lmlab.cli.runs import (
+from lmlab.cli.finished import (
     cmd_compare,
     cmd_eval,
-    cmd_export,
-    cmd_import,
     cmd_inspect,
-    cmd_ladder,
     cmd_sample,
     compare_args,
     eval_args,
-    export_args,
-    import_args,
     inspect_args,
-    ladder_args,
     sample_args,
 )
+from lmlab.cli.interop import cmd_export, cmd_import, export_args, import_args
+from lmlab.cli.ladder import cmd_ladder, ladder_args
 from lmlab.cli.tasks import classify_args, cmd_classify, cmd_data, cmd_forecast, data_args, forecast_args
 from lmlab.cli.train import cmd_lr_find, cmd_train, lr_find_args, train_args
 from lmlab.errors import LmlabError

@@ -15,7 +15,7 @@ from lmlab.errors import ConfigError
 def cmd_data(args: argparse.Namespace) -> int:
     """Prepare data: `lmlab data prepare SRC --tokenizer bpe --out DIR` tokenizes once into memory-mapped
     shards; `lmlab train --data DIR` then trains on them with memory that stays flat as the corpus grows."""
-    from lmlab.train.prepare import PrepareOptions, prepare_shards
+    from lmlab.training.shard_writer import PrepareOptions, prepare_shards
 
     meta = prepare_shards(PrepareOptions(
         source=args.source, out=args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size or 0,

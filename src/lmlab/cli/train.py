@@ -23,13 +23,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a model and print samples. Plain `lmlab train` trains the default model on the embedded names.
     Under `torchrun --nproc_per_node N -m lmlab train ...` it trains on N processes (DDP, or FSDP2 with
     --set train.parallel=fsdp); rank 0 alone logs and writes the run directory."""
-    from lmlab.train.distributed import Parallel, launched_by_torchrun
+    from lmlab.training.distributed import Parallel, launched_by_torchrun
 
     if not launched_by_torchrun():
         return _train(args, Parallel())
     parallel = Parallel()
     try:
-        from lmlab.train.run import layered_config, resolve_config
+        from lmlab.training.run import layered_config, resolve_config
 
         train = resolve_config(layered_config(*cli_layers(args))).train
         parallel = Parallel.from_environment(train.device, train.parallel)
@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, parallel) -> int:
-    from lmlab.train.run import layered_config, load_run_config, prepare_data, resolve_config
+    from lmlab.training.run import layered_config, load_run_config, prepare_data, resolve_config
 
     layers = cli_layers(args)
     out = Path(args.out) if args.out else None
@@ -63,7 +63,7 @@ def _train(args: argparse.Namespace, parallel) -> int:
                                   "start over")
 
     from lmlab.tokenizers import load_tokenizer
-    from lmlab.train.run import build_model, resolved_data_config
+    from lmlab.training.run import build_model, resolved_data_config
 
     tokenizer = load_tokenizer(out / "tokenizer.json") if args.resume else None
     data = prepare_data(config.data, tokenizer)
@@ -88,7 +88,7 @@ def _train_callbacks(args: argparse.Namespace, parallel=None) -> list:
     """The callbacks chosen on the command line; the inspector is on unless --no-inspect. Under torchrun,
     callbacks that write files run on rank 0 only; the inspector is off with FSDP (its statistics would
     read sharded tensors on one rank)."""
-    from lmlab.train import callbacks as cb
+    from lmlab.training import callbacks as cb
 
     main = parallel is None or parallel.is_main
     chosen: list = []
@@ -97,7 +97,7 @@ def _train_callbacks(args: argparse.Namespace, parallel=None) -> list:
     fsdp = parallel is not None and parallel.mode == "fsdp" and parallel.world_size > 1
     # Other ranks hold a do-nothing placeholder, so callback states line up with rank 0's on resume.
     if not args.no_inspect and not fsdp:
-        from lmlab.inspect import Inspector
+        from lmlab.inspector import Inspector
 
         chosen.append(Inspector(every=args.inspect_every) if main else cb.Callback())
     if args.early_stopping is not None:
@@ -110,7 +110,7 @@ def _train_callbacks(args: argparse.Namespace, parallel=None) -> list:
 
 
 def _print_findings(findings: list[dict[str, Any]] | None, out: Path) -> None:
-    from lmlab.inspect import format_finding
+    from lmlab.inspector import format_finding
 
     if findings is not None:
         print("\n".join(format_finding(f) for f in findings) if findings else "inspector: no problems found")
@@ -118,11 +118,11 @@ def _print_findings(findings: list[dict[str, Any]] | None, out: Path) -> None:
 
 
 def _fit_and_report(config, data, model, out: Path, resume: bool, parallel=None, callbacks=()) -> int:
-    from lmlab.inspect.report import write_inspection
+    from lmlab.inspector.report import write_inspection
     from lmlab.tokenizers import load_tokenizer
-    from lmlab.train.distributed import Parallel
-    from lmlab.train.run import split_nll, write_run_files, write_summary
-    from lmlab.train.trainer import Trainer, TrainingDiverged
+    from lmlab.training.distributed import Parallel
+    from lmlab.training.run import split_nll, write_run_files, write_summary
+    from lmlab.training.trainer import Trainer, TrainingDiverged
 
     parallel = parallel or Parallel()
     trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=out,
@@ -171,7 +171,7 @@ def _fit_and_report(config, data, model, out: Path, resume: bool, parallel=None,
     print(f"{config.model_name}: train {nll['train']:.4f}  val {fmt(nll.get('val'))}  test {fmt(nll.get('test'))} "
           f"nats/token after {trainer.step} steps ({summary['train_seconds']:.0f} s)")
     from lmlab.sample import SampleOptions, sample_texts
-    from lmlab.train.run import load_run
+    from lmlab.training.run import load_run
 
     samples = sample_texts(load_run(out), SampleOptions(num_samples=10 if data.mode == "lines" else 1))
     print("samples:")
@@ -201,8 +201,8 @@ def train_args(p: argparse.ArgumentParser) -> None:
 def cmd_lr_find(args: argparse.Namespace) -> int:
     """Learning-rate range test: sweep 1e-7 -> 10 exponentially on a copy of the model, plot loss vs LR and
     suggest a learning rate (valley rule by default)."""
-    from lmlab.train.lr_finder import lr_find
-    from lmlab.train.run import build_model, layered_config, prepare_data, resolve_config
+    from lmlab.training.lr_finder import lr_find
+    from lmlab.training.run import build_model, layered_config, prepare_data, resolve_config
 
     config = resolve_config(layered_config(*cli_layers(args)))
     data = prepare_data(config.data)

@@ -22,7 +22,7 @@ from lmlab.errors import CheckpointError, LmlabError
 from lmlab.models.gpt import GPT, PRESETS, GPTConfig
 from lmlab.tokenizers import BOUNDARY, CharTokenizer, Tokenizer
 from lmlab.tokenizers.hf import HFTokenizer
-from lmlab.train.run import LoadedRun
+from lmlab.training.run import LoadedRun
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 TO_HF_ACTIVATION = {"gelu_tanh": "gelu_new", "gelu": "gelu"}
@@ -248,8 +248,8 @@ def import_hf(hf_dir: str | Path, out: str | Path, data: dict[str, Any] | None =
     evaluates, and fine-tunes with `lmlab train --out OUT --resume`. `data` sets the run's data section
     (source, mode, ...): what eval scores and fine-tuning trains on."""
     from lmlab.config import DataConfig
-    from lmlab.train.run import resolve_config, write_run_files
-    from lmlab.train.trainer import Trainer
+    from lmlab.training.run import resolve_config, write_run_files
+    from lmlab.training.trainer import Trainer
 
     out = Path(out)
     if (out / "config.json").exists():

@@ -21,7 +21,7 @@ from lmlab.series.conv_lstm import ConvLSTMForecaster, ConvLSTMForecasterConfig
 from lmlab.series.data import SYNTHETIC, WindowDataset, load_series, split_time
 from lmlab.series.linear import LinearForecaster, LinearForecasterConfig
 from lmlab.series.mlp import MLPForecaster, MLPForecasterConfig
-from lmlab.train.checkpoint import atomic_write_text
+from lmlab.training.checkpoint import atomic_write_text
 
 # name -> (config class, model class, training defaults that suit it)
 FORECASTERS: dict[str, tuple[type, type, dict[str, Any]]] = {
@@ -83,7 +83,7 @@ def run_forecast(
     train_values: dict[str, Any] | None = None,
     callbacks: tuple = (),
 ) -> ForecastResult:
-    from lmlab.train.trainer import Trainer
+    from lmlab.training.trainer import Trainer
 
     if model_name not in FORECASTERS:
         raise ConfigError(f"unknown forecaster {model_name!r}; choose one of {', '.join(FORECASTERS)}")

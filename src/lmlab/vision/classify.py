@@ -15,7 +15,7 @@ import torch
 
 from lmlab.config import TrainConfig, build_config, to_dict
 from lmlab.errors import DataError
-from lmlab.train.checkpoint import atomic_write_text
+from lmlab.training.checkpoint import atomic_write_text
 from lmlab.vision.convnet import ConvNet, ConvNetConfig
 from lmlab.vision.data import load_images
 from lmlab.vision.feature_maps import FeatureMapCallback, accuracy
@@ -48,7 +48,7 @@ def run_classify(
     train_values: dict[str, Any] | None = None,
     callbacks: tuple = (),
 ) -> ClassifyResult:
-    from lmlab.train.trainer import Trainer
+    from lmlab.training.trainer import Trainer
 
     images = load_images(source, image_size=image_size, grayscale=grayscale)
     train_config = build_config(TrainConfig, {**TRAIN_DEFAULTS, **(train_values or {})}, "train")

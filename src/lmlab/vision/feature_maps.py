@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lmlab.train.callbacks import Callback
+from lmlab.training.callbacks import Callback
 
 CELL = 48  # pixels per map in the mosaic; small maps are enlarged by repeating pixels, so none is blurred
 GAP = 2

@@ -1,7 +1,7 @@
 """Look inside training: per-layer statistics (Inspector), health rules (findings) and the HTML report."""
 
-from lmlab.inspect.findings import find_problems, format_finding
-from lmlab.inspect.inspector import STATS_FILE, Inspector, causality_probe, load_stats, save_stats
+from lmlab.inspector.findings import find_problems, format_finding
+from lmlab.inspector.inspector import STATS_FILE, Inspector, causality_probe, load_stats, save_stats
 
 FINDINGS_FILE = "findings.json"
 

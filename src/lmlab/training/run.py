@@ -21,7 +21,7 @@ from lmlab.data.shards import is_prepared, open_shards
 from lmlab.errors import CheckpointError, ConfigError, DataError, TokenizerError
 from lmlab.models import DEFAULT_MODEL, REGISTRY
 from lmlab.tokenizers import CharTokenizer, Tokenizer, fit_tokenizer, load_tokenizer, tokenizer_kind
-from lmlab.train.checkpoint import MODEL_FILE, atomic_write_text, load_weights, read_json
+from lmlab.training.checkpoint import MODEL_FILE, atomic_write_text, load_weights, read_json
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def layered_config(file_values: dict[str, Any], *layers: dict[str, Any]) -> dict
 
 def split_nll(trainer, splits: dict[str, TokenDataset]) -> dict[str, float]:
     """NLL of the trained model on every non-empty split (capped at train.eval_max_tokens each)."""
-    from lmlab.train.evaluation import mean_nll
+    from lmlab.training.scoring import mean_nll
 
     return {name: mean_nll(trainer.model, ds, device=trainer.device, max_tokens=trainer.config.eval_max_tokens)[0]
             for name, ds in splits.items() if len(ds)}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from lmlab.train.trainer import Trainer
+    from lmlab.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class ModelCheckpoint(Callback):
         return Path(base) if base is not None else None
 
     def _consider(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        from lmlab.train.checkpoint import save_weights
+        from lmlab.training.checkpoint import save_weights
 
         value, folder = _monitored(self.monitor, record), self._dir(trainer)
         if folder is None or value is None:
@@ -211,7 +211,7 @@ class LearningRateScheduler(Callback):
         self.schedule = schedule
 
     def _set(self, trainer: Trainer) -> None:
-        from lmlab.train.schedule import lr_at
+        from lmlab.training.schedule import lr_at
 
         base = lr_at(trainer.step, trainer.config)
         trainer.lr_scale = self.schedule(trainer.step, base) / base

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lmlab.train.callbacks import Callback
+from lmlab.training.callbacks import Callback
 
 STATS_FILE = "inspect.json"
 SATURATION = 0.97  # |tanh| above this passes almost no gradient (1 - t^2 < 0.06), as in lecture 3
@@ -284,7 +284,7 @@ class Inspector(Callback):
 
 
 def save_stats(stats: dict[str, Any], path: Path) -> None:
-    from lmlab.train.checkpoint import atomic_write_text
+    from lmlab.training.checkpoint import atomic_write_text
 
     atomic_write_text(path, json.dumps(stats, separators=(",", ":")) + "\n")
 

@@ -180,7 +180,7 @@ def render_report(stats: dict[str, Any], findings: list[dict[str, Any]], title: 
 
 
 def write_report(run_dir: str | Path, stats: dict[str, Any], findings: list[dict[str, Any]]) -> Path:
-    from lmlab.train.checkpoint import atomic_write_text
+    from lmlab.training.checkpoint import atomic_write_text
 
     path = Path(run_dir) / REPORT_FILE
     atomic_write_text(path, render_report(stats, findings, title=f"lmlab run {Path(run_dir).name}"))
@@ -192,8 +192,8 @@ def write_inspection(run_dir: Path, trainer) -> list[dict[str, Any]] | None:
     inspector was among the trainer's callbacks."""
     import json
 
-    from lmlab.inspect import FINDINGS_FILE, Inspector, find_problems
-    from lmlab.train.checkpoint import atomic_write_text
+    from lmlab.inspector import FINDINGS_FILE, Inspector, find_problems
+    from lmlab.training.checkpoint import atomic_write_text
 
     inspector = next((c for c in trainer.callbacks if isinstance(c, Inspector)), None)
     if inspector is None or not inspector.stats:
@@ -208,7 +208,7 @@ def write_inspection(run_dir: Path, trainer) -> list[dict[str, Any]] | None:
 def reinspect(run_dir: Path, rebuild_report: bool = False) -> list[dict[str, Any]]:
     """A finished run's findings, recomputed from inspect.json so older runs get today's rules."""
     from lmlab.errors import CheckpointError
-    from lmlab.inspect import STATS_FILE, find_problems, load_stats
+    from lmlab.inspector import STATS_FILE, find_problems, load_stats
 
     if not (run_dir / "config.json").is_file():
         raise CheckpointError(f"{run_dir}: not an lmlab run directory (config.json is missing)")

@@ -20,7 +20,7 @@ from lmlab.data import load_corpus
 from lmlab.data.shards import FORMAT_VERSION, META_FILE, shard_dtype
 from lmlab.errors import ConfigError, DataError
 from lmlab.tokenizers import CharTokenizer, Tokenizer, encode_large, fit_tokenizer
-from lmlab.train.checkpoint import atomic_write_text
+from lmlab.training.checkpoint import atomic_write_text
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -25,13 +25,13 @@ from tqdm.auto import tqdm
 from lmlab.config import TrainConfig
 from lmlab.data.datasets import IGNORE_INDEX, TokenDataset
 from lmlab.errors import ConfigError, LmlabError
-from lmlab.train import checkpoint as ckpt
-from lmlab.train import performance as perf
-from lmlab.train.callbacks import Callback
-from lmlab.train.distributed import Parallel
-from lmlab.train.ema import WeightAverage
-from lmlab.train.evaluation import mean_loss, mean_nll
-from lmlab.train.schedule import lr_at
+from lmlab.training import checkpoint as ckpt
+from lmlab.training import performance as perf
+from lmlab.training.callbacks import Callback
+from lmlab.training.distributed import Parallel
+from lmlab.training.ema import WeightAverage
+from lmlab.training.schedule import lr_at
+from lmlab.training.scoring import mean_loss, mean_nll
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,58 @@
+"""`lmlab export` and `lmlab import`: runs to and from the HF transformers and ONNX formats."""
+
+from __future__ import annotations
+
+import argparse
+
+from lmlab.models import count_parameters
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a trained run for other tools: the HF transformers GPT-2 format, or ONNX.
+
+    hf: config.json, model.safetensors and tokenizer files that AutoModelForCausalLM and AutoTokenizer
+    load offline. onnx: model.onnx (input_ids -> logits), checked against onnxruntime when installed."""
+    from lmlab.training.run import load_run
+
+    run = load_run(args.run)
+    if args.format == "onnx":
+        from lmlab.export.onnx import export_onnx
+
+        out, diff = export_onnx(run, args.out)
+        checked = "not checked (onnxruntime is not installed)" if diff is None else \
+            f"onnxruntime logits within {diff:.1e} of lmlab's"
+        print(f"wrote {out / 'model.onnx'}: input_ids (B, T) -> logits (B, T, V); {checked}")
+        return 0
+    from lmlab.export import export_hf
+
+    out = export_hf(run, args.out)
+    print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}) "
+          "and AutoTokenizer.from_pretrained")
+    return 0
+
+
+def export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="a run directory")
+    p.add_argument("--format", choices=["hf", "onnx"], default="hf",
+                   help="hf: transformers GPT-2 (default); onnx: an ONNX graph (needs lmlab[onnx])")
+    p.add_argument("out", metavar="OUT", help="directory to write")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Turn a local HF GPT-2 directory into an lmlab run that samples, evaluates and fine-tunes (--resume)."""
+    from lmlab.export import import_hf
+
+    data = {k: v for k, v in {"source": args.data, "mode": args.mode}.items() if v is not None}
+    run = import_hf(args.hf_dir, args.out, data)
+    print(f"{run.run_dir}: GPT, {count_parameters(run.model):,} parameters, vocab {run.tokenizer.vocab_size}, "
+          f"context {run.model.config.block_size}. Sample: lmlab sample {run.run_dir}; fine-tune on "
+          f"{run.config.data.source}: lmlab train --out {run.run_dir} --resume --max-steps N")
+    return 0
+
+
+def import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("hf_dir", metavar="HF_DIR", help="a local GPT-2 directory (config.json, model.safetensors, "
+                   "tokenizer.json)")
+    p.add_argument("--out", required=True, metavar="RUN", help="the run directory to create")
+    p.add_argument("--data", metavar="SRC", help="the data eval and fine-tuning use (default: names)")
+    p.add_argument("--mode", choices=["lines", "stream"], help="lines or stream (default: the data set's own)")

@@ -1,0 +1,52 @@
+"""`lmlab ladder`: train one model per rung on the same data and compare them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from lmlab.cli.common import fmt
+from lmlab.data.sources import EMBEDDED
+
+
+def cmd_ladder(args: argparse.Namespace) -> int:
+    """Train every rung (counted bigram to the largest model) on one data set, each within a time budget,
+    then write the comparison table and validation curves into one folder."""
+    from lmlab.compare import format_table
+    from lmlab.ladder import JSON_FILE, PLOT_FILE, TABLE_FILE, run_ladder
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    out = Path(args.out)
+
+    def on_rung_end(name: str, summary: dict[str, Any]) -> None:
+        nll = summary["nll"]
+        print(f"{name}: val {fmt(nll.get('val'))}  test {fmt(nll.get('test'))} after {summary['steps']} steps "
+              f"({summary['train_seconds']:.0f} s)", file=sys.stderr, flush=True)
+
+    rows = run_ladder(args.data, out, budget=args.budget, models=models, mode=args.mode, seed=args.seed,
+                      device=args.device, force=args.force, fit_schedule=not args.keep_steps,
+                      on_rung_end=on_rung_end)
+    print(format_table(rows), end="")
+    print(f"table: {out / TABLE_FILE}, {out / JSON_FILE}; plot: {out / PLOT_FILE}")
+    return 0
+
+
+def ladder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="SRC", default="names",
+                   help=f"embedded set ({', '.join(EMBEDDED)}), a text file or a folder (default: names)")
+    p.add_argument("--mode", choices=["lines", "stream"], help="one example per line, or one long stream")
+    p.add_argument("--budget", type=float, default=60.0, metavar="SECONDS",
+                   help="training time per rung (default: 60)")
+    p.add_argument("--out", metavar="DIR", default="runs/ladder", help="folder for the runs, table and plot "
+                   "(default: runs/ladder)")
+    from lmlab.ladder import default_rungs
+
+    p.add_argument("--models", metavar="A,B,...", help="rungs to train (default: one per architecture: "
+                   f"{', '.join(default_rungs())})")
+    p.add_argument("--seed", type=int, default=1337, help="seed for every rung (default: 1337)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train")
+    p.add_argument("--force", action="store_true", help="overwrite runs already in --out")
+    p.add_argument("--keep-steps", action="store_true", help="keep each rung's registered max_steps even when "
+                   "the budget cuts training off before its schedule ends")
