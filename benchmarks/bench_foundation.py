@@ -14,8 +14,9 @@ import platform
 import time
 from pathlib import Path
 
+from lmlab.training.run_config import build_model, resolve_config
+from lmlab.training.run_data import prepare_data
 from lmlab.training.scoring import mean_nll
-from lmlab.training.run import build_model, prepare_data, resolve_config
 from lmlab.training.trainer import Trainer
 
 NAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "names.txt"

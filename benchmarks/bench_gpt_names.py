@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from lmlab.config import parse_set_args
 from lmlab.data.datasets import IGNORE_INDEX
 from lmlab.models import count_parameters
+from lmlab.training.run_config import build_model, merge_layers, resolve_config
+from lmlab.training.run_data import prepare_data
 from lmlab.training.scoring import mean_nll
-from lmlab.training.run import build_model, layered_config, prepare_data, resolve_config
 from lmlab.training.trainer import Trainer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "names.txt"
@@ -80,7 +81,7 @@ def main() -> None:
         if args.split == "makemore":
             train_file, test_file = makemore_split(Path(args.data), Path(scratch))
             base["data"] = {"source": str(train_file), "val_fraction": 0.0, "test_fraction": 0.0}
-        config = resolve_config(layered_config(base, parse_set_args(args.set)))
+        config = resolve_config(merge_layers(base, parse_set_args(args.set)))
         data = prepare_data(config.data)
         splits = {name: ds for name, ds in data.splits.items() if len(ds)}
         if args.split == "makemore":

@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from lmlab.models import count_parameters
+from lmlab.training.run_config import build_model, resolve_config
+from lmlab.training.run_data import prepare_data
 from lmlab.training.scoring import mean_nll
-from lmlab.training.run import build_model, prepare_data, resolve_config
 from lmlab.training.trainer import Trainer
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"

@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests never touch the network or a GPU; data beyond tiny files comes from ../shared/data."""
+"""Shared fixtures. Tests never touch the network, a GPU or ../shared: data is embedded in the install or made here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -22,20 +21,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def names_path() -> Path:
-    path = SHARED_DATA / "names.txt"
-    assert path.is_file(), f"benchmark data missing: {path} (the shared/ folder sits beside the repo)"
-    return path
-
-
-@pytest.fixture(scope="session")
-def shakespeare_path() -> Path:
-    path = SHARED_DATA / "tinyshakespeare.txt"
-    assert path.is_file(), f"benchmark data missing: {path}"
-    return path
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from lmlab.config import DataConfig, TrainConfig
 from lmlab.inspector import Inspector, find_problems
 from lmlab.models.base import ModelOutput, causal_lm_loss
 from lmlab.models.mlp import MLP, MLPConfig
-from lmlab.training.run import prepare_data
+from lmlab.training.run_data import prepare_data
 from lmlab.training.trainer import Trainer, TrainingDiverged
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from lmlab.cli import main
-from lmlab.training.run import build_model, prepare_data, resolve_config, write_run_files
+from lmlab.training.run_config import build_model, resolve_config
+from lmlab.training.run_data import prepare_data
+from lmlab.training.run_dir import RunDir
 from lmlab.training.trainer import Trainer
 
 # Made of a few syllables, so every split uses the same characters and no warning about unseen ones appears.
@@ -32,7 +34,8 @@ def trained(tmp_path_factory) -> Path:
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, mode=data.mode))
     model = build_model(config, data.tokenizer, data.splits["train"].block_size)
     run_dir = root / "run"
-    write_run_files(run_dir, config, data.tokenizer, model.config.block_size)
+    RunDir(run_dir).write_config(config, model.config.block_size)
+    RunDir(run_dir).save_tokenizer(data.tokenizer)
     Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=run_dir).fit()
     return run_dir
 

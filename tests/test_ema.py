@@ -8,7 +8,9 @@ import torch
 from lmlab.config import TrainConfig
 from lmlab.errors import ConfigError
 from lmlab.training.callbacks import Callback
-from lmlab.training.run import build_model, load_run, prepare_data, resolve_config, write_run_files
+from lmlab.training.run_config import build_model, resolve_config
+from lmlab.training.run_data import prepare_data
+from lmlab.training.run_dir import RunDir, load_run
 from lmlab.training.scoring import mean_nll
 from lmlab.training.trainer import Trainer
 
@@ -35,7 +37,8 @@ class _RecordWeights(Callback):
 
 def test_the_saved_and_final_model_is_the_average_of_the_trained_weights(tmp_path, tiny_names):
     config, data, net = _setup(tiny_names, max_steps=12)
-    write_run_files(tmp_path, config, data.tokenizer, net.config.block_size)
+    RunDir(tmp_path).write_config(config, net.config.block_size)
+    RunDir(tmp_path).save_tokenizer(data.tokenizer)
     recorder = _RecordWeights()
     trainer = Trainer(net, data.splits["train"], data.splits["val"], config.train, run_dir=tmp_path,
                       callbacks=[recorder]).fit()
@@ -61,7 +64,8 @@ def test_resume_continues_the_raw_weights_and_the_average_exactly(tmp_path, tiny
     full_dir, part_dir = tmp_path / "full", tmp_path / "part"
     config, data, full = _setup(tiny_names, max_steps=30)
     for run_dir in (full_dir, part_dir):
-        write_run_files(run_dir, config, data.tokenizer, full.config.block_size)
+        RunDir(run_dir).write_config(config, full.config.block_size)
+        RunDir(run_dir).save_tokenizer(data.tokenizer)
     Trainer(full, data.splits["train"], data.splits["val"], config.train, run_dir=full_dir).fit()
 
     _, _, first = _setup(tiny_names)

@@ -11,7 +11,8 @@ from lmlab.errors import LmlabError
 from lmlab.export import onnx as onnx_export
 from lmlab.models.gpt import GPT, GPTConfig
 from lmlab.tokenizers import CharTokenizer
-from lmlab.training.run import LoadedRun, resolve_config
+from lmlab.training.run_config import resolve_config
+from lmlab.training.run_dir import LoadedRun
 
 
 def tiny_run(tmp_path) -> LoadedRun:

@@ -1,4 +1,6 @@
-"""One direction of flow: a module never imports one to its right (STYLE.md habit 1)."""
+"""One direction of flow: a module never imports one to its right (STYLE.md habit 1; the order is in README.md's
+Layout section). Every import form counts: `import lmlab.x`, `from lmlab.x import y`, `from lmlab import x`,
+relative imports, and imports inside functions."""
 
 import ast
 from pathlib import Path
@@ -6,8 +8,8 @@ from pathlib import Path
 import lmlab
 
 PACKAGE = Path(lmlab.__file__).parent
-ORDER = ["errors", "config", "data", "tokenizers", "models", "training", "inspector", "series", "vision",
-         "sample", "evaluate", "compare", "ladder", "export", "cli", "__main__"]
+ORDER = ["errors", "files", "config", "data", "tokenizers", "models", "training", "inspector", "series", "vision",
+         "sample", "evaluate", "compare", "export", "run", "ladder", "cli", "__main__"]
 
 
 def _layer(module: str) -> int:
@@ -15,16 +17,48 @@ def _layer(module: str) -> int:
     return ORDER.index(head) if head in ORDER else -1
 
 
+def imported_modules(tree: ast.AST, module: str, is_package: bool) -> list[str]:
+    """Every lmlab module `tree` imports, wherever the import statement sits."""
+    package = module if is_package else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: `from . import x`, `from ..models import y`
+                parts = package.split(".")
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join(parts + ([base] if base else []))
+            if base == "lmlab":  # `from lmlab import run`: the submodules named
+                found += [f"lmlab.{alias.name}" for alias in node.names]
+            else:
+                found.append(base)
+    return [name for name in found if name.startswith("lmlab.")]
+
+
 def test_imports_flow_one_way():
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE.parent).with_suffix("")
         module = ".".join(rel.parts)
-        if module.endswith(".__init__"):
-            module = module.removesuffix(".__init__")
+        is_package = module.endswith(".__init__")
+        module = module.removesuffix(".__init__")
         own = _layer(module) if module != "lmlab" else len(ORDER)
-        for node in ast.walk(ast.parse(path.read_text())):
-            imported = node.module if isinstance(node, ast.ImportFrom) else None
-            if imported and imported.startswith("lmlab.") and _layer(imported) > own:
+        for imported in imported_modules(ast.parse(path.read_text()), module, is_package):
+            if _layer(imported) > own:
                 offenders.append(f"{module} imports {imported}")
     assert not offenders, offenders
+
+
+def test_every_import_form_is_seen():
+    source = ("import lmlab.cli\nfrom lmlab import run\nfrom ..ladder import x\n"
+              "def f():\n    from lmlab.export import y\n")
+    seen = imported_modules(ast.parse(source), "lmlab.models.gpt", is_package=False)
+    assert seen == ["lmlab.cli", "lmlab.run", "lmlab.ladder", "lmlab.export"]
+
+
+def test_every_subpackage_has_a_place_in_the_order():
+    heads = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+             if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+    assert heads <= set(ORDER), sorted(heads - set(ORDER))

@@ -11,7 +11,7 @@ import torch
 from lmlab.config import DataConfig
 from lmlab.data.shards import ShardDataset, open_shards, shard_dtype
 from lmlab.errors import DataError
-from lmlab.training.run import prepare_data
+from lmlab.training.run_data import prepare_data
 from lmlab.training.shard_writer import PrepareOptions, prepare_shards
 
 TEXT = "".join(f"line {i}: the quick brown fox, {i * 7 % 13} jumps.\n" for i in range(300))

@@ -6,7 +6,9 @@ import torch
 
 from lmlab.config import TrainConfig
 from lmlab.training.callbacks import Callback
-from lmlab.training.run import build_model, load_run, prepare_data, resolve_config, write_run_files
+from lmlab.training.run_config import build_model, resolve_config
+from lmlab.training.run_data import prepare_data
+from lmlab.training.run_dir import RunDir, load_run
 from lmlab.training.schedule import lr_at
 from lmlab.training.scoring import mean_nll
 from lmlab.training.trainer import Trainer
@@ -29,10 +31,10 @@ def test_schedule_warms_up_then_decays():
     assert [lr_at(s, step) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
 
 
-def test_mlp_beats_the_bigram_on_validation(names_path):
-    config, data, mlp = _setup(names_path, "mlp", max_steps=300, eval_interval=1000)
+def test_mlp_beats_the_bigram_on_validation():
+    config, data, mlp = _setup("names", "mlp", max_steps=300, eval_interval=1000)
     Trainer(mlp, data.splits["train"], data.splits["val"], config.train).fit()
-    config, _, counted = _setup(names_path, "ngram")
+    config, _, counted = _setup("names", "ngram")
     Trainer(counted, data.splits["train"], None, config.train).fit()
     assert mean_nll(mlp, data.splits["val"])[0] < mean_nll(counted, data.splits["val"])[0] - 0.1
 
@@ -48,7 +50,8 @@ def test_evaluation_runs_in_eval_mode_without_grad_and_restores_train_mode(tiny_
 
 def test_save_load_gives_identical_logits(tmp_path, tiny_names):
     config, data, net = _setup(tiny_names, "mlp", max_steps=20)
-    write_run_files(tmp_path, config, data.tokenizer, net.config.block_size)
+    RunDir(tmp_path).write_config(config, net.config.block_size)
+    RunDir(tmp_path).save_tokenizer(data.tokenizer)
     Trainer(net, data.splits["train"], data.splits["val"], config.train, run_dir=tmp_path).fit()
     loaded = load_run(tmp_path)
     ids = data.splits["val"].input_ids[:4]
@@ -69,7 +72,8 @@ def test_resume_continues_step_lr_and_optimizer(tmp_path, tiny_names):
     full_dir, part_dir = tmp_path / "full", tmp_path / "part"
     config, data, net = _setup(tiny_names, "mlp", max_steps=60, warmup_steps=10)
     for run_dir in (full_dir, part_dir):
-        write_run_files(run_dir, config, data.tokenizer, net.config.block_size)
+        RunDir(run_dir).write_config(config, net.config.block_size)
+        RunDir(run_dir).save_tokenizer(data.tokenizer)
     Trainer(net, data.splits["train"], data.splits["val"], config.train, run_dir=full_dir).fit()
 
     _, _, first = _setup(tiny_names, "mlp")

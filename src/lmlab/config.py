@@ -203,7 +203,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist")
     try:
         if path.suffix == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10: the same parser, before it joined the standard library
+                import tomli as tomllib
 
             return tomllib.loads(path.read_text(encoding="utf-8"))
         return json.loads(path.read_text(encoding="utf-8"))

@@ -25,10 +25,13 @@ import torch
 from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
 from lmlab.config import TrainConfig
 from lmlab.errors import CheckpointError, ConfigError
+from lmlab.files import atomic_write_text
 from lmlab.models import REGISTRY, count_parameters
-from lmlab.training.checkpoint import atomic_write_text
-from lmlab.training.run import build_model, prepare_data, resolve_config, write_run_files, write_summary
-from lmlab.training.trainer import Trainer, build_optimizer, resolve_device
+from lmlab.run import train
+from lmlab.training.run_config import build_model, merge_layers, resolve_config
+from lmlab.training.run_data import context_length, prepare_data
+from lmlab.training.run_dir import RunDir
+from lmlab.training.trainer import build_optimizer, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +99,13 @@ def run_ladder(
     device: str = "auto",
     force: bool = False,
     fit_schedule: bool = True,
+    overrides: dict[str, Any] | None = None,
     on_rung_end: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train each rung (default_rungs() unless `models` names others) into out_dir/<model>; write the comparison table
-    (text and JSON) and the validation-curve plot into out_dir; return the comparison rows."""
+    """Train each rung (default_rungs() unless `models` names others) into out_dir/<model> through the same
+    pipeline as `lmlab train` (lmlab.run.train); write the comparison table (text and JSON) and the
+    validation-curve plot into out_dir; return the comparison rows. `overrides` ({section: {key: value}},
+    as `--set`) apply to every rung."""
     names = list(models) if models else default_rungs()
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
@@ -107,45 +113,39 @@ def run_ladder(
     if budget <= 0:
         raise ConfigError(f"--budget must be positive seconds, got {budget}")
     out_dir = Path(out_dir)
-    taken = [n for n in names if (out_dir / n / "config.json").exists()]
+    taken = [n for n in names if RunDir(out_dir / n).holds_run()]
     if taken and not force:
         raise CheckpointError(f"{out_dir / taken[0]} already holds a run; pass --force to train the ladder again")
 
-    data_values = {"source": source} | ({"mode": mode} if mode else {})
-    configs = {n: resolve_config({"data": data_values, "model": {"name": n, **RUNG_MODEL_VALUES.get(n, {})},
-                                  "train": {"time_budget": budget, "seed": seed, "device": device}})
-               for n in names}
-    first = configs[names[0]]
-    data = prepare_data(first.data)  # one split and one tokenizer for every rung
-    block_size = max(ds.block_size for ds in data.splits.values())
+    configs = {n: resolve_config(rung_config(source, n, budget=budget, mode=mode, seed=seed, device=device,
+                                             overrides=overrides)) for n in names}
+    data = prepare_data(configs[names[0]].data)  # one split and one tokenizer for every rung
     run_dirs = []
     for name in names:
         config = configs[name]
-        config = dataclasses.replace(config, data=dataclasses.replace(config.data, mode=data.mode))
-        run_dir = out_dir / name
-        if run_dir.exists():
-            for stale in ("config.json", "model.safetensors", "trainer_state.pt", "metrics.jsonl", "summary.json"):
-                (run_dir / stale).unlink(missing_ok=True)
-        started = time.perf_counter()
-        model = build_model(config, data.tokenizer, block_size)
-        log.info("ladder: %s, %s parameters, budget %g s", name, f"{count_parameters(model):,}", budget)
-        if fit_schedule and not getattr(model, "counted", False):
+        if fit_schedule and not getattr(REGISTRY[name].model_cls, "counted", False):
+            model = build_model(config, data.tokenizer, context_length(data))
             step_seconds = seconds_per_step(model, data.splits["train"], config.train)
             config = dataclasses.replace(config, train=fit_steps_to_budget(config.train, step_seconds, budget))
-            log.info("ladder: %s at %.1f ms/step: %d steps in %g s", name, 1000 * step_seconds,
-                     config.train.max_steps, budget)
-            started = time.perf_counter()
-        write_run_files(run_dir, config, data.tokenizer, block_size)
-        trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=run_dir)
-        trainer.fit()
-        summary = write_summary(run_dir, config.model_name, data.splits, trainer,
-                                wall_seconds=round(time.perf_counter() - started, 3))
-        run_dirs.append(run_dir)
+            log.info("ladder: %s, %s parameters at %.1f ms/step: %d steps in %g s", name,
+                     f"{count_parameters(model):,}", 1000 * step_seconds, config.train.max_steps, budget)
+        run = train(config, out=out_dir / name, force=force, inspect=False, data=data)
+        run_dirs.append(run.run_dir.path)
         if on_rung_end is not None:
-            on_rung_end(name, summary)
+            on_rung_end(name, run.summary)
 
     rows = compare_runs(run_dirs)
     atomic_write_text(out_dir / TABLE_FILE, format_table(rows))
     atomic_write_text(out_dir / JSON_FILE, to_json(rows))
     plot_val_curves(rows, out_dir / PLOT_FILE)
     return rows
+
+
+def rung_config(source: str, name: str, *, budget: float, mode: str | None = None, seed: int = 1337,
+                device: str = "auto", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config values of one rung, before its schedule is fitted to the budget: what `lmlab train`
+    given the same values trains (byte for byte the same metrics)."""
+    data_values = {"source": source} | ({"mode": mode} if mode else {})
+    values = {"data": data_values, "model": {"name": name, **RUNG_MODEL_VALUES.get(name, {})},
+              "train": {"time_budget": budget, "seed": seed, "device": device}}
+    return merge_layers(values, overrides or {})

@@ -10,7 +10,7 @@ import torch
 from lmlab.errors import ConfigError
 from lmlab.models.base import model_device
 from lmlab.models.generation import check_sampling_args
-from lmlab.training.run import LoadedRun
+from lmlab.training.run_dir import LoadedRun
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -65,6 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmlab: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the machine's fault, not the program's: disk full, read-only, no permission
+        if os.environ.get("LMLAB_DEBUG"):
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"lmlab {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 -- a bug: one line, and the way to see more
+        if os.environ.get("LMLAB_DEBUG"):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"lmlab {args.command}: internal error: {type(err).__name__}: {first} (re-run with LMLAB_DEBUG=1 for "
+              "the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,15 +7,19 @@ import json
 import sys
 from pathlib import Path
 
+from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
 from lmlab.errors import ConfigError, LmlabError
+from lmlab.evaluate import evaluate_run
+from lmlab.inspector import format_finding
+from lmlab.inspector.report import reinspect
+from lmlab.run import load
+from lmlab.sample import SampleOptions, novelty, sample_texts
+from lmlab.training.run_data import prepare_data
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score a trained run on a split of its data: NLL (nats/token), perplexity and bits per token."""
-    from lmlab.evaluate import evaluate_run
-    from lmlab.training.run import load_run
-
-    report = evaluate_run(load_run(args.run), args.split)
+    report = evaluate_run(load(args.run), args.split)
     if args.json:
         print(json.dumps(report))
     else:
@@ -32,14 +36,11 @@ def eval_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Sample text from a trained run (temperature, top-k, top-p, prompt); lines mode reports novelty."""
-    from lmlab.sample import SampleOptions, novelty, sample_texts
-    from lmlab.training.run import load_run, prepare_data
-
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     options = SampleOptions(num_samples=args.n, prompt=args.prompt, max_new_tokens=args.max_new_tokens or 0,
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-    run = load_run(args.run)
+    run = load(args.run)
     try:
         run.tokenizer(args.prompt)
     except LmlabError as err:
@@ -78,9 +79,6 @@ def sample_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Show a run's health findings again (and rebuild report.html with --report)."""
-    from lmlab.inspector import format_finding
-    from lmlab.inspector.report import reinspect
-
     findings = reinspect(Path(args.run), rebuild_report=args.report)
     print(json.dumps(findings, indent=2) if args.json else
           "\n".join(format_finding(f) for f in findings) if findings else "no problems found")
@@ -95,8 +93,6 @@ def inspect_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare finished runs: model, parameters, train/val/test NLL, bits/char, tokens/s, time; plot val curves."""
-    from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
-
     rows = compare_runs(args.runs)
     if args.plot:
         plot_val_curves(rows, args.plot)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from lmlab.export import export_hf, import_hf
 from lmlab.models import count_parameters
+from lmlab.run import load
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -12,9 +14,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     hf: config.json, model.safetensors and tokenizer files that AutoModelForCausalLM and AutoTokenizer
     load offline. onnx: model.onnx (input_ids -> logits), checked against onnxruntime when installed."""
-    from lmlab.training.run import load_run
-
-    run = load_run(args.run)
+    run = load(args.run)
     if args.format == "onnx":
         from lmlab.export.onnx import export_onnx
 
@@ -23,7 +23,6 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"onnxruntime logits within {diff:.1e} of lmlab's"
         print(f"wrote {out / 'model.onnx'}: input_ids (B, T) -> logits (B, T, V); {checked}")
         return 0
-    from lmlab.export import export_hf
 
     out = export_hf(run, args.out)
     print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}) "
@@ -40,8 +39,6 @@ def export_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Turn a local HF GPT-2 directory into an lmlab run that samples, evaluates and fine-tunes (--resume)."""
-    from lmlab.export import import_hf
-
     data = {k: v for k, v in {"source": args.data, "mode": args.mode}.items() if v is not None}
     run = import_hf(args.hf_dir, args.out, data)
     print(f"{run.run_dir}: GPT, {count_parameters(run.model):,} parameters, vocab {run.tokenizer.vocab_size}, "

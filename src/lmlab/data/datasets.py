@@ -18,6 +18,12 @@ from torch import Tensor
 IGNORE_INDEX = -100
 
 
+def next_token_targets(labels: Tensor) -> Tensor:
+    """(B, T) -> (B, T-1): what positions 0..T-2 predict. Labels align with the inputs, so position t is
+    scored against label t+1 (the HF convention); the last position has nothing left to predict."""
+    return labels[:, 1:]
+
+
 class TokenDataset(Protocol):
     block_size: int  # longest input a model sees from this dataset
 

@@ -1,5 +1,19 @@
-"""Carry lmlab models to other ecosystems: the HF transformers GPT-2 format (out and in)."""
+"""Carry lmlab models to other ecosystems: the HF transformers GPT-2 format (out and in), and ONNX."""
+
+from pathlib import Path
 
 from lmlab.export.hf import ExportError, export_hf, import_hf, load_hf_dir
 
-__all__ = ["ExportError", "export_hf", "import_hf", "load_hf_dir"]
+
+def export_run(run, format: str, out: str | Path) -> Path:  # noqa: A002 -- the CLI's --format
+    """Write `run` in `format` ("hf" or "onnx") into `out`; returns the folder."""
+    if format == "hf":
+        return export_hf(run, out)
+    if format == "onnx":
+        from lmlab.export.onnx import export_onnx  # needs the optional onnx packages
+
+        return export_onnx(run, out)[0]
+    raise ExportError(f"unknown export format {format!r}; choose hf or onnx")
+
+
+__all__ = ["ExportError", "export_hf", "export_run", "import_hf", "load_hf_dir"]

@@ -18,11 +18,13 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from lmlab.config import DataConfig
 from lmlab.errors import CheckpointError, LmlabError
 from lmlab.models.gpt import GPT, PRESETS, GPTConfig
 from lmlab.tokenizers import BOUNDARY, CharTokenizer, Tokenizer
 from lmlab.tokenizers.hf import HFTokenizer
-from lmlab.training.run import LoadedRun
+from lmlab.training.run_config import resolve_config
+from lmlab.training.run_dir import LoadedRun, RunDir
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 TO_HF_ACTIVATION = {"gelu_tanh": "gelu_new", "gelu": "gelu"}
@@ -247,12 +249,8 @@ def import_hf(hf_dir: str | Path, out: str | Path, data: dict[str, Any] | None =
     """Turn a GPT-2 directory into an lmlab run directory at `out` (step 0, fresh optimizer), which samples,
     evaluates, and fine-tunes with `lmlab train --out OUT --resume`. `data` sets the run's data section
     (source, mode, ...): what eval scores and fine-tuning trains on."""
-    from lmlab.config import DataConfig
-    from lmlab.training.run import resolve_config, write_run_files
-    from lmlab.training.trainer import Trainer
-
-    out = Path(out)
-    if (out / "config.json").exists():
+    out = RunDir(out)
+    if out.holds_run():
         raise CheckpointError(f"{out} already holds a run; choose another --out")
     model, tokenizer = load_hf_dir(hf_dir)
     data = {"block_size": min(model.config.block_size, DataConfig().block_size), **(data or {})}
@@ -264,6 +262,6 @@ def import_hf(hf_dir: str | Path, out: str | Path, data: dict[str, Any] | None =
     if config.data.block_size > model.config.block_size:
         raise ExportError(f"data.block_size {config.data.block_size} exceeds the model's context of "
                           f"{model.config.block_size}")
-    write_run_files(out, config, tokenizer, model.config.block_size)
-    Trainer(model, None, None, config.train, run_dir=out).save_checkpoint()  # the trainer's own format
+    with out:  # locked while written
+        out.create_untrained(config, tokenizer, model)
     return LoadedRun(out, config, tokenizer, model, 0)

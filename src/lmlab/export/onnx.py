@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from lmlab.export.hf import ExportError, hf_tokenizer_files
-from lmlab.training.run import LoadedRun
+from lmlab.training.run_dir import LoadedRun
 
 log = logging.getLogger(__name__)
 

@@ -284,7 +284,7 @@ class Inspector(Callback):
 
 
 def save_stats(stats: dict[str, Any], path: Path) -> None:
-    from lmlab.training.checkpoint import atomic_write_text
+    from lmlab.files import atomic_write_text
 
     atomic_write_text(path, json.dumps(stats, separators=(",", ":")) + "\n")
 

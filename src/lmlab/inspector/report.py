@@ -180,7 +180,7 @@ def render_report(stats: dict[str, Any], findings: list[dict[str, Any]], title: 
 
 
 def write_report(run_dir: str | Path, stats: dict[str, Any], findings: list[dict[str, Any]]) -> Path:
-    from lmlab.training.checkpoint import atomic_write_text
+    from lmlab.files import atomic_write_text
 
     path = Path(run_dir) / REPORT_FILE
     atomic_write_text(path, render_report(stats, findings, title=f"lmlab run {Path(run_dir).name}"))
@@ -192,8 +192,8 @@ def write_inspection(run_dir: Path, trainer) -> list[dict[str, Any]] | None:
     inspector was among the trainer's callbacks."""
     import json
 
+    from lmlab.files import atomic_write_text
     from lmlab.inspector import FINDINGS_FILE, Inspector, find_problems
-    from lmlab.training.checkpoint import atomic_write_text
 
     inspector = next((c for c in trainer.callbacks if isinstance(c, Inspector)), None)
     if inspector is None or not inspector.stats:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = -100
+from lmlab.data.datasets import IGNORE_INDEX, next_token_targets
 
 
 @dataclass
@@ -22,17 +22,16 @@ class ModelOutput:
     past_key_values: Any = None  # a model's incremental state (KV cache, RNN hidden state) when use_cache
 
 
-def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+def causal_lm_loss(logits: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
     """HF convention: labels align with input_ids, so logits at t are scored against labels at t+1.
 
     F.cross_entropy fuses log-softmax and NLL: it subtracts the max logit before exponentiating, so large
     logits cannot overflow, and its backward is the analytic softmax - onehot.
     """
     shift_logits = logits[:, :-1, :].float()  # (B, T-1, V)
-    shift_labels = labels[:, 1:]  # (B, T-1)
-    return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX
-    )
+    shift_labels = next_token_targets(labels)  # (B, T-1)
+    return F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction=reduction)
 
 
 class LanguageModel(Protocol):

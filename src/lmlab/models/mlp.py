@@ -18,8 +18,6 @@ from lmlab.errors import ConfigError
 from lmlab.models.base import ModelOutput, causal_lm_loss, left_pad_windows
 from lmlab.models.generation import GenerationMixin
 
-TANH_GAIN = 5 / 3
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MLPConfig:

@@ -6,7 +6,6 @@ forecast.png.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from lmlab.series.conv_lstm import ConvLSTMForecaster, ConvLSTMForecasterConfig
 from lmlab.series.data import SYNTHETIC, WindowDataset, load_series, split_time
 from lmlab.series.linear import LinearForecaster, LinearForecasterConfig
 from lmlab.series.mlp import MLPForecaster, MLPForecasterConfig
-from lmlab.training.checkpoint import atomic_write_text
+from lmlab.training.run_dir import CONFIG_FILE, SUMMARY_FILE, RunDir
+from lmlab.training.trainer import Trainer
 
 # name -> (config class, model class, training defaults that suit it)
 FORECASTERS: dict[str, tuple[type, type, dict[str, Any]]] = {
@@ -102,18 +102,21 @@ def run_forecast(
     # Validation windows end at each step from `split` on, so their inputs reach back into the training part.
     val_data = WindowDataset(series[split - model_config.window :], model_config.window)
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     saved = {"data": {"source": source, "split_time": split, "period": period,
                       "shuffle_buffer": shuffle_buffer},
              "model": {"name": model_name, **to_dict(model_config)}, "train": to_dict(train_config)}
-    atomic_write_text(out / "config.json", json.dumps(saved, indent=2) + "\n")
-    (out / "metrics.jsonl").unlink(missing_ok=True)
-
     torch.manual_seed(train_config.seed)
     model = model_cls(model_config)
-    trainer = Trainer(model, train_data, val_data, train_config, run_dir=out, callbacks=callbacks).fit()
+    with RunDir(out) as out:  # locked: one writer at a time
+        out.clear()
+        out.write_json(CONFIG_FILE, saved)
+        trainer = Trainer(model, train_data, val_data, train_config, run_dir=out, callbacks=callbacks).fit()
+        return _finish(out, model_name, trainer, series, split, period, val_data)
 
+
+def _finish(out: RunDir, model_name: str, trainer: Trainer, series: np.ndarray, split: int, period: int | None,
+            val_data: WindowDataset) -> ForecastResult:
+    """Score the model and every baseline on the validation part; write the plot and summary.json."""
     actual = series[split:]
     forecast = predict(trainer.model, val_data)
     scores = {model_name: errors(actual, forecast)}
@@ -123,7 +126,7 @@ def run_forecast(
     result.plot = plot_forecast(result, out / "forecast.png")
     summary = {"model": model_name, "steps": trainer.step, "split_time": split, "period": period,
                "validation_steps": len(actual), "scores": scores}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    out.write_json(SUMMARY_FILE, summary)
     return result
 
 

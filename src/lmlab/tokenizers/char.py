@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 
 from lmlab.errors import TokenizerError
+from lmlab.files import atomic_write_text
 
 BOUNDARY = "<|endoftext|>"
 
@@ -36,11 +36,8 @@ def checked_ids(ids: Iterable[int] | torch.Tensor, vocab_size: int) -> list[int]
 
 
 def save_json(data: dict, path: str | Path) -> None:
-    """Write a tokenizer file through a temporary name, so a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write a tokenizer file atomically, so a crash never leaves half a file."""
+    atomic_write_text(Path(path), json.dumps(data, ensure_ascii=False, indent=1))
 
 
 class CharTokenizer:

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class Callback:
+    name: str | None = None  # the key of this callback's state in a checkpoint (default: the class name)
+
     def on_train_begin(self, trainer: Trainer) -> None: ...
 
     def on_step_begin(self, trainer: Trainer) -> None: ...
@@ -31,6 +33,9 @@ class Callback:
     def on_step_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
 
     def on_eval_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+
+    def on_checkpoint(self, trainer: Trainer) -> None:
+        """Just before the trainer writes a checkpoint into the run folder."""
 
     def on_train_end(self, trainer: Trainer) -> None: ...
 
@@ -134,7 +139,8 @@ class ModelCheckpoint(Callback):
         if monitor not in ("val_loss", "loss"):
             raise ValueError(f"monitor must be 'val_loss' or 'loss', got {monitor!r}")
         self.dirpath, self.monitor, self.save_top_k, self.save_last = dirpath, monitor, save_top_k, save_last
-        self.kept: list[tuple[float, str]] = []  # (score, file), best first
+        self.kept: list[tuple[float, str]] = []  # (score, file name in the folder), best first
+        self._folder: Path | None = None
 
     def _dir(self, trainer: Trainer) -> Path | None:
         base = self.dirpath or (trainer.run_dir / "checkpoints" if trainer.run_dir is not None else None)
@@ -154,12 +160,16 @@ class ModelCheckpoint(Callback):
             return
         if len(self.kept) >= self.save_top_k and value >= self.kept[-1][0]:
             return
-        path = folder / f"step{trainer.step:07d}-{self.monitor}{value:.4f}.safetensors"
-        save_weights(trainer.model, path, trainer.step)
-        self.kept = sorted([*self.kept, (value, str(path))])
+        name = f"step{trainer.step:07d}-{self.monitor}{value:.4f}.safetensors"
+        save_weights(trainer.model, folder / name, trainer.step)
+        self.kept = sorted([*self.kept, (value, name)])
         for _, dropped in self.kept[self.save_top_k:]:
-            Path(dropped).unlink(missing_ok=True)
+            (folder / dropped).unlink(missing_ok=True)
         self.kept = self.kept[: self.save_top_k]
+        self._folder = folder
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self._folder = self._dir(trainer)
 
     def on_eval_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if self.monitor == "val_loss":
@@ -171,13 +181,17 @@ class ModelCheckpoint(Callback):
 
     @property
     def best_model_path(self) -> str | None:
-        return self.kept[0][1] if self.kept else None
+        return str(self._folder / self.kept[0][1]) if self.kept and self._folder is not None else None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kept": self.kept}
+        return {"kept": self.kept}  # file names only: a copied or moved run keeps and deletes its own files
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.kept = [tuple(k) for k in state.get("kept", [])]
+        kept = []
+        for score, name in state.get("kept", []):
+            name = Path(name).name  # older checkpoints kept full paths; never follow one out of the folder
+            kept.append((float(score), name))
+        self.kept = kept
 
 
 class ReduceLROnPlateau(_Monitor):

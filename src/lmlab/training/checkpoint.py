@@ -17,59 +17,20 @@ import safetensors.torch
 import torch
 
 from lmlab.errors import CheckpointError, LmlabError
+from lmlab.files import atomic_write, sync_dir, temporary_path, write_synced
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
 
 
-STATE_KEYS = frozenset({"step", "tokens_seen", "nonfinite_steps", "train_seconds", "last_val_loss", "optimizer",
-                        "rng", "callbacks"})
+# What every trainer state holds: today's layout (named parts, see checkpointer.py) or the flat one before it.
+STATE_KEYS = frozenset({"step", "progress", "rng", "callbacks"})
+FLAT_STATE_KEYS = frozenset({"step", "tokens_seen", "nonfinite_steps", "train_seconds", "last_val_loss", "optimizer",
+                             "rng", "callbacks"})
 
 
 class NonFiniteModel(LmlabError):
     """The model holds NaN or inf; saving it would replace the last good checkpoint."""
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
-def _write_synced(path: Path, write) -> None:
-    """write(path), then fsync, so a rename that follows can never expose a half-written file."""
-    write(path)
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _sync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), fsync it, then rename over `path` (atomic on POSIX within one folder).
-    If `write` fails, the temporary file is removed and `path` is left as it was."""
-    tmp = _tmp(path)
-    try:
-        _write_synced(tmp, write)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    _sync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _save_model(model: torch.nn.Module, path: Path, step: int) -> None:
@@ -104,15 +65,15 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tens
     try:
         for path, write in ((trainer_state, lambda tmp: torch.save(state, tmp)),
                             (weights, lambda tmp: _save_model_or_dict(model, tmp, state["step"]))):
-            pending.append(_tmp(path))
-            _write_synced(_tmp(path), write)
+            pending.append(temporary_path(path))
+            write_synced(temporary_path(path), write)
     except BaseException:
         for tmp in pending:
             tmp.unlink(missing_ok=True)
         raise
-    os.replace(_tmp(weights), weights)
-    os.replace(_tmp(trainer_state), trainer_state)
-    _sync_dir(run_dir)
+    os.replace(temporary_path(weights), weights)
+    os.replace(temporary_path(trainer_state), trainer_state)
+    sync_dir(run_dir)
 
 
 def load_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -124,7 +85,7 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tens
         model.update(weights)
     else:
         weights_step = load_weights(model, run_dir / MODEL_FILE)
-    trainer_state, pending = run_dir / STATE_FILE, _tmp(run_dir / STATE_FILE)
+    trainer_state, pending = run_dir / STATE_FILE, temporary_path(run_dir / STATE_FILE)
     state = load_state(trainer_state) if trainer_state.is_file() or not pending.is_file() else None
     if (state is None or state.get("step") != weights_step) and pending.is_file():
         try:
@@ -225,10 +186,6 @@ def set_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> Non
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
 
 
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
 def load_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: no trainer state ({path.name} is missing); cannot resume")
@@ -236,7 +193,7 @@ def load_state(path: Path) -> dict[str, Any]:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 -- a truncated zip or a foreign file: any failure means the same thing here
         raise CheckpointError(f"{path}: unreadable or corrupted trainer state ({type(err).__name__})") from None
-    if not isinstance(state, dict) or not state.keys() >= STATE_KEYS:
+    if not isinstance(state, dict) or not (state.keys() >= STATE_KEYS or state.keys() >= FLAT_STATE_KEYS):
         raise CheckpointError(f"{path}: not an lmlab trainer state (keys missing)")
     return state
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from lmlab.data.datasets import IGNORE_INDEX, TokenDataset
+from lmlab.data.datasets import IGNORE_INDEX, TokenDataset, next_token_targets
+from lmlab.models.base import causal_lm_loss
 
 
 @torch.no_grad()
@@ -24,13 +24,8 @@ def mean_nll(
     total, count = 0.0, 0
     for input_ids, labels in dataset.iter_batches(batch_size, max_tokens):
         input_ids, labels = input_ids.to(device), labels.to(device)
-        logits = model(input_ids).logits[:, :-1].float()  # (B, T-1, V)
-        targets = labels[:, 1:]
-        total += float(
-            F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                            ignore_index=IGNORE_INDEX, reduction="sum")
-        )
-        count += int((targets != IGNORE_INDEX).sum())
+        total += float(causal_lm_loss(model(input_ids).logits, labels, reduction="sum"))
+        count += int((next_token_targets(labels) != IGNORE_INDEX).sum())
     model.train(was_training)
     return (total / count if count else float("nan")), count
 

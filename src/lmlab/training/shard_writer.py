@@ -19,8 +19,8 @@ from lmlab import __version__
 from lmlab.data import load_corpus
 from lmlab.data.shards import FORMAT_VERSION, META_FILE, shard_dtype
 from lmlab.errors import ConfigError, DataError
+from lmlab.files import atomic_write_text
 from lmlab.tokenizers import CharTokenizer, Tokenizer, encode_large, fit_tokenizer
-from lmlab.training.checkpoint import atomic_write_text
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -11,7 +11,6 @@ Counted models (n-grams) take one counting pass.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -23,18 +22,23 @@ import torch
 from tqdm.auto import tqdm
 
 from lmlab.config import TrainConfig
-from lmlab.data.datasets import IGNORE_INDEX, TokenDataset
+from lmlab.data.datasets import IGNORE_INDEX, TokenDataset, next_token_targets
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.training import checkpoint as ckpt
 from lmlab.training import performance as perf
 from lmlab.training.callbacks import Callback
+from lmlab.training.checkpointer import CallbackStates, Checkpointer, StateOf, upgrade
 from lmlab.training.distributed import Parallel
 from lmlab.training.ema import WeightAverage
+from lmlab.training.run_dir import RunDir
 from lmlab.training.schedule import lr_at
 from lmlab.training.scoring import mean_loss, mean_nll
 
 log = logging.getLogger(__name__)
 
+# The trainer's own attributes a checkpoint keeps, as the "progress" part.
+PROGRESS_ATTRIBUTES = ("step", "tokens_seen", "nonfinite_steps", "train_seconds", "last_val_loss", "lr_scale",
+                       "last_eval_step")
 MAX_NONFINITE_IN_A_ROW = 5
 
 
@@ -65,7 +69,7 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig, fused: bool = F
 
 def predicted_tokens(labels: torch.Tensor) -> int:
     """Targets a language-model batch scores: labels are shifted inside the model, -100 is ignored."""
-    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+    return int((next_token_targets(labels) != IGNORE_INDEX).sum())
 
 
 def accumulate_gradients(model: torch.nn.Module, batches, *, total_tokens: float, world_size: int = 1,
@@ -107,14 +111,13 @@ class Trainer:
         self.model = model.to(self.device)
         self.train_data = train_data
         self.val_data = val_data if val_data is not None and len(val_data) else None
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_dir = RunDir(run_dir) if run_dir is not None else None
         if self.run_dir is not None:  # from the Python API the folder need not exist yet
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.run_dir.path.mkdir(parents=True, exist_ok=True)
         self.callbacks = list(callbacks)
         counted = getattr(model, "counted", False)
         # The module the step calls: compiled and/or wrapped for DDP/FSDP (FSDP shards self.model in place).
         self.train_model = self.model if counted else self.parallel.wrap(self.model, self.device, config.compile)
-        self._wrapped = self.model
         self.optimizer = build_optimizer(self.model, config, fused=perf.fused_adamw_available(self.device))
         if config.ema_decay and self.parallel.mode == "fsdp" and self.parallel.world_size > 1:
             raise ConfigError("train.ema_decay does not work with FSDP yet (the average would need sharding); "
@@ -131,7 +134,8 @@ class Trainer:
         self.lr_scale = 1.0  # callbacks (ReduceLROnPlateau, LearningRateScheduler) scale the scheduled rate
         self._stop = False
         self._interrupted = False
-        self._last_eval_step: int | None = None
+        self.last_eval_step: int | None = None
+        self.checkpointer = self._checkpointer()
 
     # -- control ------------------------------------------------------------------------------------------
 
@@ -145,32 +149,39 @@ class Trainer:
         self._interrupted = True
         self._stop = True
 
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
+
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
-            getattr(callback, hook)(self, *args)
+            method = getattr(callback, hook, None)  # a callback need not subclass Callback
+            if method is not None:
+                method(self, *args)
 
     # -- metrics and checkpoints --------------------------------------------------------------------------
 
     def _write_metric(self, record: dict[str, Any]) -> None:
         if self.run_dir is not None and self.parallel.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+            self.run_dir.append_metric(record)
+
+    def _checkpointer(self) -> Checkpointer:
+        """The parts a checkpoint's trainer state is made of."""
+        parts = Checkpointer()
+        parts.register("progress", StateOf(
+            lambda: {k: getattr(self, k) for k in PROGRESS_ATTRIBUTES},
+            lambda state: [setattr(self, k, state[k]) for k in PROGRESS_ATTRIBUTES if k in state]))
+        parts.register("rng", StateOf(lambda: ckpt.rng_state(self.data_generator),
+                                      lambda state: ckpt.set_rng_state(state, self.data_generator)))
+        if self.optimizer is not None:
+            parts.register("optimizer", self.optimizer)
+        if self.average is not None:  # the raw weights: the model file holds the average
+            parts.register("average", StateOf(self.average.raw_weights, self.average.restore))
+        parts.register("callbacks", CallbackStates(self.callbacks))
+        return parts
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "tokens_seen": self.tokens_seen,
-            "nonfinite_steps": self.nonfinite_steps,
-            "train_seconds": self.train_seconds,
-            "last_val_loss": self.last_val_loss,
-            "lr_scale": self.lr_scale,
-            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
-            "rng": ckpt.rng_state(self.data_generator),
-            "callbacks": json.dumps([c.state_dict() for c in self.callbacks]),
-            "last_eval_step": self._last_eval_step,
-            "data_fingerprint": ckpt.data_fingerprint(self.train_data),
-            **({"raw_weights": self.average.raw_weights()} if self.average is not None else {}),
-        }
+        return self.checkpointer.state_dict(self.step, data_fingerprint=ckpt.data_fingerprint(self.train_data))
 
     def _averaged(self):
         """The weight average in the model, where there is one: what evaluation and checkpoints see."""
@@ -179,62 +190,56 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.run_dir is None:
             return
+        self._emit("on_checkpoint")
         if self.parallel.mode == "fsdp" and self.parallel.world_size > 1:
             self._save_sharded_checkpoint()
         elif self.parallel.is_main:
             with self._averaged():  # the file holds the averaged weights that sample/eval/export use
-                ckpt.save_checkpoint(self.run_dir, self.model, self.state_dict())
+                ckpt.save_checkpoint(self.run_dir.path, self.model, self.state_dict())
         self.parallel.barrier()  # nobody reads or resumes from a checkpoint still being written
 
     def _save_sharded_checkpoint(self) -> None:
         """FSDP: gather full weights and optimizer state (every rank takes part), rank 0 writes them."""
         model_state, optim_state = self.parallel.full_state(self.model, self.optimizer)
         if self.parallel.is_main:
-            ckpt.save_checkpoint(self.run_dir, model_state, {**self.state_dict(), "optimizer": optim_state})
+            ckpt.save_checkpoint(self.run_dir.path, model_state, {**self.state_dict(), "optimizer": optim_state})
 
     def load_checkpoint(self, run_dir: str | Path) -> None:
         """Restore weights, optimizer, step, RNG and callback state; truncate metrics logged after it."""
-        run_dir = Path(run_dir)
+        run_dir = RunDir(run_dir)
         sharded = self.parallel.mode == "fsdp" and self.parallel.world_size > 1
         weights: dict[str, torch.Tensor] = {}  # FSDP: full weights, scattered to the shards below
-        state = ckpt.load_checkpoint(run_dir, weights if sharded else self.model)
+        state = upgrade(ckpt.load_checkpoint(run_dir.path, weights if sharded else self.model))
         if state.get("data_fingerprint") not in (None, ckpt.data_fingerprint(self.train_data)):
             raise ckpt.CheckpointError(
                 f"{run_dir}: the training data differ from the data this checkpoint was trained on; resume on "
                 "the same data, or start a new run"
             )
-        self.step = state["step"]
-        self.tokens_seen = state["tokens_seen"]
-        self.nonfinite_steps = state["nonfinite_steps"]
-        self.train_seconds = state["train_seconds"]
-        self.last_val_loss = state["last_val_loss"]
-        self._last_eval_step = state.get("last_eval_step")
-        self.lr_scale = state.get("lr_scale", 1.0)
+        try:
+            self.checkpointer.load_state_dict(state, skip=("optimizer",) if sharded or not state.get("optimizer")
+                                              else ())
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+            raise ckpt.CheckpointError(f"{run_dir}: the trainer state does not fit this run "
+                                       f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+                                       ) from None
         if sharded:
             self.parallel.load_full_state(self.model, self.optimizer, weights, state["optimizer"])
-        elif self.optimizer is not None and state["optimizer"]:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.average is not None:
-            self.average.restore(state.get("raw_weights"))
-        elif "raw_weights" in state:  # averaged before, not now: train on from the raw weights
+        if self.average is not None and state.get("average") is None:
+            self.average.restore(None)  # the loaded weights become both the average and the raw weights
+        if self.average is None and state.get("average") is not None:
+            # Averaged before, not now: train on from the raw weights.
             with torch.no_grad():
                 for param, raw in zip((p for p in self.model.parameters() if p.requires_grad),
-                                      state["raw_weights"], strict=True):
+                                      state["average"], strict=True):
                     param.copy_(raw)
-        ckpt.set_rng_state(state["rng"], self.data_generator)
-        for callback, cb_state in zip(self.callbacks, json.loads(state["callbacks"]), strict=False):
-            callback.load_state_dict(cb_state)
-        metrics = run_dir / "metrics.jsonl"
-        if metrics.is_file() and self.parallel.is_main:  # drop records written after this checkpoint
-            kept = [line for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines()
-                    if _record_step(line) is not None and _record_step(line) <= self.step]
-            ckpt.atomic_write_text(metrics, "".join(line + "\n" for line in kept))
+        if self.parallel.is_main:  # drop records written after this checkpoint
+            run_dir.truncate_metrics(self.step)
 
     # -- evaluation ---------------------------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, Any] | None:
         if self.val_data is None:
-            self._last_eval_step = self.step
+            self.last_eval_step = self.step
             return None
         # A dataset with `count_targets` is not a token dataset (series, images): average the model's loss.
         evaluate = mean_loss if hasattr(self.val_data, "count_targets") else mean_nll
@@ -242,7 +247,7 @@ class Trainer:
             val_loss, tokens = evaluate(self.model, self.val_data, batch_size=self.config.batch_size * 4,
                                         device=self.device, max_tokens=self.config.eval_max_tokens)
             self.last_val_loss = val_loss
-            self._last_eval_step = self.step
+            self.last_eval_step = self.step
             record = {"step": self.step, "val_loss": round(val_loss, 6), "val_tokens": tokens}
             self._write_metric(record)
             self._emit("on_eval_end", record)
@@ -304,7 +309,7 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             bar.close()
-        if not self._interrupted and self._last_eval_step != self.step:
+        if not self._interrupted and self.last_eval_step != self.step:
             self.evaluate()
         self.save_checkpoint()
         if self.average is not None:  # as Keras' use_ema: after fit() the model holds the average
@@ -325,8 +330,7 @@ class Trainer:
         count = getattr(self.train_data, "count_targets", predicted_tokens)
         local_tokens = sum(count(y) for _, y in batches)
         tokens = int(self.parallel.sum(torch.tensor(float(local_tokens), device=self.device)))
-        # A model swapped in after construction (a test's or a callback's wrapper) runs as given.
-        train_model = self.train_model if self.model is self._wrapped else self.model
+        train_model = self.train_model
         loss = accumulate_gradients(
             train_model, batches, total_tokens=tokens, world_size=self.parallel.world_size,
             autocast=perf.autocast(self.device, self.dtype),
@@ -372,14 +376,6 @@ class Trainer:
         self.save_checkpoint()
         self._emit("on_train_end")
         return self
-
-
-def _record_step(line: str) -> int | None:
-    try:
-        step = json.loads(line).get("step")
-    except (ValueError, AttributeError):
-        return None
-    return step if isinstance(step, int) else None
 
 
 def _fmt(value: float | None) -> str:

@@ -6,7 +6,6 @@ feature_maps/step_*.png and feature_maps.html.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,13 @@ import torch
 
 from lmlab.config import TrainConfig, build_config, to_dict
 from lmlab.errors import DataError
-from lmlab.training.checkpoint import atomic_write_text
+from lmlab.training.run_dir import CONFIG_FILE, SUMMARY_FILE, RunDir
+from lmlab.training.trainer import Trainer
 from lmlab.vision.convnet import ConvNet, ConvNetConfig
 from lmlab.vision.data import load_images
 from lmlab.vision.feature_maps import FeatureMapCallback, accuracy
 
+CLASSES_FILE = "classes.json"
 TRAIN_DEFAULTS: dict[str, Any] = {"lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 20, "batch_size": 64,
                                   "max_steps": 500, "eval_interval": 100}
 
@@ -48,8 +49,6 @@ def run_classify(
     train_values: dict[str, Any] | None = None,
     callbacks: tuple = (),
 ) -> ClassifyResult:
-    from lmlab.training.trainer import Trainer
-
     images = load_images(source, image_size=image_size, grayscale=grayscale)
     train_config = build_config(TrainConfig, {**TRAIN_DEFAULTS, **(train_values or {})}, "train")
     if not 0 < val_fraction < 1:
@@ -63,31 +62,33 @@ def run_classify(
         "n_classes": len(images.class_names), **(model_values or {}),
     }, "model")
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     saved = {"data": {"source": source, "image_size": image_size, "grayscale": grayscale,
                       "val_fraction": val_fraction},
              "model": {"name": "convnet", **to_dict(model_config)}, "train": to_dict(train_config)}
-    atomic_write_text(out / "config.json", json.dumps(saved, indent=2) + "\n")
-    atomic_write_text(out / "classes.json", json.dumps(images.class_names) + "\n")
-    (out / "metrics.jsonl").unlink(missing_ok=True)
-
     torch.manual_seed(train_config.seed)
     model = ConvNet(model_config)
-    # The same few validation images at every evaluation, so the pictures differ only by training.
-    shown = splits["val"].images[:num_images]
-    maps = FeatureMapCallback(out, shown, splits["val"])
-    trainer = Trainer(model, splits["train"], splits["val"], train_config, run_dir=out,
-                      callbacks=[maps, *callbacks]).fit()
+    with RunDir(out) as out:  # locked: one writer at a time
+        out.clear()
+        out.write_json(CONFIG_FILE, saved)
+        out.write_json(CLASSES_FILE, images.class_names)
+        # The same few validation images at every evaluation, so the pictures differ only by training.
+        shown = splits["val"].images[:num_images]
+        maps = FeatureMapCallback(out.path, shown, splits["val"])
+        trainer = Trainer(model, splits["train"], splits["val"], train_config, run_dir=out,
+                          callbacks=[maps, *callbacks]).fit()
+        return _finish(out, source, images.class_names, trainer, splits)
 
+
+def _finish(out: RunDir, source: str, class_names: list[str], trainer, splits) -> ClassifyResult:
+    """Score validation and train accuracy against chance; write summary.json."""
     val_accuracy = accuracy(trainer.model, splits["val"])
     chance = float(torch.bincount(splits["val"].labels).max()) / len(splits["val"])
     result = ClassifyResult(val_accuracy, accuracy(trainer.model, splits["train"]), chance,
-                            images.class_names, len(splits["train"]), len(splits["val"]), trainer.step,
+                            class_names, len(splits["train"]), len(splits["val"]), trainer.step,
                             out / "feature_maps.html")
-    summary = {"data": source, "classes": images.class_names, "steps": trainer.step,
+    summary = {"data": source, "classes": class_names, "steps": trainer.step,
                "train_images": result.num_train, "val_images": result.num_val,
                "val_accuracy": val_accuracy, "train_accuracy": result.train_accuracy, "chance": chance,
                "val_loss": trainer.last_val_loss}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    out.write_json(SUMMARY_FILE, summary)
     return result

@@ -1,0 +1,84 @@
+"""A run's configuration: the data, model and train sections resolved into frozen dataclasses, and the model
+that config names, built with the sizes only the data knows.
+
+Layers, weakest first: TrainConfig's defaults < the model's own training defaults (models.REGISTRY) <
+a config file < named command-line options < `--set section.key=value`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lmlab import __version__
+from lmlab.config import DataConfig, TrainConfig, build_config, merge, to_dict
+from lmlab.errors import ConfigError
+from lmlab.models import DEFAULT_MODEL, REGISTRY
+from lmlab.tokenizers import Tokenizer
+
+SECTIONS = ("data", "model", "train")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunConfig:
+    data: DataConfig
+    model_name: str
+    model: Any  # the chosen model's config dataclass
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lmlab_version": __version__,
+            "data": to_dict(self.data),
+            "model": {"name": self.model_name, **to_dict(self.model)},
+            "train": to_dict(self.train),
+        }
+
+
+def merge_layers(*layers: dict[str, Any]) -> dict[str, Any]:
+    """{section: {key: value}} dicts merged left to right: later layers win."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = merge(merged, layer)
+    return merged
+
+
+def resolve_config(values: dict[str, Any] | RunConfig) -> RunConfig:
+    """{'data': {...}, 'model': {'name': ..., ...}, 'train': {...}} -> RunConfig, layering the model's own
+    training defaults between TrainConfig's defaults and the user's values."""
+    if isinstance(values, RunConfig):
+        return values
+    if not isinstance(values, dict):
+        raise ConfigError(f"a config is a dict of sections ({', '.join(SECTIONS)}), got {type(values).__name__}")
+    values = {k: v for k, v in values.items() if k != "lmlab_version"}
+    unknown = sorted(set(values) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown config section {unknown[0]!r}; sections are {', '.join(SECTIONS)}")
+    for section in SECTIONS:
+        if not isinstance(values.get(section, {}), dict):
+            raise ConfigError(f"config section {section!r} must be a table of key = value, got "
+                              f"{type(values[section]).__name__}")
+    model_values = dict(values.get("model", {}))
+    name = model_values.pop("name", None) or DEFAULT_MODEL
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(REGISTRY)}")
+    spec = REGISTRY[name]
+    train_values = merge({"train": spec.train_defaults}, {"train": values.get("train", {})})["train"]
+    return RunConfig(
+        data=build_config(DataConfig, dict(values.get("data", {})), "data"),
+        model_name=name,
+        model=build_config(spec.config_cls, model_values, "model"),
+        train=build_config(TrainConfig, train_values, "train"),
+    )
+
+
+def build_model(config: RunConfig, tokenizer: Tokenizer, block_size: int) -> torch.nn.Module:
+    """The registered model with the sizes only the data knows filled in, initialised from train.seed."""
+    model_config = dataclasses.replace(
+        config.model, vocab_size=tokenizer.vocab_size, block_size=block_size, pad_id=tokenizer.boundary_id
+    )
+    torch.manual_seed(config.train.seed)
+    return REGISTRY[config.model_name].model_cls(model_config)

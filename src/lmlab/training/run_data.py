@@ -1,0 +1,133 @@
+"""A run's data: load the source, split it deterministically, fit the tokenizer on the training split (or
+take the run's own, on resume) and encode every split. A folder made by `lmlab data prepare` is opened as
+memory-mapped shards instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lmlab.config import DataConfig
+from lmlab.data import LinesDataset, StreamDataset, TokenDataset, load_corpus, split_indices
+from lmlab.data.shards import is_prepared, open_shards
+from lmlab.errors import CheckpointError, ConfigError, DataError, TokenizerError
+from lmlab.tokenizers import CharTokenizer, Tokenizer, fit_tokenizer, load_tokenizer, tokenizer_kind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    tokenizer: Tokenizer
+    mode: str
+    splits: dict[str, TokenDataset]
+    texts: dict[str, list[str]]  # lines mode: the raw examples of each split (for sample novelty)
+
+
+def _lines(documents: list[str], max_chars: int) -> list[str]:
+    lines = [line.rstrip("\r") for doc in documents for line in doc.split("\n")]
+    lines = [line for line in lines if line.strip()]
+    too_long = [i for i, line in enumerate(lines) if len(line) > max_chars]
+    if too_long:
+        raise DataError(
+            f"line {too_long[0] + 1} has {len(lines[too_long[0]]):,} characters, over data.max_line_chars="
+            f"{max_chars}; use --mode stream for running text, or raise data.max_line_chars"
+        )
+    return lines
+
+
+def _encode_known(tokenizer: Tokenizer, text: str, add_boundary: bool = False) -> list[int] | None:
+    try:
+        return tokenizer(text, add_boundary=add_boundary).input_ids
+    except TokenizerError:
+        return None
+
+
+def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> RunData:
+    """Load the source, split it deterministically, fit the tokenizer on the training split (unless one is
+    given, as on resume) and encode every split. A folder made by `lmlab data prepare` is read as is."""
+    if is_prepared(config.source):
+        return _prepared_folder(config, tokenizer)
+    corpus = load_corpus(config.source, config.encoding)
+    mode = config.mode or corpus.default_mode
+    if mode == "lines":
+        lines = _lines(corpus.documents, config.max_line_chars)
+        if len(lines) < 2:
+            raise DataError(f"{config.source}: lines mode needs at least 2 examples, found {len(lines)}")
+        index = split_indices(len(lines), config.val_fraction, config.test_fraction, config.split_seed)
+        texts = {name: [lines[i] for i in rows] for name, rows in index.items()}
+        tokenizer = tokenizer or fit_tokenizer(config.tokenizer, texts["train"], config.vocab_size)
+        splits: dict[str, TokenDataset] = {}
+        for name, examples in texts.items():
+            encoded = [_encode_known(tokenizer, t, add_boundary=True) for t in examples]
+            dropped = sum(e is None for e in encoded)
+            if dropped and name == "train":
+                raise CheckpointError(
+                    f"the tokenizer does not cover {dropped} training example(s): this data does not match "
+                    "the run's tokenizer"
+                )
+            if dropped:
+                log.warning("%s: %d example(s) with characters unseen in training were left out", name, dropped)
+            splits[name] = LinesDataset([e + [tokenizer.boundary_id] for e in encoded if e is not None],
+                                        pad_id=tokenizer.boundary_id)
+        return RunData(tokenizer, mode, splits, texts)
+
+    text = "\n".join(corpus.documents)
+    n_val, n_test = int(len(text) * config.val_fraction), int(len(text) * config.test_fraction)
+    n_train = len(text) - n_val - n_test
+    parts = {"train": text[:n_train], "val": text[n_train : n_train + n_val], "test": text[n_train + n_val :]}
+    if len(parts["train"]) <= config.block_size:  # no tokenizer makes more tokens than characters
+        raise DataError(
+            f"{config.source}: the training split has {len(parts['train'])} characters, not more than the "
+            f"context of {config.block_size}; use more text or a smaller data.block_size"
+        )
+    tokenizer = tokenizer or fit_tokenizer(config.tokenizer, [parts["train"]], config.vocab_size)
+    splits = {}
+    for name, part in parts.items():
+        known = part
+        if name != "train" and isinstance(tokenizer, CharTokenizer):  # word/bpe encode anything
+            known = "".join(c for c in part if c in tokenizer.char_to_id)
+        if len(known) < len(part):
+            log.warning("%s: %d character(s) unseen in training were left out", name, len(part) - len(known))
+        ids = _encode_known(tokenizer, known)
+        if ids is None:
+            raise CheckpointError("the training text has characters the run's tokenizer lacks: data mismatch")
+        splits[name] = StreamDataset(torch.tensor(ids, dtype=torch.long), config.block_size)
+    if len(splits["train"]) <= config.block_size:
+        raise DataError(
+            f"{config.source}: the training split has {len(splits['train'])} tokens, not more than the context "
+            f"of {config.block_size}; use more text or a smaller data.block_size"
+        )
+    return RunData(tokenizer, mode, splits, {})
+
+
+def _prepared_folder(config: DataConfig, tokenizer: Tokenizer | None) -> RunData:
+    if config.mode == "lines":
+        raise ConfigError(f"{config.source} holds prepared token shards, which train in stream mode only")
+    _, splits = open_shards(config.source, config.block_size)
+    own = load_tokenizer(Path(config.source) / "tokenizer.json")
+    if tokenizer is not None and tokenizer != own:
+        raise CheckpointError(f"{config.source}: its tokenizer differs from the run's; data mismatch")
+    if len(splits["train"]) <= config.block_size:
+        raise DataError(f"{config.source}: the training split has {len(splits['train'])} tokens, not more than "
+                        f"the context of {config.block_size}; use a smaller data.block_size")
+    return RunData(own, "stream", splits, {})
+
+
+def resolved_data_config(config: DataConfig, data: RunData) -> DataConfig:
+    """The data config as the run really used it (the mode and, for a prepared folder, its tokenizer)."""
+    kind = tokenizer_kind(data.tokenizer)
+    vocab_size = 0 if kind == "char" else data.tokenizer.vocab_size
+    return dataclasses.replace(config, mode=data.mode, tokenizer=kind, vocab_size=vocab_size)
+
+
+
+
+def context_length(data: RunData) -> int:
+    """The longest window any split holds: the context the model is built for."""
+    return max(ds.block_size for ds in data.splits.values())

@@ -1,0 +1,279 @@
+"""The run folder. One class owns its layout and every read and write in it: the file names, atomic JSON
+writes, the metrics log, the exclusive lock a writer holds, paths kept relative so a copied or moved run
+still works, and the checks that a folder holds a run at all.
+
+    RUN/config.json         the fully resolved config (data, model, train), with the model's context
+    RUN/tokenizer.json      the tokenizer the run was trained with
+    RUN/model.safetensors   the weights (the weight average, when train.ema_decay is on)
+    RUN/trainer_state.pt    optimizer, step, random states, callbacks (loaded with weights_only=True)
+    RUN/metrics.jsonl       one JSON record per logged step and per evaluation, deterministic
+    RUN/summary.json        NLL per split, size, speed and time, written when training ends
+    RUN/inspect.json, findings.json, report.html   the inspector's statistics, findings and page
+    RUN/checkpoints/        the best weights kept by ModelCheckpoint
+    RUN/.lock               held (flock) by the one process writing into the run
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmlab.errors import CheckpointError
+from lmlab.files import atomic_write_text
+from lmlab.tokenizers import Tokenizer, load_tokenizer
+from lmlab.training.checkpoint import (
+    MODEL_FILE,
+    STATE_FILE,
+    load_weights,
+    read_json,
+    rng_state,
+    save_checkpoint,
+)
+from lmlab.training.checkpointer import FORMAT
+from lmlab.training.run_config import RunConfig, build_model, resolve_config
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+INSPECTION_FILE = "inspect.json"
+FINDINGS_FILE = "findings.json"
+REPORT_FILE = "report.html"
+CHECKPOINTS_DIR = "checkpoints"
+LOCK_FILE = ".lock"
+RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, MODEL_FILE, STATE_FILE, METRICS_FILE, SUMMARY_FILE, FINDINGS_FILE,
+             REPORT_FILE, INSPECTION_FILE)
+
+
+class RunLocked(CheckpointError):
+    """Another process is writing into this run folder."""
+
+
+class RunDir:
+    """A run folder. Behaves as a path (`run_dir / "x"`, `os.fspath`) where callers need one."""
+
+    def __init__(self, path: str | Path | RunDir):
+        self.path = Path(path.path if isinstance(path, RunDir) else path)
+        self._lock_handle = None
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # -- what the folder holds ------------------------------------------------------------------------------
+
+    def holds_run(self) -> bool:
+        return (self.path / CONFIG_FILE).is_file()
+
+    def has_checkpoint(self) -> bool:
+        return (self.path / MODEL_FILE).is_file()
+
+    def require_run(self) -> None:
+        """CheckpointError unless the folder holds a run to read."""
+        if not self.path.is_dir():
+            raise CheckpointError(f"{self.path}: no such run directory")
+        if not self.holds_run():
+            raise CheckpointError(f"{self.path}: not an lmlab run ({CONFIG_FILE} is missing)")
+
+    def require_checkpoint(self) -> None:
+        """CheckpointError unless there is a checkpoint to resume, saying how to start over instead."""
+        self.require_run()
+        if not self.has_checkpoint():
+            raise CheckpointError(f"{self.path}: no checkpoint yet (the run stopped before its first one); "
+                                  "start it over with --force")
+
+    def inside(self, relative: str | Path) -> Path:
+        """A path kept in a checkpoint, relative to the run folder, resolved; refused if it leads outside."""
+        path = Path(relative)
+        if path.is_absolute() or ".." in path.parts:
+            raise CheckpointError(f"{self.path}: the path {str(relative)!r} kept in the checkpoint leads outside "
+                                  "the run folder")
+        return self.path / path
+
+    def relative(self, path: str | Path) -> str:
+        """`path` relative to the run folder, as a checkpoint keeps it."""
+        return Path(path).relative_to(self.path).as_posix()
+
+    # -- the lock -------------------------------------------------------------------------------------------
+
+    def lock(self, command: str = "lmlab") -> RunDir:
+        """Take the exclusive lock of a writer (creating the folder), or RunLocked naming the process that
+        holds it. An OS file lock: the kernel releases it when the process ends, even after `kill -9`.
+        Readers (eval, sample, inspect, compare) never lock, so they keep working on a live run."""
+        if self._lock_handle is not None:
+            return self
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 -- held until unlock()
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; a second writer is not caught there
+            self._lock_handle = handle
+            return self
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunLocked(f"{self.path} is in use by {holder}; wait for it to finish or stop it") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} ({command})\n")
+        handle.flush()
+        self._lock_handle = handle
+        return self
+
+    def unlock(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()  # closing releases the flock
+            self._lock_handle = None
+
+    def __enter__(self) -> RunDir:
+        return self.lock(" ".join(["lmlab", *sys.argv[1:2]]))
+
+    def __exit__(self, *exc: Any) -> None:
+        self.unlock()
+
+    # -- files ----------------------------------------------------------------------------------------------
+
+    def write_json(self, name: str, value: Any) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path / name, json.dumps(value, indent=2) + "\n")
+
+    def read_json(self, name: str, what: str) -> Any:
+        return read_json(self.path / name, what)
+
+    def write_config(self, config: RunConfig, context: int) -> None:
+        """config.json: the resolved config, with the context the model was built for."""
+        saved = config.to_dict()
+        saved["model"]["block_size"] = context
+        self.write_json(CONFIG_FILE, saved)
+
+    def read_config(self) -> tuple[RunConfig, int]:
+        """(the run's config, the model's context), or CheckpointError naming what is wrong with the file."""
+        if not self.path.is_dir():
+            raise CheckpointError(f"{self.path}: no such run directory")
+        saved = self.read_json(CONFIG_FILE, "config")
+        if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+            raise CheckpointError(f"{self.path / CONFIG_FILE}: not an lmlab config (it needs data, model and "
+                                  "train sections)")
+        context = saved["model"].get("block_size", 0)
+        try:
+            return resolve_config(saved), context if isinstance(context, int) else 0
+        except CheckpointError:
+            raise
+        except Exception as err:  # noqa: BLE001 -- ConfigError or a value no config accepts: one line either way
+            raise CheckpointError(f"{self.path / CONFIG_FILE}: {err}") from None
+
+    def save_tokenizer(self, tokenizer: Tokenizer) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(self.path / TOKENIZER_FILE)
+
+    def load_tokenizer(self) -> Tokenizer:
+        return load_tokenizer(self.path / TOKENIZER_FILE)
+
+    def read_summary(self) -> dict[str, Any]:
+        return self.read_json(SUMMARY_FILE, "summary")
+
+    # -- the metrics log ------------------------------------------------------------------------------------
+
+    def append_metric(self, record: dict[str, Any]) -> None:
+        with open(self.path / METRICS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """Every well-formed record of metrics.jsonl, in order (a line cut short by a kill is skipped)."""
+        path = self.path / METRICS_FILE
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop the records logged after `step` (those of a run killed after its last checkpoint)."""
+        path = self.path / METRICS_FILE
+        if not path.is_file():
+            return
+        kept = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+                if _record_step(line) is not None and _record_step(line) <= step]
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+    def create_untrained(self, config: RunConfig, tokenizer: Tokenizer, model: torch.nn.Module) -> None:
+        """A run at step 0 from a model made elsewhere (an imported GPT-2): config, tokenizer, the weights and
+        a fresh trainer state, so it samples, evaluates and fine-tunes with `--resume` as any run does."""
+        context = model.config.block_size
+        self.write_config(config, context)
+        self.save_tokenizer(tokenizer)
+        fresh = torch.Generator().manual_seed(config.train.seed)
+        progress = {"step": 0, "tokens_seen": 0, "nonfinite_steps": 0, "train_seconds": 0.0,
+                    "last_val_loss": None, "lr_scale": 1.0, "last_eval_step": None}
+        save_checkpoint(self.path, model, {"format": FORMAT, "step": 0, "progress": progress,
+                                           "rng": rng_state(fresh), "callbacks": "{}"})
+
+    # -- starting over --------------------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Remove a previous run's files (and a crashed write's leftovers); other files stay."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+            (self.path / f".{name}.tmp").unlink(missing_ok=True)
+        shutil.rmtree(self.path / CHECKPOINTS_DIR, ignore_errors=True)
+
+
+def _record_step(line: str) -> int | None:
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
+@dataclass
+class LoadedRun:
+    """What sampling, evaluation and export need of a trained run."""
+
+    run_dir: RunDir
+    config: RunConfig
+    tokenizer: Tokenizer
+    model: torch.nn.Module
+    step: int
+
+
+def load_run(run_dir: str | Path | RunDir, device: str | torch.device = "cpu") -> LoadedRun:
+    """The run in `run_dir`: its config, tokenizer and model with the saved weights, in eval mode."""
+    run_dir = RunDir(run_dir)
+    config, context = run_dir.read_config()
+    tokenizer = run_dir.load_tokenizer()
+    model = build_model(config, tokenizer, context)
+    step = load_weights(model, run_dir / MODEL_FILE)
+    model.to(device).eval()
+    return LoadedRun(run_dir, config, tokenizer, model, step)

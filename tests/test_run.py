@@ -1,0 +1,164 @@
+"""The run as a library object: lmlab.train / lmlab.load, the run folder's lock, and one pipeline for the
+CLI, the Python API and the ladder (the same bytes whichever way a run is made)."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lmlab
+from lmlab.cli import main
+from lmlab.errors import CheckpointError, ConfigError
+from lmlab.ladder import run_ladder
+from lmlab.training.callbacks import Callback, ModelCheckpoint
+from lmlab.training.run_dir import RunDir, RunLocked
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MLP = {"model": {"name": "mlp", "n_embd": 4, "n_hidden": 16},
+            "train": {"max_steps": 20, "eval_interval": 5, "log_interval": 5, "batch_size": 16}}
+
+
+def _config(source, **train):
+    return {"data": {"source": str(source)}, "model": TINY_MLP["model"], "train": {**TINY_MLP["train"], **train}}
+
+
+def _cli_args(source, out, *extra):
+    return ["train", "--data", str(source), "--model", "mlp", "--out", str(out), "--no-inspect",
+            "--set", "model.n_embd=4", "--set", "model.n_hidden=16", "--set", "train.eval_interval=5",
+            "--set", "train.log_interval=5", "--set", "train.batch_size=16", *extra]
+
+
+class _StopAt(Callback):
+    def __init__(self, step):
+        self.at = step
+
+    def on_step_end(self, trainer, record):
+        if trainer.step == self.at:
+            trainer.stop()
+
+
+def test_python_train_and_resume_give_the_cli_bytes(tmp_path, tiny_names):
+    api, cli = tmp_path / "api", tmp_path / "cli"
+    first = lmlab.train(_config(tiny_names), out=api, inspect=False, callbacks=[_StopAt(10)])
+    assert first.step == 10 and first.summary["steps"] == 10
+    run = lmlab.train({"train": {"max_steps": 20}}, out=api, resume=True, inspect=False)
+    assert run.step == 20 and isinstance(run, lmlab.Run)
+    assert main(_cli_args(tiny_names, cli, "--max-steps", "20")) == 0
+    for name in ("metrics.jsonl", "model.safetensors"):
+        assert (api / name).read_bytes() == (cli / name).read_bytes(), name
+
+
+def test_a_ladder_rung_and_lmlab_train_give_the_same_metrics(tmp_path, tiny_names):
+    overrides = {"model": TINY_MLP["model"], "train": TINY_MLP["train"]}
+    run_ladder(str(tiny_names), tmp_path / "ladder", budget=600, models=["mlp"], fit_schedule=False,
+               overrides=overrides)
+    assert main(_cli_args(tiny_names, tmp_path / "cli", "--time-budget", "600", "--max-steps", "20")) == 0
+    ladder = (tmp_path / "ladder" / "mlp" / "metrics.jsonl").read_bytes()
+    assert ladder == (tmp_path / "cli" / "metrics.jsonl").read_bytes() and ladder.count(b"val_loss") == 4
+
+
+def test_load_mirrors_the_cli(tmp_path, tiny_names, capsys):
+    lmlab.train(_config(tiny_names), out=tmp_path / "run")
+    run = lmlab.load(tmp_path / "run")
+    assert run.step == 20 and run.config.model_name == "mlp" and not run.model.training
+    assert run.summary["nll"]["val"] == pytest.approx(run.evaluate("val")["nll"], abs=1e-6)
+    assert main(["eval", str(tmp_path / "run"), "--split", "test", "--json"]) == 0
+    assert f'"nll": {run.evaluate("test")["nll"]}' in capsys.readouterr().out
+    samples = run.sample(n=3, seed=7)
+    assert samples == run.sample(n=3, seed=7) and len(samples) == 3
+    assert [r["step"] for r in run.metrics if "val_loss" in r] == [5, 10, 15, 20]
+    assert run.inspect() == run.findings  # recomputed from inspect.json: the same rules, the same findings
+
+
+def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## The Python API"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 -- the README's own example
+    assert (tmp_path / "hf-names" / "config.json").is_file()
+
+
+def test_a_second_writer_is_refused_and_readers_are_not(tmp_path, tiny_names, capsys):
+    lmlab.train(_config(tiny_names), out=tmp_path / "run", inspect=False)
+    with RunDir(tmp_path / "run"):
+        with pytest.raises(RunLocked, match=f"process {os.getpid()}"):
+            RunDir(tmp_path / "run").lock()
+        assert main(_cli_args(tiny_names, tmp_path / "run", "--force")) == 2
+        assert "is in use by process" in capsys.readouterr().err
+        assert lmlab.load(tmp_path / "run").evaluate("val")["tokens"] > 0  # a reader works on a live run
+    RunDir(tmp_path / "run").lock().unlock()  # released
+
+
+def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
+    code = (f"from lmlab.training.run_dir import RunDir; RunDir({str(tmp_path)!r}).lock(); "
+            "print('locked', flush=True); import time; time.sleep(60)")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(RunLocked, match=f"process {holder.pid}"):
+        RunDir(tmp_path).lock()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    RunDir(tmp_path).lock().unlock()
+
+
+def test_a_failed_start_leaves_nothing_behind(tmp_path, tiny_names):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert main(_cli_args(empty, tmp_path / "new")) == 2
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_resume_changes_no_run_file(tmp_path, tiny_names):
+    lmlab.train(_config(tiny_names), out=tmp_path / "run", inspect=False)
+    files = ("config.json", "tokenizer.json", "model.safetensors", "trainer_state.pt", "summary.json")
+    before = {name: (tmp_path / "run" / name).read_bytes() for name in files}
+    # Diverges at once: 5 non-finite steps in a row stop it before its first checkpoint.
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "40",
+                 "--set", "train.lr=1e30", "--set", "train.grad_clip=0", "--set", "train.warmup_steps=0"]) == 2
+    assert {name: (tmp_path / "run" / name).read_bytes() for name in files} == before
+
+
+def test_resume_without_a_checkpoint_says_how_to_start_over(tmp_path, tiny_names):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="start it over with --force"):
+        lmlab.train({}, out=tmp_path / "run", resume=True)
+
+
+def test_a_copied_run_resumes_in_its_own_folder(tmp_path, tiny_names):
+    original, copy = tmp_path / "a", tmp_path / "b"
+    lmlab.train(_config(tiny_names), out=original, inspect=False, callbacks=[ModelCheckpoint(save_top_k=1)])
+    kept = sorted(p.name for p in (original / "checkpoints").iterdir())
+    shutil.copytree(original, copy)
+    lmlab.train({"train": {"max_steps": 40}}, out=copy, resume=True, inspect=False,
+                callbacks=[ModelCheckpoint(save_top_k=1)])
+    assert sorted(p.name for p in (original / "checkpoints").iterdir()) == kept  # the original is untouched
+    assert len(list((copy / "checkpoints").iterdir())) == 1
+
+
+def test_config_json_is_written_with_the_first_checkpoint(tmp_path, tiny_names):
+    seen = []
+
+    class Look(Callback):
+        def on_step_end(self, trainer, record):
+            seen.append((trainer.step, (tmp_path / "run" / "config.json").is_file()))
+
+    lmlab.train(_config(tiny_names, eval_interval=10), out=tmp_path / "run", inspect=False, callbacks=[Look()])
+    assert seen[8] == (9, False) and seen[10] == (11, True)  # the first checkpoint is at the step-10 evaluation
+
+
+def test_a_bad_config_fails_before_the_folder_is_touched(tmp_path):
+    with pytest.raises(ConfigError, match="train.max_steps"):
+        lmlab.train({"train": {"max_steps": 0}}, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="a config is a dict"):
+        lmlab.train(["not", "a", "config"], out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
