@@ -140,7 +140,9 @@ CATALOG = {
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    """Every run file's hash. RUN/.lock is left out: a writer creates it to take the lock, and it holds
+    nothing of the run."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.name != ".lock"}
 
 
 def run_main(capsys, *argv: str) -> tuple[int, str]:

@@ -95,7 +95,7 @@ def test_callbacks_in_a_real_run(tiny_names, tmp_path):
     records = [r for r in map(__import__("json").loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
                if "lr" in r]
     assert [r["lr"] for r in records][:4] == pytest.approx([1e-2, 1e-2, 1e-2, 1e-2])
-    assert trainer.lr_scale == pytest.approx(0.1) and trainer.state_dict()["lr_scale"] == pytest.approx(0.1)
+    assert trainer.lr_scale == pytest.approx(0.1) and trainer.state_dict()["progress"]["lr_scale"] == pytest.approx(0.1)
     resumed = Trainer(tiny_mlp(data), data.splits["train"], data.splits["val"], _config(), run_dir=tmp_path,
                       callbacks=[ReduceLROnPlateau(patience=1), EarlyStopping(patience=1)])
     resumed.load_checkpoint(tmp_path)

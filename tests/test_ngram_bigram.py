@@ -46,6 +46,6 @@ def test_trigram_beats_bigram_on_train(tiny_names):
 
 def test_neural_bigram_converges_to_counted():
     counted, data = _fit("names", "ngram", model_values={"alpha": 0})
-    neural, _ = _fit("names", "bigram", train={"max_steps": 1000})
+    neural, _ = _fit("names", "bigram")
     target = mean_nll(counted, data.splits["train"])[0]
     assert 0 <= mean_nll(neural, data.splits["train"])[0] - target < 0.002  # the counts are the optimum

@@ -29,6 +29,7 @@ import torch
 
 from lmlab.errors import CheckpointError
 from lmlab.evaluate import evaluate_run
+from lmlab.export import export_run
 from lmlab.inspector import Inspector
 from lmlab.inspector.report import reinspect, write_inspection
 from lmlab.models import count_parameters
@@ -84,8 +85,6 @@ class Run(LoadedRun):
         """Write the run for other tools (`lmlab export`): "hf" (transformers) or "onnx"; returns the folder."""
         if not out:
             raise CheckpointError("export needs an output folder: run.export('hf', 'hf-out')")
-        from lmlab.export import export_run  # export sits beside this module; import it when asked
-
         return export_run(self, format, out, **options)
 
 
@@ -117,7 +116,9 @@ def train(
     parallel = parallel or Parallel()
     run_dir = RunDir(out)
     config = config if config is not None else {}
-    if not resume:
+    if resume:
+        run_dir.require_checkpoint()  # before the lock creates the folder
+    else:
         config = resolve_config(config)  # a bad value must fail before the folder is touched
     created = not run_dir.path.exists()
     started = time.perf_counter()

@@ -8,15 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.cli.common import fmt
+from lmlab.compare import format_table
 from lmlab.data.sources import EMBEDDED
+from lmlab.ladder import JSON_FILE, PLOT_FILE, TABLE_FILE, default_rungs, run_ladder
 
 
 def cmd_ladder(args: argparse.Namespace) -> int:
     """Train every rung (counted bigram to the largest model) on one data set, each within a time budget,
     then write the comparison table and validation curves into one folder."""
-    from lmlab.compare import format_table
-    from lmlab.ladder import JSON_FILE, PLOT_FILE, TABLE_FILE, run_ladder
-
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     out = Path(args.out)
 
@@ -41,8 +40,6 @@ def ladder_args(p: argparse.ArgumentParser) -> None:
                    help="training time per rung (default: 60)")
     p.add_argument("--out", metavar="DIR", default="runs/ladder", help="folder for the runs, table and plot "
                    "(default: runs/ladder)")
-    from lmlab.ladder import default_rungs
-
     p.add_argument("--models", metavar="A,B,...", help="rungs to train (default: one per architecture: "
                    f"{', '.join(default_rungs())})")
     p.add_argument("--seed", type=int, default=1337, help="seed for every rung (default: 1337)")

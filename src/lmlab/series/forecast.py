@@ -83,8 +83,6 @@ def run_forecast(
     train_values: dict[str, Any] | None = None,
     callbacks: tuple = (),
 ) -> ForecastResult:
-    from lmlab.training.trainer import Trainer
-
     if model_name not in FORECASTERS:
         raise ConfigError(f"unknown forecaster {model_name!r}; choose one of {', '.join(FORECASTERS)}")
     series = load_series(source)

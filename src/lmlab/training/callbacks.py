@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lmlab.training.checkpoint import save_weights
+from lmlab.training.schedule import lr_at
+
 if TYPE_CHECKING:
     from lmlab.training.trainer import Trainer
 
@@ -149,8 +152,6 @@ class ModelCheckpoint(Callback):
         return Path(base) if base is not None else None
 
     def _consider(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        from lmlab.training.checkpoint import save_weights
-
         value, folder = _monitored(self.monitor, record), self._dir(trainer)
         if folder is None or value is None:
             return
@@ -225,8 +226,6 @@ class LearningRateScheduler(Callback):
         self.schedule = schedule
 
     def _set(self, trainer: Trainer) -> None:
-        from lmlab.training.schedule import lr_at
-
         base = lr_at(trainer.step, trainer.config)
         trainer.lr_scale = self.schedule(trainer.step, base) / base
 
