@@ -221,6 +221,12 @@ def test_ladder_folder_has_one_run_per_rung(tmp_path):
         acc = _events(out / run.name)
         _close(_scalars(acc, "train/loss"), _series(_metrics_lenient(run), "loss"))
         _close(_scalars(acc, "val/loss"), _series(_metrics_lenient(run), "val_loss"))
+    twins = [tmp_path / "a" / "run", tmp_path / "b" / "run"]  # compare a/run b/run: one folder each
+    for twin, run in zip(twins, runs, strict=True):
+        twin.mkdir(parents=True)
+        (twin / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text())
+    out = lg.write_tensorboard_runs(twins, tmp_path / "tb2")
+    assert _scalars(_events(out / "b" / "run"), "val/loss") == _scalars(_events(tmp_path / "tb" / "gpt"), "val/loss")
 
 
 def _metrics_lenient(run: Path) -> list[dict]:

@@ -125,8 +125,8 @@ class MetricLogger(Callback):
         if not trainer.parallel.is_main:
             return
         self._inspector = _inspector(trainer)
-        if self._inspector is not None:
-            order = list(trainer.callbacks)
+        order = list(trainer.callbacks)
+        if self._inspector is not None and self in order:
             self._inspector_first = order.index(self._inspector) < order.index(self)
         self._inspected_upto = trainer.step
         self.open(trainer.step)
@@ -391,7 +391,11 @@ def write_tensorboard_runs(run_dirs: Sequence[str | Path], out: str | Path,
     one's metrics.jsonl: `tensorboard --logdir OUT` overlays their curves. Rewritten from scratch each time."""
     SummaryWriter = _summary_writer()
     out = Path(out)
-    names = list(names) if names is not None else [Path(r).name for r in run_dirs]
+    if names is None:
+        names = [Path(r).resolve().name for r in run_dirs]
+        if len(set(names)) != len(names):  # a/run and b/run: TensorBoard shows nested folders as a/run, b/run
+            names = ["/".join(Path(r).resolve().parts[-2:]) for r in run_dirs]
+    names = list(names)
     if len(set(names)) != len(names):
         raise LmlabError(f"two runs share a name ({', '.join(names)}); pass distinct names")
     for run_dir, name in zip(run_dirs, names, strict=True):
