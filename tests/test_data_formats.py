@@ -168,3 +168,14 @@ def test_text_field_is_checked():
 
     with pytest.raises(ConfigError, match="data.text_field"):
         DataConfig(text_field=" ")
+
+
+def test_data_prepare_reads_records(tmp_path):
+    from lmlab.data.shards import open_shards
+    from lmlab.training.shard_writer import PrepareOptions, prepare_shards
+
+    docs = [f"document {i}: " + "some running text here. " * 5 for i in range(20)]
+    source = _jsonl(tmp_path / "docs.jsonl", [{"id": i, "body": d} for i, d in enumerate(docs)])
+    prepare_shards(PrepareOptions(source=f"{source}:body", out=str(tmp_path / "shards")))
+    _, splits = open_shards(str(tmp_path / "shards"), 16)
+    assert sum(len(s) for s in splits.values()) == len("\n".join(docs))  # char tokenizer: one id a character
