@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,10 +147,13 @@ def _bad(tmp_path: Path, name: str, content: bytes) -> str:
     ("w.csv", b"text,n\n,1\n ,2\n", "the text field is empty in every record"),
     ("g.txt.gz", gzip.compress(b"hello there\n")[:-6], "corrupt or truncated gzip file"),
     ("p.parquet", b"PAR1 not really parquet", "not a readable Parquet file"),
+    ("z.txt.zst", b"\x28\xb5\x2f\xfd\x00garbage", "corrupt or truncated zstd file"),
 ])
 def test_bad_records_get_one_clear_line(tmp_path, name, content, message):
     if name.endswith(".parquet"):
         pytest.importorskip("pyarrow")
+    if name.endswith(".zst"):
+        pytest.importorskip("zstandard")
     with pytest.raises(DataError, match=message):
         load_corpus(_bad(tmp_path, name, content))
 
@@ -179,3 +184,19 @@ def test_data_prepare_reads_records(tmp_path):
     prepare_shards(PrepareOptions(source=f"{source}:body", out=str(tmp_path / "shards")))
     _, splits = open_shards(str(tmp_path / "shards"), 16)
     assert sum(len(s) for s in splits.values()) == len("\n".join(docs))  # char tokenizer: one id a character
+
+
+@pytest.mark.parametrize("module, name, extra", [("pyarrow.parquet", "d.parquet", "parquet"),
+                                                 ("zstandard", "d.txt.zst", "zstd")])
+def test_a_missing_package_names_the_extra(tmp_path, monkeypatch, module, name, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(DataError, match=re.escape(f"pip install 'lmlab[{extra}]'")):
+        load_corpus(_bad(tmp_path, name, b"PAR1 something"))
+
+
+def test_a_datasets_folder_without_the_package_names_the_extra(tmp_path, monkeypatch):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "dataset_info.json").write_text("{}")
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(DataError, match=re.escape("pip install 'lmlab[datasets]'")):
+        load_corpus(str(tmp_path / "hf"))
