@@ -118,13 +118,18 @@ def test_tensorboard_holds_what_metrics_and_the_inspector_hold(tiny, tmp_path):
 
 
 def test_resume_continues_the_tensorboard_run_without_duplicates(tiny, tmp_path):
+    from lmlab.inspector import Inspector
+
+    # The inspector after the logger: each sample goes out one step late, still under its own step.
     logger = lg.TensorBoardLogger(tmp_path)
     with pytest.raises(KeyboardInterrupt):  # checkpoints at 4 and 8, logs up to 10, then dies
-        tiny(tmp_path, [logger, Crash(10)]).fit()
+        tiny(tmp_path, [logger, Inspector(every=3, probe_causality=False), Crash(10)]).fit()
     logger.writer.flush()
-    before = _scalars(_events(tmp_path / lg.TENSORBOARD_DIR), "train/loss")
-    assert [s for s, _ in before] == [2, 4, 6, 8, 10]
-    resumed = tiny(tmp_path, [lg.TensorBoardLogger(tmp_path), lg.Callback()], resume=True)
+    before = _events(tmp_path / lg.TENSORBOARD_DIR)
+    assert [s for s, _ in _scalars(before, "train/loss")] == [2, 4, 6, 8, 10]
+    assert [s for s, _ in _scalars(before, "inspect/act_std/head")] == [1, 4, 7]
+    inspector = Inspector(every=3, probe_causality=False)
+    resumed = tiny(tmp_path, [lg.TensorBoardLogger(tmp_path), inspector], resume=True)
     assert resumed.step == 8
     resumed.fit()
     acc = _events(tmp_path / lg.TENSORBOARD_DIR)
@@ -132,6 +137,10 @@ def test_resume_continues_the_tensorboard_run_without_duplicates(tiny, tmp_path)
     assert [s for s, _ in _series(records, "loss")] == [2, 4, 6, 8, 10, 12]
     _close(_scalars(acc, "train/loss"), _series(records, "loss"))
     _close(_scalars(acc, "val/loss"), _series(records, "val_loss"))
+    head = inspector.stats["layers"]["head"]
+    assert head["step"] == [9]
+    assert _scalars(acc, "inspect/act_std/head")[:3] == _scalars(before, "inspect/act_std/head")
+    _close(_scalars(acc, "inspect/act_std/head")[3:], [(10, head["std"][0])])
 
 
 def _wandb_records(run_folder: Path):

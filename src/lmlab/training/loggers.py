@@ -64,9 +64,10 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _inspector(trainer: Trainer) -> Callback | None:
+    """The inspector among the callbacks: one with a `stats` dict (filled with "layers" and "params" in its
+    own on_train_begin, which may come after this logger's)."""
     for callback in trainer.callbacks:
-        stats = getattr(callback, "stats", None)
-        if isinstance(stats, dict) and "layers" in stats and "params" in stats:
+        if isinstance(getattr(callback, "stats", None), dict):
             return callback
     return None
 
@@ -154,7 +155,7 @@ class MetricLogger(Callback):
         if not self.active:
             return
         self._log_inspection(trainer.step)
-        if self._inspector is not None and self.findings is not None:
+        if self._inspector is not None and "layers" in self._inspector.stats and self.findings is not None:
             self.text("findings", _findings_text(self.findings(self._inspector.stats)), trainer.step)
         self.close()
         self.active = False
