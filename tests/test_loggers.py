@@ -267,3 +267,18 @@ def test_only_rank_zero_logs(tmp_path):
     logger.on_step_end(other_rank, {"step": 1, "loss": 1.0, "lr": 0.1, "tokens_per_s": 5})
     logger.on_train_end(other_rank)
     assert not (tmp_path / lg.TENSORBOARD_DIR).exists()
+
+
+def test_train_log_tensorboard_from_the_command_line(cli, tiny_names, tmp_path):
+    run = tmp_path / "run"
+    result = cli("train", "--data", str(tiny_names), "--model", "mlp", "--max-steps", "20", "--inspect-every",
+                 "5", "--log", "tensorboard", "--out", str(run), "--set", "train.log_interval=5")
+    if result.returncode == 2 and "--log" in result.stderr:
+        pytest.skip("`lmlab train --log` is not wired into the CLI yet")
+    assert result.returncode == 0, result.stderr
+    acc = _events(run / lg.TENSORBOARD_DIR)
+    records = _metrics(run)
+    _close(_scalars(acc, "train/loss"), _series(records, "loss"))
+    _close(_scalars(acc, "val/loss"), _series(records, "val_loss"))
+    assert [s for s, _ in _scalars(acc, "inspect/act_std/head")] == [1, 6, 11, 16]
+    assert "findings/text_summary" in acc.Tags()["tensors"]
