@@ -156,7 +156,10 @@ class MetricLogger(Callback):
             return
         self._log_inspection(trainer.step)
         if self._inspector is not None and "layers" in self._inspector.stats and self.findings is not None:
-            self.text("findings", _findings_text(self.findings(self._inspector.stats)), trainer.step)
+            try:  # the run is saved by now: a side channel's failure must not fail it
+                self.text("findings", _findings_text(self.findings(self._inspector.stats)), trainer.step)
+            except Exception:  # noqa: BLE001
+                log.warning("%s: could not log the findings", self.name, exc_info=True)
         self.close()
         self.active = False
 
@@ -363,7 +366,8 @@ def logger_names(value: str) -> list[str]:
 def loggers_for(train_config: TrainConfig, run_dir: str | Path, run_config_dict: dict[str, Any], *,
                 findings: Findings | None = None) -> list[Callback]:
     """The loggers train.log names, for the trainer's callbacks (after the Inspector, so each sampled step
-    goes out as soon as it is complete). A missing package is one MissingPackage line naming the extra."""
+    goes out as soon as it is complete, and the findings see the inspector's closing statistics). A missing
+    package is one MissingPackage line naming the extra."""
     return [LOGGERS[name](run_dir, run_config_dict, findings=findings) for name in logger_names(train_config.log)]
 
 
