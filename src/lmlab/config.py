@@ -29,6 +29,7 @@ class DataConfig:
     split_seed: int = 1337  # fixed apart from train.seed, so runs that differ in seed share one split
     block_size: int = 128  # stream mode: tokens per training window (lines mode fits the longest line)
     max_line_chars: int = 1000  # lines mode: longer lines are an error (use stream mode for prose)
+    text_field: str = "text"  # .jsonl/.csv/.parquet/datasets folder: the field or column holding the text
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):
@@ -44,6 +45,8 @@ class DataConfig:
                               f"(char takes every character), got {self.vocab_size} with {self.tokenizer}")
         if self.max_line_chars < 1:
             raise ConfigError(f"data.max_line_chars must be at least 1, got {self.max_line_chars}")
+        if not self.text_field.strip():
+            raise ConfigError("data.text_field must name a field or column, got an empty string")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -77,6 +80,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: evaluate and save a moving average of the weights (e.g. 0.995); 0: off
     threads: int = 0  # CPU threads for torch's kernels; 0: torch's default (one per core). On a busy
     # machine fewer threads than cores avoid oversubscription, which slows small models many times over.
+    log: str = ""  # metric loggers beside metrics.jsonl, comma-separated: "tensorboard", "wandb" or both
 
     def __post_init__(self) -> None:
         positive = ("lr", "batch_size", "max_steps", "eval_interval", "eval_max_tokens", "log_interval",
@@ -96,6 +100,14 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.step_decay_every <= 0 or not 0.0 < self.step_decay_factor <= 1.0:
             raise ConfigError("train.step_decay_every must be > 0 and train.step_decay_factor in (0, 1]")
+        names = [n.strip() for n in self.log.split(",")] if self.log.strip() else []
+        bad = [n for n in names if n not in LOGGER_NAMES]
+        if bad or len(set(names)) != len(names):
+            raise ConfigError(f"train.log takes comma-separated names from {', '.join(LOGGER_NAMES)}, each once; "
+                              f"got {self.log!r}")
+
+
+LOGGER_NAMES = ("tensorboard", "wandb")  # train.log's choices (lmlab.training.loggers builds them)
 
 
 # ----------------------------------------------------------------------------------------------------------

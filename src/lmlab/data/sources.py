@@ -1,4 +1,5 @@
-"""Where text comes from: embedded sets that ship with the install, a text file, or a folder of them.
+"""Where text comes from: embedded sets that ship with the install, a text file (.gz/.zst too), a folder of
+them, or records in a JSONL/CSV/Parquet file or an HF `datasets` folder (see records.py).
 
 A source yields documents (strings). Lines mode later cuts them into one example per line; stream mode
 joins them into one long text.
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from lmlab.data import records
 from lmlab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -86,7 +88,7 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
         raise DataError(f"{path}: no such file or folder")
     if not path.is_file():
         raise DataError(f"{path}: not a regular file")
-    data = path.read_bytes()
+    data = records.read_bytes(path)
     if not data.strip():
         raise DataError(f"{path}: the file is empty")
     if b"\x00" in data[:_BINARY_PROBE_BYTES] and not encoding.lower().startswith("utf-16"):
@@ -103,11 +105,16 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     return text.removeprefix("\ufeff")
 
 
-def load_corpus(source: str, encoding: str = "utf-8") -> Corpus:
-    """An embedded set by name, or a path to a text file or a folder of text files."""
+def load_corpus(source: str, encoding: str = "utf-8", text_field: str = "text") -> Corpus:
+    """An embedded set by name, or a path to a text file, a folder of text files, a JSONL/CSV/Parquet file or
+    an HF `datasets` folder (whose records' `text_field`, or the field after a colon: `notes.csv:body`)."""
     if source in EMBEDDED:
         return Corpus(source, _load_embedded(source), EMBEDDED[source][1])
+    source, field = records.split_field(source)
     path = Path(source).expanduser()
+    if records.is_record_source(path):
+        texts = records.read_records(path, field or text_field, encoding)
+        return Corpus(_name(path), texts, records.default_mode(texts))
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         documents = []
@@ -123,7 +130,14 @@ def load_corpus(source: str, encoding: str = "utf-8") -> Corpus:
         known = ", ".join(EMBEDDED)
         raise DataError(f"{source}: no such file or folder, and not an embedded data set ({known})")
     text = read_text_file(path, encoding)
-    return Corpus(path.stem, [text], guess_mode(text))
+    return Corpus(_name(path), [text], guess_mode(text))
+
+
+def _name(path: Path) -> str:
+    """notes.jsonl.gz -> notes; a folder keeps its name."""
+    if path.is_dir():
+        return path.name
+    return (path.with_suffix("") if path.suffix.lower() in records.COMPRESSED_SUFFIXES else path).stem
 
 
 def guess_mode(text: str) -> Mode:
