@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import importlib
 import json
 import re
 import sys
@@ -44,11 +45,11 @@ def write_source(kind: str, folder: Path, texts: list[str]) -> str:
     if kind == "csv":
         return str(_csv(folder / "d.csv", ["id", "body"], [[i, t] for i, t in enumerate(texts)])) + ":body"
     if kind == "parquet":
-        pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+        pa, pq = importlib.import_module("pyarrow"), importlib.import_module("pyarrow.parquet")
         pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), folder / "d.parquet")
         return str(folder / "d.parquet")
     if kind == "datasets":
-        datasets = pytest.importorskip("datasets")
+        datasets = importlib.import_module("datasets")
         datasets.Dataset.from_dict({"n": list(range(len(texts))), "text": texts}).save_to_disk(folder / "hf")
         return str(folder / "hf")
     raise ValueError(kind)
@@ -66,8 +67,9 @@ def test_every_format_reads_back_the_records(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["csv", "parquet", "datasets"])
 def test_record_formats_train_a_tiny_model(tmp_path, kind):
-    from lmlab.models import REGISTRY
     from lmlab.training.run import prepare_data
+
+    from lmlab.models import REGISTRY
     from lmlab.training.trainer import Trainer
 
     data = prepare_data(DataConfig(source=write_source(kind, tmp_path, NAMES)))
@@ -113,7 +115,7 @@ def test_multiline_or_long_records_default_to_stream(tmp_path):
 
 
 def test_datasetdict_reads_the_train_split(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = importlib.import_module("datasets")
     dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["a", "b"]}),
                                "test": datasets.Dataset.from_dict({"text": ["c"]})})
     dd.save_to_disk(tmp_path / "dd")
@@ -121,7 +123,7 @@ def test_datasetdict_reads_the_train_split(tmp_path):
 
 
 def test_compressed_text_files(tmp_path):
-    zstandard = pytest.importorskip("zstandard")
+    zstandard = importlib.import_module("zstandard")
     text = "\n".join(NAMES) + "\n"
     (tmp_path / "n.txt.gz").write_bytes(gzip.compress(text.encode()))
     (tmp_path / "n.txt.zst").write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
@@ -150,16 +152,12 @@ def _bad(tmp_path: Path, name: str, content: bytes) -> str:
     ("z.txt.zst", b"\x28\xb5\x2f\xfd\x00garbage", "corrupt or truncated zstd file"),
 ])
 def test_bad_records_get_one_clear_line(tmp_path, name, content, message):
-    if name.endswith(".parquet"):
-        pytest.importorskip("pyarrow")
-    if name.endswith(".zst"):
-        pytest.importorskip("zstandard")
     with pytest.raises(DataError, match=message):
         load_corpus(_bad(tmp_path, name, content))
 
 
 def test_a_non_string_column_is_named(tmp_path):
-    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    pa, pq = importlib.import_module("pyarrow"), importlib.import_module("pyarrow.parquet")
     pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "n.parquet")
     with pytest.raises(DataError, match="column 'text' holds int64, not strings"):
         load_corpus(str(tmp_path / "n.parquet"))

@@ -30,12 +30,13 @@ import torch
 from lmlab.errors import CheckpointError
 from lmlab.evaluate import evaluate_run
 from lmlab.export import export_run
-from lmlab.inspector import Inspector
+from lmlab.inspector import Inspector, find_problems
 from lmlab.inspector.report import reinspect, write_inspection
 from lmlab.models import count_parameters
 from lmlab.sample import SampleOptions, sample_texts
 from lmlab.training.callbacks import Callback
 from lmlab.training.distributed import Parallel
+from lmlab.training.loggers import loggers_for
 from lmlab.training.run_config import RunConfig, build_model, merge_layers, resolve_config
 from lmlab.training.run_data import RunData, context_length, prepare_data, resolved_data_config
 from lmlab.training.run_dir import FINDINGS_FILE, LOCK_FILE, SUMMARY_FILE, LoadedRun, RunDir, load_run
@@ -131,7 +132,7 @@ def train(
         config = dataclasses.replace(config, data=resolved_data_config(config.data, data))
         context = max(context, context_length(data))  # an imported GPT-2 keeps its own, wider context
         model = build_model(config, data.tokenizer, context)
-        chosen = _callbacks(config, inspect, callbacks, parallel)
+        chosen = _callbacks(config, run_dir, inspect, callbacks, parallel)
         log.info("%s: %s parameters; data %s (%s mode, vocab %d, %s train tokens) -> %s", config.model_name,
                  f"{count_parameters(model):,}", config.data.source, data.mode, data.tokenizer.vocab_size,
                  f"{data.splits['train'].num_predictions:,}", run_dir)
@@ -171,14 +172,16 @@ def _resolve_run(run_dir: RunDir, config, resume: bool, force: bool):
     return config, context, run_dir.load_tokenizer()
 
 
-def _callbacks(config: RunConfig, inspect: bool | int, extra: Sequence[Callback], parallel: Parallel) -> list:
-    """The inspector first (unless off), then the caller's. It watches on rank 0 only, and not under FSDP
-    (its statistics would read one rank's shards)."""
+def _callbacks(config: RunConfig, run_dir: RunDir, inspect: bool | int, extra: Sequence[Callback],
+               parallel: Parallel) -> list:
+    """The inspector first (unless off), the loggers, then the caller's. The inspector watches on rank 0 only,
+    and not under FSDP (its statistics would read one rank's shards); loggers write on rank 0 only."""
     fsdp = parallel.mode == "fsdp" and parallel.world_size > 1
-    if inspect is False or fsdp or not parallel.is_main:
-        return list(extra)
-    every = None if inspect is True else int(inspect)
-    return [Inspector(every=every), *extra]
+    watch = [] if inspect is False or fsdp or not parallel.is_main else \
+        [Inspector(every=None if inspect is True else int(inspect))]
+    # Loggers (train.log) after the inspector: each sampled step goes out complete, with its findings at the end.
+    loggers = loggers_for(config.train, run_dir, config.to_dict(), findings=find_problems)
+    return [*watch, *loggers, *extra]
 
 
 class _RunFiles(Callback):

@@ -20,8 +20,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_data_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", metavar="SRC", help=f"embedded set ({', '.join(EMBEDDED)}), a text file or a folder "
-                   "(of text files, or one made by `lmlab data prepare`) (default: names)")
+    p.add_argument("--data", metavar="SRC", help=f"embedded set ({', '.join(EMBEDDED)}), a text file, a .jsonl/.csv/"
+                   ".parquet file (FILE:FIELD picks the text field), an HF datasets folder, or a folder (of text "
+                   "files, or one made by `lmlab data prepare`) (default: names)")
     p.add_argument("--mode", choices=["lines", "stream"], help="one example per line, or one long stream cut "
                    "into windows (default: the data set's own)")
     p.add_argument("--encoding", help="text encoding of the data files (default: utf-8)")
@@ -40,7 +41,7 @@ def cli_layers(args: argparse.Namespace) -> list[dict[str, Any]]:
         "data": {"source": args.data, "mode": args.mode, "encoding": args.encoding},
         "model": {"name": args.model},
         "train": {"max_steps": args.max_steps, "time_budget": args.time_budget, "seed": args.seed,
-                  "device": args.device},
+                  "device": args.device, "log": getattr(args, "log", None)},
     }
     named = {section: {k: v for k, v in values.items() if v is not None} for section, values in named.items()}
     file_values = load_config_file(args.config) if args.config else {}

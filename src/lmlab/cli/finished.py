@@ -14,6 +14,7 @@ from lmlab.inspector import format_finding
 from lmlab.inspector.report import reinspect
 from lmlab.run import load
 from lmlab.sample import SampleOptions, novelty, sample_texts
+from lmlab.training.loggers import write_tensorboard_runs
 from lmlab.training.run_data import prepare_data
 
 
@@ -99,6 +100,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(to_json(rows) if args.json else format_table(rows), end="")
     if args.plot:
         print(f"validation curves: {args.plot}", file=sys.stderr)
+    if args.tensorboard:
+        write_tensorboard_runs(args.runs, args.tensorboard)
+        print(f"tensorboard --logdir {args.tensorboard}", file=sys.stderr)
     return 0
 
 
@@ -107,3 +111,4 @@ def compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the rows as JSON (with the validation curves)")
     p.add_argument("--plot", metavar="FILE.png", default="val_curves.png",
                    help="where to write the validation curves (default: val_curves.png; '' for none)")
+    p.add_argument("--tensorboard", metavar="DIR", help="also write one TensorBoard folder with a run per RUN")

@@ -9,8 +9,10 @@ from typing import Any
 
 from lmlab.cli.common import fmt
 from lmlab.compare import format_table
+from lmlab.config import parse_set_args
 from lmlab.data.sources import EMBEDDED
 from lmlab.ladder import JSON_FILE, PLOT_FILE, TABLE_FILE, default_rungs, run_ladder
+from lmlab.training.loggers import write_tensorboard_runs
 
 
 def cmd_ladder(args: argparse.Namespace) -> int:
@@ -26,9 +28,12 @@ def cmd_ladder(args: argparse.Namespace) -> int:
 
     rows = run_ladder(args.data, out, budget=args.budget, models=models, mode=args.mode, seed=args.seed,
                       device=args.device, force=args.force, fit_schedule=not args.keep_steps,
-                      on_rung_end=on_rung_end)
+                      overrides=parse_set_args(args.set), on_rung_end=on_rung_end)
     print(format_table(rows), end="")
     print(f"table: {out / TABLE_FILE}, {out / JSON_FILE}; plot: {out / PLOT_FILE}")
+    if args.tensorboard:
+        write_tensorboard_runs([row["run"] for row in rows], args.tensorboard)
+        print(f"tensorboard --logdir {args.tensorboard}")
     return 0
 
 
@@ -45,5 +50,8 @@ def ladder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1337, help="seed for every rung (default: 1337)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train")
     p.add_argument("--force", action="store_true", help="overwrite runs already in --out")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config value for every rung, e.g. --set train.threads=1 --set data.block_size=64")
+    p.add_argument("--tensorboard", metavar="DIR", help="also write one TensorBoard folder with a run per rung")
     p.add_argument("--keep-steps", action="store_true", help="keep each rung's registered max_steps even when "
                    "the budget cuts training off before its schedule ends")

@@ -94,6 +94,8 @@ def train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inspect-every", type=int, metavar="K", help="inspector: sample layer statistics every K "
                    "steps (default: about 50 samples per run, at most every 100 steps)")
     p.add_argument("--no-inspect", action="store_true", help="turn the inspector, findings and report off")
+    p.add_argument("--log", metavar="NAMES", help="also log to TensorBoard and/or W&B: tensorboard, wandb or "
+                   "tensorboard,wandb (train.log; needs lmlab[tensorboard] / lmlab[wandb])")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop when val loss has not improved "
                    "for PATIENCE evaluations, keeping the best weights")
     p.add_argument("--reduce-lr-on-plateau", type=int, metavar="PATIENCE", help="scale the learning rate by 0.1 "

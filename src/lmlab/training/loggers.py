@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from lmlab.config import TrainConfig
 from lmlab.errors import LmlabError
 from lmlab.training.callbacks import Callback
+from lmlab.training.run_dir import METRICS_FILE, RunDir
 
 if TYPE_CHECKING:
     from lmlab.training.trainer import Trainer
@@ -376,18 +377,9 @@ def loggers_for(train_config: TrainConfig, run_dir: str | Path, run_config_dict:
 
 
 def _metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise LmlabError(f"{run_dir}: no metrics.jsonl (not a finished run?)")
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut off by a crash
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            records.append(record)
-    return records
+    if not (run_dir / METRICS_FILE).is_file():
+        raise LmlabError(f"{run_dir}: no {METRICS_FILE} (not a finished run?)")
+    return [r for r in RunDir(run_dir).read_metrics() if isinstance(r.get("step"), int)]
 
 
 def write_tensorboard_runs(run_dirs: Sequence[str | Path], out: str | Path,

@@ -53,7 +53,7 @@ def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> RunD
     given, as on resume) and encode every split. A folder made by `lmlab data prepare` is read as is."""
     if is_prepared(config.source):
         return _prepared_folder(config, tokenizer)
-    corpus = load_corpus(config.source, config.encoding)
+    corpus = load_corpus(config.source, config.encoding, config.text_field)
     mode = config.mode or corpus.default_mode
     if mode == "lines":
         lines = _lines(corpus.documents, config.max_line_chars)
