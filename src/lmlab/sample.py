@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lmlab.config import check_seed
 from lmlab.errors import ConfigError
 from lmlab.models.base import model_device
 from lmlab.models.generation import check_sampling_args
@@ -32,6 +33,7 @@ class SampleOptions:
             raise ConfigError(str(err)) from None
         if self.max_new_tokens < 0:
             raise ConfigError(f"--max-new-tokens must be positive, got {self.max_new_tokens}")
+        check_seed(self.seed, "--seed")
 
 
 def sample_texts(
