@@ -295,3 +295,20 @@ def test_a_late_nul_byte_is_binary(tmp_path):
     wide.write_text("hello\nwor\x00ld\n", encoding="utf-16")
     with pytest.raises(DataError, match="NUL characters"):
         read_text_file(wide, "utf-16")
+
+
+# -- (e) stream mode encodes long lines in chunks ------------------------------------------------------------
+
+@pytest.mark.parametrize(("kind", "vocab"), [("char", 0), ("word", 60), ("bpe", 300)])
+def test_encode_to_tensor_equals_the_whole_encoding_on_one_long_line(kind, vocab):
+    import random
+
+    from lmlab.tokenizers import encode_to_tensor, fit_tokenizer, text_chunks
+
+    rng = random.Random(0)
+    words = ["the", "quick", "brown", "fox,", "jumps", "dog.", "  ", "héllo", "42", "it's", "\t", "a  b", "x\n y"]
+    text = " ".join(rng.choice(words) for _ in range(3000)).replace("\n", "")  # one line, no break to cut at
+    tokenizer = fit_tokenizer(kind, [text], vocab)
+    assert len(list(text_chunks(text, 500))) > 10  # cut inside the line, so memory stays at one chunk
+    ids = encode_to_tensor(tokenizer, text, chunk_chars=500)
+    assert ids.dtype == torch.long and torch.equal(ids, torch.tensor(tokenizer(text).input_ids))
