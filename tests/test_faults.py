@@ -312,3 +312,58 @@ def test_encode_to_tensor_equals_the_whole_encoding_on_one_long_line(kind, vocab
     assert len(list(text_chunks(text, 500))) > 10  # cut inside the line, so memory stays at one chunk
     ids = encode_to_tensor(tokenizer, text, chunk_chars=500)
     assert ids.dtype == torch.long and torch.equal(ids, torch.tensor(tokenizer(text).input_ids))
+
+
+# -- (f) lmlab sample streams its samples -------------------------------------------------------------------
+
+def test_iter_samples_batches_reproduce_sample_texts(run):
+    from lmlab.sample import SampleOptions, batch_seed, iter_samples, sample_texts
+    from lmlab.training.run import load_run
+
+    loaded = load_run(run)
+    options = SampleOptions(num_samples=7, seed=3)
+    batched = list(iter_samples(loaded, options, batch_size=3))
+    assert len(batched) == 7 and batched == list(iter_samples(loaded, options, batch_size=3))
+    assert batched[:3] == sample_texts(loaded, dataclasses.replace(options, num_samples=3))
+    later = dataclasses.replace(options, num_samples=3, seed=batch_seed(3, 1))
+    assert batched[3:6] == sample_texts(loaded, later)
+    assert list(iter_samples(loaded, options, batch_size=64)) == sample_texts(loaded, options)  # one batch
+
+
+def test_sample_prints_each_batch_before_generating_the_next(run, capsys, monkeypatch):
+    import sys
+
+    import lmlab.cli.finished
+    import lmlab.sample
+
+    printed_before_each_batch = []
+    real = lmlab.sample.sample_texts
+
+    def spy(*args, **kwargs):
+        printed_before_each_batch.append(sys.stdout.getvalue().count("\n"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lmlab.sample, "sample_texts", spy)
+    monkeypatch.setattr(lmlab.cli.finished, "SAMPLE_BATCH", 3)
+    code, out, err = run_main(capsys, "sample", str(run), "-n", "8", "--jsonl")
+    assert code == 0, err
+    assert printed_before_each_batch == [0, 3, 6]
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [list(r) for r in lines] == [["sample"]] * 8 + [["novelty"]]
+    assert sum(lines[-1]["novelty"].values()) == 8
+
+
+def test_sample_json_is_the_same_object_as_before(run, capsys):
+    """--json streams its one object; the bytes equal json.dumps of the samples and novelty, computed the
+    old way (all samples at once)."""
+    from lmlab.sample import SampleOptions, novelty, sample_texts
+    from lmlab.training.run import load_run
+
+    code, out, err = run_main(capsys, "sample", str(run), "-n", "5", "--seed", "4", "--json")
+    assert code == 0, err
+    loaded = load_run(run)
+    samples = sample_texts(loaded, SampleOptions(num_samples=5, seed=4))
+    expected = {"samples": samples, "novelty": novelty(samples, prepare_data(loaded.config.data).texts)}
+    assert out == json.dumps(expected) + "\n"
+    code, out, err = run_main(capsys, "sample", str(run), "-n", "5", "--seed", "4")
+    assert code == 0 and out.splitlines() == samples and err.strip().endswith("new")
