@@ -222,12 +222,25 @@ def test_run_config_of_the_wrong_shape(config, message, tmp_path):
     assert check_run_config_dict(good, tmp_path / "config.json") is good
 
 
+@pytest.mark.parametrize(("config", "message"), [
+    ("[1, 2]", "config.json: corrupted config (a JSON list, not an object)"),
+    ('{"model": null}', 'config.json: corrupted config ("model" is null, not an object)'),
+])
+@pytest.mark.parametrize("command", ["eval", "sample", "export"])
+def test_damaged_config_json_gives_one_line(config, message, command, run, tmp_path, capsys):
+    (run / "config.json").write_text(config)
+    before = snapshot(run)
+    argv = [str(run), str(tmp_path / "hf")] if command == "export" else [str(run)]
+    assert message in one_line(capsys, command, *argv)
+    assert snapshot(run) == before and not (tmp_path / "hf").exists()
+
+
 COMPARE = {
     "metrics not JSON": ("metrics.jsonl", "{\"step\": 1, \"val\nloss\": 2}\n", "metrics.jsonl:1: not a JSON record"),
     "metrics a list": ("metrics.jsonl", "[1, 2]\n", "metrics.jsonl:1: not a JSON object"),
     "metrics step a string": ("metrics.jsonl", '{"step": "x", "val_loss": 2.0}\n', "is not a number"),
     "metrics binary": ("metrics.jsonl", b"\xff\xfe\x00garbage", "not UTF-8 text"),
-    "summary a list": ("summary.json", "[]", "corrupted summary (not a JSON object)"),
+    "summary a list": ("summary.json", "[]", "corrupted summary (a JSON list, not an object)"),
     "summary nll a string": ("summary.json", '{"nll": "low"}', "nll is not a number per split"),
     "summary steps a string": ("summary.json", '{"nll": {}, "steps": "many"}', "steps is 'many'"),
     "summary not JSON": ("summary.json", "{", "corrupted summary"),
@@ -367,3 +380,21 @@ def test_sample_json_is_the_same_object_as_before(run, capsys):
     assert out == json.dumps(expected) + "\n"
     code, out, err = run_main(capsys, "sample", str(run), "-n", "5", "--seed", "4")
     assert code == 0 and out.splitlines() == samples and err.strip().endswith("new")
+
+
+def test_optimizer_state_checked_against_the_optimizer_it_goes_into(tmp_path):
+    """Resuming an AdamW run with train.optimizer=sgd: two saved groups, one in the optimizer."""
+    from lmlab.training.checkpoint import check_optimizer_state
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    params = list(model.parameters())
+    adamw = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2]},
+                               {"params": [p for p in params if p.dim() < 2]}])
+    model(torch.ones(1, 3)).sum().backward()
+    adamw.step()
+    saved = adamw.state_dict()
+    check_optimizer_state(saved, params, tmp_path / "s.pt", adamw)  # fits: matrices first, then vectors
+    with pytest.raises(CheckpointError, match=r"groups of \[2, 2\] parameters, the optimizer has \[4\]"):
+        check_optimizer_state(saved, params, tmp_path / "s.pt", torch.optim.SGD(params, lr=0.1))
+    with pytest.raises(CheckpointError, match=r"exp_avg of parameter 0 has shape \(4, 3\), the parameter \(2, 4\)"):
+        check_optimizer_state(saved, params[::-1], tmp_path / "s.pt")  # the same tensors, another model's order

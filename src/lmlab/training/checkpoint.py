@@ -390,9 +390,16 @@ def check_run_config_dict(values: Any, path: Path) -> dict[str, Any]:
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from a run directory (summary, config), or CheckpointError saying what is wrong; a
+    run's config ("config") must also have the shape `check_run_config_dict` asks for."""
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: not an lmlab run ({path.name} is missing)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        values = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise CheckpointError(f"{path}: corrupted {what}") from None
+    if what == "config":
+        return check_run_config_dict(values, path)
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path}: corrupted {what} (a JSON {type(values).__name__}, not an object)")
+    return values
