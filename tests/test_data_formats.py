@@ -67,9 +67,8 @@ def test_every_format_reads_back_the_records(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["csv", "parquet", "datasets"])
 def test_record_formats_train_a_tiny_model(tmp_path, kind):
-    from lmlab.training.run import prepare_data
-
     from lmlab.models import REGISTRY
+    from lmlab.training.run_data import prepare_data
     from lmlab.training.trainer import Trainer
 
     data = prepare_data(DataConfig(source=write_source(kind, tmp_path, NAMES)))

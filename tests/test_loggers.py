@@ -57,9 +57,8 @@ class Crash(lg.Callback):
 @pytest.fixture
 def tiny(tiny_names):
     """A one-hidden-layer MLP on 200 names: something for the inspector to look into, in well under a second."""
-    from lmlab.training.run import prepare_data
-
     from lmlab.models import REGISTRY
+    from lmlab.training.run_data import prepare_data
 
     data = prepare_data(DataConfig(source=str(tiny_names)))
     spec = REGISTRY["mlp"]

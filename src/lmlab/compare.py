@@ -9,6 +9,7 @@ ladder` or a script compare alike.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,13 @@ from typing import Any
 from lmlab.errors import CheckpointError, LmlabError
 from lmlab.training.checkpoint import read_json
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "val", "test")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def val_curve(run_dir: Path) -> list[tuple[int, float]]:
@@ -24,16 +31,26 @@ def val_curve(run_dir: Path) -> list[tuple[int, float]]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{path}: not UTF-8 text (byte {err.start}); corrupted metrics") from None
     points = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except ValueError:
             raise CheckpointError(f"{path}:{n}: not a JSON record") from None
+        if not isinstance(record, dict):
+            raise CheckpointError(f"{path}:{n}: not a JSON object")
         if "val_loss" in record:
-            points.append((int(record["step"]), float(record["val_loss"])))
+            step, loss = record.get("step"), record["val_loss"]
+            if not (isinstance(step, int) and _number(step) and (_number(loss) or loss is None)):
+                raise CheckpointError(f"{path}:{n}: step {step!r:.20} or val_loss {loss!r:.20} is not a number")
+            if loss is not None:
+                points.append((step, float(loss)))
     return points
 
 
@@ -47,13 +64,14 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
                               f"--out {run_dir} --resume)")
     summary = read_json(run_dir / "summary.json", "summary")
     config = read_json(run_dir / "config.json", "config") if (run_dir / "config.json").is_file() else {}
+    _check_summary(summary, run_dir / "summary.json")
     nll = {split: summary.get("nll", {}).get(split) for split in SPLITS}
     # A character tokenizer makes one token one character, so bits per token are bits per character.
     held_out = nll["test"] if nll["test"] is not None else nll["val"]
     char_level = config.get("data", {}).get("tokenizer", "char") == "char"
     return {
         "run": str(run_dir),
-        "model": summary.get("model", config.get("model", {}).get("name", "?")),
+        "model": str(summary.get("model", config.get("model", {}).get("name", "?"))),
         "parameters": summary.get("parameters"),
         "steps": summary.get("steps"),
         "nll": nll,
@@ -64,10 +82,39 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def _check_summary(summary: Any, path: Path) -> None:
+    """CheckpointError unless summary.json holds what `write_summary` writes, with the types the table needs."""
+    if not isinstance(summary, dict):
+        raise CheckpointError(f"{path}: corrupted summary (not a JSON object)")
+    nll = summary.get("nll", {})
+    if not isinstance(nll, dict) or not all(_number(nll.get(s)) or nll.get(s) is None for s in SPLITS):
+        raise CheckpointError(f"{path}: corrupted summary (nll is not a number per split)")
+    for key in ("parameters", "steps", "tokens_per_s", "train_seconds"):
+        if not (summary.get(key) is None or _number(summary[key])):
+            raise CheckpointError(f"{path}: corrupted summary ({key} is {summary[key]!r:.30}, not a number)")
+    if not isinstance(summary.get("model", ""), str):
+        raise CheckpointError(f"{path}: corrupted summary (model is not a name)")
+
+
 def compare_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
+    """One row per readable run. A run that cannot be read (unfinished, or a corrupted summary.json,
+    config.json or metrics.jsonl) is left out with a warning, so one bad folder does not hide the others;
+    when none can be read, the (first) reason is the error."""
     if not run_dirs:
         raise LmlabError("give at least one run directory to compare")
-    return [summarize_run(d) for d in run_dirs]
+    rows, errors = [], []
+    for run_dir in run_dirs:
+        try:
+            rows.append(summarize_run(run_dir))
+        except CheckpointError as err:
+            errors.append(err)
+    if not rows:
+        if len(errors) == 1:
+            raise errors[0]
+        raise CheckpointError(f"none of the {len(errors)} runs can be compared; the first: {errors[0]}")
+    for err in errors:
+        log.warning("skipping a run: %s", err)
+    return rows
 
 
 def _cell(value: Any, fmt: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -15,6 +16,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lmlab.errors import ConfigError
+
+MAX_SEED = 2**63  # torch takes seeds below 2**64, numpy below 2**32; one range for all: [0, 2**63)
+MAX_BATCH_SIZE = 1 << 20  # sequences per micro-batch; far above what fits any machine's memory at T >= 2
+MAX_GRAD_ACCUM_STEPS = 1 << 12  # every micro-batch of a step is drawn before the first is run
+
+
+def check_finite(config: Any, prefix: str) -> None:
+    """ConfigError naming the first float field of `config` that is NaN or infinite."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}.{field.name} must be a finite number, got {value}")
+
+
+def check_seed(value: int, name: str) -> None:
+    if not 0 <= value < MAX_SEED:
+        raise ConfigError(f"{name} must be in [0, 2**63), got {value}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -32,6 +50,8 @@ class DataConfig:
     text_field: str = "text"  # .jsonl/.csv/.parquet/datasets folder: the field or column holding the text
 
     def __post_init__(self) -> None:
+        check_finite(self, "data")
+        check_seed(self.split_seed, "data.split_seed")
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -83,6 +103,8 @@ class TrainConfig:
     log: str = ""  # metric loggers beside metrics.jsonl, comma-separated: "tensorboard", "wandb" or both
 
     def __post_init__(self) -> None:
+        check_finite(self, "train")
+        check_seed(self.seed, "train.seed")
         positive = ("lr", "batch_size", "max_steps", "eval_interval", "eval_max_tokens", "log_interval",
                     "grad_accum_steps")
         for name in positive:
@@ -100,6 +122,9 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.step_decay_every <= 0 or not 0.0 < self.step_decay_factor <= 1.0:
             raise ConfigError("train.step_decay_every must be > 0 and train.step_decay_factor in (0, 1]")
+        for name, limit in (("batch_size", MAX_BATCH_SIZE), ("grad_accum_steps", MAX_GRAD_ACCUM_STEPS)):
+            if getattr(self, name) > limit:
+                raise ConfigError(f"train.{name} must be at most {limit:,}, got {getattr(self, name):,}")
         names = [n.strip() for n in self.log.split(",")] if self.log.strip() else []
         bad = [n for n in names if n not in LOGGER_NAMES]
         if bad or len(set(names)) != len(names):
@@ -168,13 +193,21 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                     return int(as_float)
         raise ConfigError(f"{where}: {value!r} is not an int")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
+            except OverflowError:  # an int beyond float's range
+                number = math.inf
+        elif isinstance(value, str):
+            try:
+                number = float(value)
             except ValueError:
-                pass
+                number = None
+        if number is not None and not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        if number is not None:
+            return number
         raise ConfigError(f"{where}: {value!r} is not a float")
     if tp is str:
         if isinstance(value, str):

@@ -37,6 +37,7 @@ from lmlab.sample import SampleOptions, sample_texts
 from lmlab.training.callbacks import Callback
 from lmlab.training.distributed import Parallel
 from lmlab.training.loggers import loggers_for
+from lmlab.training.memory import check_step_memory
 from lmlab.training.run_config import RunConfig, build_model, merge_layers, resolve_config
 from lmlab.training.run_data import RunData, context_length, prepare_data, resolved_data_config
 from lmlab.training.run_dir import FINDINGS_FILE, LOCK_FILE, SUMMARY_FILE, LoadedRun, RunDir, load_run
@@ -131,6 +132,7 @@ def train(
         data = data or prepare_data(config.data, tokenizer)
         config = dataclasses.replace(config, data=resolved_data_config(config.data, data))
         context = max(context, context_length(data))  # an imported GPT-2 keeps its own, wider context
+        check_step_memory(config.train, context, data.tokenizer.vocab_size)
         model = build_model(config, data.tokenizer, context)
         chosen = _callbacks(config, run_dir, inspect, callbacks, parallel)
         log.info("%s: %s parameters; data %s (%s mode, vocab %d, %s train tokens) -> %s", config.model_name,
@@ -165,9 +167,12 @@ def _resolve_run(run_dir: RunDir, config, resume: bool, force: bool):
     run_dir.require_checkpoint()
     saved, context = run_dir.read_config()
     changes = config.to_dict() if isinstance(config, RunConfig) else config
+    if (changes.get("model") or {}).get("name", saved.model_name) != saved.model_name:
+        raise CheckpointError(f"{run_dir} is a {saved.model_name} run; --resume continues the run's own data "
+                              "and model; change only train.*")
     config = resolve_config(merge_layers(saved.to_dict(), changes))
     if config.data != saved.data or config.model != saved.model or config.model_name != saved.model_name:
-        raise CheckpointError(f"{run_dir} is a {saved.model_name} run: --resume continues the run's own data "
+        raise CheckpointError(f"{run_dir} is a {saved.model_name} run; --resume continues the run's own data "
                               "and model; change only train.*")
     return config, context, run_dir.load_tokenizer()
 

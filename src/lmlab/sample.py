@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
+from lmlab.config import check_seed
 from lmlab.errors import ConfigError
 from lmlab.models.base import model_device
 from lmlab.models.generation import check_sampling_args
@@ -32,6 +34,7 @@ class SampleOptions:
             raise ConfigError(str(err)) from None
         if self.max_new_tokens < 0:
             raise ConfigError(f"--max-new-tokens must be positive, got {self.max_new_tokens}")
+        check_seed(self.seed, "--seed")
 
 
 def sample_texts(
@@ -59,6 +62,25 @@ def sample_texts(
         generator=generator, streamer=streamer if on_token is not None else None,
     )
     return [options.prompt + tok.decode(row[len(prompt_ids):].tolist()) for row in out]
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The seed of `iter_samples`' batch number `batch`: the given seed for the first, so a run of up to
+    batch_size samples is the same as `sample_texts`'; a golden-ratio stride apart for the others."""
+    return (seed + batch * 0x9E3779B97F4A7C15) % 2**63
+
+
+def iter_samples(run: LoadedRun, options: SampleOptions, batch_size: int = 64,
+                 on_token: Callable[[str], None] | None = None) -> Iterator[str]:
+    """`options.num_samples` samples, generated `batch_size` at a time and yielded as each batch finishes,
+    so a caller can print them at once and memory holds one batch whatever the number asked for. Batch i
+    is seeded with `batch_seed(options.seed, i)`; the whole sequence is reproducible from the seed."""
+    if batch_size < 1:
+        raise ConfigError(f"the sampling batch size must be at least 1, got {batch_size}")
+    for batch, first in enumerate(range(0, options.num_samples, batch_size)):
+        count = min(batch_size, options.num_samples - first)
+        batch_options = dataclasses.replace(options, num_samples=count, seed=batch_seed(options.seed, batch))
+        yield from sample_texts(run, batch_options, on_token=on_token if batch == 0 else None)
 
 
 def novelty(samples: list[str], splits: dict[str, list[str]]) -> dict[str, int]:

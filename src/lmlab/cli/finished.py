@@ -13,7 +13,7 @@ from lmlab.evaluate import evaluate_run
 from lmlab.inspector import format_finding
 from lmlab.inspector.report import reinspect
 from lmlab.run import load
-from lmlab.sample import SampleOptions, novelty, sample_texts
+from lmlab.sample import SampleOptions, iter_samples
 from lmlab.training.loggers import write_tensorboard_runs
 from lmlab.training.run_data import prepare_data
 
@@ -35,6 +35,9 @@ def eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+SAMPLE_BATCH = 64  # samples generated at once: what memory holds, and how often output appears
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """Sample text from a trained run (temperature, top-k, top-p, prompt); lines mode reports novelty."""
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
@@ -46,21 +49,33 @@ def cmd_sample(args: argparse.Namespace) -> int:
         run.tokenizer(args.prompt)
     except LmlabError as err:
         raise type(err)(f"--prompt: {err}") from None
-    stream = args.n == 1 and not args.json and sys.stdout.isatty()
+    stream = args.n == 1 and not (args.json or args.jsonl) and sys.stdout.isatty()
     on_token = (lambda text: print(text, end="", flush=True)) if stream else None
-    samples = sample_texts(run, options, on_token=on_token)
-    counts = None
+    # Novelty is counted as samples come: the data's examples are held once, the samples never all at once.
+    seen = counts = None
     if run.config.data.mode == "lines":
-        counts = novelty(samples, prepare_data(run.config.data, run.tokenizer).texts)
+        seen = {name: set(texts) for name, texts in prepare_data(run.config.data, run.tokenizer).texts.items()}
+        counts = {f"in_{name}": 0 for name in seen} | {"new": 0}
+    if args.json:  # one object, written as it grows: the same bytes as json.dumps of the whole
+        print('{"samples": [', end="")
+    for i, text in enumerate(iter_samples(run, options, SAMPLE_BATCH, on_token=on_token)):
+        if seen is not None:
+            hit = next((name for name, texts in seen.items() if text in texts), None)
+            counts[f"in_{hit}" if hit else "new"] += 1
+        if args.json:
+            print(("" if i == 0 else ", ") + json.dumps(text), end="", flush=True)
+        elif args.jsonl:
+            print(json.dumps({"sample": text}), flush=True)
+        elif stream:
+            print()
+        else:
+            print(text, flush=True)
     if args.json:
-        print(json.dumps({"samples": samples, "novelty": counts}))
-        return 0
-    if stream:
-        print()
-    else:
-        for text in samples:
-            print(text)
-    if counts:
+        print(f'], "novelty": {json.dumps(counts)}}}')
+    elif args.jsonl:
+        if counts:
+            print(json.dumps({"novelty": counts}))
+    elif counts:
         print(", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()), file=sys.stderr)
     return 0
 
@@ -75,7 +90,11 @@ def sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int,
                    help="tokens to generate (default: to the end of the line, or 500 in stream mode)")
     p.add_argument("--seed", type=int, default=42, help="seed that makes sampling reproducible (default: 42)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help='print one JSON object: {"samples": [...], "novelty": '
+                     '{...}} (null novelty in stream mode)')
+    out.add_argument("--jsonl", action="store_true", help='print JSON lines as samples finish: {"sample": TEXT} '
+                     'each, then {"novelty": {...}} in lines mode')
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -41,8 +41,12 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
         meta = json.loads(path.read_text(encoding="utf-8"))
         if meta["lmlab_shards"] != FORMAT_VERSION:
             raise DataError(f"{path}: shard format {meta['lmlab_shards']}, this lmlab reads {FORMAT_VERSION}")
+        if meta["dtype"] not in ("uint16", "uint32") or not _count(meta.get("vocab_size", 1)):
+            raise ValueError("dtype or vocab_size")
         for name, split in meta["splits"].items():
-            size = (Path(folder) / split["file"]).stat().st_size
+            if not _count(split["tokens"]):
+                raise ValueError("tokens")
+            size = (Path(folder) / _inside(folder, split["file"])).stat().st_size
             if size != split["tokens"] * np.dtype(meta["dtype"]).itemsize:
                 raise DataError(f"{folder}/{split['file']}: {size} bytes, expected {split['tokens']} {name} "
                                 f"tokens of {meta['dtype']}; prepare the folder again")
@@ -51,6 +55,29 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError, AttributeError):
         raise DataError(f"{path}: not a prepared-data description (corrupted meta.json?)") from None
     return meta
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _inside(folder: str | Path, name: Any) -> str:
+    """A shard's file name from meta.json, refused unless it names a file inside the folder: meta.json is
+    data, and `../../etc/passwd` or `/dev/zero` must never be opened on its say-so."""
+    parts = Path(name).parts if isinstance(name, str) else ()
+    if not parts or Path(name).is_absolute() or ".." in parts or "\\" in name or ":" in parts[0]:
+        raise DataError(f"{Path(folder) / META_FILE}: shard file {name!r} is not a file name inside {folder}")
+    return name
+
+
+def max_token_id(path: str | Path, num_tokens: int, dtype: str | np.dtype, chunk: int = 1 << 24) -> int:
+    """The largest id in a shard file, read a chunk at a time (memory stays at one chunk); -1 if empty."""
+    data = np.memmap(path, dtype=np.dtype(dtype), mode="r", shape=(num_tokens,)) if num_tokens else []
+    top = -1
+    for start in range(0, num_tokens, chunk):
+        top = max(top, int(data[start : start + chunk].max()))
+    del data
+    return top
 
 
 class ShardDataset:
@@ -115,10 +142,20 @@ class ShardDataset:
                 return
 
 
-def open_shards(folder: str | Path, block_size: int) -> tuple[dict[str, Any], dict[str, ShardDataset]]:
-    """meta.json's contents and one ShardDataset per split of a prepared folder."""
+def open_shards(folder: str | Path, block_size: int,
+                vocab_size: int | None = None) -> tuple[dict[str, Any], dict[str, ShardDataset]]:
+    """meta.json's contents and one ShardDataset per split of a prepared folder. Every id is checked to lie
+    below the vocabulary (meta.json's vocab_size, and `vocab_size` when given: the tokenizer's), so a damaged
+    shard is refused here rather than failing as an IndexError inside the model mid-training."""
     folder = Path(folder)
     meta = read_meta(folder)
     splits = {name: ShardDataset(folder / s["file"], s["tokens"], meta["dtype"], block_size)
               for name, s in meta["splits"].items()}
+    limits = [v for v in (meta.get("vocab_size"), vocab_size) if v]
+    if limits:
+        for name, split in splits.items():
+            top = max_token_id(split.path, split.num_tokens, split.dtype)
+            if top >= min(limits):
+                raise DataError(f"{split.path}: token id {top:,} is outside the vocabulary of {min(limits):,} "
+                                f"({name} split); prepare the folder again")
     return meta, splits

@@ -7,6 +7,7 @@ joins them into one long text.
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import logging
 import sysconfig
@@ -20,7 +21,6 @@ from lmlab.errors import DataError
 log = logging.getLogger(__name__)
 
 Mode = Literal["lines", "stream"]
-_BINARY_PROBE_BYTES = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +91,25 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     data = records.read_bytes(path)
     if not data.strip():
         raise DataError(f"{path}: the file is empty")
-    if b"\x00" in data[:_BINARY_PROBE_BYTES] and not encoding.lower().startswith("utf-16"):
-        raise DataError(f"{path}: looks like a binary file (it contains NUL bytes), not text")
+    try:
+        wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))  # NUL bytes are normal there
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r}") from None
+    nul = -1 if wide else data.find(b"\x00")  # the whole file: a NUL past the first KB is as binary
+    if nul >= 0:
+        raise DataError(f"{path}: looks like a binary file (it contains NUL bytes, the first at byte {nul:,}), "
+                        "not text")
     try:
         text = data.decode(encoding)
-    except LookupError:
+    except LookupError:  # a codec that is not a text encoding (base64, rot13)
         raise DataError(f"unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as err:
         raise DataError(
             f"{path}: not valid {encoding} at byte {err.start}; pass --encoding (e.g. latin-1) if the file "
             "uses another encoding"
         ) from None
+    if "\x00" in text:  # a wide encoding's NUL character
+        raise DataError(f"{path}: looks like a binary file (it contains NUL characters), not text")
     return text.removeprefix("\ufeff")
 
 

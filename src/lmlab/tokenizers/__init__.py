@@ -7,6 +7,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+import torch
+
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.tokenizers.bpe import BPETokenizer
 from lmlab.tokenizers.char import BOUNDARY, CharTokenizer, Encoding
@@ -72,10 +75,23 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         raise CheckpointError(f"{path}: corrupted tokenizer file ({err})") from None
 
 
+def _space_cut(text: str, start: int, limit: int) -> int:
+    """The first place in [start, limit) just before a single space between two visible characters ("a b"
+    -> "a" | " b"), where char, word and byte-level BPE tokens all break (a space joins the word after it);
+    `limit` if there is none."""
+    pos = text.find(" ", max(start, 1), limit - 1)
+    while pos != -1:
+        if not text[pos - 1].isspace() and not text[pos + 1].isspace():
+            return pos
+        pos = text.find(" ", pos + 1, limit - 1)
+    return limit
+
+
 def text_chunks(text: str, size: int = 1 << 20) -> Iterator[str]:
     """Cut `text` into pieces of about `size` characters that encode to the same ids as the whole: each cut
     falls right after a line break followed by a visible character, where every tokenizer here (char, word,
-    byte-level BPE) starts a fresh token anyway. A stretch without such a place is cut at `2 * size`."""
+    byte-level BPE) starts a fresh token anyway, or, in a long line, before a space between two words. A
+    stretch without either is cut at `2 * size`."""
     start = 0
     while start < len(text):
         end = min(start + size, len(text))
@@ -83,7 +99,8 @@ def text_chunks(text: str, size: int = 1 << 20) -> Iterator[str]:
         while end < limit:
             newline = text.find("\n", end, limit - 1)
             if newline == -1:
-                end = limit
+                end = _space_cut(text, end, limit)
+                break
             elif not text[newline + 1].isspace():
                 end = newline + 1
                 break
@@ -109,6 +126,30 @@ def encode_large(tokenizer: Tokenizer, text: str, chunk_chars: int = 1 << 16) ->
         yield from tokenizer.encode_batch(batch)
 
 
+def encode_to_tensor(tokenizer: Tokenizer, text: str, chunk_chars: int = 1 << 16) -> torch.Tensor:
+    """The ids of `text` as a 1-D int64 tensor, equal to `torch.tensor(tokenizer(text).input_ids)` but without
+    the list of Python ints (8 bytes a token for the list alone, plus an int object for every id above 256):
+    chunks are encoded one at a time into compact arrays, then copied once into the result. Peak memory is
+    about 10 bytes a token beside the text (8 for a character tokenizer, whose ids fill the result directly).
+    Raises what the tokenizer raises (TokenizerError for characters outside a character vocabulary)."""
+    if isinstance(tokenizer, CharTokenizer):  # one id per character: the size is known up front
+        out = torch.empty(len(text), dtype=torch.long)
+        view, pos = out.numpy(), 0
+        for ids in encode_large(tokenizer, text, chunk_chars):
+            view[pos : pos + len(ids)] = ids
+            pos += len(ids)
+        return out
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
+    parts = [np.asarray(ids, dtype=dtype) for ids in encode_large(tokenizer, text, chunk_chars)]
+    out = torch.empty(sum(len(p) for p in parts), dtype=torch.long)
+    view, pos = out.numpy(), 0
+    while parts:
+        part = parts.pop(0)
+        view[pos : pos + len(part)] = part
+        pos += len(part)
+    return out
+
+
 __all__ = ["BOUNDARY", "TOKENIZERS", "UNKNOWN", "BPETokenizer", "CharTokenizer", "Encoding", "HFTokenizer",
-           "Tokenizer", "WordTokenizer", "encode_large", "fit_tokenizer", "load_tokenizer", "text_chunks",
-           "tokenizer_kind"]
+           "Tokenizer", "WordTokenizer", "encode_large", "encode_to_tensor", "fit_tokenizer", "load_tokenizer",
+           "text_chunks", "tokenizer_kind"]

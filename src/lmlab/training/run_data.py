@@ -10,13 +10,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from lmlab.config import DataConfig
 from lmlab.data import LinesDataset, StreamDataset, TokenDataset, load_corpus, split_indices
 from lmlab.data.shards import is_prepared, open_shards
 from lmlab.errors import CheckpointError, ConfigError, DataError, TokenizerError
-from lmlab.tokenizers import CharTokenizer, Tokenizer, fit_tokenizer, load_tokenizer, tokenizer_kind
+from lmlab.tokenizers import CharTokenizer, Tokenizer, encode_to_tensor, fit_tokenizer, load_tokenizer, tokenizer_kind
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +92,11 @@ def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> RunD
             known = "".join(c for c in part if c in tokenizer.char_to_id)
         if len(known) < len(part):
             log.warning("%s: %d character(s) unseen in training were left out", name, len(part) - len(known))
-        ids = _encode_known(tokenizer, known)
-        if ids is None:
-            raise CheckpointError("the training text has characters the run's tokenizer lacks: data mismatch")
-        splits[name] = StreamDataset(torch.tensor(ids, dtype=torch.long), config.block_size)
+        try:  # in chunks, into one array: a list of Python ints would take ~20x the text's size
+            ids = encode_to_tensor(tokenizer, known)
+        except TokenizerError:
+            raise CheckpointError("the training text has characters the run's tokenizer lacks: data mismatch") from None
+        splits[name] = StreamDataset(ids, config.block_size)
     if len(splits["train"]) <= config.block_size:
         raise DataError(
             f"{config.source}: the training split has {len(splits['train'])} tokens, not more than the context "
@@ -109,8 +108,8 @@ def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> RunD
 def _prepared_folder(config: DataConfig, tokenizer: Tokenizer | None) -> RunData:
     if config.mode == "lines":
         raise ConfigError(f"{config.source} holds prepared token shards, which train in stream mode only")
-    _, splits = open_shards(config.source, config.block_size)
     own = load_tokenizer(Path(config.source) / "tokenizer.json")
+    _, splits = open_shards(config.source, config.block_size, vocab_size=own.vocab_size)
     if tokenizer is not None and tokenizer != own:
         raise CheckpointError(f"{config.source}: its tokenizer differs from the run's; data mismatch")
     if len(splits["train"]) <= config.block_size:

@@ -27,7 +27,7 @@ from lmlab.errors import ConfigError, LmlabError
 from lmlab.training import checkpoint as ckpt
 from lmlab.training import performance as perf
 from lmlab.training.callbacks import Callback
-from lmlab.training.checkpointer import CallbackStates, Checkpointer, StateOf, upgrade
+from lmlab.training.checkpointer import CallbackStates, Checkpointer, StateOf
 from lmlab.training.distributed import Parallel
 from lmlab.training.ema import WeightAverage
 from lmlab.training.run_dir import RunDir
@@ -209,7 +209,8 @@ class Trainer:
         run_dir = RunDir(run_dir)
         sharded = self.parallel.mode == "fsdp" and self.parallel.world_size > 1
         weights: dict[str, torch.Tensor] = {}  # FSDP: full weights, scattered to the shards below
-        state = upgrade(ckpt.load_checkpoint(run_dir.path, weights if sharded else self.model))
+        state = ckpt.load_checkpoint(run_dir.path, weights if sharded else self.model,
+                                     None if sharded else self.optimizer)
         if state.get("data_fingerprint") not in (None, ckpt.data_fingerprint(self.train_data)):
             raise ckpt.CheckpointError(
                 f"{run_dir}: the training data differ from the data this checkpoint was trained on; resume on "
