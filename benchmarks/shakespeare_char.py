@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="override the preset's iterations")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--data", type=Path, default=SHAKESPEARE, help="tinyshakespeare.txt")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     train = {"lr": 1e-3, "min_lr_ratio": 0.1, "schedule": "cosine", "warmup_steps": 100, "weight_decay": 0.1,
@@ -64,7 +65,7 @@ def main() -> None:
     if args.steps:
         train["max_steps"] = args.steps
     config = resolve_config({
-        "data": {"source": str(SHAKESPEARE), "mode": "stream", "val_fraction": 0.1, "test_fraction": 0.0,
+        "data": {"source": str(args.data), "mode": "stream", "val_fraction": 0.1, "test_fraction": 0.0,
                  **preset["data"]},
         "model": {"name": "gpt", "bias": False, **preset["model"]},
         "train": train,
