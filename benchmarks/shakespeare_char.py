@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from lmlab.config import parse_set_args
 from lmlab.models import count_parameters
-from lmlab.training.run_config import build_model, resolve_config
+from lmlab.training.run_config import build_model, merge_layers, resolve_config
 from lmlab.training.run_data import prepare_data
 from lmlab.training.scoring import mean_nll
 from lmlab.training.trainer import Trainer
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--data", type=Path, default=SHAKESPEARE, help="tinyshakespeare.txt")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as lmlab train --set")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     train = {"lr": 1e-3, "min_lr_ratio": 0.1, "schedule": "cosine", "warmup_steps": 100, "weight_decay": 0.1,
@@ -64,12 +66,12 @@ def main() -> None:
              "log_interval": 50, **preset["train"]}
     if args.steps:
         train["max_steps"] = args.steps
-    config = resolve_config({
+    config = resolve_config(merge_layers({
         "data": {"source": str(args.data), "mode": "stream", "val_fraction": 0.1, "test_fraction": 0.0,
                  **preset["data"]},
         "model": {"name": "gpt", "bias": False, **preset["model"]},
         "train": train,
-    })
+    }, parse_set_args(args.set)))
     data = prepare_data(config.data)
     model = build_model(config, data.tokenizer, config.data.block_size)
     trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train)

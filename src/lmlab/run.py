@@ -69,7 +69,7 @@ class Run(LoadedRun):
     def findings(self) -> list[dict[str, Any]] | None:
         """The inspector's findings as written at the end of training (None if it did not watch)."""
         path = self.run_dir / FINDINGS_FILE
-        return self.run_dir.read_json(FINDINGS_FILE, "findings") if path.is_file() else None
+        return self.run_dir.read_json(FINDINGS_FILE, "findings", list) if path.is_file() else None
 
     def evaluate(self, split: str = "val") -> dict[str, Any]:
         """NLL, perplexity and bits per token on a split of the run's own data (`lmlab eval`)."""

@@ -357,9 +357,10 @@ def check_run_config_dict(values: Any, path: Path) -> dict[str, Any]:
     return values
 
 
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    """A JSON object from a run directory (summary, config), or CheckpointError saying what is wrong; a
-    run's config ("config") must also have the shape `check_run_config_dict` asks for."""
+def read_json(path: Path, what: str, kind: type = dict) -> Any:
+    """A JSON value of `kind` (an object unless told) from a run directory (summary, config, findings), or
+    CheckpointError saying what is wrong; a run's config ("config") must also have the shape
+    `check_run_config_dict` asks for."""
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: not an lmlab run ({path.name} is missing)")
     try:
@@ -368,6 +369,7 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
         raise CheckpointError(f"{path}: corrupted {what}") from None
     if what == "config":
         return check_run_config_dict(values, path)
-    if not isinstance(values, dict):
-        raise CheckpointError(f"{path}: corrupted {what} (a JSON {type(values).__name__}, not an object)")
+    if not isinstance(values, kind):
+        wanted = "an object" if kind is dict else f"a {kind.__name__}"
+        raise CheckpointError(f"{path}: corrupted {what} (a JSON {type(values).__name__}, not {wanted})")
     return values

@@ -162,8 +162,8 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path / name, json.dumps(value, indent=2) + "\n")
 
-    def read_json(self, name: str, what: str) -> Any:
-        return read_json(self.path / name, what)
+    def read_json(self, name: str, what: str, kind: type = dict) -> Any:
+        return read_json(self.path / name, what, kind)
 
     def write_config(self, config: RunConfig, context: int) -> None:
         """config.json: the resolved config, with the context the model was built for."""
