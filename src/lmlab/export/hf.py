@@ -24,7 +24,6 @@ from lmlab.export.safety import check_export_target, check_hf_weights, read_hf_c
 from lmlab.models.gpt import GPT, PRESETS, GPTConfig
 from lmlab.tokenizers import Tokenizer, tokenizer_kind
 from lmlab.tokenizers.convert import from_hf_backend, hf_backend
-from lmlab.tokenizers.word import UNKNOWN
 from lmlab.training.run import LoadedRun
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -151,15 +150,15 @@ def hf_tokenizer_files(tokenizer: Tokenizer, model_max_length: int, lines_mode: 
 
     Special tokens: the boundary is bos, eos and pad (one token, as GPT-2's <|endoftext|>), so generation
     stops at the end of an example and padding never adds an id the model lacks; padding goes on the left,
-    where a decoder-only model needs it for batched generation. The word tokenizer's <unk> is its unk."""
+    where a decoder-only model needs it for batched generation. The word tokenizer's <unk> (id 1) is not
+    declared unk_token: transformers would then drop it from decoded text as a special token, where lmlab
+    shows it (it stands for a real word); the tokenizer still maps every unseen word to it."""
     try:
         backend = hf_backend(tokenizer, add_boundary=lines_mode)
     except TypeError as err:
         raise ExportError(str(err)) from None
     boundary = backend.id_to_token(tokenizer.boundary_id)
     special = {"bos_token": boundary, "eos_token": boundary, "pad_token": boundary}
-    if tokenizer_kind(tokenizer) == "word":
-        special["unk_token"] = UNKNOWN
     tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
                         "padding_side": "left", "clean_up_tokenization_spaces": False, **special}
     return {
