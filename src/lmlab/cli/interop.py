@@ -16,12 +16,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     if args.format == "onnx":
-        from lmlab.export.onnx import export_onnx
+        from lmlab.export.onnx import export_onnx, max_length
 
         out, diff = export_onnx(run, args.out, force=args.force)
+        longest = max_length(run.model)
+        length = f"T <= {longest}" if longest else "T any length (recurrent)"
         checked = "not checked (onnxruntime is not installed)" if diff is None else \
-            f"onnxruntime logits within {diff:.1e} of lmlab's"
-        print(f"wrote {out / 'model.onnx'}: input_ids (B, T) -> logits (B, T, V); {checked}")
+            f"max |logit difference| vs lmlab {diff:.1e}"
+        print(f"wrote {out / 'model.onnx'}: input_ids (B, T) -> logits (B, T, V), {length}; {checked}")
         return 0
     from lmlab.export import export_hf
 
