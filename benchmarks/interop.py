@@ -65,7 +65,7 @@ def measure(run_dir: Path, hf_dir: Path, num_prompts: int) -> tuple[float, int, 
         new = context - encoded.input_ids.shape[1]  # HF has no positions past the context
         ours = sample_texts(run, SampleOptions(num_samples=1, prompt=prompt, temperature=0.0,
                                                max_new_tokens=new))[0]
-        ids = hf_model.generate(**encoded, do_sample=False, max_new_tokens=new)
+        ids = hf_model.generate(**encoded, do_sample=False, max_length=context)
         theirs = prompt + hf_tok.decode(ids[0, encoded.input_ids.shape[1]:], skip_special_tokens=True)
         equal += theirs == ours
     return worst, equal, len(prompts)

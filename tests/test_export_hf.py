@@ -167,9 +167,16 @@ def test_lines_mode_export_adds_bos_and_imports_as_lines(tmp_path):
     hf_model, hf_tok = load_hf(out)
     assert hf_tok("emma").input_ids == run.tokenizer("emma", add_boundary=True).input_ids
     generation = json.loads((out / "generation_config.json").read_text())
-    assert generation == {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0, "do_sample": True,
+    assert generation == {"bos_token_id": 0, "eos_token_id": 0, "do_sample": True,
                           "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_length": 12}
     assert hf_model.generation_config.top_k == 0 and hf_model.generation_config.max_length == 12
+    # Another eos passed to generate() must not turn the leading boundary (BOS) into padding.
+    ids = hf_tok("emma", return_tensors="pt").input_ids
+    other_eos = run.tokenizer("a").input_ids[0]
+    with torch.no_grad():
+        hf_ids = hf_model.generate(ids, do_sample=False, max_length=12, eos_token_id=other_eos)
+        ours = run.model.generate(ids, hf_ids.shape[1] - ids.shape[1], do_sample=False, eos_token_id=other_eos)
+    assert hf_ids.tolist() == ours.tolist()
     card = (out / "README.md").read_text()
     for needed in ("license:", "GPT2LMHeadModel", "context length | 12 tokens", "lines mode",
                    "lmlab train --data names --model gpt", "--set model.n_layer=2", "IndexError"):

@@ -16,8 +16,10 @@ from lmlab.training.run import LoadedRun, RunConfig, resolve_config
 def generation_config(boundary_id: int, context: int, lines_mode: bool) -> dict[str, Any]:
     """`lmlab sample`'s defaults in transformers' terms: plain sampling at temperature 1 (HF would otherwise
     apply top_k=50), and a length that stays inside the context (GPT-2 has no positions past it). A
-    lines-mode sample ends at the boundary token; a stream-mode one does not (as in lmlab)."""
-    config: dict[str, Any] = {"bos_token_id": boundary_id, "pad_token_id": boundary_id, "do_sample": True,
+    lines-mode sample ends at the boundary token; a stream-mode one does not (as in lmlab). No pad id: the
+    leading boundary (BOS) would then count as padding whenever a caller passes another eos_token_id without
+    an attention mask, changing the output; without one, generate() pads with the eos in use."""
+    config: dict[str, Any] = {"bos_token_id": boundary_id, "do_sample": True,
                               "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_length": context}
     if lines_mode:
         config["eos_token_id"] = boundary_id
@@ -117,8 +119,8 @@ def model_card(run: LoadedRun) -> str:
         f"- The model has positions for {context} tokens: generation cannot go past that length (GPT-2 "
         f"raises an IndexError); `generation_config.json` sets `max_length: {context}`.",
         "- `generation_config.json` samples as `lmlab sample` does: temperature 1, no top-k or top-p.",
-        "- Special tokens: `<|endoftext|>` (the boundary between examples) is bos, eos and pad; padding is on "
-        "the left, as batched generation with a decoder-only model needs.",
+        "- Special tokens: `<|endoftext|>` (the boundary between examples) is bos, eos and the tokenizer's "
+        "pad; padding is on the left, as batched generation with a decoder-only model needs.",
     ]
     if mode == "lines":
         lines.append("- Each example is one line. The tokenizer puts `<|endoftext|>` first, as the model saw "
