@@ -96,6 +96,19 @@ def test_pipeline_greedy_text_equals_lmlab_sample(tmp_path, lines_run, capsys):
         ours = json.loads(out)["samples"][0]
         # The tokenizer adds the boundary as BOS, generation stops at it: one name, as lmlab samples it.
         assert generate(prompt, do_sample=False)[0]["generated_text"] == ours, prompt
+    # Imported back, the export is a lines-mode run again: its samples end at the boundary, as the original's.
+    back = tmp_path / "back"
+    code, _, err = cli(capsys, "import", str(tmp_path / "hf"), "--out", str(back), "--data",
+                       str(lines_run.parent / "names.txt"))
+    assert code == 0, err
+    for run in (lines_run, back):
+        code, out, err = cli(capsys, "sample", str(run), "-n", "5", "--json")
+        assert code == 0, err
+        samples = json.loads(out)["samples"]
+        assert max(len(s) for s in samples) <= max(4 * context, 64), samples  # stream mode would run to 500
+        if run == lines_run:
+            expected = samples
+    assert samples == expected
 
 
 def test_export_cli_refuses_a_busy_folder_and_a_run(tmp_path, lines_run, capsys):
