@@ -150,3 +150,124 @@ def test_char_tokenizer_with_spaces_and_newlines_exports_same_ids(tmp_path):
     assert hf_tok(sample).input_ids == tokenizer(sample).input_ids
     assert hf_tok.decode(hf_tok(sample).input_ids) == sample
     assert hf_tok("<|endoftext|>ea").input_ids == [0, *tokenizer("ea").input_ids]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What the export carries beyond the weights: data mode, generation defaults, model card
+
+
+def lines_run(tmp_path) -> LoadedRun:
+    run = make_run(tmp_path)
+    config = resolve_config({**run.config.to_dict(), "data": {"source": "names", "mode": "lines"}})
+    return LoadedRun(run.run_dir, config, run.tokenizer, run.model, 0)
+
+
+def test_lines_mode_export_adds_bos_and_imports_as_lines(tmp_path):
+    run = lines_run(tmp_path)
+    out = export_hf(run, tmp_path / "hf")
+    hf_model, hf_tok = load_hf(out)
+    assert hf_tok("emma").input_ids == run.tokenizer("emma", add_boundary=True).input_ids
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation == {"bos_token_id": 0, "eos_token_id": 0, "do_sample": True,
+                          "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_length": 12}
+    assert hf_model.generation_config.top_k == 0 and hf_model.generation_config.max_length == 12
+    # Another eos passed to generate() must not turn the leading boundary (BOS) into padding.
+    ids = hf_tok("emma", return_tensors="pt").input_ids
+    other_eos = run.tokenizer("a").input_ids[0]
+    with torch.no_grad():
+        hf_out = hf_model.generate(ids, do_sample=False, max_length=12, eos_token_id=other_eos,
+                                   output_logits=True, return_dict_in_generate=True)
+        first_step = run.model(ids).logits[:, -1]
+    assert (hf_out.logits[0] - first_step).abs().max() < 1e-4
+    card = (out / "README.md").read_text()
+    for needed in ("license:", "GPT2LMHeadModel", "context length | 12 tokens", "lines mode",
+                   "lmlab train --data names --model gpt", "--set model.n_layer=2", "IndexError"):
+        assert needed in card, needed
+    # The mode comes back from config.json's "lmlab" entry ...
+    assert json.loads((out / "config.json").read_text())["lmlab"]["data_mode"] == "lines"
+    assert import_hf(out, tmp_path / "back", {"source": "names"}).config.data.mode == "lines"
+    # ... or, without it (an older export), from the tokenizer that puts the boundary first.
+    config = json.loads((out / "config.json").read_text())
+    del config["lmlab"]
+    (out / "config.json").write_text(json.dumps(config))
+    back = import_hf(out, tmp_path / "back2", {"source": "names"})
+    assert back.config.data.mode == "lines" and load_run(tmp_path / "back2").config.data.mode == "lines"
+    assert back.tokenizer == run.tokenizer  # the post-processor is dropped: lmlab adds the boundary itself
+
+
+def test_stream_mode_export_neither_adds_bos_nor_stops(tmp_path):
+    run = make_run(tmp_path)
+    config = resolve_config({**run.config.to_dict(), "data": {"source": "pystdlib", "mode": "stream"}})
+    out = export_hf(LoadedRun(run.run_dir, config, run.tokenizer, run.model, 0), tmp_path / "hf")
+    _, hf_tok = load_hf(out)
+    assert hf_tok("emma").input_ids == run.tokenizer("emma").input_ids
+    assert "eos_token_id" not in json.loads((out / "generation_config.json").read_text())
+    assert import_hf(out, tmp_path / "back", {"source": "names"}).config.data.mode == "stream"
+
+
+def test_export_refuses_a_non_empty_folder_and_any_run_directory(tmp_path):
+    run = make_run(tmp_path)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(LmlabError, match="not empty.*--force"):
+        export_hf(run, busy)
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
+    export_hf(run, busy, force=True)
+    assert (busy / "model.safetensors").is_file() and (busy / "notes.txt").read_text() == "mine"
+    # A run directory: never, with force or not (even the run's own).
+    imported = import_hf(busy, tmp_path / "imported", {"source": "names"})
+    before = {p.name: p.read_bytes() for p in imported.run_dir.iterdir()}
+    for force in (False, True):
+        with pytest.raises(LmlabError, match="is a run directory"):
+            export_hf(imported, imported.run_dir, force=force)
+        with pytest.raises(LmlabError, match="is a run directory"):
+            export_hf(run, imported.run_dir, force=force)
+    assert {p.name: p.read_bytes() for p in imported.run_dir.iterdir()} == before
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Import: sizes checked before anything is built
+
+
+def hf_dir_with(tmp_path, **overrides):
+    path = tmp_path / "hf"
+    if not path.exists():
+        export_hf(make_run(tmp_path), path)
+    config = json.loads((path / "config.json").read_text())
+    config.update(overrides)
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"n_layer": 10000}, "n_layer=10,000 is outside 1..1,024"),
+    ({"n_layer": 1000}, "holds 2 layer"),
+    ({"n_positions": 10**9}, "n_positions=1,000,000,000 is outside"),
+    ({"n_positions": 100_000}, r"wpe.weight is \(12, 32\), but config.json's sizes need \(100000, 32\)"),
+    ({"n_embd": "32"}, "n_embd must be an integer"),
+    ({"vocab_size": 10**6}, r"wte.weight is \(\d+, 32\)"),
+])
+def test_import_checks_config_against_the_weights_header(tmp_path, overrides, message):
+    with pytest.raises(LmlabError, match=message):
+        load_hf_dir(hf_dir_with(tmp_path, **overrides))
+
+
+def test_import_refuses_a_config_that_is_not_an_object_and_truncated_weights(tmp_path):
+    path = hf_dir_with(tmp_path)
+    weights = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(weights[:-100])
+    with pytest.raises(LmlabError, match="truncated"):
+        load_hf_dir(path)
+    (path / "config.json").write_text("[1, 2]")
+    with pytest.raises(LmlabError, match="must hold a JSON object, not a list"):
+        load_hf_dir(path)
+
+
+def test_import_refuses_a_model_larger_than_memory(tmp_path, monkeypatch):
+    from lmlab.export import safety
+
+    path = hf_dir_with(tmp_path)
+    monkeypatch.setattr(safety, "available_memory", lambda: 1000)
+    with pytest.raises(LmlabError, match=r"needs about .* GiB of memory"):
+        load_hf_dir(path)

@@ -42,3 +42,58 @@ def test_onnxruntime_gives_the_same_logits(tmp_path):
     with torch.no_grad():
         assert (torch.from_numpy(theirs) - run.model(ids).logits).abs().max() < 1e-4
     assert (out / "tokenizer.json").is_file() and (out / "lmlab_tokenizer.json").is_file()
+
+
+needs_onnx = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript", "onnxruntime")),
+    reason="onnx, onnxscript and onnxruntime are optional (pip install lmlab[onnx])")
+
+
+@needs_onnx
+def test_bpe_run_exports_quietly_with_its_tokenizer_and_max_length(tmp_path, capfd):
+    import onnx
+    import transformers
+
+    from lmlab.tokenizers import BPETokenizer
+
+    text = "emma olivia ava\nzoë 😀 and  spaces\n" * 4
+    tokenizer = BPETokenizer.fit([text], 280)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16)).eval()
+    config = resolve_config({"data": {"mode": "lines", "tokenizer": "bpe"}})
+    capfd.readouterr()
+    out, diff = onnx_export.export_onnx(LoadedRun(tmp_path / "run", config, tokenizer, model, 0), tmp_path / "out")
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""  # the exporter's chatter is captured
+    assert diff is not None and diff < 1e-4
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
+    assert hf_tok(text).input_ids == tokenizer(text, add_boundary=True).input_ids  # lines mode: BOS first
+    meta = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
+    assert meta["lmlab.max_sequence_length"] == "8" and meta["lmlab.data_mode"] == "lines"
+    with pytest.raises(LmlabError, match="not empty"):
+        onnx_export.export_onnx(LoadedRun(tmp_path / "run", config, tokenizer, model, 0), out)
+
+
+@needs_onnx
+def test_recurrent_model_graph_takes_any_length_without_warnings(tmp_path, capfd):
+    import onnx
+    import onnxruntime
+
+    from lmlab.training.run_config import build_model
+
+    config = resolve_config({"model": {"name": "lstm", "n_embd": 8, "n_hidden": 16}})
+    tokenizer = CharTokenizer.fit(["emma", "olivia", "ava"])
+    model = build_model(config, tokenizer, 8).eval()
+    out, diff = onnx_export.export_onnx(LoadedRun(tmp_path / "run", config, tokenizer, model, 0), tmp_path / "out")
+    assert diff is not None and diff < 1e-4 and onnx_export.max_length(model) is None
+    graph = onnx.load(str(out / "model.onnx"))
+    assert [d.dim_param for d in graph.graph.output[0].type.tensor_type.shape.dim[:2]] == ["batch", "time"]
+    assert {p.key: p.value for p in graph.metadata_props}["lmlab.max_sequence_length"] == "unbounded"
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    capfd.readouterr()
+    for length in (1, 3, 40):  # the export example had 8
+        ids = torch.randint(tokenizer.vocab_size, (2, length), generator=torch.Generator().manual_seed(length))
+        theirs = torch.from_numpy(session.run(["logits"], {"input_ids": ids.numpy()})[0])
+        with torch.no_grad():
+            assert (theirs - model(ids).logits).abs().max() < 1e-4
+    assert "VerifyOutputSizes" not in capfd.readouterr().err

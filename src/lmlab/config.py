@@ -40,7 +40,7 @@ class DataConfig:
     source: str = "names"  # an embedded set (names, surnames, pystdlib), a text file or a folder of them
     mode: Literal["lines", "stream"] | None = None  # None: the source's own default
     encoding: str = "utf-8"
-    tokenizer: Literal["char", "word", "bpe"] = "char"
+    tokenizer: Literal["char", "word", "bpe", "hf"] = "char"  # hf: an imported model's own (not trained)
     vocab_size: int = 0  # word/bpe vocabulary cap; 0: the tokenizer's default (word 8192, bpe 1024)
     val_fraction: float = 0.1
     test_fraction: float = 0.1

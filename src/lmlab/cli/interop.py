@@ -16,17 +16,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     load offline. onnx: model.onnx (input_ids -> logits), checked against onnxruntime when installed."""
     run = load(args.run)
     if args.format == "onnx":
-        from lmlab.export.onnx import export_onnx
+        from lmlab.export.onnx import export_onnx, max_length
 
-        out, diff = export_onnx(run, args.out)
+        out, diff = export_onnx(run, args.out, force=args.force)
+        longest = max_length(run.model)
+        length = f"T <= {longest}" if longest else "T any length (recurrent)"
         checked = "not checked (onnxruntime is not installed)" if diff is None else \
-            f"onnxruntime logits within {diff:.1e} of lmlab's"
-        print(f"wrote {out / 'model.onnx'}: input_ids (B, T) -> logits (B, T, V); {checked}")
+            f"max |logit difference| vs lmlab {diff:.1e}"
+        print(f"wrote {out / 'model.onnx'}: input_ids (B, T) -> logits (B, T, V), {length}; {checked}")
         return 0
 
-    out = export_hf(run, args.out)
+    out = export_hf(run, args.out, force=args.force)
+    context = run.model.config.block_size
     print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}) "
-          "and AutoTokenizer.from_pretrained")
+          f"and AutoTokenizer.from_pretrained; context {context} tokens (prompt included: GPT-2 cannot "
+          f"generate past it); model card: {out / 'README.md'}")
     return 0
 
 
@@ -34,7 +38,9 @@ def export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="a run directory")
     p.add_argument("--format", choices=["hf", "onnx"], default="hf",
                    help="hf: transformers GPT-2 (default); onnx: an ONNX graph (needs lmlab[onnx])")
-    p.add_argument("out", metavar="OUT", help="directory to write")
+    p.add_argument("out", metavar="OUT", help="directory to write (new or empty; never a run directory)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty OUT, replacing the export "
+                   "files there (a run directory is refused even so)")
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -5,14 +5,15 @@ from pathlib import Path
 from lmlab.export.hf import ExportError, export_hf, import_hf, load_hf_dir
 
 
-def export_run(run, format: str, out: str | Path) -> Path:  # noqa: A002 -- the CLI's --format
-    """Write `run` in `format` ("hf" or "onnx") into `out`; returns the folder."""
+def export_run(run, format: str, out: str | Path, force: bool = False) -> Path:  # noqa: A002 -- the CLI's --format
+    """Write `run` in `format` ("hf" or "onnx") into `out` (a non-empty `out` only with `force`, never a run
+    folder); returns the folder."""
     if format == "hf":
-        return export_hf(run, out)
+        return export_hf(run, out, force=force)
     if format == "onnx":
         from lmlab.export.onnx import export_onnx  # needs the optional onnx packages
 
-        return export_onnx(run, out)[0]
+        return export_onnx(run, out, force=force)[0]
     raise ExportError(f"unknown export format {format!r}; choose hf or onnx")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from lmlab.errors import TokenizerError
 from lmlab.tokenizers.char import BOUNDARY, Encoding, checked_ids, save_json
 
 
@@ -26,6 +27,11 @@ class HFTokenizer:
         self.boundary_id = boundary_id
         # A model's embedding table may be padded past the tokenizer's last id (50257 -> 50304).
         self.vocab_size = max(vocab_size or 0, backend.get_vocab_size(with_added_tokens=True))
+
+    @classmethod
+    def fit(cls, texts: Iterable[str], vocab_size: int = 0) -> HFTokenizer:
+        raise TokenizerError("an 'hf' tokenizer comes with an imported model (lmlab import) and is not trained; "
+                             "choose data.tokenizer char, word or bpe")
 
     def __call__(self, text: str, add_boundary: bool = False) -> Encoding:
         ids = self.backend.encode(text, add_special_tokens=False).ids
@@ -47,6 +53,12 @@ class HFTokenizer:
 
     def save(self, path: str | Path) -> None:
         save_json(self.to_dict(), path)
+
+    def __eq__(self, other: object) -> bool:
+        """Same ids for every text: the same tokenizer JSON, boundary and vocabulary size (so a resumed
+        fine-tune of an imported model sees that the tokenizer it reloads is the run's own)."""
+        return (isinstance(other, HFTokenizer) and self.boundary_id == other.boundary_id
+                and self.vocab_size == other.vocab_size and self.backend.to_str() == other.backend.to_str())
 
     def __repr__(self) -> str:
         return f"HFTokenizer(vocab_size={self.vocab_size})"
