@@ -192,14 +192,15 @@ def write_inspection(run_dir: Path, trainer) -> list[dict[str, Any]] | None:
     inspector was among the trainer's callbacks."""
     import json
 
-    from lmlab.inspector import FINDINGS_FILE, Inspector, find_problems
+    from lmlab.inspector import FINDINGS_FILE, Inspector
+    from lmlab.inspector.findings import inspect_findings
     from lmlab.training.checkpoint import atomic_write_text
 
     inspector = next((c for c in trainer.callbacks if isinstance(c, Inspector)), None)
     if inspector is None or not inspector.stats:
         return None
     stats = inspector.stats if "steps" in inspector.stats else inspector.finish(trainer)
-    findings = find_problems(stats)
+    findings = inspect_findings(stats)
     atomic_write_text(Path(run_dir) / FINDINGS_FILE, json.dumps(findings, indent=2) + "\n")
     write_report(run_dir, stats, findings)
     return findings
@@ -208,7 +209,8 @@ def write_inspection(run_dir: Path, trainer) -> list[dict[str, Any]] | None:
 def reinspect(run_dir: Path, rebuild_report: bool = False) -> list[dict[str, Any]]:
     """A finished run's findings, recomputed from inspect.json so older runs get today's rules."""
     from lmlab.errors import CheckpointError
-    from lmlab.inspector import STATS_FILE, find_problems, load_stats
+    from lmlab.inspector import STATS_FILE, load_stats
+    from lmlab.inspector.findings import inspect_findings
 
     if not (run_dir / "config.json").is_file():
         raise CheckpointError(f"{run_dir}: not an lmlab run directory (config.json is missing)")
@@ -218,7 +220,7 @@ def reinspect(run_dir: Path, rebuild_report: bool = False) -> list[dict[str, Any
         stats = load_stats(run_dir / STATS_FILE)
     except ValueError:
         raise CheckpointError(f"{run_dir / STATS_FILE}: corrupted inspector statistics") from None
-    findings = find_problems(stats)
+    findings = inspect_findings(stats)
     if rebuild_report:
         write_report(run_dir, stats, findings)
     return findings
