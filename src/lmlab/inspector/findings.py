@@ -404,7 +404,7 @@ def depth_gradients(stats: dict[str, Any]) -> list[dict[str, Any]]:
                    "grad_std_last": g_last, "window": "early" if early else "late", "layers": len(names),
                    "threshold": DEPTH_RATIO}
         if ratio > 1:
-            gap = "no gradient at all reaches the first" if math.isinf(ratio) else f"{times(ratio)} smaller"
+            gap = f"no gradient at all reaches {names[0]}" if math.isinf(ratio) else f"{times(ratio)} smaller"
             finding = _finding(
                 "warning", "vanishing_gradients", names[0],
                 f"gradients vanish with depth: the {kind} outputs' gradient std falls from {g_last:.2g} at "
