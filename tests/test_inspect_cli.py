@@ -34,10 +34,11 @@ def test_no_inspect_and_lr_find(cli, tiny_names, tmp_path):
     assert not (out / "findings.json").exists() and "inspector" not in done.stdout
     kept = {p.name for p in (out / "checkpoints").iterdir()}
     assert "last.safetensors" in kept and len(kept) == 2  # the last and the single best
-    plot = tmp_path / "lr.png"
-    found = cli("lr-find", "--data", str(tiny_names), "--plot", str(plot), "--json", *SMALL, "--num-iter", "30")
+    plot = tmp_path / "runs" / "lr_find.png"  # the default: beside the runs, not in the current folder
+    found = cli("lr-find", "--data", str(tiny_names), "--json", *SMALL, "--num-iter", "30", cwd=tmp_path)
     assert found.returncode == 0, found.stderr
     result = json.loads(found.stdout)
     assert result["rule"] == "valley" and 1e-7 <= result["suggestion"] <= 10 and plot.is_file()
+    assert {p.name for p in tmp_path.iterdir()} == {"run", "runs", "tiny_names.txt"}
     bad = cli("lr-find", "--data", str(tiny_names), "--model", "ngram")
     assert bad.returncode == 2 and "counted" in bad.stderr

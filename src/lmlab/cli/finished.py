@@ -98,16 +98,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
 
     rows = compare_runs(args.runs)
-    if args.plot:
-        plot_val_curves(rows, args.plot)
+    plot = _compare_plot_path(args.runs) if args.plot is None else args.plot
+    if plot:
+        plot_val_curves(rows, plot, x=args.x)
     print(to_json(rows) if args.json else format_table(rows), end="")
-    if args.plot:
-        print(f"validation curves: {args.plot}", file=sys.stderr)
+    if plot:
+        print(f"validation curves: {plot}", file=sys.stderr)
     return 0
+
+
+def _compare_plot_path(runs: list[str]) -> Path:
+    """Beside the runs, never the current folder: in the run for one, in the folder holding them for several."""
+    import os
+
+    dirs = [Path(r).resolve() for r in runs]
+    folder = dirs[0] if len(dirs) == 1 else Path(os.path.commonpath([d.parent for d in dirs]))
+    return folder / "val_curves.png"
 
 
 def compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
     p.add_argument("--json", action="store_true", help="print the rows as JSON (with the validation curves)")
-    p.add_argument("--plot", metavar="FILE.png", default="val_curves.png",
-                   help="where to write the validation curves (default: val_curves.png; '' for none)")
+    p.add_argument("--plot", metavar="FILE.png", help="where to write the validation curves (default: "
+                   "val_curves.png in the run, or in the folder holding the runs; '' for none)")
+    p.add_argument("--x", choices=["step", "time"], default="step",
+                   help="x axis of the plot: steps, or training time for runs with a time budget (default: step)")

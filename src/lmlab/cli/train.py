@@ -233,6 +233,6 @@ def lr_find_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-iter", type=int, default=100, help="steps in the sweep (default: 100)")
     p.add_argument("--rule", choices=["valley", "minimum", "steep"], default="valley",
                    help="how to pick the suggestion (default: valley, as fastai)")
-    p.add_argument("--plot", default="lr_find.png", metavar="PNG", help="where to save the plot (default: "
-                   "lr_find.png)")
+    p.add_argument("--plot", default="runs/lr_find.png", metavar="PNG", help="where to save the plot (default: "
+                   "runs/lr_find.png, beside the runs)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

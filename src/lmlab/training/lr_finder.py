@@ -61,6 +61,7 @@ class LRFindResult:
             ax.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.3 * (high - low + 1e-9))
         ax.set(xscale="log", xlabel="learning rate", ylabel="loss", title="learning-rate range test")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=90, bbox_inches="tight")
         plt.close(fig)
         return Path(path)
