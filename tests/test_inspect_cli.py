@@ -42,3 +42,27 @@ def test_no_inspect_and_lr_find(cli, tiny_names, tmp_path):
     assert {p.name for p in tmp_path.iterdir()} == {"run", "runs", "tiny_names.txt"}
     bad = cli("lr-find", "--data", str(tiny_names), "--model", "ngram")
     assert bad.returncode == 2 and "counted" in bad.stderr
+
+
+def test_log_lines_do_not_break_the_progress_bar():
+    import io
+    import logging
+
+    from tqdm import tqdm
+
+    from lmlab.cli import TqdmLogHandler
+
+    stream = io.StringIO()
+    log = logging.getLogger("lmlab.test_progress")
+    log.propagate, log.level = False, logging.INFO
+    handler = TqdmLogHandler(stream)
+    log.addHandler(handler)
+    try:
+        with tqdm(total=10, desc="train", file=stream, mininterval=0) as bar:
+            bar.update(1)
+            log.info("effective batch: 32 sequences")
+            bar.update(1)
+    finally:
+        log.removeHandler(handler)
+    lines = [line.rsplit("\r", 1)[-1] for line in stream.getvalue().split("\n")]
+    assert "effective batch: 32 sequences" in lines  # on a line of its own, not after the bar
