@@ -181,6 +181,8 @@ class Inspector(Callback):
         self.modules = {name: m for name, m in model.named_modules() if name and self._watch(m)}
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self._kinds = {name: layer_kind(m) for name, m in model.named_modules()}
+        if getattr(trainer.config, "compile", False):  # a function mode around a compiled module: not worth it
+            self._looked_for_functions = True
         config = getattr(model, "config", None)
         vocab = getattr(config, "vocab_size", 0) or 0
         previous = trainer.run_dir / STATS_FILE if trainer.run_dir is not None else None
