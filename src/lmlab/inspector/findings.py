@@ -429,14 +429,14 @@ def nonfinite(stats: dict[str, Any]) -> list[dict[str, Any]]:
     skipped = stats.get("nonfinite_steps", 0)
     losses = _losses(stats)
     bad_loss = [r[0] for r in stats.get("loss", []) if not math.isfinite(r[1])]
+    lr = _current_lr(stats)
+    suggestion, why = _lower_lr(stats, None)
+    lower = (f"lower train.lr (now {lr_text(lr)}) toward {lr_text(suggestion)} ({why})" if lr and suggestion
+             else "lower the learning rate")
     if skipped or bad_loss:
         first_layer = next((n for n in stats.get("order") or stats["layers"]
                             if not all(math.isfinite(v) for v in stats["layers"].get(n, {}).get("std", []))), None)
         where = f"; the first layer with non-finite activations is {first_layer}" if first_layer else ""
-        lr = _current_lr(stats)
-        suggestion, why = _lower_lr(stats, None)
-        lower = (f"lower train.lr (now {lr_text(lr)}) toward {lr_text(suggestion)} ({why})" if lr and suggestion
-                 else "lower the learning rate")
         out.append(_finding(
             "error", "nan", first_layer,
             f"the loss or the gradients became NaN/inf ({skipped} step(s) skipped){where}: training is exploding",
@@ -456,7 +456,8 @@ def nonfinite(stats: dict[str, Any]) -> list[dict[str, Any]]:
                 f"the gradient norm spiked to {peak:.3g} at step {at}, {times(peak / median)} its median of "
                 f"{median:.3g}",
                 {"grad_norm_max": peak, "grad_norm_median": median, "threshold": GRAD_SPIKE},
-                "keep gradient clipping on (train.grad_clip), lower the learning rate, or add warm-up", since=at,
+                f"keep gradient clipping on (train.grad_clip), {lower}, or add warm-up; `lmlab lr-find` measures a "
+                "good rate", since=at,
             ))
     return out
 
