@@ -687,10 +687,11 @@ def find_notes(stats: dict[str, Any]) -> list[dict[str, Any]]:
         for name, reason in unwatched.items():
             by_reason.setdefault(reason, []).append(name)
         parts = [f"{_names_text(names)} ({reason})" for reason, names in by_reason.items()]
-        notes.append(_finding("note", "unwatched", None, "the inspector could not watch inside: " + "; ".join(parts),
-                              {"layers": unwatched},
+        functional = any("as a function" in reason for reason in by_reason)
+        notes.append(_finding("note", "unwatched", None, "the inspector could not watch inside: " + "; ".join(parts)
+                              + " (their outputs are still watched)", {"layers": unwatched},
                               "use activation modules (nn.ReLU, nn.GELU, nn.Tanh) instead of F.relu/torch.tanh "
-                              "so their statistics show"))
+                              "so their statistics show" if functional else ""))
     return notes
 
 
