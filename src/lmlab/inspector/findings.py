@@ -476,8 +476,9 @@ def stuck(stats: dict[str, Any]) -> list[dict[str, Any]]:
     base = stats.get("baselines") or {}
     numbers = {"loss_end": round(end, 4), "ln_vocab": ln_v, "unigram": base.get("unigram"),
                "bigram": base.get("bigram")}
-    fix = ("raise the learning rate, check that labels line up with inputs, and that gradients reach the weights "
-           "(see the parameters that receive no update)")
+    lr = _current_lr(stats)
+    fix = (f"raise the learning rate{f' (now {lr_text(lr)})' if lr else ''}, check that labels line up with inputs "
+           "and that gradients reach the weights (requires_grad, the optimizer's parameter list)")
     if abs(end - ln_v) <= max(STUCK_FRACTION * ln_v, 0.05):  # far above is diverging, another rule's business
         return [_finding(
             "warning", "not_learning", None,
