@@ -43,6 +43,8 @@ def test_text_json_and_plot(tiny_runs, tmp_path):
     assert json.loads(to_json(rows))[1]["nll"] == rows[1]["nll"]
     png = plot_val_curves(rows, tmp_path / "plots" / "curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    timed = plot_val_curves(rows, tmp_path / "plots" / "timed.png", x="time")  # wall time on x
+    assert timed.read_bytes() != png.read_bytes()
 
 
 def test_unfinished_or_missing_run_is_a_clear_error(tiny_runs, tmp_path):
@@ -59,5 +61,12 @@ def test_compare_cli(tiny_runs, cli, tmp_path):
     assert result.returncode == 0, result.stderr
     assert [r["model"] for r in json.loads(result.stdout)] == ["ngram", "bigram"]
     assert png.is_file()
+    # Without --plot the PNG goes beside the runs (the ladder folder holding both), not into the current folder.
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    (tiny_runs[0].parent / "val_curves.png").unlink(missing_ok=True)  # the ladder's own
+    result = cli("compare", *map(str, tiny_runs), "--json", "--x", "time", cwd=cwd)
+    assert result.returncode == 0 and not list(cwd.iterdir())
+    assert (tiny_runs[0].parent / "val_curves.png").is_file()
     bad = cli("compare", str(tmp_path / "nope"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such run" in bad.stderr

@@ -94,3 +94,28 @@ def test_causality_probe_on_causal_and_leaky_models(data):
     assert stats["causality"]["leak"] and stats["causality"]["max_change"] > 0
     stats, _, _ = train(TokenwiseLM(vocab, block, TinySelfAttention(16, 2, causal=False)), data, steps=2)
     assert stats["causality"]["leak"]
+
+
+def test_data_baselines_match_the_counted_models(data):
+    from lmlab.inspector.inspector import data_baselines
+    from lmlab.models import NGram, NGramConfig
+    from lmlab.training.scoring import mean_nll
+
+    vocab, split = data.tokenizer.vocab_size, data.splits["train"]
+    base = data_baselines(split, vocab)
+    bigram = NGram(NGramConfig(vocab_size=vocab, block_size=16, n=2, alpha=1.0))  # add-one, as the baseline
+    unigram = NGram(NGramConfig(vocab_size=vocab, block_size=16, n=1, alpha=0.0))
+    for model in (bigram, unigram):
+        for input_ids, labels in split.iter_batches(1024):
+            model.fit_counts(input_ids, labels)
+    assert base["bigram"] == pytest.approx(mean_nll(bigram, split)[0], rel=1e-4)
+    assert base["unigram"] == pytest.approx(mean_nll(unigram, split)[0], rel=1e-4)
+    assert base["tokens"] == split.num_predictions
+
+
+def test_attention_maps_keep_the_example_tokens(data):
+    torch.manual_seed(0)
+    model = TokenwiseLM(data.tokenizer.vocab_size, 16, TinySelfAttention(16, n_head=2))
+    stats, _, _ = train(model, data, steps=2, every=1)
+    tokens = stats["attention_tokens"]
+    assert len(tokens) == len(stats["attention_example"]["body"][0]) and all(isinstance(t, int) for t in tokens)

@@ -34,10 +34,35 @@ def test_no_inspect_and_lr_find(cli, tiny_names, tmp_path):
     assert not (out / "findings.json").exists() and "inspector" not in done.stdout
     kept = {p.name for p in (out / "checkpoints").iterdir()}
     assert "last.safetensors" in kept and len(kept) == 2  # the last and the single best
-    plot = tmp_path / "lr.png"
-    found = cli("lr-find", "--data", str(tiny_names), "--plot", str(plot), "--json", *SMALL, "--num-iter", "30")
+    plot = tmp_path / "runs" / "lr_find.png"  # the default: beside the runs, not in the current folder
+    found = cli("lr-find", "--data", str(tiny_names), "--json", *SMALL, "--num-iter", "30", cwd=tmp_path)
     assert found.returncode == 0, found.stderr
     result = json.loads(found.stdout)
     assert result["rule"] == "valley" and 1e-7 <= result["suggestion"] <= 10 and plot.is_file()
+    assert {p.name for p in tmp_path.iterdir()} == {"run", "runs", "tiny_names.txt"}
     bad = cli("lr-find", "--data", str(tiny_names), "--model", "ngram")
     assert bad.returncode == 2 and "counted" in bad.stderr
+
+
+def test_log_lines_do_not_break_the_progress_bar():
+    import io
+    import logging
+
+    from tqdm import tqdm
+
+    from lmlab.cli import TqdmLogHandler
+
+    stream = io.StringIO()
+    log = logging.getLogger("lmlab.test_progress")
+    log.propagate, log.level = False, logging.INFO
+    handler = TqdmLogHandler(stream)
+    log.addHandler(handler)
+    try:
+        with tqdm(total=10, desc="train", file=stream, mininterval=0) as bar:
+            bar.update(1)
+            log.info("effective batch: 32 sequences")
+            bar.update(1)
+    finally:
+        log.removeHandler(handler)
+    lines = [line.rsplit("\r", 1)[-1] for line in stream.getvalue().split("\n")]
+    assert "effective batch: 32 sequences" in lines  # on a line of its own, not after the bar

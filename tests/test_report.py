@@ -74,3 +74,22 @@ def test_healthy_report_says_so(tiny_names, tmp_path):
     stats, _, _ = train(TokenwiseLM(data.tokenizer.vocab_size, 16, nn.Identity()), data, steps=5, every=1)
     text = write_report(tmp_path, stats, find_problems(stats)).read_text()
     assert "No problems found" in text
+
+
+def test_report_shows_thresholds_notes_baselines_and_token_labels(tiny_names, tmp_path):
+    from lmlab.inspector import inspect_findings
+    from lmlab.inspector.report import _token_labels
+
+    data = tiny_data(tiny_names)
+    torch.manual_seed(0)
+    stats, _, _ = train(TokenwiseLM(data.tokenizer.vocab_size, 16, TinySelfAttention(16, 2)), data, steps=6, every=2)
+    data.tokenizer.save(tmp_path / "tokenizer.json")
+    text = write_report(tmp_path, stats, inspect_findings(stats)).read_text()
+    parser = _Collect()
+    parser.feed(text)
+    assert "Thresholds" in parser.headings and "saturation" in text and "update:data" in text
+    assert "note" in parser.items and "counted bigram" in text  # the baselines beside the loss
+    labels = _token_labels(stats, data.tokenizer)
+    assert labels == [data.tokenizer.decode([i], skip_special_tokens=False) or f"<{i}>"
+                      for i in stats["attention_tokens"]]
+    assert any(label.isalpha() for label in labels)

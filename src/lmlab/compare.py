@@ -147,9 +147,20 @@ def to_json(rows: list[dict[str, Any]]) -> str:
     return json.dumps(rows, indent=2) + "\n"
 
 
-def plot_val_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """A PNG of validation NLL against step, one line per run. A run evaluated once (a counted n-gram) is a
-    dashed horizontal line, so the rungs it should be beaten by can be read against it."""
+def _seconds(row: dict[str, Any], step: int) -> float:
+    """Training seconds at `step`, from the run's total time spread evenly over its steps (metrics.jsonl
+    does not time evaluations)."""
+    steps, seconds = row.get("steps") or 0, row.get("train_seconds") or 0.0
+    return step / steps * seconds if steps else 0.0
+
+
+def plot_val_curves(rows: list[dict[str, Any]], path: str | Path, x: str = "step") -> Path:
+    """A PNG of validation NLL against step (x="step") or training time (x="time": runs with a time budget
+    side by side, where steps would squeeze the slower models to the left), one line per run. A run evaluated
+    once (a counted n-gram) is a dashed horizontal line, so the rungs it should be beaten by can be read
+    against it."""
+    if x not in ("step", "time"):
+        raise LmlabError(f"x must be 'step' or 'time', got {x!r}")
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed; must come before pyplot
@@ -158,7 +169,10 @@ def plot_val_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
     path = Path(path)
     fig, ax = plt.subplots(figsize=(8, 5))
     try:
-        last_step = max((p[0] for row in rows for p in row["val_curve"]), default=1)
+        def at(row: dict[str, Any], step: int) -> float:
+            return _seconds(row, step) if x == "time" else step
+
+        last_step = max((at(row, p[0]) for row in rows for p in row["val_curve"]), default=1)
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for i, row in enumerate(rows):
             name = Path(row["run"]).name
@@ -169,13 +183,13 @@ def plot_val_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
                 ax.axhline(points[0][1], linestyle="--", linewidth=1, color=color, label=label)
             elif points:
                 steps, losses = zip(*points, strict=False)
-                ax.plot(steps, losses, marker=".", color=color, label=label)
-        ax.set_xlim(0, max(last_step, 1))
-        ax.set_xlabel("step")
+                ax.plot([at(row, st) for st in steps], losses, marker=".", color=color, label=label)
+        ax.set_xlim(0, max(last_step, 1e-9 if x == "time" else 1))
+        ax.set_xlabel("training time (s)" if x == "time" else "step")
         ax.set_ylabel("validation NLL (nats/token)")
         ax.set_title("validation curves")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100, bbox_inches="tight")
     finally:

@@ -137,7 +137,7 @@ def run_ladder(
     rows = compare_runs(run_dirs)
     atomic_write_text(out_dir / TABLE_FILE, format_table(rows))
     atomic_write_text(out_dir / JSON_FILE, to_json(rows))
-    plot_val_curves(rows, out_dir / PLOT_FILE)
+    plot_val_curves(rows, out_dir / PLOT_FILE, x="time")  # time-budgeted rungs span the same x
     return rows
 
 

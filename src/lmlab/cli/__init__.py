@@ -43,6 +43,19 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
 }
 
 
+class TqdmLogHandler(logging.StreamHandler):
+    """Log lines through tqdm's writer, which clears and redraws the progress bar around them, so a log line
+    never lands in the middle of the bar's line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # as logging's own handlers do: report, never raise
+            self.handleError(record)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="lmlab", description="Train, look inside, compare and sample language models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -57,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[TqdmLogHandler(sys.stderr)])
     try:
         return COMMANDS[args.command][0](args)
     except LmlabError as err:

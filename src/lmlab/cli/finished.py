@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.evaluate import evaluate_run
-from lmlab.inspector import format_finding
+from lmlab.inspector import format_finding, is_problem
 from lmlab.inspector.report import reinspect
 from lmlab.run import load
 from lmlab.sample import SampleOptions, iter_samples
@@ -100,8 +101,12 @@ def sample_args(p: argparse.ArgumentParser) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Show a run's health findings again (and rebuild report.html with --report)."""
     findings = reinspect(Path(args.run), rebuild_report=args.report)
-    print(json.dumps(findings, indent=2) if args.json else
-          "\n".join(format_finding(f) for f in findings) if findings else "no problems found")
+    if args.json:
+        print(json.dumps(findings, indent=2))
+        return 0
+    if not any(is_problem(f) for f in findings):
+        print("no problems found")
+    print("\n".join(format_finding(f) for f in findings), end="\n" if findings else "")
     return 0
 
 
@@ -114,20 +119,30 @@ def inspect_args(p: argparse.ArgumentParser) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare finished runs: model, parameters, train/val/test NLL, bits/char, tokens/s, time; plot val curves."""
     rows = compare_runs(args.runs)
-    if args.plot:
-        plot_val_curves(rows, args.plot)
+    plot = _compare_plot_path(args.runs) if args.plot is None else args.plot
+    if plot:
+        plot_val_curves(rows, plot, x=args.x)
     print(to_json(rows) if args.json else format_table(rows), end="")
-    if args.plot:
-        print(f"validation curves: {args.plot}", file=sys.stderr)
+    if plot:
+        print(f"validation curves: {plot}", file=sys.stderr)
     if args.tensorboard:
         write_tensorboard_runs(args.runs, args.tensorboard)
         print(f"tensorboard --logdir {args.tensorboard}", file=sys.stderr)
     return 0
 
 
+def _compare_plot_path(runs: list[str]) -> Path:
+    """Beside the runs, never the current folder: in the run for one, in the folder holding them for several."""
+    dirs = [Path(r).resolve() for r in runs]
+    folder = dirs[0] if len(dirs) == 1 else Path(os.path.commonpath([d.parent for d in dirs]))
+    return folder / "val_curves.png"
+
+
 def compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
     p.add_argument("--json", action="store_true", help="print the rows as JSON (with the validation curves)")
-    p.add_argument("--plot", metavar="FILE.png", default="val_curves.png",
-                   help="where to write the validation curves (default: val_curves.png; '' for none)")
+    p.add_argument("--plot", metavar="FILE.png", help="where to write the validation curves (default: "
+                   "val_curves.png in the run, or in the folder holding the runs; '' for none)")
+    p.add_argument("--x", choices=["step", "time"], default="step",
+                   help="x axis of the plot: steps, or training time for runs with a time budget (default: step)")
     p.add_argument("--tensorboard", metavar="DIR", help="also write one TensorBoard folder with a run per RUN")

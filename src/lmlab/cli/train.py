@@ -10,7 +10,7 @@ import sys
 from lmlab import run as lmlab_run
 from lmlab.cli.common import add_data_model_args, cli_layers, default_out, fmt
 from lmlab.errors import ConfigError
-from lmlab.inspector import Inspector, format_finding
+from lmlab.inspector import Inspector, format_finding, is_problem
 from lmlab.training import callbacks as cb
 from lmlab.training.distributed import Parallel, launched_by_torchrun
 from lmlab.training.lr_finder import lr_find
@@ -80,7 +80,9 @@ def _report(run: lmlab_run.Run, parallel: Parallel) -> int:
         print(f"  {text}")
     findings = run.findings if any(isinstance(c, Inspector) for c in trainer.callbacks) else None
     if findings is not None:
-        print("\n".join(format_finding(f) for f in findings) if findings else "inspector: no problems found")
+        if not any(is_problem(f) for f in findings):
+            print("inspector: no problems found")
+        print("\n".join(format_finding(f) for f in findings), end="\n" if findings else "")
         print(f"report: {run.run_dir / REPORT_FILE}")
     print(f"run directory: {run.run_dir}")
     return 0
@@ -135,7 +137,8 @@ def lr_find_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default: 10)")
     p.add_argument("--num-iter", type=int, default=100, help="steps in the sweep (default: 100)")
     p.add_argument("--rule", choices=["valley", "minimum", "steep"], default="valley",
-                   help="how to pick the suggestion (default: valley, as fastai)")
-    p.add_argument("--plot", default="lr_find.png", metavar="PNG", help="where to save the plot (default: "
-                   "lr_find.png)")
+                   help="how to pick the suggestion (default: valley: the steepest descent before the minimum, "
+                   "combined with minimum/10)")
+    p.add_argument("--plot", default="runs/lr_find.png", metavar="PNG", help="where to save the plot (default: "
+                   "runs/lr_find.png, beside the runs)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

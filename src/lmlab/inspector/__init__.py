@@ -1,9 +1,9 @@
 """Look inside training: per-layer statistics (Inspector), health rules (findings) and the HTML report."""
 
-from lmlab.inspector.findings import find_problems, format_finding
+from lmlab.inspector.findings import find_notes, find_problems, format_finding, inspect_findings, is_problem
 from lmlab.inspector.inspector import STATS_FILE, Inspector, causality_probe, load_stats, save_stats
 
 FINDINGS_FILE = "findings.json"
 
-__all__ = ["FINDINGS_FILE", "STATS_FILE", "Inspector", "causality_probe", "find_problems", "format_finding",
-           "load_stats", "save_stats"]
+__all__ = ["FINDINGS_FILE", "STATS_FILE", "Inspector", "causality_probe", "find_notes", "find_problems",
+           "format_finding", "inspect_findings", "is_problem", "load_stats", "save_stats"]

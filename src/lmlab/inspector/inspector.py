@@ -10,6 +10,11 @@ step, so it is right for Adam as well as SGD). Attention modules that expose `re
 `last_attention` (B, nh, T, T) give per-head entropy. A causality probe checks at the start and the end
 that changing a later token never changes an earlier position's logits.
 
+At the start it also records what the findings judge against: the data's own baselines (the training
+split's unigram entropy and the counted bigram's NLL), the parameters that cannot learn (frozen), the
+learning rate and the model's default one, and, on the first sampled step, the layers it cannot watch
+(activations called as functions inside a module, fused recurrent kernels).
+
 Everything is kept as short lists of floats and saved as `inspect.json` in the run directory.
 """
 
@@ -22,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from lmlab.training.callbacks import Callback
 
@@ -38,6 +45,14 @@ _KINDS: tuple[tuple[type, str], ...] = (
     (nn.modules.batchnorm._BatchNorm, "norm"), (nn.MultiheadAttention, "attention"),
 )
 _SKIP = (nn.Dropout, nn.Identity)
+_ACTIVATION_KINDS = ("tanh", "sigmoid", "relu", "gelu")
+# Activations called as functions: a module that calls one hides it from forward hooks.
+_FUNCTIONAL = {
+    torch.tanh: "tanh", torch.Tensor.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid",
+    torch.Tensor.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.relu: "relu", torch.Tensor.relu: "relu",
+    F.relu: "relu", F.leaky_relu: "relu", F.elu: "relu", F.gelu: "gelu", F.silu: "gelu", F.mish: "gelu",
+}
+BASELINE_TOKENS = 1_000_000  # the data baselines read at most this many training tokens
 
 
 def _r(x: float) -> float:
@@ -53,6 +68,59 @@ def layer_kind(module: nn.Module) -> str:
         if isinstance(module, cls):
             return kind
     return "other"
+
+
+@torch.no_grad()
+def data_baselines(dataset: Any, vocab_size: int, max_tokens: int = BASELINE_TOKENS) -> dict[str, Any] | None:
+    """What trivial models reach on the training split: the unigram entropy (letter frequencies alone) and
+    the counted bigram's NLL (add-one smoothing, scored on the counts' own data), in nats per token.
+    Sparse counts, so a 50K vocabulary costs no V x V table."""
+    if vocab_size < 2 or not hasattr(dataset, "iter_batches"):
+        return None
+    pairs, targets = [], []
+    for input_ids, labels in dataset.iter_batches(256, max_tokens):
+        prev, nxt = input_ids[:, :-1].reshape(-1), labels[:, 1:].reshape(-1)  # the pairs the loss scores
+        keep = (nxt >= 0) & (nxt < vocab_size) & (prev >= 0) & (prev < vocab_size)
+        pairs.append(prev[keep] * vocab_size + nxt[keep])
+        targets.append(nxt[keep])
+    if not pairs or not sum(len(t) for t in targets):
+        return None
+    pair, target = torch.cat(pairs), torch.cat(targets)
+    n = len(target)
+    unigram = torch.bincount(target, minlength=vocab_size).double()
+    p = unigram[unigram > 0] / n
+    entropy = -(p * p.log()).sum().item()
+    keys, counts = pair.unique(return_counts=True)
+    row_totals = torch.bincount(keys // vocab_size, weights=counts.double(), minlength=vocab_size)
+    counts = counts.double()
+    log_p = (counts + 1).log() - (row_totals[keys // vocab_size] + vocab_size).log()
+    bigram = -(counts * log_p).sum().item() / n
+    return {"unigram": _r(entropy), "bigram": _r(bigram), "tokens": n}
+
+
+def _default_lr(model: nn.Module) -> float | None:
+    """The learning rate lmlab's registry trains this model class with (None for other models)."""
+    from lmlab.config import TrainConfig
+    from lmlab.models import REGISTRY
+
+    for spec in REGISTRY.values():
+        if type(model) is spec.model_cls:
+            return spec.train_defaults.get("lr", TrainConfig().lr)
+    return None
+
+
+class _FunctionWatch(TorchFunctionMode):
+    """Notes activation functions called inside modules that are not themselves activation modules."""
+
+    def __init__(self, stack: list[str], kinds: dict[str, str], found: dict[str, str]):
+        super().__init__()
+        self.stack, self.kinds, self.found = stack, kinds, found
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kind = _FUNCTIONAL.get(func)
+        if kind is not None and self.stack and self.kinds.get(self.stack[-1]) not in _ACTIVATION_KINDS:
+            self.found.setdefault(self.stack[-1], kind)
+        return func(*args, **(kwargs or {}))
 
 
 def default_interval(max_steps: int) -> int:
@@ -100,6 +168,9 @@ class Inspector(Callback):
         self._alive: dict[str, deque] = {}
         self._sampling = False
         self._order: list[str] = []
+        self._looked_for_functions = False
+        self._stack: list[str] = []
+        self._mode: _FunctionWatch | None = None
 
     # -- setup --------------------------------------------------------------------------------------------
 
@@ -109,6 +180,9 @@ class Inspector(Callback):
         self.every = self.every or default_interval(trainer.config.max_steps)
         self.modules = {name: m for name, m in model.named_modules() if name and self._watch(m)}
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self._kinds = {name: layer_kind(m) for name, m in model.named_modules()}
+        if getattr(trainer.config, "compile", False):  # a function mode around a compiled module: not worth it
+            self._looked_for_functions = True
         config = getattr(model, "config", None)
         vocab = getattr(config, "vocab_size", 0) or 0
         previous = trainer.run_dir / STATS_FILE if trainer.run_dir is not None else None
@@ -123,9 +197,30 @@ class Inspector(Callback):
                 "feature_maps": {}, "causality": {"checked": False}, "nonfinite_steps": 0,
                 "grad_clip": trainer.config.grad_clip,
             }
+        self._describe(trainer, model, vocab)
         block = getattr(config, "block_size", 0) or 0
         if self.probe_causality and vocab > 1 and block >= 2 and not getattr(model, "counted", False):
             self.stats["causality"] = causality_probe(model, vocab, min(block, 16))
+
+    def _describe(self, trainer, model: nn.Module, vocab: int) -> None:
+        """What the findings judge against, recorded once (kept on resume)."""
+        stats = self.stats
+        stats["counted"] = bool(getattr(model, "counted", False))
+        stats["lr"] = trainer.config.lr
+        stats["optimizer"] = trainer.config.optimizer
+        stats.setdefault("default_lr", _default_lr(model))
+        params = dict(model.named_parameters())
+        stats["param_count"] = sum(p.numel() for p in params.values())
+        stats["frozen"] = {n: p.numel() for n, p in params.items() if not p.requires_grad}
+        if "baselines" not in stats:
+            try:
+                stats["baselines"] = data_baselines(trainer.train_data, vocab)
+            except (RuntimeError, ValueError, TypeError):  # a dataset that is not token pairs: no baselines
+                stats["baselines"] = None
+        fused = {name: type(m).__name__ for name, m in model.named_modules() if isinstance(m, nn.RNNBase)}
+        stats.setdefault("unwatched", {})
+        for name, cls in fused.items():
+            stats["unwatched"][name] = f"fused {cls} kernel: its gates and tanh are not visible"
 
     @staticmethod
     def _watch(module: nn.Module) -> bool:
@@ -148,6 +243,27 @@ class Inspector(Callback):
             if hasattr(module, "record_attention"):
                 module.record_attention = True
             self._handles.append(module.register_forward_hook(self._forward_hook(name)))
+        if any(k == "attention" for k in self._kinds.values()):
+            self._handles.append(self.model.register_forward_pre_hook(self._keep_tokens, with_kwargs=True))
+        if not self._looked_for_functions:  # once per process: which modules call activation functions
+            self._looked_for_functions = True
+            self._watch_functions()
+
+    def _keep_tokens(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
+        ids = args[0] if args else kwargs.get("input_ids")
+        if isinstance(ids, Tensor) and ids.dim() == 2:
+            self.stats["attention_tokens"] = ids[0, :MAX_MAP].tolist()
+
+    def _watch_functions(self) -> None:
+        found: dict[str, str] = {}
+        for name, module in self.model.named_modules():
+            label = name or "(the model's own forward)"
+            self._handles.append(module.register_forward_pre_hook(lambda *_, n=label: self._enter(n)))
+            self._handles.append(module.register_forward_hook(lambda *_: self._leave()))
+        self._kinds.setdefault("(the model's own forward)", "other")
+        self._mode = _FunctionWatch(self._stack, self._kinds, found)
+        self._mode.__enter__()
+        self._functions_found = found
 
     def _forward_hook(self, name: str):
         def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -213,11 +329,30 @@ class Inspector(Callback):
 
         return hook
 
+    def _enter(self, name: str) -> None:  # hooks return None: a returned value would replace the module's
+        self._stack.append(name)
+
+    def _leave(self) -> None:
+        if self._stack:
+            self._stack.pop()
+
+    def _stop_watching_functions(self) -> None:
+        if self._mode is None:
+            return
+        self._mode.__exit__(None, None, None)
+        self._mode = None
+        self._stack.clear()
+        for name, kind in self._functions_found.items():
+            self.stats.setdefault("unwatched", {})[name] = f"calls {kind} as a function, not as a module"
+
     def on_after_backward(self, trainer) -> None:
         if not self._sampling:
             return
+        self._stop_watching_functions()
         for name, p in self.params.items():
-            if p.grad is None:
+            if p.grad is None:  # not used in the forward pass (or detached): it gets no update
+                entry = self.stats["params"].setdefault(name, {"shape": list(p.shape)})
+                entry["no_grad"] = entry.get("no_grad", 0) + 1
                 continue
             g, w = p.grad.detach().float(), p.detach().float()
             w_std = w.std().item() if w.numel() > 1 else abs(w.item())
@@ -243,11 +378,14 @@ class Inspector(Callback):
             w_std = before.float().std().item() if before.numel() > 1 else abs(before.item())
             u_std = update.std().item() if update.numel() > 1 else abs(update.item())
             ratio = math.log10(u_std / w_std) if u_std > 0 and w_std > 0 else None
-            self.stats["params"][name].setdefault("update_data", []).append(_r(ratio) if ratio is not None else None)
+            entry = self.stats["params"][name]
+            entry.setdefault("update_data", []).append(_r(ratio) if ratio is not None else None)
+            entry["moved"] = entry.get("moved", False) or bool(update.abs().max().item() > 0)
         self.stats["order"] = list(dict.fromkeys(self._order))  # forward order, for depth comparisons
         self._detach()
 
     def _detach(self) -> None:
+        self._stop_watching_functions()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

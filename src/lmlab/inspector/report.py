@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lmlab.inspector.findings import DEAD_FRACTION, SATURATED_LATER, THRESHOLDS, UPDATE_HIGH, UPDATE_LOW
+
 REPORT_FILE = "report.html"
 MAX_LINES = 10  # layers per plot, so legends stay readable
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "gelu", "norm", "attention")
@@ -37,6 +39,12 @@ def _figure(ncols: int = 1, nrows: int = 1, height: float = 3.2):
     return fig, axes
 
 
+def _legend(ax, fontsize: int = 7) -> None:
+    """Beside the plot, not over the curves."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+
+
 def _finite(xs, ys):
     pairs = [(x, y) for x, y in zip(xs, ys, strict=False) if isinstance(y, (int, float)) and math.isfinite(y)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
@@ -47,14 +55,19 @@ def _loss_plot(stats: dict[str, Any]) -> str | None:
     if not records:
         return None
     fig, axes = _figure(2)
+    fig.subplots_adjust(wspace=0.6)
     ax, lr_ax = axes[0]
     ax.plot(*_finite([r[0] for r in records], [r[1] for r in records]), lw=0.7, alpha=0.6, label="train")
     if stats.get("val"):
         ax.plot(*_finite(*zip(*stats["val"], strict=True)), "o-", label="val")
     if stats.get("ln_vocab"):
-        ax.axhline(stats["ln_vocab"], color="gray", ls="--", lw=0.8, label="ln V")
+        ax.axhline(stats["ln_vocab"], color="gray", ls="--", lw=0.8, label="ln V (uniform)")
+    base = stats.get("baselines") or {}
+    if base.get("unigram"):
+        ax.axhline(base["unigram"], color="tab:red", ls=":", lw=0.9, label="unigram entropy")
+        ax.axhline(base["bigram"], color="tab:green", ls=":", lw=0.9, label="counted bigram")
     ax.set(xlabel="step", ylabel="loss (nats/token)", title="loss")
-    ax.legend()
+    _legend(ax)
     lr_ax.plot([r[0] for r in records], [r[2] for r in records])
     lr_ax.set(xlabel="step", ylabel="learning rate", title="learning rate")
     return _png(fig)
@@ -74,11 +87,11 @@ def _histograms(stats: dict[str, Any]) -> str | None:
             ax.plot(centres, [c / total for c in counts], label=f"{name} ({layer['kind']})")
         ax.set(xlabel="activation value", ylabel="fraction", title=f"activations {title} (step "
                f"{layers[0][1]['step'][index]})")
-        ax.legend(fontsize=7)
+    _legend(axes[0][1])
     return _png(fig)
 
 
-def _over_time(stats: dict[str, Any], key: str, title: str, ylabel: str) -> str | None:
+def _over_time(stats: dict[str, Any], key: str, title: str, ylabel: str, threshold: float | None = None) -> str | None:
     layers = [(n, ly) for n, ly in stats["layers"].items() if ly.get(key)]
     if not layers:
         return None
@@ -86,8 +99,10 @@ def _over_time(stats: dict[str, Any], key: str, title: str, ylabel: str) -> str 
     for name, layer in layers[:MAX_LINES]:
         ax = axes[0][0]
         ax.plot(*_finite(layer["step"], layer[key]), label=name)
+    if threshold is not None:
+        axes[0][0].axhline(threshold, color="black", ls="--", lw=1, label=f"warning at {threshold:.0%}")
     axes[0][0].set(xlabel="step", ylabel=ylabel, title=title, ylim=(0, 1))
-    axes[0][0].legend(fontsize=7)
+    _legend(axes[0][0])
     return _png(fig)
 
 
@@ -99,9 +114,11 @@ def _update_ratio(stats: dict[str, Any]) -> str | None:
     ax = axes[0][0]
     for name, p in params[:MAX_LINES]:
         ax.plot(*_finite(p["step"], p["update_data"]), label=name)
-    ax.axhline(-3, color="black", ls="--", lw=1, label="1e-3")
-    ax.set(xlabel="step", ylabel="log10 update:data", title="update:data ratio per weight matrix")
-    ax.legend(fontsize=7)
+    ax.axhline(-3, color="black", ls="--", lw=1, label="1e-3 (good)")
+    for level in (UPDATE_HIGH, UPDATE_LOW):
+        ax.axhline(level, color="tab:red", ls=":", lw=1)
+    ax.set(xlabel="step", ylabel="log10 update:data", title="update:data ratio per weight matrix (red: warnings)")
+    _legend(ax)
     return _png(fig)
 
 
@@ -111,79 +128,141 @@ def _gradients(stats: dict[str, Any]) -> str | None:
     if not records and not params:
         return None
     fig, axes = _figure(2)
+    fig.subplots_adjust(wspace=0.35)
     ax, ratio_ax = axes[0]
     steps, norms = _finite([r[0] for r in records], [r[3] for r in records])
     ax.plot(steps, norms, lw=0.7)
     if stats.get("grad_clip"):
         ax.axhline(stats["grad_clip"], color="gray", ls="--", lw=0.8, label="clip")
-        ax.legend()
+        _legend(ax)
     ax.set(xlabel="step", ylabel="global gradient norm (before clipping)", title="gradient norm", yscale="log")
     for name, p in params[:MAX_LINES]:
         xs, ys = _finite(p["step"], p["grad_data"])
         ratio_ax.plot(xs, [max(y, 1e-12) for y in ys], label=name)
     ratio_ax.set(xlabel="step", ylabel="std(grad) / std(weight)", title="grad:data ratio", yscale="log")
-    if params:
-        ratio_ax.legend(fontsize=7)
+    _legend(ratio_ax)
     return _png(fig)
 
 
-def _maps(maps: dict[str, Any], title: str, per_head: bool) -> list[tuple[str, str]]:
+def _maps(maps: dict[str, Any], title: str, per_head: bool, tokens: list[str] | None = None) -> list[tuple[str, str]]:
     out = []
     for name, value in list(maps.items())[:4]:
         heads = value if per_head else [value]
-        fig, axes = _figure(min(len(heads), 4), math.ceil(len(heads) / 4), height=3.0)
+        fig, axes = _figure(min(len(heads), 4), math.ceil(len(heads) / 4), height=3.4)
         flat = [ax for row in axes for ax in row]
         for i, ax in enumerate(flat):
             if i < len(heads):
                 ax.imshow(heads[i], cmap="viridis", aspect="auto")
-                ax.set(title=f"head {i}" if per_head else "channels x time", xlabel="key" if per_head else "time",
-                       ylabel="query" if per_head else "channel")
+                ax.set(title=f"head {i}" if per_head else "channels x time", xlabel="key" if per_head else "time")
+                if i % 4 == 0:
+                    ax.set_ylabel("query" if per_head else "channel")
+                if per_head and tokens and len(tokens) >= len(heads[i]):
+                    labels = tokens[: len(heads[i])]
+                    ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=90)
+                    ax.set_yticks(range(len(labels)), labels, fontsize=6)
             else:
                 ax.axis("off")
         out.append((f"{title}: {name}", _png(fig)))
     return out
 
 
+def _token_labels(stats: dict[str, Any], tokenizer: Any) -> list[str] | None:
+    """The attention example's tokens as text (their ids when there is no tokenizer)."""
+    ids = stats.get("attention_tokens")
+    if not ids:
+        return None
+    if tokenizer is None:
+        return [str(i) for i in ids]
+    labels = []
+    for i in ids:
+        try:
+            text = tokenizer.decode([i], skip_special_tokens=False)
+        except Exception:  # a special id some tokenizers refuse to decode on its own
+            text = ""
+        labels.append(repr(text)[1:-1] or f"<{i}>")
+    return labels
+
+
 def _findings_html(findings: list[dict[str, Any]]) -> str:
-    if not findings:
-        return '<p class="ok">No problems found: every check passed.</p>'
+    problems = [f for f in findings if f["severity"] != "note"]
+    notes = [f for f in findings if f["severity"] == "note"]
     items = []
-    for f in findings:
-        layer = f" <code>{html.escape(f['layer'])}</code>" if f.get("layer") else ""
-        items.append(f'<li class="{html.escape(f["severity"])}"><b>{html.escape(f["severity"])}</b>{layer}: '
-                     f'{html.escape(f["what"])}.<br><i>Fix:</i> {html.escape(f["fix"])}.</li>')
-    return "<ul>" + "".join(items) + "</ul>"
+    if not problems:
+        items.append('<p class="ok">No problems found: every check passed (thresholds below).</p>')
+    else:
+        items.append('<p>Fix the first one first: the list runs from the most severe and earliest to the least.</p>')
+    for group in (problems, notes):
+        if not group:
+            continue
+        rows = []
+        for f in group:
+            layer = f" <code>{html.escape(f['layer'])}</code>" if f.get("layer") else ""
+            since = f" <small>(from step {f['since_step']})</small>" if f.get("since_step") is not None else ""
+            fix = f"<br><i>Fix:</i> {html.escape(f['fix'])}." if f.get("fix") else ""
+            rows.append(f'<li class="{html.escape(f["severity"])}"><b>{html.escape(f["severity"])}</b>{layer}: '
+                        f'{html.escape(f["what"])}.{since}{fix}</li>')
+        items.append("<ul>" + "".join(rows) + "</ul>")
+    return "".join(items)
 
 
-def render_report(stats: dict[str, Any], findings: list[dict[str, Any]], title: str = "lmlab run") -> str:
+def _thresholds_html() -> str:
+    rows = "".join(f"<tr><td><code>{html.escape(rule)}</code></td><td>{html.escape(text)}</td></tr>"
+                   for rule, text in THRESHOLDS)
+    return f"<table>{rows}</table>"
+
+
+def render_report(stats: dict[str, Any], findings: list[dict[str, Any]], title: str = "lmlab run",
+                  tokenizer: Any = None) -> str:
     sections: list[tuple[str, str | None]] = [
         ("Loss and learning rate", _loss_plot(stats)),
         ("Activation histograms per layer", _histograms(stats)),
-        ("Saturated tanh/sigmoid outputs (|t| > 0.97)", _over_time(stats, "saturated", "saturation", "fraction")),
-        ("Dead units (never fired over the window)", _over_time(stats, "dead", "dead units", "fraction")),
+        ("Saturated tanh/sigmoid outputs (|t| > 0.97)", _over_time(stats, "saturated", "saturation", "fraction",
+                                                                   SATURATED_LATER)),
+        ("Dead units (never fired over the window)", _over_time(stats, "dead", "dead units", "fraction",
+                                                                DEAD_FRACTION)),
         ("Update:data ratio (should be near 1e-3)", _update_ratio(stats)),
         ("Gradients", _gradients(stats)),
     ]
-    sections += _maps(stats.get("attention_example", {}), "Attention (first example)", per_head=True)
+    sections += _maps(stats.get("attention_example", {}), "Attention (first example)", per_head=True,
+                      tokens=_token_labels(stats, tokenizer))
     sections += _maps(stats.get("feature_maps", {}), "Conv feature maps (first example)", per_head=False)
     init = stats.get("initial_loss")
     ln_v = stats.get("ln_vocab")
     summary = (f"steps: {stats.get('steps', '?')}, sampled every {stats.get('every')} steps; initial loss "
                f"{init} (ln V = {ln_v})" if init is not None else "")
+    records = [r[1] for r in stats.get("loss", []) if isinstance(r[1], (int, float)) and math.isfinite(r[1])]
+    base = stats.get("baselines") or {}
+    if records and base.get("unigram"):
+        end = sum(records[-20:]) / len(records[-20:])
+        summary += (f"; final training loss {end:.3f} beside the data's baselines: unigram entropy "
+                    f"{base['unigram']:.3f}, counted bigram {base['bigram']:.3f} nats/token")
     body = "".join(f"<h2>{html.escape(name)}</h2><img alt=\"{html.escape(name)}\" src=\"data:image/png;base64,{png}\">"
                    for name, png in sections if png)
     style = ("body{font-family:sans-serif;max-width:1150px;margin:auto;padding:1em}"
-             "li{margin:.4em 0}li.error{color:#a00}li.warning{color:#a60}.ok{color:#070}img{max-width:100%}")
+             "li{margin:.4em 0}li.error{color:#a00}li.warning{color:#a60}li.note{color:#444}.ok{color:#070}"
+             "img{max-width:100%}table{border-collapse:collapse;font-size:90%}td{border:1px solid #ccc;"
+             "padding:.2em .5em}")
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>"
-            f"<h2>Findings</h2>{_findings_html(findings)}{body}</body></html>\n")
+            f"<h2>Findings</h2>{_findings_html(findings)}<h2>Thresholds</h2>{_thresholds_html()}{body}"
+            "</body></html>\n")
 
 
 def write_report(run_dir: str | Path, stats: dict[str, Any], findings: list[dict[str, Any]]) -> Path:
     from lmlab.files import atomic_write_text
 
     path = Path(run_dir) / REPORT_FILE
-    atomic_write_text(path, render_report(stats, findings, title=f"lmlab run {Path(run_dir).name}"))
+    tokenizer = None
+    if (Path(run_dir) / "tokenizer.json").is_file():
+        from lmlab.errors import LmlabError
+        from lmlab.tokenizers import load_tokenizer
+
+        try:
+            tokenizer = load_tokenizer(Path(run_dir) / "tokenizer.json")
+        except (LmlabError, OSError, ValueError):  # the report still works with token ids
+            tokenizer = None
+    atomic_write_text(path, render_report(stats, findings, title=f"lmlab run {Path(run_dir).name}",
+                                          tokenizer=tokenizer))
     return path
 
 
@@ -193,13 +272,14 @@ def write_inspection(run_dir: Path, trainer) -> list[dict[str, Any]] | None:
     import json
 
     from lmlab.files import atomic_write_text
-    from lmlab.inspector import FINDINGS_FILE, Inspector, find_problems
+    from lmlab.inspector import FINDINGS_FILE, Inspector
+    from lmlab.inspector.findings import inspect_findings
 
     inspector = next((c for c in trainer.callbacks if isinstance(c, Inspector)), None)
     if inspector is None or not inspector.stats:
         return None
     stats = inspector.stats if "steps" in inspector.stats else inspector.finish(trainer)
-    findings = find_problems(stats)
+    findings = inspect_findings(stats)
     atomic_write_text(Path(run_dir) / FINDINGS_FILE, json.dumps(findings, indent=2) + "\n")
     write_report(run_dir, stats, findings)
     return findings
@@ -208,7 +288,8 @@ def write_inspection(run_dir: Path, trainer) -> list[dict[str, Any]] | None:
 def reinspect(run_dir: Path, rebuild_report: bool = False) -> list[dict[str, Any]]:
     """A finished run's findings, recomputed from inspect.json so older runs get today's rules."""
     from lmlab.errors import CheckpointError
-    from lmlab.inspector import STATS_FILE, find_problems, load_stats
+    from lmlab.inspector import STATS_FILE, load_stats
+    from lmlab.inspector.findings import inspect_findings
 
     if not (run_dir / "config.json").is_file():
         raise CheckpointError(f"{run_dir}: not an lmlab run directory (config.json is missing)")
@@ -218,7 +299,7 @@ def reinspect(run_dir: Path, rebuild_report: bool = False) -> list[dict[str, Any
         stats = load_stats(run_dir / STATS_FILE)
     except ValueError:
         raise CheckpointError(f"{run_dir / STATS_FILE}: corrupted inspector statistics") from None
-    findings = find_problems(stats)
+    findings = inspect_findings(stats)
     if rebuild_report:
         write_report(run_dir, stats, findings)
     return findings

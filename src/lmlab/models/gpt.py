@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
@@ -41,9 +40,10 @@ PRESETS: dict[str, dict[str, int]] = {
     "gpt2-xl": {"n_layer": 48, "n_head": 25, "n_embd": 1600},
 }
 
+# Modules, not functions, so forward hooks (the inspector) see the activation like any other layer.
 ACTIVATIONS = {
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's "gelu_new"
-    "gelu": F.gelu,  # the exact erf form
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # GPT-2's "gelu_new"
+    "gelu": lambda: nn.GELU(),  # the exact erf form
 }
 
 
@@ -92,7 +92,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.act = ACTIVATIONS[config.activation]
+        self.act = ACTIVATIONS[config.activation]()
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:

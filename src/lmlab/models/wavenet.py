@@ -56,12 +56,13 @@ class CausalConvBlock(nn.Module):
         if self.conv.bias is not None:
             nn.init.zeros_(self.conv.bias)
         self.norm = _ChannelNorm(norm, width_out) if norm != "none" else nn.Identity()
+        self.act = nn.Tanh()  # a module, so the inspector's hooks see it
         self.dropout = nn.Dropout(dropout)
         self.residual = residual and width_in == width_out
         self.shrink = (kernel_size - 1) * dilation
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.dropout(torch.tanh(self.norm(self.conv(x))))  # (B, H, T_in - shrink)
+        y = self.dropout(self.act(self.norm(self.conv(x))))  # (B, H, T_in - shrink)
         if self.residual:
             y = y + x[:, :, self.shrink :]  # the input positions the output positions line up with
         return y
