@@ -90,6 +90,8 @@ def main() -> None:
         "val_tokens": val_tokens,
         "val_nll_20_batches": round(estimate_like_nanogpt(trainer.model, data.splits["val"],
                                                           config.train.batch_size), 4),
+        "train_nll_20_batches": round(estimate_like_nanogpt(trainer.model, data.splits["train"],
+                                                            config.train.batch_size), 4),
         "nanogpt_val": 1.88 if args.preset == "cpu" else 1.4697,
         "wall_seconds": round(wall, 1),
         "train_tokens_per_s": round(trainer.tokens_seen / max(trainer.train_seconds, 1e-9)),
