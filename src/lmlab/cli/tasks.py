@@ -61,13 +61,25 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(f"forecast-{args.model}", stem)
     result = run_forecast(args.data, args.model, window=args.window, out=out, split=args.split_time,
                           period=args.period, shuffle_buffer=args.shuffle_buffer, model_values=model_values,
-                          train_values=train_values)
+                          train_values=train_values, difference=args.difference, smooth=args.smooth,
+                          horizon=args.horizon, patience=args.patience)
     width = max(len(name) for name in result.scores)
+    how = []
+    if result.difference:
+        how.append(f"on the series differenced at period {result.difference.period} (previous period "
+                   f"smoothed over {result.difference.smooth})")
+    how.append(f"lr {result.lr:.3g}" + (" (range test)" if result.lr_found else ""))
+    if result.best_step is not None:
+        how.append(f"best validation at step {result.best_step}")
     print(f"forecast of {len(result.actual)} validation steps (from step {result.split}), "
           f"{args.model} trained {result.steps} steps, window {args.window}")
+    print("  " + "; ".join(how))
     print(f"  {'':<{width}}  {'MAE':>9}  {'MSE':>10}")
     for name, score in result.scores.items():
         print(f"  {name:<{width}}  {score['mae']:>9.3f}  {score['mse']:>10.3f}")
+    if result.future is not None:
+        shown = ", ".join(f"{v:.3f}" for v in result.future[:10]) + (", ..." if len(result.future) > 10 else "")
+        print(f"next {len(result.future)} steps: {shown}")
     print(f"plot: {result.plot}\nrun directory: {out}")
     return 0
 
@@ -81,6 +93,16 @@ def forecast_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--period", type=int, metavar="P", help="season length for the split and the seasonal "
                    "baselines (default: synthetic 365, else none)")
     p.add_argument("--shuffle-buffer", type=int, default=1000, metavar="N", help="windows in the shuffle buffer")
+    p.add_argument("--difference", default="auto", metavar="PERIOD", help="forecast the change since one period "
+                   "ago and add the previous period back: a period, 'none', or 'auto' (default: --period, else "
+                   "the season the training part's autocorrelation shows, else none)")
+    p.add_argument("--smooth", type=int, metavar="K", help="values averaged around one period ago when adding "
+                   "it back (default: 10, at most a quarter period)")
+    p.add_argument("--horizon", type=int, default=0, metavar="H", help="also forecast H steps beyond the data, "
+                   "each forecast feeding the next (default: 0)")
+    p.add_argument("--patience", type=int, default=5, metavar="N", help="stop after N evaluations without a "
+                   "better validation loss and keep the best weights; 0: off (default: 5). Without "
+                   "--set train.lr=..., a learning-rate range test picks the rate")
     run_args(p, "runs/forecast-MODEL-DATA", "--set train.lr=1e-3 --set model.n_hidden=32")
 
 
