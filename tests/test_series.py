@@ -181,6 +181,19 @@ def test_csv_column(tmp_path):
         load_series("series.csv")
 
 
+def test_csv_delimiter_detected_or_named(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("date;temp\n2020-01-01;2.5\n2020-01-02;3\n2020-01-03;-1\n")
+    assert read_csv_column(path, "temp").tolist() == [2.5, 3.0, -1.0]  # csv.Sniffer finds the ';'
+    assert load_series(f"{path}:temp", delimiter=";").tolist() == [2.5, 3.0, -1.0]
+    with pytest.raises(DataError, match=r"columns are 'date;temp': is the file separated by ';'\? "
+                                        r"pass --delimiter ';'"):
+        read_csv_column(path, "temp", delimiter=",")
+    tabs = tmp_path / "tabs.tsv"
+    tabs.write_text("t\tv\n1\t4\n2\t5\n")
+    assert read_csv_column(tabs, "v").tolist() == [4.0, 5.0]
+
+
 def test_forecast_cli_end_to_end(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     t = np.arange(160)

@@ -206,18 +206,20 @@ def run_forecast(
     horizon: int = 0,
     patience: int = 5,
     lr_find: bool | None = None,
+    delimiter: str | None = None,
 ) -> ForecastResult:
     """difference: 'auto' (at the season's period when one is given or detected), 'none', or a period;
     smooth: values averaged around t - period when adding it back (default: 10, at most period // 4);
     horizon: steps to forecast beyond the data; patience: evaluations without improvement before early
-    stopping (0: off); lr_find: run the range test (default: unless train.lr is given)."""
+    stopping (0: off); lr_find: run the range test (default: unless train.lr is given); delimiter: the CSV
+    file's (default: detected)."""
     from lmlab.training.trainer import Trainer
 
     if model_name not in FORECASTERS:
         raise ConfigError(f"unknown forecaster {model_name!r}; choose one of {', '.join(FORECASTERS)}")
     if horizon < 0 or patience < 0:
         raise ConfigError(f"--horizon and --patience must be >= 0, got {horizon} and {patience}")
-    series = load_series(source)
+    series = load_series(source, delimiter=delimiter)
     period = resolve_period(series, source, split, period, difference)
     split, period = _split_and_period(source, len(series), split, period)
     prepared = prepare(series, split, window, period=period, difference=difference, smooth=smooth)
