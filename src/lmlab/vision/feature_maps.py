@@ -106,7 +106,12 @@ layer, from the first layer down. Each map is normalised on its own (mean/std, &
 <input type="range" id="pick" min="0" max="{last}" value="{last}" style="width:60%">
 <p class="meta" id="caption"></p>
 <img id="maps" alt="feature maps">
+<h2>All evaluations</h2>
+<div id="all">
+{all}
+</div>
 <script>
+// After the images it borrows: the slider shows the embedded pictures listed above.
 const frames = {frames};
 const shots = document.querySelectorAll("#all img");
 const pick = document.getElementById("pick");
@@ -116,10 +121,6 @@ function show() {{
 }}
 pick.addEventListener("input", show); show();
 </script>
-<h2>All evaluations</h2>
-<div id="all">
-{all}
-</div>
 </body></html>
 """
 
