@@ -16,41 +16,16 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lmlab.vision.classify import run_classify
 from lmlab.vision.convnet import ConvNet, ConvNetConfig
 from lmlab.vision.data import ImageDataset, load_image_folder
 from lmlab.vision.feature_maps import accuracy
+from lmlab.vision.shapes import write_shapes_folder
 
 ROUND_ONE = {"augment": "none", "patience": 0, "model_values": {"dropout": 0.0},
              "train_values": {"weight_decay": 0.0, "max_steps": 500, "eval_interval": 100}}
-
-
-def shapes_folder(root: Path, *, per_class: int = 30, size: int = 32, seed: int = 0) -> Path:
-    """circle/ and square/ subfolders of grey outline shapes (2 px wide) of random radius (15-35 % of the
-    side), place and grey levels; squares turned by a random angle; Gaussian pixel noise (std 25 of 255)."""
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    for name in ("circle", "square"):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            background, ink = int(rng.integers(0, 90)), int(rng.integers(160, 256))
-            img = Image.new("L", (size, size), background)
-            draw = ImageDraw.Draw(img)
-            r = rng.uniform(size * 0.15, size * 0.35)
-            cx, cy = rng.uniform(r + 1, size - r - 1, size=2)
-            if name == "circle":
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=ink, width=2)
-            else:
-                turn = rng.uniform(0, np.pi / 2)
-                draw.polygon([(cx + r * np.cos(turn + k * np.pi / 2), cy + r * np.sin(turn + k * np.pi / 2))
-                              for k in range(4)], outline=ink, width=2)
-            noisy = np.asarray(img, dtype=np.float32) + rng.normal(0, 25, (size, size))
-            Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).convert("RGB").save(root / name / f"{i:03d}.png")
-    return root
 
 
 def fresh_accuracy(run: Path, seed: int) -> float:
@@ -62,7 +37,7 @@ def fresh_accuracy(run: Path, seed: int) -> float:
     model = ConvNet(ConvNetConfig(**config))
     safetensors.torch.load_model(model, str(run / "model.safetensors"))
     with tempfile.TemporaryDirectory() as folder:
-        images = load_image_folder(shapes_folder(Path(folder), per_class=200, seed=seed), image_size=32)
+        images = load_image_folder(write_shapes_folder(Path(folder), per_class=200, seed=seed), image_size=32)
     return accuracy(model, ImageDataset(images.images, images.labels))
 
 
@@ -79,7 +54,7 @@ def main() -> None:
     for seed in args.seeds:
         for recipe, kwargs in (("defaults", {}), ("round 1 (no augment/decay/dropout/stopping)", ROUND_ONE)):
             with tempfile.TemporaryDirectory() as folder:
-                data = shapes_folder(Path(folder) / "shapes", seed=seed)
+                data = write_shapes_folder(Path(folder) / "shapes", seed=seed)
                 started = time.perf_counter()
                 result = run_classify(str(data), out=Path(folder) / "run", image_size=32, **kwargs)
                 seconds = time.perf_counter() - started
