@@ -90,8 +90,9 @@ def forecast_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=20, metavar="N", help="past values per forecast (default: 20)")
     p.add_argument("--split-time", type=int, metavar="T", help="first validation step (default: synthetic 1000, "
                    "else 70%% of the series rounded down to whole periods)")
-    p.add_argument("--period", type=int, metavar="P", help="season length for the split and the seasonal "
-                   "baselines (default: synthetic 365, else none)")
+    p.add_argument("--period", type=int, metavar="P", help="season length for the split, the seasonal "
+                   "baselines and --difference auto (default: synthetic 365, else the one the training part's "
+                   "autocorrelation shows, if any)")
     p.add_argument("--shuffle-buffer", type=int, default=1000, metavar="N", help="windows in the shuffle buffer")
     p.add_argument("--delimiter", metavar="CHAR", help="the CSV file's field separator (default: detected among "
                    "',', ';', tab and '|')")
