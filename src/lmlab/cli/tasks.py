@@ -60,13 +60,25 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(f"forecast-{args.model}", stem)
     result = run_forecast(args.data, args.model, window=args.window, out=out, split=args.split_time,
                           period=args.period, shuffle_buffer=args.shuffle_buffer, model_values=model_values,
-                          train_values=train_values)
+                          train_values=train_values, difference=args.difference, smooth=args.smooth,
+                          horizon=args.horizon, patience=args.patience, delimiter=args.delimiter)
     width = max(len(name) for name in result.scores)
+    how = []
+    if result.difference:
+        how.append(f"on the series differenced at period {result.difference.period} (previous period "
+                   f"smoothed over {result.difference.smooth})")
+    how.append(f"lr {result.lr:.3g}" + (" (range test)" if result.lr_found else ""))
+    if result.best_step is not None:
+        how.append(f"best validation at step {result.best_step}")
     print(f"forecast of {len(result.actual)} validation steps (from step {result.split}), "
           f"{args.model} trained {result.steps} steps, window {args.window}")
+    print("  " + "; ".join(how))
     print(f"  {'':<{width}}  {'MAE':>9}  {'MSE':>10}")
     for name, score in result.scores.items():
         print(f"  {name:<{width}}  {score['mae']:>9.3f}  {score['mse']:>10.3f}")
+    if result.future is not None:
+        shown = ", ".join(f"{v:.3f}" for v in result.future[:10]) + (", ..." if len(result.future) > 10 else "")
+        print(f"next {len(result.future)} steps: {shown}")
     print(f"plot: {result.plot}\nrun directory: {out}")
     return 0
 
@@ -77,9 +89,22 @@ def forecast_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=20, metavar="N", help="past values per forecast (default: 20)")
     p.add_argument("--split-time", type=int, metavar="T", help="first validation step (default: synthetic 1000, "
                    "else 70%% of the series rounded down to whole periods)")
-    p.add_argument("--period", type=int, metavar="P", help="season length for the split and the seasonal "
-                   "baselines (default: synthetic 365, else none)")
+    p.add_argument("--period", type=int, metavar="P", help="season length for the split, the seasonal "
+                   "baselines and --difference auto (default: synthetic 365, else the one the training part's "
+                   "autocorrelation shows, if any)")
     p.add_argument("--shuffle-buffer", type=int, default=1000, metavar="N", help="windows in the shuffle buffer")
+    p.add_argument("--delimiter", metavar="CHAR", help="the CSV file's field separator (default: detected among "
+                   "',', ';', tab and '|')")
+    p.add_argument("--difference", default="auto", metavar="PERIOD", help="forecast the change since one period "
+                   "ago and add the previous period back: a period, 'none', or 'auto' (default: --period, else "
+                   "the season the training part's autocorrelation shows, else none)")
+    p.add_argument("--smooth", type=int, metavar="K", help="values averaged around one period ago when adding "
+                   "it back (default: 10, at most a quarter period)")
+    p.add_argument("--horizon", type=int, default=0, metavar="H", help="also forecast H steps beyond the data, "
+                   "each forecast feeding the next (default: 0)")
+    p.add_argument("--patience", type=int, default=5, metavar="N", help="stop after N evaluations without a "
+                   "better validation loss and keep the best weights; 0: off (default: 5). Without "
+                   "--set train.lr=..., a learning-rate range test picks the rate")
     run_args(p, "runs/forecast-MODEL-DATA", "--set train.lr=1e-3 --set model.n_hidden=32")
 
 
@@ -90,10 +115,17 @@ def cmd_classify(args: argparse.Namespace) -> int:
     model_values, train_values = _model_train_values(args)
     out = Path(args.out) if args.out else default_out("classify", Path(args.data).name)
     result = run_classify(args.data, out=out, image_size=args.image_size, grayscale=args.grayscale,
-                          val_fraction=args.val_fraction, model_values=model_values, train_values=train_values)
+                          val_fraction=args.val_fraction, model_values=model_values, train_values=train_values,
+                          augment=args.augment, patience=args.patience)
+    best = f", best validation at step {result.best_step}" if result.best_step is not None else ""
     print(f"convnet: validation accuracy {result.accuracy:.4f} ({result.num_val} images, {len(result.class_names)} "
           f"classes; chance {result.chance:.4f}), train accuracy {result.train_accuracy:.4f} after "
-          f"{result.steps} steps")
+          f"{result.steps} steps (augment: {result.augment}{best})")
+    if result.findings:
+        from lmlab.inspector.findings import format_finding
+
+        for finding in result.findings:
+            print(format_finding(finding))
     print(f"feature maps: {result.report}\nrun directory: {out}")
     return 0
 
@@ -104,6 +136,10 @@ def classify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=64, metavar="N", help="folder images are resized to NxN")
     p.add_argument("--grayscale", action="store_true", help="read folder images as one grey channel")
     p.add_argument("--val-fraction", type=float, default=0.2, metavar="F", help="held out for validation")
+    p.add_argument("--augment", default="auto", metavar="LIST", help="what training batches go through: "
+                   "crop,flip,rotate (any of them), none, or auto (default: all three; none for digits)")
+    p.add_argument("--patience", type=int, default=5, metavar="N", help="stop after N evaluations without a "
+                   "better validation loss and keep the best weights; 0: off (default: 5)")
     run_args(p, "runs/classify-DATA", "--set model.n_filters=8 --set train.lr=1e-3")
 
 

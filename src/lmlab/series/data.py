@@ -56,20 +56,40 @@ def synthetic_series(
     return (baseline + slope * time + season + noise_values).astype(np.float32)
 
 
-def read_csv_column(path: str | Path, column: str) -> np.ndarray:
-    """The named column of a CSV file (with a header row) as float32, in file order."""
+DELIMITERS = ",;\t|"
+
+
+def _sniff_delimiter(fh) -> str:
+    """The delimiter csv.Sniffer sees in the file's start (',', ';', tab or '|'); ',' when it cannot tell."""
+    sample = fh.read(8192)
+    fh.seek(0)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
+def read_csv_column(path: str | Path, column: str, *, delimiter: str | None = None) -> np.ndarray:
+    """The named column of a CSV file (with a header row) as float32, in file order. The delimiter is
+    detected (csv.Sniffer: ',', ';', tab or '|') unless given."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
+            sep = delimiter or _sniff_delimiter(fh)
+            reader = csv.reader(fh, delimiter=sep)
             header = next(reader, None)
             if not header:
                 raise DataError(f"{path}: empty file; expected a header row naming the columns")
             header = [h.strip() for h in header]
             if column not in header:
-                raise DataError(f"{path}: no column {column!r}; columns are {', '.join(header)}")
+                hint = ""
+                other = [d for d in DELIMITERS if d != sep and any(d in h for h in header)]
+                if other:  # e.g. one column named 'date;temp': the file is split by something else
+                    hint = f": is the file separated by {other[0]!r}? pass --delimiter {other[0]!r}"
+                raise DataError(f"{path}: no column {column!r}; columns are "
+                                f"{', '.join(repr(h) if other else h for h in header)}{hint}")
             index = header.index(column)
             values = []
             for line_no, row in enumerate(reader, start=2):
@@ -89,14 +109,14 @@ def read_csv_column(path: str | Path, column: str) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
-def load_series(source: str) -> np.ndarray:
+def load_series(source: str, *, delimiter: str | None = None) -> np.ndarray:
     """`synthetic` or `FILE.csv:COLUMN`."""
     if source == "synthetic":
         return synthetic_series()
     path, sep, column = source.rpartition(":")
     if not sep or not path or not column:
         raise DataError(f"--data takes 'synthetic' or FILE.csv:COLUMN, got {source!r}")
-    return read_csv_column(path, column)
+    return read_csv_column(path, column, delimiter=delimiter)
 
 
 # ----------------------------------------------------------------------------------------------------------

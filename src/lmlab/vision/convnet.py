@@ -1,6 +1,6 @@
 """A small conv classifier: (Conv2D 3x3 -> ReLU -> MaxPool 2x2) repeated, each block doubling the filters
-and halving the picture, then Flatten -> Linear -> ReLU -> Linear to class scores. The Keras course's
-MNIST/horses-or-humans model, in PyTorch.
+and halving the picture, then Flatten -> Dropout -> Linear -> ReLU -> Dropout -> Linear to class scores. The
+Keras course's MNIST/horses-or-humans model, in PyTorch, with dropout against small folders' overfitting.
 
 Shape legend: B batch, C channels, H height, W width, F filters, K classes.
 """
@@ -26,8 +26,11 @@ class ConvNetConfig:
     n_filters: int = 16  # filters of the first block, doubled by each next one
     kernel_size: int = 3
     n_hidden: int = 64
+    dropout: float = 0.0  # on the flattened maps and on the hidden layer, in training only
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         for name in ("in_channels", "image_size", "n_conv", "n_filters", "n_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
@@ -58,7 +61,8 @@ class ConvNet(nn.Module):
         x = images  # (B, C, H, W)
         for conv in self.convs:
             x = F.max_pool2d(F.relu(conv(x)), 2)  # (B, F, H/2, W/2)
-        x = F.relu(self.hidden(x.flatten(1)))  # (B, n_hidden)
+        x = F.dropout(x.flatten(1), self.config.dropout, self.training)  # (B, F * H * W)
+        x = F.dropout(F.relu(self.hidden(x)), self.config.dropout, self.training)  # (B, n_hidden)
         logits = self.head(x)  # (B, K)
         loss = None if labels is None else F.cross_entropy(logits.float(), labels)
         return ModelOutput(logits=logits, loss=loss)

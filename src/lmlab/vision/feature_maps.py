@@ -11,6 +11,7 @@ Shape legend: N images, C channels, H height, W width.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 from pathlib import Path
@@ -105,29 +106,39 @@ layer, from the first layer down. Each map is normalised on its own (mean/std, &
 <input type="range" id="pick" min="0" max="{last}" value="{last}" style="width:60%">
 <p class="meta" id="caption"></p>
 <img id="maps" alt="feature maps">
+<h2>All evaluations</h2>
+<div id="all">
+{all}
+</div>
 <script>
+// After the images it borrows: the slider shows the embedded pictures listed above.
 const frames = {frames};
+const shots = document.querySelectorAll("#all img");
 const pick = document.getElementById("pick");
 function show() {{
-  const f = frames[pick.value];
-  document.getElementById("maps").src = f.src;
-  document.getElementById("caption").textContent = f.caption;
+  document.getElementById("maps").src = shots[pick.value].src;
+  document.getElementById("caption").textContent = frames[pick.value].caption;
 }}
 pick.addEventListener("input", show); show();
 </script>
-<h2>All evaluations</h2>
-{all}
 </body></html>
 """
 
 
 def write_page(path: Path, frames: list[dict[str, Any]], title: str) -> Path:
-    """An HTML page showing the saved mosaics (paths relative to the page) with a slider over time."""
-    listed = "\n".join(f'<h3>{html.escape(f["caption"])}</h3><img src="{html.escape(f["src"])}" alt="maps">'
-                       for f in frames)
+    """A self-contained HTML page: every saved mosaic embedded as a base64 PNG (so the page can be mailed or
+    moved alone), with a slider over time. Each frame's `src` is its PNG's path relative to the page."""
+    listed = "\n".join(
+        f'<h3>{html.escape(f["caption"])}</h3><img src="data:image/png;base64,{_base64(path.parent / f["src"])}" '
+        f'alt="{html.escape(f["src"])}">' for f in frames)
+    shown = [{"step": f["step"], "caption": f["caption"]} for f in frames]
     path.write_text(_PAGE.format(title=html.escape(title), last=max(len(frames) - 1, 0),
-                                 frames=json.dumps(frames), all=listed), encoding="utf-8")
+                                 frames=json.dumps(shown), all=listed), encoding="utf-8")
     return path
+
+
+def _base64(png: Path) -> str:
+    return base64.b64encode(png.read_bytes()).decode("ascii")
 
 
 class FeatureMapCallback(Callback):
