@@ -172,3 +172,25 @@ def test_a_bad_config_fails_before_the_folder_is_touched(tmp_path):
         lmlab.train(["not", "a", "config"], out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
+
+
+def test_an_environment_fault_is_one_line_naming_the_path(tmp_path, tiny_names, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(_cli_args(tiny_names, blocker / "run")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lmlab train: error: ") and str(blocker) in err[0]
+
+
+def test_a_bug_is_one_line_unless_debugging(tmp_path, tiny_names, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr("lmlab.cli.train.lmlab_run.train", broken)
+    assert main(_cli_args(tiny_names, tmp_path / "run")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lmlab train: internal error: ZeroDivisionError: planted (re-run with LMLAB_DEBUG=1 for the "
+                   "traceback)"]
+    monkeypatch.setenv("LMLAB_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        main(_cli_args(tiny_names, tmp_path / "run"))
