@@ -59,7 +59,8 @@ class LlamaConfig:
     n_layer: int | None = None
     n_head: int | None = None
     n_embd: int | None = None
-    n_kv_head: int | None = None  # key/value heads; fewer than n_head is grouped-query attention
+    n_kv_head: int | None = None  # key/value heads (None: the preset's, or n_head if that is given); fewer:
+    # grouped-query attention
     mlp_hidden: int = 0  # 0: 4 C, or 8/3 C rounded up to a multiple of 8 for swiglu (the same parameters)
     position: Literal["rope", "learned"] = "rope"
     rope_theta: float = 10000.0
@@ -74,6 +75,8 @@ class LlamaConfig:
     def __post_init__(self) -> None:
         if self.preset not in LLAMA_PRESETS:
             raise ConfigError(f"unknown model.preset {self.preset!r}; choose one of {', '.join(LLAMA_PRESETS)}")
+        if self.n_kv_head is None and self.n_head is not None:
+            object.__setattr__(self, "n_kv_head", self.n_head)  # heads given, key/value heads not: one each
         for name, value in LLAMA_PRESETS[self.preset].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)  # frozen: fill in once, at construction
