@@ -100,3 +100,14 @@ def test_refusals_name_the_setting(tmp_path):
                               "num_attention_heads": 4, "head_dim": 16})
     with pytest.raises(LmlabError, match="model_type"):
         llama_config_from_hf({"model_type": "mistral", "vocab_size": 10})
+
+
+@pytest.mark.slow
+def test_onnx_export_of_the_llama_matches(tmp_path):
+    """RoPE, QK-norm and grouped-query attention through torch.onnx and onnxruntime (~25 s: marked slow)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from lmlab.export.onnx import export_onnx
+
+    _, diff = export_onnx(make_run(tmp_path, qk_norm=True), tmp_path / "onnx")
+    assert diff is not None and diff < 1e-4

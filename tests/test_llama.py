@@ -152,3 +152,15 @@ def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="preset"):
         LlamaConfig(preset="llama-70b")
     assert LlamaConfig(preset="llama-124m").n_kv_head == 4
+
+
+def test_every_llama_and_ablation_name_builds_and_speaks_the_interface():
+    names = [n for n, spec in REGISTRY.items() if spec.model_cls is Llama and n != "llama-124m"]
+    assert {"llama", "gpt+rope", "gpt+rmsnorm", "gpt+swiglu", "gpt+qknorm", "gpt+gqa"} <= set(names)
+    x = ids(2, 8)
+    for name in names:
+        torch.manual_seed(0)
+        model = Llama(REGISTRY[name].config_cls(vocab_size=V, block_size=8)).eval()
+        out = model(x, labels=x)
+        assert out.logits.shape == (2, 8, V) and torch.isfinite(out.loss), name
+        assert model.generate(x[:, :2], 3, do_sample=False).shape == (2, 5)

@@ -94,3 +94,15 @@ def test_muon_trains_and_resumes_exactly(grad_accum_steps, tiny_names, tmp_path)
         assert torch.equal(tensor, second.model.state_dict()[name]), name
     assert (tmp_path / "a" / "metrics.jsonl").read_text() == (tmp_path / "b" / "metrics.jsonl").read_text()
     assert straight.last_val_loss < math.log(data.tokenizer.vocab_size) - 0.05  # below uniform: it learned
+
+
+def test_lr_finder_sweeps_both_rates_together(tiny_names):
+    from lmlab.training.lr_finder import lr_find
+
+    data = prepare_data(DataConfig(source=str(tiny_names), mode="lines"))
+    model = Llama(LlamaConfig(vocab_size=data.tokenizer.vocab_size, block_size=data.splits["train"].block_size,
+                              n_layer=1, n_head=2, n_embd=16))
+    config = TrainConfig(optimizer="muon", lr=1e-3, muon_lr=1e-2, device="cpu", batch_size=8)
+    result = lr_find(model, data.splits["train"], config, start_lr=1e-5, end_lr=10.0, num_iter=30)
+    assert len(result.lrs) >= 10 and all(math.isfinite(v) for v in result.losses)
+    assert result.suggestion is not None and 1e-5 <= result.suggestion <= 10.0
