@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmlab.errors import LmlabError
-from lmlab.export.llama import export_llama, import_llama, llama_config_from_hf
+from lmlab.export.llama import export_llama, import_llama, is_llama_dir, llama_config_from_hf
 from lmlab.tokenizers import CharTokenizer
 from lmlab.training.run import LoadedRun, build_model, load_run, resolve_config
 
@@ -78,6 +78,7 @@ def test_import_a_model_built_by_transformers_then_export_it_again(tmp_path, fam
 
     for name, text in hf_tokenizer_files(tokenizer, 32).items():
         (hf_dir / name).write_text(text, encoding="utf-8")
+    assert is_llama_dir(hf_dir) and not is_llama_dir(tmp_path)
     run = import_llama(hf_dir, tmp_path / "run", {"source": "names", "block_size": 16})
     assert run.model.config.qk_norm == (family == "qwen3") and run.model.config.mlp_hidden == 48
     assert_same_model(run.model, hf_model, tokenizer.vocab_size, 0)

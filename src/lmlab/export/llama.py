@@ -46,6 +46,15 @@ RENAMES = [  # (lmlab, HF) name pieces, applied to whole dotted components
 ]
 
 
+def is_llama_dir(hf_dir: str | Path) -> bool:
+    """Whether an HF directory holds a Llama or Qwen3 (what `lmlab import` hands to import_llama)."""
+    try:
+        hf = json.loads((Path(hf_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(hf, dict) and hf.get("model_type") in MODEL_TYPES
+
+
 def model_type_for(config: LlamaConfig) -> str:
     return "qwen3" if config.qk_norm else "llama"
 

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmlab.errors import ConfigError
+
 
 def split_hidden_matrices(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(Muon's parameters, AdamW's): 2-D weights of the network's inside vs embeddings, head, 1-D and others.
@@ -86,6 +88,9 @@ def build_muon(model: nn.Module, *, lr: float, muon_lr: float, weight_decay: flo
     """Muon (momentum 0.95, Nesterov, torch's defaults) on the hidden matrices at `muon_lr`, AdamW on the
     rest at `lr`; weight decay on the matrices only, as build_optimizer does for AdamW."""
     hidden, other = split_hidden_matrices(model)
+    if any(type(p).__name__ == "DTensor" for p in hidden):  # FSDP shards: Muon must see whole matrices
+        raise ConfigError("train.optimizer=muon does not work with FSDP (Muon orthogonalises whole matrices, FSDP "
+                          "shards them); use train.parallel=ddp, or train.optimizer=adamw")
     if not hidden and not other:
         return None
     muon = torch.optim.Muon(hidden, lr=lr, weight_decay=weight_decay)  # lr_ratio scales it if hidden else None
