@@ -111,8 +111,9 @@ def variant_config(name: str, **defaults) -> type[LlamaConfig]:
     """A LlamaConfig with other defaults: what a registry name such as `gpt+rope` or `llama-mini` builds."""
     hints = typing.get_type_hints(LlamaConfig)  # keep each field's type (Literal choices included)
     fields = [(key, hints[key], dataclasses.field(default=value)) for key, value in defaults.items()]
-    return dataclasses.make_dataclass(f"LlamaConfig_{name}", fields, bases=(LlamaConfig,),
-                                      frozen=True, kw_only=True, slots=True)
+    class_name = "LlamaConfig_" + name.replace("-", "_").replace("+", "_")
+    return dataclasses.make_dataclass(class_name, fields, bases=(LlamaConfig,), frozen=True, kw_only=True,
+                                      slots=True)
 
 
 def make_norm(config: LlamaConfig) -> nn.Module:
