@@ -71,8 +71,9 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TrainConfig:
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "sgd", "muon"] = "adamw"  # muon: Muon on hidden matrices, AdamW on the rest
     lr: float = 1e-3
+    muon_lr: float = 0.02  # optimizer muon: the peak rate of the hidden matrices (train.lr is AdamW's)
     min_lr_ratio: float = 0.1  # the schedule decays to lr * min_lr_ratio
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     warmup_steps: int = 100
@@ -105,7 +106,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_finite(self, "train")
         check_seed(self.seed, "train.seed")
-        positive = ("lr", "batch_size", "max_steps", "eval_interval", "eval_max_tokens", "log_interval",
+        positive = ("lr", "muon_lr", "batch_size", "max_steps", "eval_interval", "eval_max_tokens", "log_interval",
                     "grad_accum_steps")
         for name in positive:
             if getattr(self, name) <= 0:

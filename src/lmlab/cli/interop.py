@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from lmlab.export import export_hf, import_hf
+from lmlab.export import export_run, import_hf
+from lmlab.export.llama import import_llama, is_llama_dir
 from lmlab.models import count_parameters
 from lmlab.run import load
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write a trained run for other tools: the HF transformers GPT-2 format, or ONNX.
+    """Write a trained run for other tools: the HF transformers format (GPT-2, Llama or Qwen3), or ONNX.
 
     hf: config.json, model.safetensors and tokenizer files that AutoModelForCausalLM and AutoTokenizer
     load offline. onnx: model.onnx (input_ids -> logits), checked against onnxruntime when installed."""
@@ -26,36 +27,39 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {out / 'model.onnx'}: input_ids (B, T) -> logits (B, T, V), {length}; {checked}")
         return 0
 
-    out = export_hf(run, args.out, force=args.force)
+    out = export_run(run, "hf", args.out, force=args.force)
     context = run.model.config.block_size
     print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}) "
-          f"and AutoTokenizer.from_pretrained; context {context} tokens (prompt included: GPT-2 cannot "
-          f"generate past it); model card: {out / 'README.md'}")
+          f"and AutoTokenizer.from_pretrained; context {context} tokens (prompt included); model card: "
+          f"{out / 'README.md'}")
     return 0
 
 
 def export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="a run directory")
     p.add_argument("--format", choices=["hf", "onnx"], default="hf",
-                   help="hf: transformers GPT-2 (default); onnx: an ONNX graph (needs lmlab[onnx])")
+                   help="hf: transformers GPT-2, or Llama/Qwen3 for the llama rungs (default); onnx: an ONNX graph "
+                   "(needs lmlab[onnx])")
     p.add_argument("out", metavar="OUT", help="directory to write (new or empty; never a run directory)")
     p.add_argument("--force", action="store_true", help="write into a non-empty OUT, replacing the export "
                    "files there (a run directory is refused even so)")
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """Turn a local HF GPT-2 directory into an lmlab run that samples, evaluates and fine-tunes (--resume)."""
+    """Turn a local HF GPT-2, Llama or Qwen3 directory into an lmlab run that samples, evaluates and fine-tunes
+    (--resume)."""
     data = {k: v for k, v in {"source": args.data, "mode": args.mode}.items() if v is not None}
-    run = import_hf(args.hf_dir, args.out, data)
-    print(f"{run.run_dir}: GPT, {count_parameters(run.model):,} parameters, vocab {run.tokenizer.vocab_size}, "
+    run = (import_llama if is_llama_dir(args.hf_dir) else import_hf)(args.hf_dir, args.out, data)
+    print(f"{run.run_dir}: {type(run.model).__name__}, {count_parameters(run.model):,} parameters, "
+          f"vocab {run.tokenizer.vocab_size}, "
           f"context {run.model.config.block_size}. Sample: lmlab sample {run.run_dir}; fine-tune on "
           f"{run.config.data.source}: lmlab train --out {run.run_dir} --resume --max-steps N")
     return 0
 
 
 def import_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("hf_dir", metavar="HF_DIR", help="a local GPT-2 directory (config.json, model.safetensors, "
-                   "tokenizer.json)")
+    p.add_argument("hf_dir", metavar="HF_DIR", help="a local GPT-2, Llama or Qwen3 directory (config.json, "
+                   "model.safetensors, tokenizer.json)")
     p.add_argument("--out", required=True, metavar="RUN", help="the run directory to create")
     p.add_argument("--data", metavar="SRC", help="the data eval and fine-tuning use (default: names)")
     p.add_argument("--mode", choices=["lines", "stream"], help="lines or stream (default: the data set's own)")

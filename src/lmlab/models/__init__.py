@@ -9,6 +9,7 @@ from lmlab.models.base import IGNORE_INDEX, LanguageModel, ModelOutput, causal_l
 from lmlab.models.bigram import Bigram, BigramConfig
 from lmlab.models.generation import generate, top_k_filter, top_p_filter
 from lmlab.models.gpt import GPT, PRESETS, GPTConfig, preset_config
+from lmlab.models.llama import GPT2_SWITCHES, LLAMA_PRESETS, Llama, LlamaConfig, variant_config
 from lmlab.models.mlp import MLP, MLPConfig
 from lmlab.models.ngram import NGram, NGramConfig
 from lmlab.models.rnn import GRU, LSTM, RNN, RNNConfig
@@ -71,14 +72,46 @@ for _name, _about in [
         _GPT_TRAIN,
     )
 
+# The modern rung at the same sizes, and the ablation: GPT-2's block with one modern change each, so
+# `lmlab ladder --models gpt,gpt+rope,gpt+rmsnorm,...` shows what each buys (same training defaults as gpt).
+for _name, _about in [
+    ("llama", "makemore-sized"), ("llama-nano", "tiny"), ("llama-micro", "nanoGPT CPU-sized"),
+    ("llama-mini", "small"), ("llama-small", "nanoGPT Shakespeare-sized"), ("llama-124m", "GPT-2 124M-sized"),
+]:
+    _shape = LLAMA_PRESETS[_name]
+    REGISTRY[_name] = ModelSpec(
+        variant_config(_name, preset=_name), Llama,
+        f"Llama, {_about}: {_shape['n_layer']} layers, {_shape['n_head']} heads ({_shape['n_kv_head']} key/value), "
+        f"{_shape['n_embd']} wide; RoPE, RMSNorm, SwiGLU, no biases",
+        _GPT_TRAIN,
+    )
+ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "gpt+rope": ("rotary position embeddings instead of learned positions", {"position": "rope"}),
+    "gpt+rmsnorm": ("RMSNorm instead of LayerNorm", {"norm": "rmsnorm"}),
+    "gpt+swiglu": ("a SwiGLU MLP (8/3 C hidden) instead of GELU (4 C)", {"mlp": "swiglu"}),
+    "gpt+relu2": ("a ReLU-squared MLP instead of GELU", {"mlp": "relu2"}),
+    "gpt+qknorm": ("QK-norm: RMSNorm on each head's queries and keys", {"qk_norm": True}),
+    "gpt+gqa": ("grouped-query attention, half as many key/value heads", {"n_kv_head": 2}),
+    "gpt+nobias": ("no biases in Linear layers and norms", {"bias": False}),
+    "gpt+untied": ("untied input and output embeddings", {"tie_embeddings": False}),
+}
+for _name, (_about, _switch) in ABLATIONS.items():
+    REGISTRY[_name] = ModelSpec(
+        variant_config(_name, preset="llama", **{**GPT2_SWITCHES, **_switch}), Llama,
+        f"GPT-2's block (makemore-sized) with one change: {_about}", _GPT_TRAIN,
+    )
+
 DEFAULT_MODEL = "gpt"  # the best rung on names.txt given ~2 minutes of CPU (benchmarks/RESULTS.md)
 
 __all__ = [
+    "ABLATIONS",
     "DEFAULT_MODEL",
     "GPT",
     "IGNORE_INDEX",
     "REGISTRY",
     "GPTConfig",
+    "Llama",
+    "LlamaConfig",
     "LanguageModel",
     "ModelOutput",
     "ModelSpec",

@@ -4,7 +4,16 @@ cross-attention (queries from one sequence, keys and values from another), with 
 The query, key and value projections are one fused (3C, C) matrix `c_attn`, ordered q, k, v as in GPT-2
 and in `nn.MultiheadAttention.in_proj_weight`, so weights carry over to and from both without reshuffling.
 Cross-attention uses the same matrix: the q rows on the queries, the k and v rows on the context.
-Shape legend: B batch, T query length, S key length, C width (n_embd), nh heads, hs head size (C / nh).
+
+Three switches of the Llama-era block live here too, all off by default (GPT-2's attention):
+- grouped-query attention (`n_kv_head` < `n_head`): fewer key/value heads, each shared by n_head / n_kv_head
+  query heads, so `c_attn` is (C + 2 * nkv * hs, C) and the KV cache holds only the nkv heads;
+- rotary position embeddings: `forward(rope=(cos, sin))` rotates q and k by their absolute positions (HF
+  Llama's half-split convention, so its weights need no permutation);
+- QK-norm (Qwen3, nanochat): an RMSNorm over each head's q and k before the rotation, which bounds the
+  attention logits.
+Shape legend: B batch, T query length, S key length, C width (n_embd), nh heads, nkv key/value heads,
+hs head size (C / nh).
 """
 
 from __future__ import annotations
@@ -13,18 +22,43 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-KVCache = tuple[Tensor, Tensor]  # (k, v), each (B, nh, S, hs)
+KVCache = tuple[Tensor, Tensor]  # (k, v), each (B, nkv, S, hs)
+
+
+def rotary_tables(head_size: int, positions: Tensor, theta: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """(cos, sin) for `positions` (T,), each (T, hs): pair i of a head turns at frequency theta^(-2i/hs)."""
+    inv_freq = theta ** -(torch.arange(0, head_size, 2, dtype=torch.float32, device=positions.device) / head_size)
+    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, hs): the half-split layout, as HF's rotate_half
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate (B, nh, T, hs) by (T, hs) tables: dimension i pairs with i + hs/2."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)  # (B, nh, T, hs)
+    return (x * cos + rotated * sin).to(x.dtype)
 
 
 class MultiHeadAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, *, bias: bool = True, dropout: float = 0.0):
+    def __init__(self, n_embd: int, n_head: int, *, bias: bool = True, dropout: float = 0.0,
+                 n_kv_head: int | None = None, qk_norm: bool = False, norm_eps: float = 1e-6):
         super().__init__()
         if n_embd % n_head:
             raise ValueError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
+        n_kv_head = n_kv_head or n_head
+        if n_head % n_kv_head:
+            raise ValueError(f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})")
         self.n_head = n_head
+        self.n_kv_head = n_kv_head
         self.n_embd = n_embd
+        self.head_size = n_embd // n_head
+        self.kv_width = n_kv_head * self.head_size
         self.dropout = dropout
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_attn = nn.Linear(n_embd, n_embd + 2 * self.kv_width, bias=bias)
+        # Qwen3's q_norm / k_norm: one gain per head dimension, shared by all heads.
+        self.q_norm = nn.RMSNorm(self.head_size, eps=norm_eps) if qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_size, eps=norm_eps) if qk_norm else None
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
         # The inspector sets record_attention for a sampled step; the fused kernel never materialises the
@@ -33,8 +67,8 @@ class MultiHeadAttention(nn.Module):
         self.last_attention: Tensor | None = None
 
     def _heads(self, x: Tensor) -> Tensor:
-        B, T, C = x.shape
-        return x.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        B, T, width = x.shape
+        return x.view(B, T, width // self.head_size, self.head_size).transpose(1, 2)  # (B, nh|nkv, T, hs)
 
     def forward(
         self,
@@ -44,23 +78,30 @@ class MultiHeadAttention(nn.Module):
         causal: bool = True,
         past_key_value: KVCache | None = None,
         use_cache: bool = False,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, KVCache | None]:
         """x (B, T, C) -> (B, T, C), and the updated (k, v) cache when `use_cache`.
 
         `context` (B, S, C) turns this into cross-attention (never causal: every query sees the whole
         context). With `past_key_value`, x holds only the new tokens and attends to the cached ones too.
+        `rope` is the (cos, sin) tables of the new tokens' positions, (T, hs) each (see `rotary_tables`).
         """
         B, T, C = x.shape
+        kv = self.kv_width
         if context is None:
-            q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+            q, k, v = self.c_attn(x).split([C, kv, kv], dim=2)  # (B, T, C), 2 x (B, T, nkv * hs)
         else:
             w, b = self.c_attn.weight, self.c_attn.bias
             q = F.linear(x, w[:C], None if b is None else b[:C])  # (B, T, C)
-            k, v = F.linear(context, w[C:], None if b is None else b[C:]).split(C, dim=2)  # 2 x (B, S, C)
+            k, v = F.linear(context, w[C:], None if b is None else b[C:]).split(kv, dim=2)  # 2 x (B, S, nkv*hs)
             causal = False
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, nh, T|S, hs)
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, nh, T, hs), 2 x (B, nkv, T|S, hs)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if past_key_value is not None:
-            k = torch.cat([past_key_value[0], k], dim=2)  # (B, nh, S_past + T, hs)
+            k = torch.cat([past_key_value[0], k], dim=2)  # (B, nkv, S_past + T, hs)
             v = torch.cat([past_key_value[1], v], dim=2)
         present = (k, v) if use_cache else None
 
@@ -74,9 +115,11 @@ class MultiHeadAttention(nn.Module):
                 # the triangle to the top-left corner instead, so build the bottom-right one by hand.
                 mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_kv_head != self.n_head,  # query head h reads key/value head h // (nh / nkv)
         )  # (B, nh, T, hs)
         if self.record_attention:
+            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)  # (B, nh, S, hs)
             self.last_attention = self._probabilities(q, k, mask if mask is not None or not is_causal else
                                                       torch.ones(T, S, dtype=torch.bool, device=x.device).tril())
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again

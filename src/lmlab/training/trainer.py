@@ -60,6 +60,11 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig, fused: bool = F
         return None
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "muon":
+        from lmlab.training.muon import build_muon
+
+        return build_muon(model, lr=config.lr, muon_lr=config.muon_lr, weight_decay=config.weight_decay,
+                          betas=(config.beta1, config.beta2), fused=fused)
     # Decay matrices only: decaying biases, norm gains and 1-D parameters only fights the normalisation.
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
