@@ -69,6 +69,11 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
+    def __getattr__(self, name: str) -> Any:  # the rest of Path's reading side: exists(), iterdir(), ...
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.path, name)
+
     def __fspath__(self) -> str:
         return str(self.path)
 
