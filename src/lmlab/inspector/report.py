@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lmlab.inspector.findings import DEAD_FRACTION, SATURATED_LATER, THRESHOLDS, UPDATE_HIGH, UPDATE_LOW
+from lmlab.inspector.thresholds import DEAD_FRACTION, SATURATED_LATER, THRESHOLDS, UPDATE_HIGH, UPDATE_LOW
 
 REPORT_FILE = "report.html"
 MAX_LINES = 10  # layers per plot, so legends stay readable
