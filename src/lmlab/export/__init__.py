@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from lmlab.export.hf import ExportError, export_hf, import_hf, load_hf_dir
+from lmlab.export.hf import export_hf, import_hf, load_hf_dir
+from lmlab.export.hf_convert import ExportError
 
 
 def export_run(run, format: str, out: str | Path, force: bool = False) -> Path:  # noqa: A002 -- the CLI's --format
