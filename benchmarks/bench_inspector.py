@@ -18,7 +18,7 @@ from datetime import date
 import torch
 
 from lmlab.inspector import Inspector
-from lmlab.inspector.inspector import default_interval
+from lmlab.inspector.probes import default_interval
 from lmlab.training.run_config import build_model, resolve_config
 from lmlab.training.run_data import prepare_data
 from lmlab.training.schedule import lr_at

@@ -21,6 +21,7 @@ from lmlab.config import TrainConfig
 from lmlab.data import StreamDataset
 from lmlab.models import REGISTRY
 from lmlab.training import loggers as lg
+from lmlab.training.tensorboard_logger import TENSORBOARD_DIR
 from lmlab.training.trainer import Trainer
 
 
@@ -39,7 +40,7 @@ def main() -> None:
     started = time.time()
     trainer.fit()
     print("fit", round(time.time() - started, 1), "s;", trainer.dtype)
-    acc = event_accumulator.EventAccumulator(str(out / lg.TENSORBOARD_DIR))
+    acc = event_accumulator.EventAccumulator(str(out / TENSORBOARD_DIR))
     acc.Reload()
     tags = acc.Tags()["scalars"]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

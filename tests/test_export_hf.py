@@ -9,7 +9,7 @@ import torch
 
 from lmlab.errors import LmlabError
 from lmlab.export import export_hf, import_hf, load_hf_dir
-from lmlab.export.hf import hf_tokenizer_files
+from lmlab.export.hf_convert import hf_tokenizer_files
 from lmlab.models import REGISTRY
 from lmlab.tokenizers import CharTokenizer, load_tokenizer
 from lmlab.training.run_config import build_model, resolve_config

@@ -75,7 +75,7 @@ def test_import_a_model_built_by_transformers_then_export_it_again(tmp_path, fam
                 p.add_(torch.randn_like(p) * 0.1)
     hf_dir = tmp_path / "hf"
     hf_model.save_pretrained(hf_dir)
-    from lmlab.export.hf import hf_tokenizer_files
+    from lmlab.export.hf_convert import hf_tokenizer_files
 
     for name, text in hf_tokenizer_files(tokenizer, 32).items():
         (hf_dir / name).write_text(text, encoding="utf-8")

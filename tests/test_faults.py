@@ -22,7 +22,7 @@ from lmlab.config import DataConfig, TrainConfig, build_config
 from lmlab.data.shards import open_shards
 from lmlab.data.sources import read_text_file
 from lmlab.errors import CheckpointError, ConfigError, DataError
-from lmlab.training.checkpoint import check_run_config_dict
+from lmlab.training.checkpoint_checks import check_run_config_dict
 from lmlab.training.memory import check_step_memory, step_memory
 from lmlab.training.run_data import prepare_data
 from lmlab.training.shard_writer import PrepareOptions, prepare_shards
@@ -380,7 +380,7 @@ def test_sample_json_is_the_same_object_as_before(run, capsys):
 
 def test_optimizer_state_checked_against_the_optimizer_it_goes_into(tmp_path):
     """Resuming an AdamW run with train.optimizer=sgd: two saved groups, one in the optimizer."""
-    from lmlab.training.checkpoint import check_optimizer_state
+    from lmlab.training.checkpoint_checks import check_optimizer_state
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
     params = list(model.parameters())

@@ -8,7 +8,9 @@ from inspect_helpers import TokenwiseLM, rules, tiny_data, tiny_mlp, train
 from torch import nn
 
 from lmlab.inspector import find_notes, find_problems, format_finding
-from lmlab.inspector.findings import dead_units, depth_gradients, frozen_parameters, lr_text, overfitting, times
+from lmlab.inspector.layer_rules import dead_units, depth_gradients
+from lmlab.inspector.loss_rules import frozen_parameters, overfitting
+from lmlab.inspector.rule_helpers import lr_text, times
 
 
 @pytest.fixture

@@ -97,7 +97,7 @@ def test_causality_probe_on_causal_and_leaky_models(data):
 
 
 def test_data_baselines_match_the_counted_models(data):
-    from lmlab.inspector.inspector import data_baselines
+    from lmlab.inspector.probes import data_baselines
     from lmlab.models import NGram, NGramConfig
     from lmlab.training.scoring import mean_nll
 

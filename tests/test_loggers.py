@@ -17,6 +17,9 @@ from tensorboard.backend.event_processing import event_accumulator  # the test e
 from lmlab.config import DataConfig, TrainConfig
 from lmlab.errors import ConfigError
 from lmlab.training import loggers as lg
+from lmlab.training.callbacks import Callback
+from lmlab.training.metric_logger import MissingPackage
+from lmlab.training.tensorboard_logger import TENSORBOARD_DIR, write_tensorboard_runs
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -43,7 +46,7 @@ def _close(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
         assert a == pytest.approx(b, rel=1e-6, abs=1e-9)  # TensorBoard keeps float32
 
 
-class Crash(lg.Callback):
+class Crash(Callback):
     """Stands in for a kill after a checkpoint: the run dies at step `at`, its logs written so far."""
 
     def __init__(self, at: int):
@@ -89,7 +92,7 @@ def test_tensorboard_holds_what_metrics_and_the_inspector_hold(tiny, tmp_path):
     config = {"train": {"lr": 1e-3, "log": "tensorboard"}, "model": {"name": "mlp"}}
     logger = lg.TensorBoardLogger(tmp_path, config, findings=find_problems)
     tiny(tmp_path, [inspector, logger]).fit()
-    acc = _events(tmp_path / lg.TENSORBOARD_DIR)
+    acc = _events(tmp_path / TENSORBOARD_DIR)
     records = _metrics(tmp_path)
     for key, tag in (("loss", "train/loss"), ("lr", "train/lr"), ("grad_norm", "train/grad_norm"),
                      ("val_loss", "val/loss")):
@@ -124,14 +127,14 @@ def test_resume_continues_the_tensorboard_run_without_duplicates(tiny, tmp_path)
     with pytest.raises(KeyboardInterrupt):  # checkpoints at 4 and 8, logs up to 10, then dies
         tiny(tmp_path, [logger, Inspector(every=3, probe_causality=False), Crash(10)]).fit()
     logger.writer.flush()
-    before = _events(tmp_path / lg.TENSORBOARD_DIR)
+    before = _events(tmp_path / TENSORBOARD_DIR)
     assert [s for s, _ in _scalars(before, "train/loss")] == [2, 4, 6, 8, 10]
     assert [s for s, _ in _scalars(before, "inspect/act_std/head")] == [1, 4, 7]
     inspector = Inspector(every=3, probe_causality=False)
     resumed = tiny(tmp_path, [lg.TensorBoardLogger(tmp_path), inspector], resume=True)
     assert resumed.step == 8
     resumed.fit()
-    acc = _events(tmp_path / lg.TENSORBOARD_DIR)
+    acc = _events(tmp_path / TENSORBOARD_DIR)
     records = _metrics(tmp_path)
     assert [s for s, _ in _series(records, "loss")] == [2, 4, 6, 8, 10, 12]
     _close(_scalars(acc, "train/loss"), _series(records, "loss"))
@@ -222,8 +225,8 @@ def test_ladder_folder_has_one_run_per_rung(tmp_path):
         lines += [{"step": 3, "val_loss": scale * 2.5, "val_tokens": 5}]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 4, "lo')
         runs.append(run)
-    out = lg.write_tensorboard_runs(runs, tmp_path / "tb")
-    lg.write_tensorboard_runs(runs, tmp_path / "tb")  # again: replaced, not doubled
+    out = write_tensorboard_runs(runs, tmp_path / "tb")
+    write_tensorboard_runs(runs, tmp_path / "tb")  # again: replaced, not doubled
     for run in runs:
         acc = _events(out / run.name)
         _close(_scalars(acc, "train/loss"), _series(_metrics_lenient(run), "loss"))
@@ -232,7 +235,7 @@ def test_ladder_folder_has_one_run_per_rung(tmp_path):
     for twin, run in zip(twins, runs, strict=True):
         twin.mkdir(parents=True)
         (twin / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text())
-    out = lg.write_tensorboard_runs(twins, tmp_path / "tb2")
+    out = write_tensorboard_runs(twins, tmp_path / "tb2")
     assert _scalars(_events(out / "b" / "run"), "val/loss") == _scalars(_events(tmp_path / "tb" / "gpt"), "val/loss")
 
 
@@ -254,7 +257,7 @@ def test_config_names_and_factory(tmp_path):
 def test_a_missing_package_names_the_extra(tmp_path, monkeypatch, name, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
     message = f"--log {name} needs the {name} package: pip install '{extra}'"
-    with pytest.raises(lg.MissingPackage, match=re.escape(message)):
+    with pytest.raises(MissingPackage, match=re.escape(message)):
         lg.loggers_for(TrainConfig(log=name), tmp_path, {})
 
 
@@ -264,7 +267,7 @@ def test_only_rank_zero_logs(tmp_path):
     logger.on_train_begin(other_rank)
     logger.on_step_end(other_rank, {"step": 1, "loss": 1.0, "lr": 0.1, "tokens_per_s": 5})
     logger.on_train_end(other_rank)
-    assert not (tmp_path / lg.TENSORBOARD_DIR).exists()
+    assert not (tmp_path / TENSORBOARD_DIR).exists()
 
 
 def test_train_log_tensorboard_from_the_command_line(cli, tiny_names, tmp_path):
@@ -272,7 +275,7 @@ def test_train_log_tensorboard_from_the_command_line(cli, tiny_names, tmp_path):
     result = cli("train", "--data", str(tiny_names), "--model", "mlp", "--max-steps", "20", "--inspect-every",
                  "5", "--log", "tensorboard", "--out", str(run), "--set", "train.log_interval=5")
     assert result.returncode == 0, result.stderr
-    acc = _events(run / lg.TENSORBOARD_DIR)
+    acc = _events(run / TENSORBOARD_DIR)
     records = _metrics(run)
     _close(_scalars(acc, "train/loss"), _series(records, "loss"))
     _close(_scalars(acc, "val/loss"), _series(records, "val_loss"))

@@ -78,7 +78,7 @@ def test_healthy_report_says_so(tiny_names, tmp_path):
 
 def test_report_shows_thresholds_notes_baselines_and_token_labels(tiny_names, tmp_path):
     from lmlab.inspector import inspect_findings
-    from lmlab.inspector.report import _token_labels
+    from lmlab.inspector.report_plots import _token_labels
 
     data = tiny_data(tiny_names)
     torch.manual_seed(0)

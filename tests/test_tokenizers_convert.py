@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lmlab.errors import TokenizerError
-from lmlab.export.hf import hf_tokenizer_files, tokenizer_from_hf
+from lmlab.export.hf_convert import hf_tokenizer_files, tokenizer_from_hf
 from lmlab.tokenizers import BPETokenizer, CharTokenizer, HFTokenizer, WordTokenizer, fit_tokenizer, load_tokenizer
 from lmlab.tokenizers.convert import from_hf_backend, hf_backend
 

@@ -15,8 +15,8 @@ from lmlab.inspector import format_finding, is_problem
 from lmlab.inspector.report import reinspect
 from lmlab.run import load
 from lmlab.sample import SampleOptions, iter_samples
-from lmlab.training.loggers import write_tensorboard_runs
 from lmlab.training.run_data import prepare_data
+from lmlab.training.tensorboard_logger import write_tensorboard_runs
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

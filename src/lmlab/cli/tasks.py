@@ -10,6 +10,7 @@ from lmlab.cli.common import Parser, default_out
 from lmlab.config import parse_set_args
 from lmlab.data.sources import EMBEDDED
 from lmlab.errors import ConfigError
+from lmlab.inspector.findings import format_finding
 from lmlab.series.forecast import run_forecast
 from lmlab.training.shard_writer import PrepareOptions, prepare_shards
 from lmlab.vision.classify import run_classify
@@ -122,7 +123,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
           f"classes; chance {result.chance:.4f}), train accuracy {result.train_accuracy:.4f} after "
           f"{result.steps} steps (augment: {result.augment}{best})")
     if result.findings:
-        from lmlab.inspector.findings import format_finding
 
         for finding in result.findings:
             print(format_finding(finding))

@@ -3,7 +3,8 @@ rungs), out and in, and ONNX."""
 
 from pathlib import Path
 
-from lmlab.export.hf import ExportError, export_hf, import_hf, load_hf_dir
+from lmlab.export.hf import export_hf, import_hf, load_hf_dir
+from lmlab.export.hf_convert import ExportError
 from lmlab.export.llama import export_llama
 from lmlab.models.llama import Llama
 

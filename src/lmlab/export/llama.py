@@ -34,7 +34,8 @@ from torch import Tensor
 from lmlab.config import DataConfig
 from lmlab.errors import CheckpointError
 from lmlab.export.card import generation_config, model_card
-from lmlab.export.hf import ExportError, export_metadata, hf_tokenizer_files, imported_data_values, tokenizer_from_hf
+from lmlab.export.hf import export_metadata, imported_data_values
+from lmlab.export.hf_convert import ExportError, hf_tokenizer_files, tokenizer_from_hf
 from lmlab.export.safety import check_export_target
 from lmlab.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
 from lmlab.training.run_config import resolve_config

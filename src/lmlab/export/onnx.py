@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from lmlab.export.hf import ExportError, hf_tokenizer_files
+from lmlab.export.hf_convert import ExportError, hf_tokenizer_files
 from lmlab.export.safety import check_export_target
 from lmlab.training.run_dir import LoadedRun
 

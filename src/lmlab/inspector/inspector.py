@@ -1,22 +1,9 @@
-"""The inspector: a training callback that looks inside any `torch.nn.Module` through forward and backward
-hooks, with no change to model code.
-
-Every `every` steps it attaches hooks for exactly one training step (so the other steps pay nothing) and
-records, per layer: activation mean, std and histogram, the saturated fraction of tanh/sigmoid outputs,
-the fraction of dead ReLU/GELU units over a window of samples, activation-gradient mean and std; per
-parameter: gradient mean and std, grad:data ratio and the update:data ratio log10(std(dw) / std(w)) of
-the optimizer step that really happened (weights are snapshotted after backward and compared after the
-step, so it is right for Adam as well as SGD). Attention modules that expose `record_attention` and
-`last_attention` (B, nh, T, T) give per-head entropy. A causality probe checks at the start and the end
-that changing a later token never changes an earlier position's logits.
-
-At the start it also records what the findings judge against: the data's own baselines (the training
-split's unigram entropy and the counted bigram's NLL), the parameters that cannot learn (frozen), the
-learning rate and the model's default one, and, on the first sampled step, the layers it cannot watch
-(activations called as functions inside a module, fused recurrent kernels).
-
-Everything is kept as short lists of floats and saved as `inspect.json` in the run directory.
-"""
+"""The inspector: a training callback that looks inside any `torch.nn.Module` through forward and backward hooks,
+with no change to model code. Every `every` steps it hooks exactly one training step (the others pay nothing) and
+records per layer activation mean, std, histogram, saturated (tanh/sigmoid) and dead (ReLU/GELU) fractions and
+gradient mean and std; per parameter gradient mean and std, grad:data and the update:data ratio log10(std(dw) / std(w))
+of the step that really happened (snapshot after backward, compared after the step: right for Adam and SGD); per
+attention head (`record_attention`, `last_attention` (B, nh, T, T)) the entropy. One-off measurements: probes.py."""
 
 from __future__ import annotations
 
@@ -27,130 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
+from lmlab.inspector.probes import (
+    _SKIP,
+    _default_lr,
+    _FunctionWatch,
+    causality_probe,
+    data_baselines,
+    default_interval,
+    layer_kind,
+)
+from lmlab.inspector.stats_file import HIST_BINS, MAX_MAP, STATS_FILE, _r, save_stats
 from lmlab.training.callbacks import Callback
 
-STATS_FILE = "inspect.json"
 SATURATION = 0.97  # |tanh| above this passes almost no gradient (1 - t^2 < 0.06), as in lecture 3
-HIST_BINS = 40
-MAX_MAP = 32  # attention maps and conv feature maps are cut to this many rows/columns for the report
-
-_KINDS: tuple[tuple[type, str], ...] = (
-    (nn.Tanh, "tanh"), (nn.Sigmoid, "sigmoid"), (nn.ReLU, "relu"), (nn.GELU, "gelu"),
-    (nn.LeakyReLU, "relu"), (nn.SiLU, "gelu"), (nn.Linear, "linear"), (nn.Conv1d, "conv"),
-    (nn.Conv2d, "conv"), (nn.Embedding, "embedding"), (nn.LayerNorm, "norm"),
-    (nn.modules.batchnorm._BatchNorm, "norm"), (nn.MultiheadAttention, "attention"),
-)
-_SKIP = (nn.Dropout, nn.Identity)
-_ACTIVATION_KINDS = ("tanh", "sigmoid", "relu", "gelu")
-# Activations called as functions: a module that calls one hides it from forward hooks.
-_FUNCTIONAL = {
-    torch.tanh: "tanh", torch.Tensor.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid",
-    torch.Tensor.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.relu: "relu", torch.Tensor.relu: "relu",
-    F.relu: "relu", F.leaky_relu: "relu", F.elu: "relu", F.gelu: "gelu", F.silu: "gelu", F.mish: "gelu",
-}
-BASELINE_TOKENS = 1_000_000  # the data baselines read at most this many training tokens
-
-
-def _r(x: float) -> float:
-    """Compact float for JSON: 5 significant digits. NaN and inf are kept (Python's json writes them as
-    NaN/Infinity and reads them back), because a non-finite statistic is itself a finding."""
-    return float(f"{x:.5g}")
-
-
-def layer_kind(module: nn.Module) -> str:
-    if getattr(module, "record_attention", None) is not None:
-        return "attention"
-    for cls, kind in _KINDS:
-        if isinstance(module, cls):
-            return kind
-    return "other"
-
-
-@torch.no_grad()
-def data_baselines(dataset: Any, vocab_size: int, max_tokens: int = BASELINE_TOKENS) -> dict[str, Any] | None:
-    """What trivial models reach on the training split: the unigram entropy (letter frequencies alone) and
-    the counted bigram's NLL (add-one smoothing, scored on the counts' own data), in nats per token.
-    Sparse counts, so a 50K vocabulary costs no V x V table."""
-    if vocab_size < 2 or not hasattr(dataset, "iter_batches"):
-        return None
-    pairs, targets = [], []
-    for input_ids, labels in dataset.iter_batches(256, max_tokens):
-        prev, nxt = input_ids[:, :-1].reshape(-1), labels[:, 1:].reshape(-1)  # the pairs the loss scores
-        keep = (nxt >= 0) & (nxt < vocab_size) & (prev >= 0) & (prev < vocab_size)
-        pairs.append(prev[keep] * vocab_size + nxt[keep])
-        targets.append(nxt[keep])
-    if not pairs or not sum(len(t) for t in targets):
-        return None
-    pair, target = torch.cat(pairs), torch.cat(targets)
-    n = len(target)
-    unigram = torch.bincount(target, minlength=vocab_size).double()
-    p = unigram[unigram > 0] / n
-    entropy = -(p * p.log()).sum().item()
-    keys, counts = pair.unique(return_counts=True)
-    row_totals = torch.bincount(keys // vocab_size, weights=counts.double(), minlength=vocab_size)
-    counts = counts.double()
-    log_p = (counts + 1).log() - (row_totals[keys // vocab_size] + vocab_size).log()
-    bigram = -(counts * log_p).sum().item() / n
-    return {"unigram": _r(entropy), "bigram": _r(bigram), "tokens": n}
-
-
-def _default_lr(model: nn.Module) -> float | None:
-    """The learning rate lmlab's registry trains this model class with (None for other models)."""
-    from lmlab.config import TrainConfig
-    from lmlab.models import REGISTRY
-
-    for spec in REGISTRY.values():
-        if type(model) is spec.model_cls:
-            return spec.train_defaults.get("lr", TrainConfig().lr)
-    return None
-
-
-class _FunctionWatch(TorchFunctionMode):
-    """Notes activation functions called inside modules that are not themselves activation modules."""
-
-    def __init__(self, stack: list[str], kinds: dict[str, str], found: dict[str, str]):
-        super().__init__()
-        self.stack, self.kinds, self.found = stack, kinds, found
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kind = _FUNCTIONAL.get(func)
-        if kind is not None and self.stack and self.kinds.get(self.stack[-1]) not in _ACTIVATION_KINDS:
-            self.found.setdefault(self.stack[-1], kind)
-        return func(*args, **(kwargs or {}))
-
-
-def default_interval(max_steps: int) -> int:
-    """About 50-100 samples per run, never more often than needed: every 100 steps for long runs."""
-    return min(100, max(1, max_steps // 50))
-
-
-@torch.no_grad()
-def causality_probe(model: nn.Module, vocab_size: int, length: int, seed: int = 0) -> dict[str, Any]:
-    """Change one token at a time and measure how much earlier positions' logits move (eval mode, so
-    BatchNorm uses running statistics and dropout is off). A causal model moves them by 0."""
-    was_training = model.training
-    model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    try:
-        g = torch.Generator().manual_seed(seed)
-        ids = torch.randint(vocab_size, (2, length), generator=g).to(device)  # (B, T)
-        base = model(ids).logits.float()  # (B, T, V)
-        worst, where = 0.0, -1
-        for j in range(1, length):
-            changed = ids.clone()
-            changed[:, j] = (changed[:, j] + 1 + torch.randint(vocab_size - 1, (1,), generator=g).item()) % vocab_size
-            moved = (model(changed).logits.float()[:, :j] - base[:, :j]).abs().max().item()
-            if moved > worst:
-                worst, where = moved, j
-    finally:
-        model.train(was_training)
-    scale = 1.0 + base.abs().max().item()
-    return {"checked": True, "length": length, "max_change": _r(worst), "position": where,
-            "leak": bool(worst > 1e-4 * scale)}
 
 
 class Inspector(Callback):
@@ -419,13 +297,3 @@ class Inspector(Callback):
         if trainer.run_dir is not None:
             save_stats(self.stats, Path(trainer.run_dir) / STATS_FILE)
         return self.stats
-
-
-def save_stats(stats: dict[str, Any], path: Path) -> None:
-    from lmlab.files import atomic_write_text
-
-    atomic_write_text(path, json.dumps(stats, separators=(",", ":")) + "\n")
-
-
-def load_stats(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

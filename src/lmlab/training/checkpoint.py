@@ -1,6 +1,7 @@
 """Checkpoints: weights in safetensors, optimizer/trainer state through torch.save and loaded with
 weights_only=True (no pickle of arbitrary objects), every file written to a temporary name and renamed, so a
-kill mid-write leaves the previous checkpoint whole.
+kill mid-write leaves the previous checkpoint whole. The checks that a loaded trainer state could have
+been written by lmlab live in checkpoint_checks.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ import torch
 
 from lmlab.errors import CheckpointError, LmlabError
 from lmlab.files import atomic_write, sync_dir, temporary_path, write_synced
+from lmlab.training.checkpoint_checks import (
+    _apply_rng_state,
+    check_optimizer_state,
+    check_rng_state,
+    check_run_config_dict,
+    check_state,
+)
 from lmlab.training.checkpointer import upgrade
 
 MODEL_FILE = "model.safetensors"
@@ -199,29 +207,6 @@ def rng_state(data_generator: torch.Generator) -> dict[str, Any]:
     }
 
 
-def _apply_rng_state(state: dict[str, Any], torch_rng, data_generator, python_rng, numpy_rng) -> None:
-    torch_rng.set_state(state["torch"])
-    data_generator.set_state(state["data"])
-    version, internal, gauss_next = state["python"]
-    python_rng.setstate((version, tuple(internal), gauss_next))
-    name, keys, *rest = state["numpy"]
-    numpy_rng.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-
-
-def check_rng_state(state: Any, where: str = "trainer state") -> None:
-    """CheckpointError unless `state` is one `rng_state` could have written: it is tried on throwaway
-    generators, which check every part's type, size and range exactly as the real ones would."""
-    try:
-        if not isinstance(state, dict):
-            raise TypeError(f"a {type(state).__name__}, not a dict")
-        if not isinstance(state.get("torch"), torch.Tensor) or not isinstance(state.get("data"), torch.Tensor):
-            raise TypeError("the torch generator states are not tensors")
-        _apply_rng_state(state, torch.Generator(), torch.Generator(), random.Random(), np.random.RandomState())
-    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
-        raise CheckpointError(f"{where}: the saved random-number state is damaged ({str(err).splitlines()[0]})"
-                              ) from None
-
-
 def set_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> None:
     check_rng_state(state)
     _apply_rng_state(state, torch.default_generator, data_generator, random, np.random)
@@ -239,122 +224,6 @@ def load_state(path: Path) -> dict[str, Any]:
     state = upgrade(state)
     check_state(state, path)
     return state
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_state(state: dict[str, Any], path: Path) -> None:
-    """CheckpointError naming the first entry of a trainer state that `Trainer.state_dict` could not have
-    written: a file that unpickles fine can still hold a wrong type or shape, which would otherwise fail as a
-    traceback part-way through a resume (or many steps later)."""
-    def bad(what: str) -> CheckpointError:
-        return CheckpointError(f"{path}: damaged trainer state ({what})")
-
-    if not _is_int(state["step"]) or state["step"] < 0:
-        raise bad(f"step is {state['step']!r}, not a count")
-    progress = state["progress"]
-    if not isinstance(progress, dict):
-        raise bad("the progress is not a table")
-    for key in ("step", "tokens_seen", "nonfinite_steps"):
-        if not _is_int(progress.get(key)) or progress[key] < 0:
-            raise bad(f"{key} is {progress.get(key)!r}, not a count")
-    if progress["step"] != state["step"]:
-        raise bad(f"step {progress['step']} in the progress, {state['step']} beside it")
-    for key, optional in (("train_seconds", False), ("last_val_loss", True), ("lr_scale", False)):
-        value = progress.get(key, 1.0)
-        if not (_is_number(value) or (optional and value is None)):
-            raise bad(f"{key} is {value!r}, not a number")
-    if progress.get("last_eval_step") is not None and not _is_int(progress["last_eval_step"]):
-        raise bad(f"last_eval_step is {progress['last_eval_step']!r}")
-    if not isinstance(state.get("data_fingerprint"), (str, type(None))):
-        raise bad("data_fingerprint is not a string")
-    if state.get("average") is not None and not (isinstance(state["average"], (list, tuple))
-                                                 and all(isinstance(t, torch.Tensor) for t in state["average"])):
-        raise bad("the raw weights beside the average are not a list of tensors")
-    optimizer = state.get("optimizer", {})
-    if not isinstance(optimizer, dict) or (optimizer and not (
-            isinstance(optimizer.get("state"), dict) and isinstance(optimizer.get("param_groups"), list)
-            and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in optimizer["param_groups"]))):
-        raise bad("the optimizer state is not a state dict")
-    check_rng_state(state["rng"], f"{path}")
-    check_callback_states(state["callbacks"], path)
-
-
-def check_callback_states(saved: Any, path: Path) -> list[dict[str, Any]]:
-    """The callbacks' states: JSON of {name: state} (a list before callbacks were keyed by name), each state
-    a dict; the keys lmlab's own callbacks use must have their types."""
-    try:
-        states = json.loads(saved) if isinstance(saved, str) else None
-    except ValueError:
-        states = None
-    states = list(states.values()) if isinstance(states, dict) else states
-    if not isinstance(states, list) or not all(isinstance(s, dict) for s in states):
-        raise CheckpointError(f"{path}: damaged trainer state (the callbacks' states are not JSON of states)")
-    for cb_state in states:
-        for key, ok in (("best", lambda v: v is None or _is_number(v)), ("wait", _is_int),
-                        ("best_step", lambda v: v is None or _is_int(v)),
-                        ("kept", lambda v: isinstance(v, list) and all(
-                            isinstance(k, list) and len(k) == 2 and _is_number(k[0]) and isinstance(k[1], str)
-                            for k in v))):
-            if key in cb_state and not ok(cb_state[key]):
-                raise CheckpointError(f"{path}: damaged trainer state (a callback's {key} is {cb_state[key]!r:.60})")
-    return states
-
-
-def check_optimizer_state(optimizer_state: dict[str, Any], params: list[torch.Tensor], path: Path,
-                          optimizer: torch.optim.Optimizer | None = None) -> None:
-    """CheckpointError unless the saved optimizer state covers exactly `params` (the trainable parameters,
-    in order), with each per-parameter tensor (momentum, Adam's moments) of its parameter's shape. Given the
-    optimizer it will be loaded into, its groups must have the saved groups' sizes too."""
-    if not optimizer_state:
-        return
-    groups = [g["params"] for g in optimizer_state["param_groups"]]
-    sizes = [len(g) for g in groups]
-
-    def bad(what: str) -> CheckpointError:
-        return CheckpointError(f"{path}: the saved optimizer state does not fit this model ({what})")
-
-    if sum(sizes) != len(params):
-        raise bad(f"it is for {sum(sizes)} parameter tensors, the model has {len(params)}")
-    wanted = [len(g["params"]) for g in optimizer.param_groups] if optimizer is not None else sizes
-    if sizes != wanted:
-        raise bad(f"groups of {sizes} parameters, the optimizer has {wanted}")
-    # The trainer's AdamW puts matrices first and vectors second; SGD keeps one group in model order.
-    matrices, vectors = [p for p in params if p.dim() >= 2], [p for p in params if p.dim() < 2]
-    ordered = [*matrices, *vectors] if sizes == [len(matrices), len(vectors)] else params
-    by_index = {index: ordered[n] for n, index in enumerate(i for g in groups for i in g) if _is_int(index)}
-    if len(by_index) != len(params):
-        raise bad("its parameter indices are not distinct integers")
-    for index, entry in optimizer_state["state"].items():
-        if index not in by_index or not isinstance(entry, dict):
-            raise bad(f"an entry for parameter {index!r}")
-        shape = tuple(by_index[index].shape)
-        for name, value in entry.items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) != shape:
-                raise bad(f"{name} of parameter {index} has shape {tuple(value.shape)}, the parameter {shape}")
-            if not isinstance(value, torch.Tensor) and not _is_number(value) and value is not None:
-                raise bad(f"{name} of parameter {index} is {type(value).__name__}")
-
-
-def check_run_config_dict(values: Any, path: Path) -> dict[str, Any]:
-    """`values` (a run's config.json) if it has the shape lmlab writes: a JSON object whose data, model and
-    train entries are objects (model.block_size an int); otherwise CheckpointError naming the entry."""
-    if not isinstance(values, dict):
-        raise CheckpointError(f"{path}: corrupted config (a JSON {type(values).__name__}, not an object)")
-    for section in ("data", "model", "train"):
-        if section in values and not isinstance(values[section], dict):
-            raise CheckpointError(f"{path}: corrupted config (\"{section}\" is {json.dumps(values[section]):.40}, "
-                                  "not an object)")
-    block_size = values.get("model", {}).get("block_size", 0)
-    if not _is_int(block_size) or block_size < 0:
-        raise CheckpointError(f"{path}: corrupted config (model.block_size is {block_size!r:.40})")
-    return values
 
 
 def read_json(path: Path, what: str, kind: type = dict) -> Any:
