@@ -67,6 +67,8 @@ def model_card(run: LoadedRun) -> str:
     """README.md: YAML front matter for a hub (licence left for the user), then what the model is, how it was
     trained, how well it does, and how to use it within its limits."""
     config, model = run.config.model, run.model
+    architecture = ("GPT-2 (GPT2LMHeadModel)" if type(model).__name__ == "GPT" else
+                    "Qwen3 (Qwen3ForCausalLM)" if getattr(config, "qk_norm", False) else "Llama (LlamaForCausalLM)")
     summary = _summary(run.run_dir)
     nll = summary.get("nll") if isinstance(summary.get("nll"), dict) else {}
     steps = summary.get("steps", run.step)
@@ -82,16 +84,16 @@ def model_card(run: LoadedRun) -> str:
         "---",
         "library_name: transformers",
         "pipeline_tag: text-generation",
-        "tags: [gpt2, lmlab]",
+        f"tags: [{architecture.split()[0].lower().replace('-', '')}, lmlab]",
         "license: \"\"  # choose a licence before publishing (and check the training data's terms)",
         "---",
         "",
-        f"# {run.run_dir.name}: a small GPT-2 trained with lmlab",
+        f"# {run.run_dir.name}: a small {architecture} trained with lmlab",
         "",
         "| | |",
         "|---|---|",
-        f"| architecture | GPT-2 (GPT2LMHeadModel): {config.n_layer} layers, {config.n_head} heads, "
-        f"width {config.n_embd}, {config.activation} |",
+        f"| architecture | {architecture}: {config.n_layer} layers, {config.n_head} heads, "
+        f"width {config.n_embd}, {getattr(config, 'activation', None) or getattr(config, 'mlp', '')} |",
         f"| parameters | {count_parameters(model):,} |",
         f"| context length | {context} tokens (prompt and generated tokens together) |",
         f"| tokenizer | lmlab {kind}, {tok.vocab_size} tokens |",

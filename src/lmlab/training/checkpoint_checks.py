@@ -77,9 +77,10 @@ def check_state(state: dict[str, Any], path: Path) -> None:
                                                  and all(isinstance(t, torch.Tensor) for t in state["average"])):
         raise bad("the raw weights beside the average are not a list of tensors")
     optimizer = state.get("optimizer", {})
-    if not isinstance(optimizer, dict) or (optimizer and not (
-            isinstance(optimizer.get("state"), dict) and isinstance(optimizer.get("param_groups"), list)
-            and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in optimizer["param_groups"]))):
+    # Muon runs keep two optimizers' states side by side (training/muon.py); each is a torch state dict.
+    parts = list(optimizer.values()) if isinstance(optimizer, dict) and optimizer.keys() == {"muon", "adamw"} \
+        else [optimizer]
+    if not all(_is_state_dict(part) for part in parts):
         raise bad("the optimizer state is not a state dict")
     check_rng_state(state["rng"], f"{path}")
     check_callback_states(state["callbacks"], path)
@@ -106,13 +107,20 @@ def check_callback_states(saved: Any, path: Path) -> list[dict[str, Any]]:
     return states
 
 
+def _is_state_dict(optimizer: Any) -> bool:
+    """An empty dict (no optimizer yet) or torch's {"state": {...}, "param_groups": [{"params": [...]}, ...]}."""
+    return isinstance(optimizer, dict) and (not optimizer or (
+        isinstance(optimizer.get("state"), dict) and isinstance(optimizer.get("param_groups"), list)
+        and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in optimizer["param_groups"])))
+
+
 def check_optimizer_state(optimizer_state: dict[str, Any], params: list[torch.Tensor], path: Path,
                           optimizer: torch.optim.Optimizer | None = None) -> None:
     """CheckpointError unless the saved optimizer state covers exactly `params` (the trainable parameters,
     in order), with each per-parameter tensor (momentum, Adam's moments) of its parameter's shape. Given the
     optimizer it will be loaded into, its groups must have the saved groups' sizes too."""
-    if not optimizer_state:
-        return
+    if not optimizer_state or optimizer_state.keys() == {"muon", "adamw"}:
+        return  # Muon's two optimizers split the parameters their own way; torch checks each on load
     groups = [g["params"] for g in optimizer_state["param_groups"]]
     sizes = [len(g) for g in groups]
 
