@@ -270,14 +270,20 @@ class Trainer:
         flops = perf.flops_per_token(self.model, self.train_data.block_size)
         peak = perf.peak_flops(self.device, self.dtype, config.peak_tflops)
         window_tokens, window_start = 0, time.perf_counter()
+        threads = perf.ThreadChooser.for_config(config.threads, self.device)  # train.threads=auto
         try:
             while self.step < config.max_steps and not self.parallel.any(self._stop):
                 out_of_time = config.time_budget and time.perf_counter() - started >= config.time_budget
                 if self.parallel.any(bool(out_of_time)):
                     log.info("time budget of %.0f s reached at step %d", config.time_budget, self.step)
                     break
+                if threads is not None:
+                    threads.before_step()
+                step_started = time.perf_counter()
                 record = self._train_step(lr_at(self.step, config) * self.lr_scale)
                 self.train_seconds = time.perf_counter() - started
+                if threads is not None:
+                    threads.after_step(self.train_seconds + started - step_started)
                 if record is None:
                     continue
                 window_tokens += record["tokens"]
