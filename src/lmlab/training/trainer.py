@@ -27,6 +27,7 @@ from lmlab.data.datasets import IGNORE_INDEX, TokenDataset
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.training import checkpoint as ckpt
 from lmlab.training import performance as perf
+from lmlab.training.budget import BudgetFitter
 from lmlab.training.callbacks import Callback
 from lmlab.training.distributed import Parallel
 from lmlab.training.ema import WeightAverage
@@ -271,6 +272,8 @@ class Trainer:
         peak = perf.peak_flops(self.device, self.dtype, config.peak_tflops)
         window_tokens, window_start = 0, time.perf_counter()
         threads = perf.ThreadChooser.for_config(config.threads, self.device)  # train.threads=auto
+        # train.time_budget: fit the schedule to it (one process: ranks' clocks would disagree on the plan)
+        budget = BudgetFitter.for_config(config) if self.parallel.world_size == 1 else None
         try:
             while self.step < config.max_steps and not self.parallel.any(self._stop):
                 out_of_time = config.time_budget and time.perf_counter() - started >= config.time_budget
@@ -282,8 +285,16 @@ class Trainer:
                 step_started = time.perf_counter()
                 record = self._train_step(lr_at(self.step, config) * self.lr_scale)
                 self.train_seconds = time.perf_counter() - started
+                step_seconds = self.train_seconds + started - step_started
                 if threads is not None:
-                    threads.after_step(self.train_seconds + started - step_started)
+                    threads.after_step(step_seconds)
+                if budget is not None and record is not None and not (threads and threads.measuring):
+                    fitted = budget.after_step(self.step, step_seconds, self.train_seconds)
+                    if fitted is not None:  # the same run, fewer steps
+                        config = self.config = fitted
+                        checkpoint_every = config.checkpoint_interval or config.eval_interval
+                        bar.total = config.max_steps
+                        bar.refresh()
                 if record is None:
                     continue
                 window_tokens += record["tokens"]
