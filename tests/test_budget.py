@@ -54,3 +54,17 @@ def test_a_budgeted_run_decays_its_rate_by_the_end(tiny_names):
     assert trainer.step >= 0.8 * fitted.max_steps
     assert trainer.last_record["lr"] == pytest.approx(lr_at(trainer.step - 1, fitted))
     assert lr_at(trainer.step - 1, fitted) < 0.3 * fitted.lr
+
+
+def test_the_default_gpt_run_is_budgeted_and_says_how_to_train_longer():
+    from types import SimpleNamespace
+
+    from lmlab.training.budget import train_longer_hint
+
+    config = resolve_config({"model": {"name": "gpt"}})
+    assert 0 < config.train.time_budget <= 300
+    assert resolve_config({"model": {"name": "gpt"}, "train": {"time_budget": 0}}).train.time_budget == 0
+    cut = SimpleNamespace(config=config.train, step=2500)
+    assert train_longer_hint(7000, cut) == (f"the {config.train.time_budget:g} s time budget fitted 2,500 of "
+                                            "7,000 steps; to train longer: --time-budget 0 --max-steps 7000")
+    assert train_longer_hint(7000, SimpleNamespace(config=config.train, step=7000)) is None

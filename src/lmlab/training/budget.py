@@ -85,3 +85,12 @@ class BudgetFitter:
                      self.planned.time_budget, 1000 * now, fitted.max_steps, fitted.warmup_steps,
                      fitted.eval_interval)
         return fitted
+
+
+def train_longer_hint(planned_max_steps: int, trainer) -> str | None:
+    """A line for the CLI to print after a run whose schedule the time budget shortened: how to train the
+    full schedule. None when the run did all `planned_max_steps`."""
+    if not trainer.config.time_budget or trainer.step >= planned_max_steps:
+        return None
+    return (f"the {trainer.config.time_budget:g} s time budget fitted {trainer.step:,} of {planned_max_steps:,} "
+            f"steps; to train longer: --time-budget 0 --max-steps {planned_max_steps}")
