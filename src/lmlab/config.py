@@ -64,7 +64,9 @@ class TrainConfig:
     max_steps: int = 2000
     time_budget: float = 0.0  # seconds; 0 means no limit
     eval_interval: int = 200
-    eval_max_tokens: int = 200_000  # cap on val tokens per evaluation during training (final eval is exact)
+    # Periodic evaluations score a fixed random sample of this many val tokens and report its standard error
+    # (training/scoring.py estimate_nll); the final evaluation is exact.
+    eval_max_tokens: int = 20_000
     checkpoint_interval: int = 0  # 0: checkpoint at each evaluation
     log_interval: int = 10
     seed: int = 1337

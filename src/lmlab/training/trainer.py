@@ -32,7 +32,7 @@ from lmlab.training.callbacks import Callback
 from lmlab.training.distributed import Parallel
 from lmlab.training.ema import WeightAverage
 from lmlab.training.schedule import lr_at
-from lmlab.training.scoring import mean_loss, mean_nll
+from lmlab.training.scoring import estimate_nll, mean_loss
 
 log = logging.getLogger(__name__)
 
@@ -233,18 +233,27 @@ class Trainer:
 
     # -- evaluation ---------------------------------------------------------------------------------------
 
-    def evaluate(self) -> dict[str, Any] | None:
+    def evaluate(self, exact: bool = False) -> dict[str, Any] | None:
+        """Validation NLL: estimated on a fixed sample of at most `train.eval_max_tokens` tokens with its
+        standard error (periodic evaluations), or over the whole split (`exact`: the final one)."""
         if self.val_data is None:
             self._last_eval_step = self.step
             return None
-        # A dataset with `count_targets` is not a token dataset (series, images): average the model's loss.
-        evaluate = mean_loss if hasattr(self.val_data, "count_targets") else mean_nll
+        batch_size = self.config.batch_size * 4
         with self._averaged():  # callbacks that keep or save the best weights keep the averaged ones
-            val_loss, tokens = evaluate(self.model, self.val_data, batch_size=self.config.batch_size * 4,
-                                        device=self.device, max_tokens=self.config.eval_max_tokens)
+            stderr = None
+            if hasattr(self.val_data, "count_targets"):  # not a token dataset (series, images): the model's loss
+                val_loss, tokens = mean_loss(self.model, self.val_data, batch_size=batch_size, device=self.device,
+                                             max_tokens=None if exact else self.config.eval_max_tokens)
+            else:
+                cap = self.val_data.num_predictions if exact else self.config.eval_max_tokens
+                val_loss, tokens, stderr = estimate_nll(self.model, self.val_data, max_tokens=cap,
+                                                        batch_size=batch_size, device=self.device)
             self.last_val_loss = val_loss
             self._last_eval_step = self.step
             record = {"step": self.step, "val_loss": round(val_loss, 6), "val_tokens": tokens}
+            if stderr is not None:
+                record["val_stderr"] = round(stderr, 6)
             self._write_metric(record)
             self._emit("on_eval_end", record)
         return record
@@ -314,7 +323,7 @@ class Trainer:
                 self._emit("on_step_end", record)
                 at_end = self.step == config.max_steps
                 if self.step % config.eval_interval == 0 or at_end:
-                    val = self.evaluate()
+                    val = self.evaluate(exact=at_end)
                     log.info("step %d: loss %.4f, val %s", self.step, record["loss"],
                              _fmt(val["val_loss"] if val else None))
                 if self.step % checkpoint_every == 0 or at_end:
@@ -322,7 +331,7 @@ class Trainer:
         finally:
             bar.close()
         if not self._interrupted and self._last_eval_step != self.step:
-            self.evaluate()
+            self.evaluate(exact=True)
         self.save_checkpoint()
         if self.average is not None:  # as Keras' use_ema: after fit() the model holds the average
             self.average.swap()
@@ -385,7 +394,7 @@ class Trainer:
         self.train_seconds = time.perf_counter() - started
         self.tokens_seen = self.train_data.num_predictions
         self.step = 1
-        self.evaluate()
+        self.evaluate(exact=True)
         self.save_checkpoint()
         self._emit("on_train_end")
         return self
