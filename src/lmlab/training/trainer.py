@@ -389,7 +389,8 @@ class Trainer:
         """Counted models: one pass over the training set, no optimizer."""
         self._emit("on_train_begin")
         started = time.perf_counter()
-        for input_ids, labels in self.train_data.iter_batches(1024):
+        rows = max(1024, (1 << 20) // max(self.train_data.block_size, 1))  # ~1M tokens a batch
+        for input_ids, labels in self.train_data.iter_batches(rows):
             self.model.fit_counts(input_ids.to(self.device), labels.to(self.device))
         self.train_seconds = time.perf_counter() - started
         self.tokens_seen = self.train_data.num_predictions
