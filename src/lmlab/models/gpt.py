@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
-from lmlab.models.attention import KVCache, MultiHeadAttention
+from lmlab.models.attention import KVBuffer, KVCache, MultiHeadAttention, cache_length
 from lmlab.models.base import ModelOutput, causal_lm_loss
 from lmlab.models.generation import GenerationMixin
 
@@ -142,6 +142,10 @@ class GPT(GenerationMixin, nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(param, mean=0.0, std=residual_std)
 
+    def new_cache(self, capacity: int) -> list[KVBuffer]:
+        """Empty preallocated KV caches, one per layer, for `generate` to fill in place."""
+        return [KVBuffer(capacity) for _ in self.transformer.h]
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -157,7 +161,7 @@ class GPT(GenerationMixin, nn.Module):
         use_cache: bool = False,
     ) -> ModelOutput:
         T = input_ids.size(1)
-        start = past_key_values[0][0].size(2) if past_key_values else 0  # tokens already in the cache
+        start = cache_length(past_key_values[0]) if past_key_values else 0  # tokens already in the cache
         if start + T > self.config.block_size:
             raise ValueError(
                 f"sequence of {start + T} tokens is longer than the context of {self.config.block_size}; "
