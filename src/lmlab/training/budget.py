@@ -54,7 +54,7 @@ class BudgetFitter:
     more than `drift` times off the step time of the last fit (either way).
     """
 
-    def __init__(self, planned: TrainConfig, *, first: int = 5, window: int = 20, drift: float = 1.3):
+    def __init__(self, planned: TrainConfig, *, first: int = 5, window: int = 20, drift: float = 1.5):
         self.planned = planned
         self.first, self.drift = first, drift
         self.step_seconds: float | None = None  # the step time the current plan assumes

@@ -124,14 +124,16 @@ class ThreadChooser:
     `warmup` steps run at the most threads and are not timed (lazy initialisation), then each candidate
     runs `rounds` steps, alternating, so a change in load hits all candidates alike; the lowest median
     wins, where more threads must beat fewer by `margin` (fewer threads leave cores to other jobs, and
-    lose less when a job starts). After that, if the median of the last `window` steps moves more than
+    lose less when a job starts); a count `hopeless` times slower than the best at its first step is not
+    timed again. After that, if the median of the last `window` steps moves more than
     `drift` times away from the winner's median (either way), and `min_gap` steps have passed since the
     last choice, it measures again. Cost: `rounds` steps at the slower count per choice.
     """
 
     def __init__(self, candidates, *, rounds: int = 3, warmup: int = 1, window: int = 30, drift: float = 2.0,
-                 min_gap: int = 200, margin: float = 0.1):
+                 min_gap: int = 200, margin: float = 0.1, hopeless: float = 3.0):
         self.candidates = sorted(set(candidates))
+        self.hopeless = hopeless
         self.rounds, self.window, self.drift, self.min_gap, self.margin = rounds, window, drift, min_gap, margin
         self.chosen: int | None = None
         self.chosen_seconds = 0.0
@@ -171,6 +173,7 @@ class ThreadChooser:
             threads, timed = self._plan.pop(0)
             if timed:
                 self._samples[threads].append(seconds)
+                self._drop_hopeless()
             if not self._plan:
                 self._choose()
             return
@@ -183,10 +186,18 @@ class ThreadChooser:
                          1000 * self.chosen_seconds, 1000 * now)
                 self._measure(warmup=0)
 
+    def _drop_hopeless(self) -> None:
+        """Stop timing a count whose fastest step is `hopeless` times the best one's: on a busy machine a
+        step at 2 threads can take 10x one at 1, and each further trial of it would waste seconds."""
+        best = min(min(s) for s in self._samples.values() if s)
+        lost = {c for c, s in self._samples.items() if s and min(s) > self.hopeless * best}
+        self._plan = [(c, timed) for c, timed in self._plan if c not in lost]
+
     def _choose(self) -> None:
-        medians = {c: statistics.median(s) for c, s in self._samples.items()}
-        best = self.candidates[0]
-        for c in self.candidates[1:]:  # more threads must win clearly
+        medians = {c: statistics.median(s) for c, s in self._samples.items() if s}
+        timed = sorted(medians)
+        best = timed[0]
+        for c in timed[1:]:  # more threads must win clearly
             if medians[c] < medians[best] * (1 - self.margin):
                 best = c
         previous, self.chosen, self.chosen_seconds = self.chosen, best, medians[best]
