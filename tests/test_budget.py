@@ -18,13 +18,13 @@ PLANNED = TrainConfig(max_steps=7000, warmup_steps=100, eval_interval=500, time_
 def test_fit_matches_the_ladders_up_front_fit():
     for seconds, budget in [(0.01, 60.0), (0.1, 2.0), (1e-4, 60.0)]:
         assert fit_steps_to_budget(PLANNED, seconds, budget) == ladder_fit(PLANNED, seconds, budget)
-    assert fit_remaining(PLANNED, 0, 0.01, 60.0) == fit_steps_to_budget(PLANNED, 0.01, 60.0)
+    assert fit_remaining(PLANNED, 0, 0.1, 60.0) == fit_steps_to_budget(PLANNED, 0.1, 60.0)
 
 
 def test_remaining_steps_count_from_the_step_reached_and_never_exceed_the_plan():
     fitted = fit_remaining(PLANNED, 200, 0.05, 30.0)  # 0.85 * 30 s / 50 ms = 510 more steps
     assert fitted.max_steps == 710 and fitted.warmup_steps == 71 and fitted.eval_interval == 71
-    assert fit_remaining(PLANNED, 200, 1e-6, 30.0).max_steps == 7000
+    assert fit_remaining(PLANNED, 200, 1e-6, 30.0) == PLANNED  # all fits: warm-up and evaluations untouched
     assert fit_remaining(PLANNED, 200, 0.05, -1.0).max_steps == 201  # out of time: end after this step
 
 

@@ -37,9 +37,12 @@ def fit_steps_to_budget(train: TrainConfig, step_seconds: float, budget: float) 
 
 def fit_remaining(planned: TrainConfig, step: int, step_seconds: float, seconds_left: float) -> TrainConfig:
     """`planned` (the run's own config) with max_steps = `step` plus the steps that fit in the seconds
-    left, never more than planned; warm-up and evaluation interval scaled as in fit_steps_to_budget."""
+    left, never more than planned; warm-up and evaluation interval scaled as in fit_steps_to_budget.
+    When all planned steps fit, `planned` itself."""
     left = max(1, int(PLANNED_SHARE * max(seconds_left, 0.0) / max(step_seconds, 1e-9)))
     max_steps = min(planned.max_steps, step + left)
+    if max_steps == planned.max_steps:  # it all fits: the run's own plan, warm-up and evaluations included
+        return planned
     return dataclasses.replace(planned, max_steps=max_steps,
                                warmup_steps=min(planned.warmup_steps, max_steps // 10),
                                eval_interval=min(planned.eval_interval, max(max_steps // 10, 1)))
