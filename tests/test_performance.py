@@ -30,7 +30,7 @@ def drive(chooser: perf.ThreadChooser, seconds_at: dict[int, float], steps: int)
 def test_chooser_alternates_then_keeps_the_faster(restore_threads):
     chooser = perf.ThreadChooser([1, 2], rounds=3, warmup=1)
     used = drive(chooser, {1: 0.18, 2: 0.40}, 7 + 20)
-    assert used[:7] == [2, 1, 2, 1, 2, 1, 2]  # warm-up at the most threads, then alternating
+    assert used[:7] == [1, 1, 2, 1, 2, 1, 2]  # warm-up at the fewest threads, then alternating
     assert chooser.chosen == 1 and set(used[7:]) == {1}
     assert chooser.chosen_seconds == pytest.approx(0.18)
 
@@ -38,7 +38,7 @@ def test_chooser_alternates_then_keeps_the_faster(restore_threads):
 def test_a_hopeless_count_is_not_timed_again(restore_threads):
     chooser = perf.ThreadChooser([1, 2], rounds=3, warmup=1)
     used = drive(chooser, {1: 0.78, 2: 10.0}, 10)
-    assert used[:5] == [2, 1, 2, 1, 1] and chooser.chosen == 1  # 2 threads timed once, then dropped
+    assert used[:5] == [1, 1, 2, 1, 1] and chooser.chosen == 1  # 2 threads timed once, then dropped
 
 
 def test_more_threads_must_win_by_the_margin(restore_threads):

@@ -121,7 +121,7 @@ class ThreadChooser:
     """Picks the faster thread count from real training steps, and picks again when the speed drifts.
 
     Call `before_step()` before each optimizer step and `after_step(seconds)` with its wall time. The first
-    `warmup` steps run at the most threads and are not timed (lazy initialisation), then each candidate
+    `warmup` steps run at the fewest threads and are not timed (lazy initialisation), then each candidate
     runs `rounds` steps, alternating, so a change in load hits all candidates alike; the lowest median
     wins, where more threads must beat fewer by `margin` (fewer threads leave cores to other jobs, and
     lose less when a job starts); a count `hopeless` times slower than the best at its first step is not
@@ -154,8 +154,9 @@ class ThreadChooser:
         return cls(sorted({1, n // 2, n} - {0}))
 
     def _measure(self, warmup: int) -> None:
-        top = self.candidates[-1]
-        self._plan = [(top, False)] * warmup + [(c, True) for _ in range(self.rounds) for c in self.candidates]
+        # warm-up at the fewest threads: on a busy machine a step at many can cost 10x
+        fewest = self.candidates[0]
+        self._plan = [(fewest, False)] * warmup + [(c, True) for _ in range(self.rounds) for c in self.candidates]
         self._samples = {c: [] for c in self.candidates}
 
     @property
