@@ -7,7 +7,7 @@ seconds per step and the ratios. A setting with `+passive` runs with OMP_WAIT_PO
 threads sleep at once instead of spinning; the runtime reads it only at start-up). An idle one-thread run
 first gives the reference the issue's target is stated against (busy step <= 2x idle one-thread step).
 The time per step is the run's whole training time over its steps, so auto pays for its own measuring.
-Usage: python benchmarks/bench_threads.py [--busy 2] [--steps 80] [--rounds 2]
+Usage: python benchmarks/bench_threads.py [--busy 2] [--steps 80] [--rounds 2] [--limit 120]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,13 +43,17 @@ def one_run(threads: str, steps: int) -> None:
                       "threads_at_end": torch.get_num_threads()}))
 
 
-def measure(setting: str, steps: int) -> dict:
+def measure(setting: str, steps: int, limit: float) -> dict:
+    """One run in a fresh process; a run past `limit` seconds is stopped and counted as limit / steps."""
     env = dict(os.environ, PYTHONPATH=str(SRC))
     env.pop("OMP_NUM_THREADS", None)
     if setting.endswith("+passive"):
         env["OMP_WAIT_POLICY"] = "PASSIVE"
-    out = subprocess.run([sys.executable, __file__, "--one", SETTINGS[setting], "--steps", str(steps)],
-                         env=env, capture_output=True, text=True, check=True)
+    try:
+        out = subprocess.run([sys.executable, __file__, "--one", SETTINGS[setting], "--steps", str(steps)],
+                             env=env, capture_output=True, text=True, check=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return {"seconds_per_step": limit / steps, "threads_at_end": "? (stopped at the time limit: at least)"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -58,6 +63,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--limit", type=float, default=120.0, help="seconds at most for one run")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -65,15 +71,16 @@ def main() -> None:
 
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
           f"load average before: {os.getloadavg()}")
-    idle = measure("1", args.steps)["seconds_per_step"]
+    idle = measure("1", args.steps, args.limit)["seconds_per_step"]
     print(f"idle, 1 thread: {1000 * idle:.1f} ms/step")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a killed benchmark still stops its busy loops
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     results: dict[str, list[float]] = {s: [] for s in args.settings}
     try:
         time.sleep(2)
         for _ in range(args.rounds):
             for setting in args.settings:
-                run = measure(setting, args.steps)
+                run = measure(setting, args.steps, args.limit)
                 results[setting].append(run["seconds_per_step"])
                 print(f"  busy x{args.busy}, {setting}: {1000 * run['seconds_per_step']:.1f} ms/step "
                       f"(threads at the end: {run['threads_at_end']})", flush=True)

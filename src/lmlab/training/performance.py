@@ -125,15 +125,18 @@ class ThreadChooser:
     runs `rounds` steps, alternating, so a change in load hits all candidates alike; the lowest median
     wins, where more threads must beat fewer by `margin` (fewer threads leave cores to other jobs, and
     lose less when a job starts); a count `hopeless` times slower than the best at its first step is not
-    timed again. After that, if the median of the last `window` steps moves more than
-    `drift` times away from the winner's median (either way), and `min_gap` steps have passed since the
-    last choice, it measures again. Cost: `rounds` steps at the slower count per choice.
+    timed again, and counts above the cores the load average leaves free are not timed at all. After
+    that, if the median of the last `window` steps moves more than `drift` times away from the winner's
+    median (either way), and `min_gap` steps have passed since the last choice, it measures again. Cost:
+    `rounds` steps at the slower count per choice.
     """
 
     def __init__(self, candidates, *, rounds: int = 3, warmup: int = 1, window: int = 30, drift: float = 2.0,
-                 min_gap: int = 200, margin: float = 0.1, hopeless: float = 3.0):
-        self.candidates = sorted(set(candidates))
+                 min_gap: int = 200, margin: float = 0.1, hopeless: float = 3.0, load=None):
+        self.all_candidates = sorted(set(candidates))
+        self.candidates = self.all_candidates
         self.hopeless = hopeless
+        self._load = load if load is not None else _load_average
         self.rounds, self.window, self.drift, self.min_gap, self.margin = rounds, window, drift, min_gap, margin
         self.chosen: int | None = None
         self.chosen_seconds = 0.0
@@ -154,9 +157,16 @@ class ThreadChooser:
         return cls(sorted({1, n // 2, n} - {0}))
 
     def _measure(self, warmup: int) -> None:
+        # Counts the load average already rules out are not timed: on a busy machine one step at 2 threads
+        # cost 13 s against 0.3 s at 1. Our own threads count in the load once we run, so they come off.
+        others = self._load() - (torch.get_num_threads() if self.chosen else 0)
+        free = max(1, int((os.cpu_count() or self.all_candidates[-1]) - others + 0.5))
+        self.candidates = [c for c in self.all_candidates if c <= free] or self.all_candidates[:1]
         # warm-up at the fewest threads: on a busy machine a step at many can cost 10x
         fewest = self.candidates[0]
         self._plan = [(fewest, False)] * warmup + [(c, True) for _ in range(self.rounds) for c in self.candidates]
+        if len(self.candidates) == 1:  # nothing to compare: one timed step gives the reference for drift
+            self._plan = [(fewest, False)] * warmup + [(fewest, True)]
         self._samples = {c: [] for c in self.candidates}
 
     @property
@@ -211,6 +221,13 @@ class ThreadChooser:
         elif previous != best:
             log.info("threads: %d -> %d (%s)", previous, best, timings)
         torch.set_num_threads(best)
+
+
+def _load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not on this platform: assume the cores are free
+        return 0.0
 
 
 def use_fitting_threads(load: float | None = None) -> int:
