@@ -129,7 +129,9 @@ def test_config_errors_name_the_field():
 def test_golden_losses_and_greedy_sample():
     """Pinned numbers of a seeded tiny run: a refactor reproduces them exactly or says why not."""
     torch.manual_seed(0)  # dropout 0: pinned before the default became GPT-2's 0.1
-    model = GPT(GPTConfig(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0))
+    # pinned with GPT-2's tanh GELU, before exact GELU became the default of the non-GPT-2 presets
+    model = GPT(GPTConfig(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0,
+                          activation="gelu_tanh"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     x = torch.randint(V, (8, 16), generator=torch.Generator().manual_seed(0))
     losses = []
@@ -142,3 +144,9 @@ def test_golden_losses_and_greedy_sample():
     assert losses == pytest.approx([3.2913, 3.1580, 3.0764, 3.0193, 2.9613], abs=2e-4)
     greedy = model.generate(torch.zeros(1, 1, dtype=torch.long), 10, do_sample=False)
     assert greedy.tolist() == [[0, 9, 20, 20, 20, 13, 10, 10, 10, 10, 10]]
+
+
+def test_exact_gelu_by_default_except_for_the_gpt2_shapes():
+    assert GPTConfig().activation == "gelu" and GPTConfig(preset="gpt-micro").activation == "gelu"
+    assert GPTConfig(preset="gpt2").activation == "gelu_tanh" and preset_config("gpt2-xl")().activation == "gelu_tanh"
+    assert GPTConfig(activation="gelu_tanh").activation == "gelu_tanh"

@@ -49,3 +49,19 @@ def test_neural_bigram_converges_to_counted():
     neural, _ = _fit("names", "bigram")
     target = mean_nll(counted, data.splits["train"])[0]
     assert 0 <= mean_nll(neural, data.splits["train"])[0] - target < 0.002  # the counts are the optimum
+
+
+def test_bincount_and_scatter_add_count_alike():
+    import torch
+
+    from lmlab.data.datasets import StreamDataset
+    from lmlab.models.ngram import NGram, NGramConfig
+
+    ids = torch.randint(0, 6, (2000,), generator=torch.Generator().manual_seed(0))
+    data = StreamDataset(ids, 9)
+    by_rows, whole = NGram(NGramConfig(vocab_size=6, n=3)), NGram(NGramConfig(vocab_size=6, n=3))
+    for x, y in data.iter_batches(1):  # 8 pairs a batch, a 216-entry table: scatter-add
+        by_rows.fit_counts(x, y)
+    for x, y in data.iter_batches(10_000):  # one batch: bincount
+        whole.fit_counts(x, y)
+    assert torch.equal(by_rows.counts, whole.counts) and whole.counts.sum() == data.num_predictions

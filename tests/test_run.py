@@ -57,7 +57,8 @@ def test_a_ladder_rung_and_lmlab_train_give_the_same_metrics(tmp_path, tiny_name
     overrides = {"model": TINY_MLP["model"], "train": TINY_MLP["train"]}
     run_ladder(str(tiny_names), tmp_path / "ladder", budget=600, models=["mlp"], fit_schedule=False,
                overrides=overrides)
-    assert main(_cli_args(tiny_names, tmp_path / "cli", "--time-budget", "600", "--max-steps", "20")) == 0
+    assert main(_cli_args(tiny_names, tmp_path / "cli", "--time-budget", "600", "--max-steps", "20",
+                          "--set", "train.fit_schedule=false")) == 0
     ladder = (tmp_path / "ladder" / "mlp" / "metrics.jsonl").read_bytes()
     assert ladder == (tmp_path / "cli" / "metrics.jsonl").read_bytes() and ladder.count(b"val_loss") == 4
 

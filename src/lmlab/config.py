@@ -87,8 +87,11 @@ class TrainConfig:
     batch_size: int = 32
     max_steps: int = 2000
     time_budget: float = 0.0  # seconds; 0 means no limit
+    fit_schedule: bool = True  # with a time budget: fit max_steps, warm-up and evaluations to it as steps are timed
     eval_interval: int = 200
-    eval_max_tokens: int = 200_000  # cap on val tokens per evaluation during training (final eval is exact)
+    # Periodic evaluations score a fixed random sample of this many val tokens and report its standard error
+    # (training/scoring.py estimate_nll); the final evaluation is exact.
+    eval_max_tokens: int = 20_000
     checkpoint_interval: int = 0  # 0: checkpoint at each evaluation
     log_interval: int = 10
     seed: int = 1337
@@ -99,8 +102,11 @@ class TrainConfig:
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the model
     peak_tflops: float = 0.0  # the device's peak, for MFU; 0: looked up for known GPUs
     ema_decay: float = 0.0  # > 0: evaluate and save a moving average of the weights (e.g. 0.995); 0: off
-    threads: int = 0  # CPU threads for torch's kernels; 0: torch's default (one per core). On a busy
-    # machine fewer threads than cores avoid oversubscription, which slows small models many times over.
+    # CPU threads for torch's kernels. "auto": time real steps at 1 thread and at torch's default (one per
+    # core) and keep the faster, again when the speed drifts (training/performance.py; not bitwise
+    # reproducible); N: exactly N, bitwise reproducible; 0: torch's default. On a busy machine fewer
+    # threads than cores avoid oversubscription, which slows small models many times over.
+    threads: int | Literal["auto"] = "auto"
     log: str = ""  # metric loggers beside metrics.jsonl, comma-separated: "tensorboard", "wandb" or both
 
     def __post_init__(self) -> None:
@@ -112,10 +118,12 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         non_negative = ("warmup_steps", "weight_decay", "grad_clip", "time_budget", "checkpoint_interval",
-                        "peak_tflops", "threads")
+                        "peak_tflops")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.threads != "auto" and not (isinstance(self.threads, int) and self.threads >= 0):
+            raise ConfigError(f"train.threads must be 'auto' or a number of threads >= 0, got {self.threads!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         for name in ("beta1", "beta2", "momentum", "ema_decay"):

@@ -2,36 +2,30 @@
 directory, then compare them in one table and one plot.
 
 All rungs share one split and one tokenizer (prepared once), so their NLLs are comparable. Each rung keeps
-its own training defaults from the registry. When a rung's registered `max_steps` would not fit in the
-budget, the ladder times a few of its steps and shortens `max_steps` so the learning-rate schedule still
-decays to its end within the budget, instead of being cut off at a high learning rate. It never adds
-steps: the registered counts suit the names data, and more epochs overfit the small recurrent models
-(measured on names.txt: GRU test 2.027 after 10,243 steps against 2.002 after its 4,000). The budget stays
-a hard cap on training time.
+its own training defaults from the registry and trains through the same pipeline as `lmlab train`, with the
+budget as `train.time_budget`: when a rung's registered `max_steps` would not fit, the trainer shortens them
+from the step times it measures while training (training/budget.py), again when the machine's speed drifts,
+so the learning-rate schedule still decays to its end within the budget instead of being cut off at a high
+rate. It never plans more than the registered steps: those suit the names data, and more epochs overfit the
+small recurrent models (measured on names.txt: GRU test 2.027 after 10,243 steps against 2.002 after its
+4,000). The budget stays a hard cap on training time.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
-from lmlab.config import TrainConfig
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.files import atomic_write_text
-from lmlab.models import REGISTRY, count_parameters
+from lmlab.models import REGISTRY
 from lmlab.run import train
-from lmlab.training.run_config import build_model, merge_layers, resolve_config
-from lmlab.training.run_data import context_length, prepare_data
+from lmlab.training.run_config import merge_layers, resolve_config
+from lmlab.training.run_data import prepare_data
 from lmlab.training.run_dir import RunDir
-from lmlab.training.trainer import build_optimizer, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -41,39 +35,6 @@ TABLE_FILE, JSON_FILE, PLOT_FILE = "comparison.txt", "comparison.json", "val_cur
 # training, and one of them makes an unsmoothed count's NLL infinite: the bottom rung is the notes' counted
 # bigram with add-one smoothing (2.4544 vs 2.4541 unsmoothed on all of names.txt).
 RUNG_MODEL_VALUES: dict[str, dict[str, Any]] = {"ngram": {"n": 2, "alpha": 1.0}}
-
-
-# Share of the budget the fitted schedule plans to use: the rest covers evaluations, checkpoints and noise
-# in the timing on a shared machine.
-PLANNED_SHARE = 0.85
-
-
-def seconds_per_step(model: torch.nn.Module, dataset, config: TrainConfig, steps: int = 6) -> float:
-    """Time optimizer steps on a throwaway copy of the model, so the real run starts untouched."""
-    device = resolve_device(config.device)
-    probe = copy.deepcopy(model).to(device).train()
-    optimizer = build_optimizer(probe, config)
-    generator = torch.Generator().manual_seed(0)
-
-    def step() -> None:
-        input_ids, labels = dataset.sample_batch(config.batch_size, generator)
-        probe(input_ids.to(device), labels=labels.to(device)).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    step()  # the first step pays for lazy initialisation
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - started) / steps
-
-
-def fit_steps_to_budget(train: TrainConfig, step_seconds: float, budget: float) -> TrainConfig:
-    """max_steps that fit in the budget at the measured speed (never more than the config's own); warm-up
-    at most a tenth of them."""
-    max_steps = max(1, min(train.max_steps, int(PLANNED_SHARE * budget / max(step_seconds, 1e-9))))
-    return dataclasses.replace(train, max_steps=max_steps, warmup_steps=min(train.warmup_steps, max_steps // 10),
-                               eval_interval=min(train.eval_interval, max(max_steps // 10, 1)))
 
 
 def default_rungs() -> list[str]:
@@ -118,18 +79,12 @@ def run_ladder(
         raise CheckpointError(f"{out_dir / taken[0]} already holds a run; pass --force to train the ladder again")
 
     configs = {n: resolve_config(rung_config(source, n, budget=budget, mode=mode, seed=seed, device=device,
-                                             overrides=overrides)) for n in names}
+                                             fit_schedule=fit_schedule, overrides=overrides)) for n in names}
     data = prepare_data(configs[names[0]].data)  # one split and one tokenizer for every rung
     run_dirs = []
     for name in names:
-        config = configs[name]
-        if fit_schedule and not getattr(REGISTRY[name].model_cls, "counted", False):
-            model = build_model(config, data.tokenizer, context_length(data))
-            step_seconds = seconds_per_step(model, data.splits["train"], config.train)
-            config = dataclasses.replace(config, train=fit_steps_to_budget(config.train, step_seconds, budget))
-            log.info("ladder: %s, %s parameters at %.1f ms/step: %d steps in %g s", name,
-                     f"{count_parameters(model):,}", 1000 * step_seconds, config.train.max_steps, budget)
-        run = train(config, out=out_dir / name, force=force, inspect=False, data=data)
+        log.info("ladder: %s, budget %g s", name, budget)
+        run = train(configs[name], out=out_dir / name, force=force, inspect=False, data=data)
         run_dirs.append(run.run_dir.path)
         if on_rung_end is not None:
             on_rung_end(name, run.summary)
@@ -142,10 +97,11 @@ def run_ladder(
 
 
 def rung_config(source: str, name: str, *, budget: float, mode: str | None = None, seed: int = 1337,
-                device: str = "auto", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The config values of one rung, before its schedule is fitted to the budget: what `lmlab train`
-    given the same values trains (byte for byte the same metrics)."""
+                device: str = "auto", fit_schedule: bool = True,
+                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config values of one rung: what `lmlab train` given the same values trains (byte for byte the
+    same metrics, where no time budget cuts the run short)."""
     data_values = {"source": source} | ({"mode": mode} if mode else {})
     values = {"data": data_values, "model": {"name": name, **RUNG_MODEL_VALUES.get(name, {})},
-              "train": {"time_budget": budget, "seed": seed, "device": device}}
+              "train": {"time_budget": budget, "seed": seed, "device": device, "fit_schedule": fit_schedule}}
     return merge_layers(values, overrides or {})

@@ -233,8 +233,10 @@ def _fit(trainer: Trainer, run_dir: RunDir) -> bool:
 
 
 def split_nll(trainer: Trainer, splits: dict) -> dict[str, float]:
-    """NLL of the trained model on every non-empty split (capped at train.eval_max_tokens each)."""
-    return {name: mean_nll(trainer.model, ds, device=trainer.device, max_tokens=trainer.config.eval_max_tokens)[0]
+    """NLL of the trained model on every non-empty split: exact for val and test, the training split capped
+    at train.eval_max_tokens (a large corpus' train split would cost more than the run)."""
+    return {name: mean_nll(trainer.model, ds, device=trainer.device,
+                           max_tokens=trainer.config.eval_max_tokens if name == "train" else None)[0]
             for name, ds in splits.items() if len(ds)}
 
 

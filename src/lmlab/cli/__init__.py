@@ -4,9 +4,15 @@ help, listed in COMMANDS; errors a user can act on (LmlabError) become one line 
 
 from __future__ import annotations
 
+import os
+
+# OpenMP reads its wait policy once, when torch loads: threads that spin while they wait take a shared core
+# from whoever else runs there, and on a busy machine 2 spinning threads were 10x slower than 2 passive ones
+# (benchmarks/RESULTS.md, bench_threads). Before any import that loads torch; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable
 

@@ -15,12 +15,14 @@ from lmlab.inspector import format_finding, is_problem
 from lmlab.inspector.report import reinspect
 from lmlab.run import load
 from lmlab.sample import SampleOptions, iter_samples
+from lmlab.training.performance import use_fitting_threads
 from lmlab.training.run_data import prepare_data
 from lmlab.training.tensorboard_logger import write_tensorboard_runs
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score a trained run on a split of its data: NLL (nats/token), perplexity and bits per token."""
+    use_fitting_threads()
     report = evaluate_run(load(args.run), args.split)
     if args.json:
         print(json.dumps(report))
@@ -41,6 +43,7 @@ SAMPLE_BATCH = 64  # samples generated at once: what memory holds, and how often
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Sample text from a trained run (temperature, top-k, top-p, prompt); lines mode reports novelty."""
+    use_fitting_threads()
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     options = SampleOptions(num_samples=args.n, prompt=args.prompt, max_new_tokens=args.max_new_tokens or 0,

@@ -12,8 +12,10 @@ from lmlab.cli.common import add_data_model_args, cli_layers, default_out, fmt
 from lmlab.errors import ConfigError
 from lmlab.inspector import Inspector, format_finding, is_problem
 from lmlab.training import callbacks as cb
+from lmlab.training.budget import train_longer_hint
 from lmlab.training.distributed import Parallel, launched_by_torchrun
 from lmlab.training.lr_finder import lr_find
+from lmlab.training.performance import use_fitting_threads
 from lmlab.training.run_config import build_model, merge_layers, resolve_config
 from lmlab.training.run_data import context_length, prepare_data
 from lmlab.training.run_dir import REPORT_FILE, RunDir
@@ -84,6 +86,9 @@ def _report(run: lmlab_run.Run, parallel: Parallel) -> int:
             print("inspector: no problems found")
         print("\n".join(format_finding(f) for f in findings), end="\n" if findings else "")
         print(f"report: {run.run_dir / REPORT_FILE}")
+    hint = train_longer_hint(run.config.train.max_steps, trainer)
+    if hint:
+        print(hint)
     print(f"run directory: {run.run_dir}")
     return 0
 
@@ -110,6 +115,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     """Learning-rate range test: sweep 1e-7 -> 10 exponentially on a copy of the model, plot loss vs LR and
     suggest a learning rate (valley rule by default)."""
     config = resolve_config(merge_layers(*cli_layers(args)))
+    if config.train.threads == "auto":
+        use_fitting_threads()
     data = prepare_data(config.data)
     model = build_model(config, data.tokenizer, context_length(data))
     if not any(p.requires_grad for p in model.parameters()):

@@ -109,18 +109,26 @@ class StreamDataset:
 
     def iter_batches(self, batch_size: int, max_tokens: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """Windows that overlap by one token, so every token after the first is predicted exactly once."""
-        step = self.block_size - 1
-        starts = list(range(0, max(len(self.ids) - 1, 0), step))
-        seen = 0
-        for first in range(0, len(starts), batch_size):
-            chunk = [self.ids[s : s + self.block_size] for s in starts[first : first + batch_size]]
-            width = max(len(c) for c in chunk)
-            input_ids = torch.zeros(len(chunk), width, dtype=torch.long)
-            labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
-            for row, window in enumerate(chunk):
-                input_ids[row, : len(window)] = window
-                labels[row, 1 : len(window)] = window[1:]
-            yield input_ids, labels
-            seen += int((labels != IGNORE_INDEX).sum())
-            if max_tokens is not None and seen >= max_tokens:
-                return
+        yield from overlapping_windows(lambda offsets: self.ids[offsets], len(self.ids), self.block_size,
+                                       batch_size, max_tokens)
+
+
+def overlapping_windows(take, num_tokens: int, block_size: int, batch_size: int,
+                        max_tokens: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches of windows of one token stream that overlap by one token, built by one gather per batch:
+    `take(offsets)` returns the (B, T) tokens at a (B, T) tensor of offsets. The last windows are padded
+    (input 0, label -100); the first token of each window is context only."""
+    starts = torch.arange(0, max(num_tokens - 1, 0), block_size - 1)
+    seen = 0
+    for first in range(0, len(starts), batch_size):
+        chunk = starts[first : first + batch_size]
+        width = min(block_size, num_tokens - int(chunk[0]))  # the first window of a batch is the longest
+        offsets = chunk[:, None] + torch.arange(width)  # (B, T)
+        inside = offsets < num_tokens
+        input_ids = torch.where(inside, take(offsets.clamp(max=num_tokens - 1)), 0)
+        labels = torch.where(inside, input_ids, IGNORE_INDEX)
+        labels[:, 0] = IGNORE_INDEX
+        yield input_ids, labels
+        seen += int((labels != IGNORE_INDEX).sum())
+        if max_tokens is not None and seen >= max_tokens:
+            return

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lmlab.data.datasets import IGNORE_INDEX
+from lmlab.data.datasets import overlapping_windows
 from lmlab.errors import DataError
 
 META_FILE = "meta.json"
@@ -122,24 +122,10 @@ class ShardDataset:
 
     def iter_batches(self, batch_size: int, max_tokens: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """Windows that overlap by one token, as StreamDataset: every token after the first predicted once."""
-        step = self.block_size - 1
-        starts = range(0, max(self.num_tokens - 1, 0), step)
-        seen = 0
-        for first in range(0, len(starts), batch_size):
-            chunk = starts[first : first + batch_size]
-            data = self._map()
-            input_ids = torch.zeros(len(chunk), self.block_size, dtype=torch.long)
-            labels = torch.full((len(chunk), self.block_size), IGNORE_INDEX, dtype=torch.long)
-            for row, s in enumerate(chunk):
-                window = torch.from_numpy(data[s : s + self.block_size].astype(np.int64))
-                input_ids[row, : len(window)] = window
-                labels[row, 1 : len(window)] = window[1:]
-            del data
-            width = int((labels != IGNORE_INDEX).sum(1).max()) + 1
-            yield input_ids[:, :width], labels[:, :width]
-            seen += int((labels != IGNORE_INDEX).sum())
-            if max_tokens is not None and seen >= max_tokens:
-                return
+        def take(offsets: Tensor) -> Tensor:  # mapped per batch, so the pages read can be dropped
+            return torch.from_numpy(self._map()[offsets.numpy()].astype(np.int64))  # (B, T); a copy
+
+        yield from overlapping_windows(take, self.num_tokens, self.block_size, batch_size, max_tokens)
 
 
 def open_shards(folder: str | Path, block_size: int,

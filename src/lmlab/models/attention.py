@@ -40,6 +40,39 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x * cos + rotated * sin).to(x.dtype)
 
 
+class KVBuffer:
+    """A KV cache preallocated for `capacity` positions and filled in place: each step writes its keys and
+    values into the next free slots, where concatenating to a (k, v) tuple copies the whole cache every
+    token. Allocated at the first write, in that write's batch size, dtype and device."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.length = 0  # positions filled
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    def append(self, k: Tensor, v: Tensor) -> KVCache:
+        """Store k, v (B, nh, T, hs) after the filled positions; returns views of everything stored."""
+        if self.k is None:
+            B, nh, _, hs = k.shape
+            self.k = k.new_empty(B, nh, self.capacity, hs)  # (B, nh, S_max, hs)
+            self.v = v.new_empty(B, nh, self.capacity, hs)
+        end = self.length + k.size(2)
+        if end > self.capacity:
+            raise ValueError(f"KV cache full: {end} positions for a capacity of {self.capacity}")
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]  # (B, nh, S, hs) views, no copy
+
+
+def cache_length(past: KVCache | KVBuffer | None) -> int:
+    """Positions held in one layer's cache (0 for none)."""
+    if past is None:
+        return 0
+    return past.length if isinstance(past, KVBuffer) else past[0].size(2)
+
+
 class MultiHeadAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, *, bias: bool = True, dropout: float = 0.0,
                  n_kv_head: int | None = None, qk_norm: bool = False, norm_eps: float = 1e-6):
@@ -76,10 +109,10 @@ class MultiHeadAttention(nn.Module):
         *,
         context: Tensor | None = None,
         causal: bool = True,
-        past_key_value: KVCache | None = None,
+        past_key_value: KVCache | KVBuffer | None = None,
         use_cache: bool = False,
         rope: tuple[Tensor, Tensor] | None = None,
-    ) -> tuple[Tensor, KVCache | None]:
+    ) -> tuple[Tensor, KVCache | KVBuffer | None]:
         """x (B, T, C) -> (B, T, C), and the updated (k, v) cache when `use_cache`.
 
         `context` (B, S, C) turns this into cross-attention (never causal: every query sees the whole
@@ -100,10 +133,14 @@ class MultiHeadAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        if past_key_value is not None:
-            k = torch.cat([past_key_value[0], k], dim=2)  # (B, nkv, S_past + T, hs)
-            v = torch.cat([past_key_value[1], v], dim=2)
-        present = (k, v) if use_cache else None
+        if isinstance(past_key_value, KVBuffer):  # written in place; the buffer is the new cache
+            k, v = past_key_value.append(k, v)  # (B, nkv, S_past + T, hs)
+            present = past_key_value if use_cache else None
+        else:
+            if past_key_value is not None:
+                k = torch.cat([past_key_value[0], k], dim=2)  # (B, nkv, S_past + T, hs)
+                v = torch.cat([past_key_value[1], v], dim=2)
+            present = (k, v) if use_cache else None
 
         S = k.size(2)
         mask, is_causal = None, False

@@ -40,7 +40,6 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int | No
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
-@torch.no_grad()
 def generate(
     model: torch.nn.Module,
     input_ids: Tensor,
@@ -59,24 +58,48 @@ def generate(
 
     Rows that have produced `eos_token_id` are padded with it until every row has. `temperature=0` is greedy.
     Models with a fixed context see only the last `block_size` tokens: the window slides instead of failing.
-    Models that keep state (`supports_cache`) are fed one token per step while their cache has room.
+    Models that keep state (`supports_cache`) are fed one token per step while their cache has room; a
+    model with `new_cache(capacity)` (the GPT) gets a preallocated cache it fills in place.
+
+    Per token the loop does the model call and the sampling, nothing else: it runs under
+    `torch.inference_mode` and writes into one preallocated (B, T + new) tensor. Once a fixed context is
+    full, each token runs the whole window again: with learned absolute positions, keys computed at one
+    position are not valid at another, so the cache cannot roll.
     """
     check_sampling_args(max_new_tokens, temperature, top_k, top_p)
     was_training = model.training
     model.eval()
+    try:
+        with torch.inference_mode():
+            ids = _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, do_sample,
+                            eos_token_id, generator, use_cache, streamer)
+    finally:
+        model.train(was_training)
+    return ids.clone()  # a normal tensor again, usable where autograd runs
+
+
+def _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, do_sample, eos_token_id, generator,
+              use_cache, streamer) -> Tensor:
     block_size = getattr(model, "max_context", None)  # None: unbounded (recurrent models)
     cache_ok = use_cache and getattr(model, "supports_cache", False)
-    ids = input_ids
+    preallocate = cache_ok and block_size is not None and hasattr(model, "new_cache")
+    B, length = input_ids.shape
+    ids = input_ids.new_empty(B, length + max_new_tokens)  # (B, T + new), filled as tokens come
+    ids[:, :length] = input_ids
     past = None
-    finished = torch.zeros(ids.size(0), dtype=torch.bool, device=ids.device)
+    finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
     for _ in range(max_new_tokens):
         if past is not None:
-            out = model(ids[:, -1:], past_key_values=past, use_cache=True)
+            out = model(ids[:, length - 1 : length], past_key_values=past, use_cache=True)
         else:
-            context = ids if block_size is None else ids[:, -block_size:]
-            out = model(context, use_cache=cache_ok) if cache_ok else model(context)
+            start = 0 if block_size is None else max(length - block_size, 0)
+            context = ids[:, start:length]
+            if preallocate:
+                out = model(context, past_key_values=model.new_cache(block_size), use_cache=True)
+            else:
+                out = model(context, use_cache=cache_ok) if cache_ok else model(context)
         past = out.past_key_values if cache_ok else None
-        if past is not None and block_size is not None and ids.size(1) >= block_size:
+        if past is not None and block_size is not None and length >= block_size:
             past = None  # the cache is full: recompute over the sliding window next step
         logits = out.logits[:, -1, :].float()  # (B, V)
         if not do_sample or temperature == 0:
@@ -91,13 +114,13 @@ def generate(
         if eos_token_id is not None:
             next_id = next_id.masked_fill(finished[:, None], eos_token_id)
             finished |= next_id.squeeze(1) == eos_token_id
-        ids = torch.cat([ids, next_id], dim=1)
+        ids[:, length : length + 1] = next_id
+        length += 1
         if streamer is not None:
             streamer(next_id)
         if eos_token_id is not None and bool(finished.all()):
             break
-    model.train(was_training)
-    return ids
+    return ids[:, :length]
 
 
 class GenerationMixin:

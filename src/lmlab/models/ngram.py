@@ -59,12 +59,17 @@ class NGram(GenerationMixin, nn.Module):
 
     @torch.no_grad()
     def fit_counts(self, input_ids: Tensor, labels: Tensor) -> None:
-        """Add the (context, next token) pairs of one batch to the table."""
-        rows = self._context_index(input_ids)[:, :-1].reshape(-1)
-        targets = labels[:, 1:].reshape(-1)
+        """Add the (context, next token) pairs of one batch to the table: one flat index per pair, counted
+        by one bincount (or, when the table is much larger than the batch, one scatter-add)."""
+        rows = self._context_index(input_ids[:, :-1])  # (B, T-1): the context ends where the target's does
+        targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
-        flat = rows[keep] * self.config.vocab_size + targets[keep]
-        self.counts.view(-1).index_add_(0, flat, torch.ones_like(flat, dtype=self.counts.dtype))
+        flat = (rows * self.config.vocab_size + targets)[keep]
+        table = self.counts.view(-1)
+        if table.numel() <= 4 * flat.numel():
+            table += torch.bincount(flat, minlength=table.numel()).to(table.dtype)
+        else:
+            table.index_add_(0, flat, torch.ones_like(flat, dtype=table.dtype))
 
     def forward(self, input_ids: Tensor, labels: Tensor | None = None, **_) -> ModelOutput:
         counts = self.counts[self._context_index(input_ids)] + self.config.alpha  # (B, T, V)

@@ -1,8 +1,14 @@
-"""Exact mean negative log-likelihood of a model over a dataset, in eval mode with no gradients."""
+"""Mean negative log-likelihood of a model over a dataset, in eval mode with no gradients: exact over the
+whole dataset (`mean_nll`), or estimated from a fixed random sample of its examples with a standard error
+(`estimate_nll`), which is what periodic evaluations during training use.
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from lmlab.data.datasets import IGNORE_INDEX, TokenDataset, next_token_targets
 from lmlab.models.base import causal_lm_loss
@@ -51,3 +57,64 @@ def mean_loss(
         count += n
     model.train(was_training)
     return (total / count if count else float("nan")), count
+
+
+# The sample a periodic evaluation scores: the same examples at every evaluation (and in a resumed run), so
+# the curve shows the model changing, not the sample.
+ESTIMATE_SEED = 0
+
+
+@torch.no_grad()
+def estimate_nll(
+    model: torch.nn.Module,
+    dataset: TokenDataset,
+    *,
+    max_tokens: int,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> tuple[float, int, float]:
+    """(mean NLL in nats, predicted tokens, standard error of the mean). When the dataset predicts more than
+    `max_tokens` tokens, scores examples drawn (with replacement) by a generator seeded ESTIMATE_SEED until
+    `max_tokens` are predicted: a fixed, unbiased sample; otherwise every example, exactly.
+
+    The standard error treats the examples (lines, or windows of a stream) as the sampled units of a ratio
+    estimator (sum of losses over sum of tokens): how far another sample of this size could land."""
+    was_training = model.training
+    model.eval()
+    if dataset.num_predictions <= max_tokens:
+        batches = dataset.iter_batches(batch_size)
+    else:
+        generator = torch.Generator().manual_seed(ESTIMATE_SEED)
+        batches = _sampled_batches(dataset, batch_size, max_tokens, generator)
+    sums, counts = [], []
+    for input_ids, labels in batches:
+        input_ids, labels = input_ids.to(device), labels.to(device)
+        logits = model(input_ids).logits[:, :-1].float()  # (B, T-1, V)
+        targets = next_token_targets(labels)
+        losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+        sums.append(losses.sum(1).double().cpu())  # (B,)
+        counts.append((targets != IGNORE_INDEX).sum(1).double().cpu())
+    model.train(was_training)
+    if not sums:
+        return float("nan"), 0, float("nan")
+    nll, n = torch.cat(sums), torch.cat(counts)
+    total = float(n.sum())
+    if not total:
+        return float("nan"), 0, float("nan")
+    mean = float(nll.sum()) / total
+    units = len(n)
+    residual = nll - mean * n
+    stderr = math.sqrt(float(residual.pow(2).sum()) * units / max(units - 1, 1)) / total
+    return mean, int(total), stderr
+
+
+def _sampled_batches(dataset: TokenDataset, batch_size: int, max_tokens: int, generator: torch.Generator):
+    """Random batches until `max_tokens` targets; the last one cut after the example that reaches it."""
+    seen = 0
+    while seen < max_tokens:
+        input_ids, labels = dataset.sample_batch(batch_size, generator)
+        before = (labels[:, 1:] != IGNORE_INDEX).sum(1).cumsum(0) - (labels[:, 1:] != IGNORE_INDEX).sum(1)
+        keep = int((before < max_tokens - seen).sum())  # rows that start before the cap
+        input_ids, labels = input_ids[:keep], labels[:keep]
+        yield input_ids, labels
+        seen += int((labels[:, 1:] != IGNORE_INDEX).sum())

@@ -26,13 +26,14 @@ from lmlab.data.datasets import IGNORE_INDEX, TokenDataset, next_token_targets
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.training import checkpoint as ckpt
 from lmlab.training import performance as perf
+from lmlab.training.budget import BudgetFitter
 from lmlab.training.callbacks import Callback
 from lmlab.training.checkpointer import CallbackStates, Checkpointer, StateOf
 from lmlab.training.distributed import Parallel
 from lmlab.training.ema import WeightAverage
 from lmlab.training.run_dir import RunDir
 from lmlab.training.schedule import lr_at
-from lmlab.training.scoring import mean_loss, mean_nll
+from lmlab.training.scoring import estimate_nll, mean_loss
 
 log = logging.getLogger(__name__)
 
@@ -243,18 +244,27 @@ class Trainer:
 
     # -- evaluation ---------------------------------------------------------------------------------------
 
-    def evaluate(self) -> dict[str, Any] | None:
+    def evaluate(self, exact: bool = False) -> dict[str, Any] | None:
+        """Validation NLL: estimated on a fixed sample of at most `train.eval_max_tokens` tokens with its
+        standard error (periodic evaluations), or over the whole split (`exact`: the final one)."""
         if self.val_data is None:
             self.last_eval_step = self.step
             return None
-        # A dataset with `count_targets` is not a token dataset (series, images): average the model's loss.
-        evaluate = mean_loss if hasattr(self.val_data, "count_targets") else mean_nll
+        batch_size = self.config.batch_size * 4
         with self._averaged():  # callbacks that keep or save the best weights keep the averaged ones
-            val_loss, tokens = evaluate(self.model, self.val_data, batch_size=self.config.batch_size * 4,
-                                        device=self.device, max_tokens=self.config.eval_max_tokens)
+            stderr = None
+            if hasattr(self.val_data, "count_targets"):  # not a token dataset (series, images): the model's loss
+                val_loss, tokens = mean_loss(self.model, self.val_data, batch_size=batch_size, device=self.device,
+                                             max_tokens=None if exact else self.config.eval_max_tokens)
+            else:
+                cap = self.val_data.num_predictions if exact else self.config.eval_max_tokens
+                val_loss, tokens, stderr = estimate_nll(self.model, self.val_data, max_tokens=cap,
+                                                        batch_size=batch_size, device=self.device)
             self.last_val_loss = val_loss
             self.last_eval_step = self.step
             record = {"step": self.step, "val_loss": round(val_loss, 6), "val_tokens": tokens}
+            if stderr is not None:
+                record["val_stderr"] = round(stderr, 6)
             self._write_metric(record)
             self._emit("on_eval_end", record)
         return record
@@ -281,14 +291,30 @@ class Trainer:
         flops = perf.flops_per_token(self.model, self.train_data.block_size)
         peak = perf.peak_flops(self.device, self.dtype, config.peak_tflops)
         window_tokens, window_start = 0, time.perf_counter()
+        threads = perf.ThreadChooser.for_config(config.threads, self.device)  # train.threads=auto
+        # train.time_budget: fit the schedule to it (one process: ranks' clocks would disagree on the plan)
+        budget = BudgetFitter.for_config(config) if self.parallel.world_size == 1 else None
         try:
             while self.step < config.max_steps and not self.parallel.any(self._stop):
                 out_of_time = config.time_budget and time.perf_counter() - started >= config.time_budget
                 if self.parallel.any(bool(out_of_time)):
                     log.info("time budget of %.0f s reached at step %d", config.time_budget, self.step)
                     break
+                if threads is not None:
+                    threads.before_step()
+                step_started = time.perf_counter()
                 record = self._train_step(lr_at(self.step, config) * self.lr_scale)
                 self.train_seconds = time.perf_counter() - started
+                step_seconds = self.train_seconds + started - step_started
+                if threads is not None:
+                    threads.after_step(step_seconds)
+                if budget is not None and record is not None and not (threads and threads.measuring):
+                    fitted = budget.after_step(self.step, step_seconds, self.train_seconds)
+                    if fitted is not None:  # the same run, fewer steps
+                        config = self.config = fitted
+                        checkpoint_every = config.checkpoint_interval or config.eval_interval
+                        bar.total = config.max_steps
+                        bar.refresh()
                 if record is None:
                     continue
                 window_tokens += record["tokens"]
@@ -308,7 +334,7 @@ class Trainer:
                 self._emit("on_step_end", record)
                 at_end = self.step == config.max_steps
                 if self.step % config.eval_interval == 0 or at_end:
-                    val = self.evaluate()
+                    val = self.evaluate(exact=at_end)
                     log.info("step %d: loss %.4f, val %s", self.step, record["loss"],
                              _fmt(val["val_loss"] if val else None))
                 if self.step % checkpoint_every == 0 or at_end:
@@ -316,7 +342,7 @@ class Trainer:
         finally:
             bar.close()
         if not self._interrupted and self.last_eval_step != self.step:
-            self.evaluate()
+            self.evaluate(exact=True)
         self.save_checkpoint()
         if self.average is not None:  # as Keras' use_ema: after fit() the model holds the average
             self.average.swap()
@@ -373,12 +399,13 @@ class Trainer:
         """Counted models: one pass over the training set, no optimizer."""
         self._emit("on_train_begin")
         started = time.perf_counter()
-        for input_ids, labels in self.train_data.iter_batches(1024):
+        rows = max(1024, (1 << 20) // max(self.train_data.block_size, 1))  # ~1M tokens a batch
+        for input_ids, labels in self.train_data.iter_batches(rows):
             self.model.fit_counts(input_ids.to(self.device), labels.to(self.device))
         self.train_seconds = time.perf_counter() - started
         self.tokens_seen = self.train_data.num_predictions
         self.step = 1
-        self.evaluate()
+        self.evaluate(exact=True)
         self.save_checkpoint()
         self._emit("on_train_end")
         return self

@@ -1,0 +1,99 @@
+"""Time budgets that fit the schedule: when `train.time_budget` is set, the trainer measures its step time
+and shortens `max_steps` (and the warm-up and evaluation interval with it) so the learning rate decays to
+its end within the budget, instead of being cut off near its peak.
+
+The first fit comes after a few timed steps; the trainer fits again whenever the median step time of a
+recent window drifts from the one the last fit used (another job started or ended), planning the steps
+left from the budget left. It never plans more steps than the config asks for: the registered counts
+suit their data, and the budget stays a hard cap on training time.
+
+Budgeted runs are not bitwise reproducible: the number of steps, and so the learning rate at each step,
+depends on how fast the machine was. Runs without a budget never call this and stay exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+from collections import deque
+
+from lmlab.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# Share of the budget the fitted schedule plans to use: the rest covers evaluations, checkpoints and noise
+# in the timing on a shared machine.
+PLANNED_SHARE = 0.85
+
+
+def fit_steps_to_budget(train: TrainConfig, step_seconds: float, budget: float) -> TrainConfig:
+    """max_steps that fit in the budget at the measured speed (never more than the config's own); warm-up
+    at most a tenth of them."""
+    max_steps = max(1, min(train.max_steps, int(PLANNED_SHARE * budget / max(step_seconds, 1e-9))))
+    return dataclasses.replace(train, max_steps=max_steps, warmup_steps=min(train.warmup_steps, max_steps // 10),
+                               eval_interval=min(train.eval_interval, max(max_steps // 10, 1)))
+
+
+def fit_remaining(planned: TrainConfig, step: int, step_seconds: float, seconds_left: float) -> TrainConfig:
+    """`planned` (the run's own config) with max_steps = `step` plus the steps that fit in the seconds
+    left, never more than planned; warm-up and evaluation interval scaled as in fit_steps_to_budget.
+    When all planned steps fit, `planned` itself."""
+    left = max(1, int(PLANNED_SHARE * max(seconds_left, 0.0) / max(step_seconds, 1e-9)))
+    max_steps = min(planned.max_steps, step + left)
+    if max_steps == planned.max_steps:  # it all fits: the run's own plan, warm-up and evaluations included
+        return planned
+    return dataclasses.replace(planned, max_steps=max_steps,
+                               warmup_steps=min(planned.warmup_steps, max_steps // 10),
+                               eval_interval=min(planned.eval_interval, max(max_steps // 10, 1)))
+
+
+class BudgetFitter:
+    """Fits the schedule to `planned.time_budget` from measured step times.
+
+    `after_step(step, seconds, elapsed)` takes the step just finished, its wall time and the run's training
+    seconds so far (evaluations included); it returns a new config when the plan changed, else None. The
+    first fit needs `first` timed steps; later ones happen when the median of the last `window` steps is
+    more than `drift` times off the step time of the last fit (either way).
+    """
+
+    def __init__(self, planned: TrainConfig, *, first: int = 5, window: int = 20, drift: float = 1.5):
+        self.planned = planned
+        self.first, self.drift = first, drift
+        self.step_seconds: float | None = None  # the step time the current plan assumes
+        self.fits: list[tuple[int, float, int]] = []  # (at step, seconds a step, max_steps)
+        self._recent: deque[float] = deque(maxlen=window)
+
+    @classmethod
+    def for_config(cls, config: TrainConfig) -> BudgetFitter | None:
+        return cls(config) if config.time_budget and config.fit_schedule else None
+
+    def after_step(self, step: int, seconds: float, elapsed: float) -> TrainConfig | None:
+        self._recent.append(seconds)
+        if self.step_seconds is None:
+            if len(self._recent) < self.first:
+                return None
+        elif len(self._recent) < self._recent.maxlen:
+            return None
+        now = statistics.median(self._recent)
+        if self.step_seconds is not None and self.step_seconds / self.drift <= now <= self.step_seconds * self.drift:
+            return None
+        fitted = fit_remaining(self.planned, step, now, self.planned.time_budget - elapsed)
+        previous = self.fits[-1][2] if self.fits else self.planned.max_steps
+        self.step_seconds = now
+        self._recent.clear()
+        self.fits.append((step, now, fitted.max_steps))
+        if fitted.max_steps != previous:
+            log.info("time budget %.0f s at %.1f ms a step: %d steps (warm-up %d, evaluation every %d)",
+                     self.planned.time_budget, 1000 * now, fitted.max_steps, fitted.warmup_steps,
+                     fitted.eval_interval)
+        return fitted
+
+
+def train_longer_hint(planned_max_steps: int, trainer) -> str | None:
+    """A line for the CLI to print after a run whose schedule the time budget shortened: how to train the
+    full schedule. None when the run did all `planned_max_steps`."""
+    if not trainer.config.time_budget or trainer.step >= planned_max_steps:
+        return None
+    return (f"the {trainer.config.time_budget:g} s time budget fitted {trainer.step:,} of {planned_max_steps:,} "
+            f"steps; to train longer: --time-budget 0 --max-steps {planned_max_steps}")

@@ -1,0 +1,55 @@
+"""Periodic evaluations on a fixed sample with a standard error; the final one exact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lmlab.data.datasets import StreamDataset
+from lmlab.training.run_config import build_model, resolve_config
+from lmlab.training.run_data import prepare_data
+from lmlab.training.scoring import estimate_nll, mean_nll
+from lmlab.training.trainer import Trainer
+
+
+def _names_mlp(tiny_names, **train):
+    config = resolve_config({"data": {"source": str(tiny_names)}, "model": {"name": "mlp"},
+                             "train": {"threads": 1, **train}})
+    data = prepare_data(config.data)
+    return config, data, build_model(config, data.tokenizer, data.splits["train"].block_size)
+
+
+def test_without_a_cap_the_estimate_is_the_exact_mean(tiny_names):
+    _, data, model = _names_mlp(tiny_names)
+    train = data.splits["train"]
+    exact, tokens = mean_nll(model, train, batch_size=64)
+    estimate, counted, stderr = estimate_nll(model, train, max_tokens=train.num_predictions, batch_size=64)
+    assert counted == tokens == train.num_predictions
+    assert estimate == pytest.approx(exact, abs=1e-6) and 0 < stderr < 0.1
+
+
+@pytest.mark.parametrize("kind", ["lines", "stream"])
+def test_a_capped_estimate_is_a_fixed_sample_within_its_error(tiny_names, kind):
+    _, data, model = _names_mlp(tiny_names)
+    dataset = data.splits["train"] if kind == "lines" else StreamDataset(torch.arange(3000) % 5, 8)
+    cap = dataset.num_predictions // 5
+    first = estimate_nll(model, dataset, max_tokens=cap, batch_size=32)
+    assert first == estimate_nll(model, dataset, max_tokens=cap, batch_size=32)  # the same sample each time
+    mean, tokens, stderr = first
+    assert cap <= tokens < cap + dataset.block_size  # capped: at most one example past the cap
+    exact = mean_nll(model, dataset)[0]
+    assert abs(mean - exact) < 4 * stderr
+
+
+def test_periodic_evaluations_are_capped_and_the_last_is_exact(tiny_names, tmp_path):
+    config, data, model = _names_mlp(tiny_names, max_steps=20, eval_interval=10, eval_max_tokens=50)
+    trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=tmp_path)
+    trainer.fit()
+    evals = [r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "val_loss" in r]
+    val = data.splits["val"]
+    assert [r["step"] for r in evals] == [10, 20]
+    assert 50 <= evals[0]["val_tokens"] < 50 + val.block_size and evals[0]["val_stderr"] > 0
+    assert evals[1]["val_tokens"] == val.num_predictions
+    assert evals[1]["val_loss"] == pytest.approx(mean_nll(trainer.model, val)[0], abs=1e-5)
