@@ -11,7 +11,8 @@ from lmlab.errors import ConfigError
 from lmlab.models.mlp import MLP, MLPConfig
 from lmlab.training import performance as perf
 from lmlab.training.callbacks import Callback
-from lmlab.training.trainer import Trainer, accumulate_gradients
+from lmlab.training.step import accumulate_gradients
+from lmlab.training.trainer import Trainer
 
 
 def tiny_mlp(seed: int = 0, vocab: int = 11) -> MLP:

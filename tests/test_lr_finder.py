@@ -10,7 +10,7 @@ from inspect_helpers import tiny_data, tiny_mlp
 
 from lmlab.config import TrainConfig
 from lmlab.training.lr_finder import lr_find, smooth, suggest
-from lmlab.training.trainer import build_optimizer
+from lmlab.training.step import build_optimizer
 
 
 def test_sweep_leaves_the_model_and_optimizer_untouched(tiny_names, tmp_path):

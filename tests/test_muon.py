@@ -14,7 +14,8 @@ from lmlab.models import Llama, LlamaConfig
 from lmlab.training.callbacks import Callback
 from lmlab.training.muon import MuonWithAdamW, split_hidden_matrices
 from lmlab.training.run_data import prepare_data
-from lmlab.training.trainer import Trainer, build_optimizer
+from lmlab.training.step import build_optimizer
+from lmlab.training.trainer import Trainer
 
 
 def tiny_llama(vocab: int = 13, block_size: int = 12, **kwargs) -> Llama:

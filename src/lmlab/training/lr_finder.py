@@ -24,7 +24,7 @@ import torch
 
 from lmlab.config import TrainConfig
 from lmlab.data.datasets import TokenDataset
-from lmlab.training.trainer import build_optimizer, resolve_device
+from lmlab.training.step import build_optimizer, resolve_device
 
 RULES = ("valley", "minimum", "steep")
 

@@ -19,82 +19,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from lmlab.config import TrainConfig
-from lmlab.data.datasets import IGNORE_INDEX, TokenDataset, next_token_targets
+from lmlab.data.datasets import TokenDataset
 from lmlab.errors import ConfigError, LmlabError
-from lmlab.training import checkpoint as ckpt
 from lmlab.training import performance as perf
+from lmlab.training import trainer_state
 from lmlab.training.budget import BudgetFitter
 from lmlab.training.callbacks import Callback
-from lmlab.training.checkpointer import CallbackStates, Checkpointer, StateOf
 from lmlab.training.distributed import Parallel
 from lmlab.training.ema import WeightAverage
+from lmlab.training.progress import Progress, fmt
 from lmlab.training.run_dir import RunDir
 from lmlab.training.schedule import lr_at
 from lmlab.training.scoring import estimate_nll, mean_loss
+from lmlab.training.step import accumulate_gradients, build_optimizer, predicted_tokens, resolve_device
 
 log = logging.getLogger(__name__)
 
-# The trainer's own attributes a checkpoint keeps, as the "progress" part.
-PROGRESS_ATTRIBUTES = ("step", "tokens_seen", "nonfinite_steps", "train_seconds", "last_val_loss", "lr_scale",
-                       "last_eval_step")
 MAX_NONFINITE_IN_A_ROW = 5
 
 
 class TrainingDiverged(LmlabError):
     """The loss or gradients stayed non-finite; the last good checkpoint is kept."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LmlabError("--device cuda was asked for, but no CUDA device is available")
-    return torch.device(name)
-
-
-def build_optimizer(model: torch.nn.Module, config: TrainConfig, fused: bool = False) -> torch.optim.Optimizer | None:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        return None
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if config.optimizer == "muon":
-        from lmlab.training.muon import build_muon
-
-        return build_muon(model, lr=config.lr, muon_lr=config.muon_lr, weight_decay=config.weight_decay,
-                          betas=(config.beta1, config.beta2), fused=fused)
-    # Decay matrices only: decaying biases, norm gains and 1-D parameters only fights the normalisation.
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused or None)
-
-
-def predicted_tokens(labels: torch.Tensor) -> int:
-    """Targets a language-model batch scores: labels are shifted inside the model, -100 is ignored."""
-    return int((next_token_targets(labels) != IGNORE_INDEX).sum())
-
-
-def accumulate_gradients(model: torch.nn.Module, batches, *, total_tokens: float, world_size: int = 1,
-                         autocast=None, no_sync=None, count=predicted_tokens) -> torch.Tensor:
-    """Backward through each (input_ids, labels) micro-batch; returns the detached loss of this rank's part.
-
-    Each micro-batch's mean loss is weighted by its share of `total_tokens` (the step's predicted tokens,
-    over all ranks), so the summed gradient equals that of one batch holding them all, even when micro-
-    batches predict different numbers of tokens (padded lines). DDP averages over ranks, so each rank's
-    part is multiplied by `world_size` to keep the sum."""
-    step_loss = torch.zeros(())
-    for i, (input_ids, labels) in enumerate(batches):
-        share = count(labels) / total_tokens
-        with no_sync(i == len(batches) - 1) if no_sync else contextlib.nullcontext():
-            with autocast or contextlib.nullcontext():
-                loss = model(input_ids, labels=labels).loss * share
-            (loss * world_size).backward()
-        step_loss = step_loss.to(loss.device) + loss.detach()
-    return step_loss
 
 
 class Trainer:
@@ -141,7 +88,7 @@ class Trainer:
         self._stop = False
         self._interrupted = False
         self.last_eval_step: int | None = None
-        self.checkpointer = self._checkpointer()
+        self.checkpointer = trainer_state.parts(self)
 
     # -- control ------------------------------------------------------------------------------------------
 
@@ -171,76 +118,22 @@ class Trainer:
         if self.run_dir is not None and self.parallel.is_main:
             self.run_dir.append_metric(record)
 
-    def _checkpointer(self) -> Checkpointer:
-        """The parts a checkpoint's trainer state is made of."""
-        parts = Checkpointer()
-        parts.register("progress", StateOf(
-            lambda: {k: getattr(self, k) for k in PROGRESS_ATTRIBUTES},
-            lambda state: [setattr(self, k, state[k]) for k in PROGRESS_ATTRIBUTES if k in state]))
-        parts.register("rng", StateOf(lambda: ckpt.rng_state(self.data_generator),
-                                      lambda state: ckpt.set_rng_state(state, self.data_generator)))
-        if self.optimizer is not None:
-            parts.register("optimizer", self.optimizer)
-        if self.average is not None:  # the raw weights: the model file holds the average
-            parts.register("average", StateOf(self.average.raw_weights, self.average.restore))
-        parts.register("callbacks", CallbackStates(self.callbacks))
-        return parts
-
     def state_dict(self) -> dict[str, Any]:
-        return self.checkpointer.state_dict(self.step, data_fingerprint=ckpt.data_fingerprint(self.train_data))
+        return trainer_state.state_dict(self)
 
-    def _averaged(self):
+    def averaged_weights(self):
         """The weight average in the model, where there is one: what evaluation and checkpoints see."""
         return self.average.averaged() if self.average is not None else contextlib.nullcontext()
 
     def save_checkpoint(self) -> None:
-        if self.run_dir is None:
-            return
-        self._emit("on_checkpoint")
-        if self.parallel.mode == "fsdp" and self.parallel.world_size > 1:
-            self._save_sharded_checkpoint()
-        elif self.parallel.is_main:
-            with self._averaged():  # the file holds the averaged weights that sample/eval/export use
-                ckpt.save_checkpoint(self.run_dir.path, self.model, self.state_dict())
-        self.parallel.barrier()  # nobody reads or resumes from a checkpoint still being written
-
-    def _save_sharded_checkpoint(self) -> None:
-        """FSDP: gather full weights and optimizer state (every rank takes part), rank 0 writes them."""
-        model_state, optim_state = self.parallel.full_state(self.model, self.optimizer)
-        if self.parallel.is_main:
-            ckpt.save_checkpoint(self.run_dir.path, model_state, {**self.state_dict(), "optimizer": optim_state})
+        """Weights (the average, where there is one) and trainer state into the run folder, as one unit."""
+        if self.run_dir is not None:
+            self._emit("on_checkpoint")
+            trainer_state.save(self)
 
     def load_checkpoint(self, run_dir: str | Path) -> None:
         """Restore weights, optimizer, step, RNG and callback state; truncate metrics logged after it."""
-        run_dir = RunDir(run_dir)
-        sharded = self.parallel.mode == "fsdp" and self.parallel.world_size > 1
-        weights: dict[str, torch.Tensor] = {}  # FSDP: full weights, scattered to the shards below
-        state = ckpt.load_checkpoint(run_dir.path, weights if sharded else self.model,
-                                     None if sharded else self.optimizer)
-        if state.get("data_fingerprint") not in (None, ckpt.data_fingerprint(self.train_data)):
-            raise ckpt.CheckpointError(
-                f"{run_dir}: the training data differ from the data this checkpoint was trained on; resume on "
-                "the same data, or start a new run"
-            )
-        try:
-            self.checkpointer.load_state_dict(state, skip=("optimizer",) if sharded or not state.get("optimizer")
-                                              else ())
-        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
-            raise ckpt.CheckpointError(f"{run_dir}: the trainer state does not fit this run "
-                                       f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-                                       ) from None
-        if sharded:
-            self.parallel.load_full_state(self.model, self.optimizer, weights, state["optimizer"])
-        if self.average is not None and state.get("average") is None:
-            self.average.restore(None)  # the loaded weights become both the average and the raw weights
-        if self.average is None and state.get("average") is not None:
-            # Averaged before, not now: train on from the raw weights.
-            with torch.no_grad():
-                for param, raw in zip((p for p in self.model.parameters() if p.requires_grad),
-                                      state["average"], strict=True):
-                    param.copy_(raw)
-        if self.parallel.is_main:  # drop records written after this checkpoint
-            run_dir.truncate_metrics(self.step)
+        trainer_state.load(self, RunDir(run_dir))
 
     # -- evaluation ---------------------------------------------------------------------------------------
 
@@ -251,7 +144,7 @@ class Trainer:
             self.last_eval_step = self.step
             return None
         batch_size = self.config.batch_size * 4
-        with self._averaged():  # callbacks that keep or save the best weights keep the averaged ones
+        with self.averaged_weights():  # callbacks that keep or save the best weights keep the averaged ones
             stderr = None
             if hasattr(self.val_data, "count_targets"):  # not a token dataset (series, images): the model's loss
                 val_loss, tokens = mean_loss(self.model, self.val_data, batch_size=batch_size, device=self.device,
@@ -282,15 +175,9 @@ class Trainer:
         self._emit("on_train_begin")
         started = time.perf_counter() - self.train_seconds
         checkpoint_every = config.checkpoint_interval or config.eval_interval
-        bar = tqdm(total=config.max_steps, initial=self.step, desc="train", unit="step",
-                   disable=None if self.parallel.is_main else True, dynamic_ncols=True, leave=False)
-        world = self.parallel.world_size
-        log.info("effective batch: %d sequences (batch_size %d x grad_accum_steps %d x %d rank(s)); %s; "
-                 "compile %s", config.batch_size * config.grad_accum_steps * world, config.batch_size,
-                 config.grad_accum_steps, world, str(self.dtype).removeprefix("torch."), config.compile)
-        flops = perf.flops_per_token(self.model, self.train_data.block_size)
-        peak = perf.peak_flops(self.device, self.dtype, config.peak_tflops)
-        window_tokens, window_start = 0, time.perf_counter()
+        progress = Progress(self.model, config, step=self.step, block_size=self.train_data.block_size,
+                            device=self.device, dtype=self.dtype, world_size=self.parallel.world_size,
+                            show=self.parallel.is_main)
         threads = perf.ThreadChooser.for_config(config.threads, self.device)  # train.threads=auto
         # train.time_budget: fit the schedule to it (one process: ranks' clocks would disagree on the plan)
         budget = BudgetFitter.for_config(config) if self.parallel.world_size == 1 else None
@@ -313,34 +200,24 @@ class Trainer:
                     if fitted is not None:  # the same run, fewer steps
                         config = self.config = fitted
                         checkpoint_every = config.checkpoint_interval or config.eval_interval
-                        bar.total = config.max_steps
-                        bar.refresh()
+                        progress.replan(config.max_steps)
                 if record is None:
                     continue
-                window_tokens += record["tokens"]
+                progress.step_done(record["tokens"])
                 if self.step % config.log_interval == 0 or self.step == config.max_steps:
-                    now = time.perf_counter()
-                    record["tokens_per_s"] = round(window_tokens / max(now - window_start, 1e-9))
-                    window_tokens, window_start = 0, now
-                    self._write_metric({k: v for k, v in record.items() if k != "tokens_per_s"})
-                    postfix = {"loss": f"{record['loss']:.4f}", "val": _fmt(self.last_val_loss),
-                               "lr": f"{record['lr']:.2e}", "tok_s": record["tokens_per_s"]}
-                    if peak:  # model FLOPs utilisation, per device
-                        record["mfu"] = float(f"{record['tokens_per_s'] * flops / (peak * world):.3g}")
-                        postfix["mfu"] = f"{record['mfu']:.1%}"
-                    bar.set_postfix(postfix)
-                bar.update(1)
+                    self._write_metric(dict(record))  # before the timings: metrics.jsonl is deterministic
+                    progress.logged(record, self.last_val_loss)
                 self.last_record = record
                 self._emit("on_step_end", record)
                 at_end = self.step == config.max_steps
                 if self.step % config.eval_interval == 0 or at_end:
                     val = self.evaluate(exact=at_end)
                     log.info("step %d: loss %.4f, val %s", self.step, record["loss"],
-                             _fmt(val["val_loss"] if val else None))
+                             fmt(val["val_loss"] if val else None))
                 if self.step % checkpoint_every == 0 or at_end:
                     self.save_checkpoint()
         finally:
-            bar.close()
+            progress.close()
         if not self._interrupted and self.last_eval_step != self.step:
             self.evaluate(exact=True)
         self.save_checkpoint()
@@ -410,6 +287,3 @@ class Trainer:
         self._emit("on_train_end")
         return self
 
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"

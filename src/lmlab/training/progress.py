@@ -1,0 +1,59 @@
+"""What a training run shows while it runs: the progress bar (whose ETA follows a schedule the time budget
+refits), and the throughput of each logged window: tokens/s and, where the device's peak is known, model
+FLOPs utilisation (performance.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from lmlab.config import TrainConfig
+from lmlab.training import performance as perf
+
+log = logging.getLogger(__name__)
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+class Progress:
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, *, step: int, block_size: int,
+                 device: torch.device, dtype: torch.dtype, world_size: int, show: bool):
+        self.bar = tqdm(total=config.max_steps, initial=step, desc="train", unit="step",
+                        disable=None if show else True, dynamic_ncols=True, leave=False)
+        self.world_size = world_size
+        self.flops = perf.flops_per_token(model, block_size)
+        self.peak = perf.peak_flops(device, dtype, config.peak_tflops)
+        self.window_tokens, self.window_start = 0, time.perf_counter()
+        log.info("effective batch: %d sequences (batch_size %d x grad_accum_steps %d x %d rank(s)); %s; "
+                 "compile %s", config.batch_size * config.grad_accum_steps * world_size, config.batch_size,
+                 config.grad_accum_steps, world_size, str(dtype).removeprefix("torch."), config.compile)
+
+    def replan(self, max_steps: int) -> None:
+        """The time budget refitted the schedule: the bar's total (and so its ETA) follows."""
+        self.bar.total = max_steps
+        self.bar.refresh()
+
+    def step_done(self, tokens: int) -> None:
+        self.window_tokens += tokens
+        self.bar.update(1)
+
+    def logged(self, record: dict[str, Any], val_loss: float | None) -> None:
+        """Add tokens/s (and MFU) of the window since the last logged step to `record`, and show them."""
+        now = time.perf_counter()
+        record["tokens_per_s"] = round(self.window_tokens / max(now - self.window_start, 1e-9))
+        self.window_tokens, self.window_start = 0, now
+        postfix = {"loss": f"{record['loss']:.4f}", "val": fmt(val_loss), "lr": f"{record['lr']:.2e}",
+                   "tok_s": record["tokens_per_s"]}
+        if self.peak:  # model FLOPs utilisation, per device
+            record["mfu"] = float(f"{record['tokens_per_s'] * self.flops / (self.peak * self.world_size):.3g}")
+            postfix["mfu"] = f"{record['mfu']:.1%}"
+        self.bar.set_postfix(postfix)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,87 @@
+"""A Trainer's checkpoint: the stateful parts its trainer state is assembled from (checkpointer.py), and
+saving and restoring them with the weights (checkpoint.py) in the run folder, on one process or under FSDP."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lmlab.training import checkpoint as ckpt
+from lmlab.training.checkpointer import CallbackStates, Checkpointer, StateOf
+from lmlab.training.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from lmlab.training.trainer import Trainer
+
+# The trainer's own attributes a checkpoint keeps, as the "progress" part.
+PROGRESS_ATTRIBUTES = ("step", "tokens_seen", "nonfinite_steps", "train_seconds", "last_val_loss", "lr_scale",
+                       "last_eval_step")
+
+
+def parts(trainer: Trainer) -> Checkpointer:
+    """The parts a checkpoint's trainer state is made of."""
+    checkpointer = Checkpointer()
+    checkpointer.register("progress", StateOf(
+        lambda: {k: getattr(trainer, k) for k in PROGRESS_ATTRIBUTES},
+        lambda state: [setattr(trainer, k, state[k]) for k in PROGRESS_ATTRIBUTES if k in state]))
+    checkpointer.register("rng", StateOf(lambda: ckpt.rng_state(trainer.data_generator),
+                                         lambda state: ckpt.set_rng_state(state, trainer.data_generator)))
+    if trainer.optimizer is not None:
+        checkpointer.register("optimizer", trainer.optimizer)
+    if trainer.average is not None:  # the raw weights: the model file holds the average
+        checkpointer.register("average", StateOf(trainer.average.raw_weights, trainer.average.restore))
+    checkpointer.register("callbacks", CallbackStates(trainer.callbacks))
+    return checkpointer
+
+
+def state_dict(trainer: Trainer) -> dict[str, Any]:
+    return trainer.checkpointer.state_dict(trainer.step, data_fingerprint=ckpt.data_fingerprint(trainer.train_data))
+
+
+def _sharded(trainer: Trainer) -> bool:
+    return trainer.parallel.mode == "fsdp" and trainer.parallel.world_size > 1
+
+
+def save(trainer: Trainer) -> None:
+    """Rank 0 writes; under FSDP every rank first helps gather the full weights and optimizer state."""
+    parallel = trainer.parallel
+    if _sharded(trainer):
+        model_state, optim_state = parallel.full_state(trainer.model, trainer.optimizer)
+        if parallel.is_main:
+            ckpt.save_checkpoint(trainer.run_dir.path, model_state, {**state_dict(trainer), "optimizer": optim_state})
+    elif parallel.is_main:
+        with trainer.averaged_weights():  # the file holds the averaged weights that sample/eval/export use
+            ckpt.save_checkpoint(trainer.run_dir.path, trainer.model, state_dict(trainer))
+    parallel.barrier()  # nobody reads or resumes from a checkpoint still being written
+
+
+def load(trainer: Trainer, run_dir: RunDir) -> None:
+    sharded = _sharded(trainer)
+    weights: dict[str, torch.Tensor] = {}  # FSDP: full weights, scattered to the shards below
+    state = ckpt.load_checkpoint(run_dir.path, weights if sharded else trainer.model,
+                                 None if sharded else trainer.optimizer)
+    if state.get("data_fingerprint") not in (None, ckpt.data_fingerprint(trainer.train_data)):
+        raise ckpt.CheckpointError(
+            f"{run_dir}: the training data differ from the data this checkpoint was trained on; resume on "
+            "the same data, or start a new run"
+        )
+    try:
+        trainer.checkpointer.load_state_dict(state, skip=("optimizer",) if sharded or not state.get("optimizer")
+                                             else ())
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+        raise ckpt.CheckpointError(f"{run_dir}: the trainer state does not fit this run "
+                                   f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+                                   ) from None
+    if sharded:
+        trainer.parallel.load_full_state(trainer.model, trainer.optimizer, weights, state["optimizer"])
+    if trainer.average is not None and state.get("average") is None:
+        trainer.average.restore(None)  # the loaded weights become both the average and the raw weights
+    if trainer.average is None and state.get("average") is not None:
+        # Averaged before, not now: train on from the raw weights.
+        with torch.no_grad():
+            for param, raw in zip((p for p in trainer.model.parameters() if p.requires_grad),
+                                  state["average"], strict=True):
+                param.copy_(raw)
+    if trainer.parallel.is_main:  # drop records written after this checkpoint
+        run_dir.truncate_metrics(trainer.step)
