@@ -13,6 +13,7 @@ from typing import Any
 import safetensors
 import safetensors.torch
 import torch
+from torch import Tensor
 
 from lmlab.config import DataConfig
 from lmlab.errors import CheckpointError
@@ -49,14 +50,20 @@ def export_hf(run: LoadedRun, out: str | Path, force: bool = False) -> Path:
     config holding lmlab's sampling defaults and a README.md model card. OUT must be empty or new (or
     `force`), and is never a run directory."""
     config = check_expressible(run.model, run.config.model_name)
+    hf = hf_config(config, run.tokenizer.boundary_id, export_metadata(run))
+    return write_hf_folder(run, out, hf, to_hf_state_dict(run.model), config.block_size, force)
+
+
+def write_hf_folder(run: LoadedRun, out: str | Path, hf: dict[str, Any], weights: dict[str, Tensor], context: int,
+                    force: bool) -> Path:
+    """An HF model folder: config.json `hf`, the weights, the tokenizer files, a generation config with
+    lmlab's sampling defaults and a README.md model card; every export format shares it."""
     lines_mode = run.config.data.mode == "lines"
-    files = hf_tokenizer_files(run.tokenizer, config.block_size, lines_mode)
-    boundary = run.tokenizer.boundary_id
-    files["config.json"] = json.dumps(hf_config(config, boundary, export_metadata(run)), indent=2) + "\n"
-    files["generation_config.json"] = json.dumps(generation_config(boundary, config.block_size, lines_mode),
+    files = hf_tokenizer_files(run.tokenizer, context, lines_mode)
+    files["config.json"] = json.dumps(hf, indent=2) + "\n"
+    files["generation_config.json"] = json.dumps(generation_config(run.tokenizer.boundary_id, context, lines_mode),
                                                  indent=2) + "\n"
     files["README.md"] = model_card(run)
-    weights = to_hf_state_dict(run.model)
     out = check_export_target(Path(out), run.run_dir, force)
     out.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})

@@ -33,10 +33,8 @@ from torch import Tensor
 
 from lmlab.config import DataConfig
 from lmlab.errors import CheckpointError
-from lmlab.export.card import generation_config, model_card
-from lmlab.export.hf import export_metadata, imported_data_values
-from lmlab.export.hf_convert import ExportError, hf_tokenizer_files, tokenizer_from_hf
-from lmlab.export.safety import check_export_target
+from lmlab.export.hf import export_metadata, imported_data_values, write_hf_folder
+from lmlab.export.hf_convert import ExportError, tokenizer_from_hf
 from lmlab.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
 from lmlab.training.run_config import resolve_config
 from lmlab.training.run_dir import LoadedRun, RunDir
@@ -193,21 +191,8 @@ def export_llama(run: LoadedRun, out: str | Path, force: bool = False) -> Path:
     """Write `run` as a Llama (or, with QK-norm, Qwen3) directory that transformers' Auto classes load, with
     the same tokenizer files, generation config and model card as a GPT-2 export (export.hf.export_hf)."""
     config = check_llama_expressible(run.model, run.config.model_name)
-    lines_mode = run.config.data.mode == "lines"
-    files = hf_tokenizer_files(run.tokenizer, config.block_size, lines_mode)
-    boundary = run.tokenizer.boundary_id
-    hf = {**llama_hf_config(config, boundary), "lmlab": export_metadata(run)}
-    files["config.json"] = json.dumps(hf, indent=2) + "\n"
-    files["generation_config.json"] = json.dumps(generation_config(boundary, config.block_size, lines_mode),
-                                                 indent=2) + "\n"
-    files["README.md"] = model_card(run)
-    weights = to_llama_state_dict(run.model)
-    out = check_export_target(Path(out), run.run_dir, force)
-    out.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
-    for name, text in files.items():
-        (out / name).write_text(text, encoding="utf-8")
-    return out
+    hf = {**llama_hf_config(config, run.tokenizer.boundary_id), "lmlab": export_metadata(run)}
+    return write_hf_folder(run, out, hf, to_llama_state_dict(run.model), config.block_size, force)
 
 
 def load_llama_dir(hf_dir: str | Path) -> tuple[Llama, Any]:

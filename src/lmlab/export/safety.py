@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import CheckpointError, LmlabError
+from lmlab.training.memory import available_memory
 
 RUN_MARKERS = ("trainer_state.pt", "metrics.jsonl", "summary.json")
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
@@ -105,20 +106,6 @@ def safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
         raise CheckpointError(f"{path}: truncated: the header describes {end:,} bytes of tensors, the file "
                               f"holds {os.path.getsize(path) - 8 - size:,}")
     return tensors, end
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available now (Linux MemAvailable; else physical memory), or None when unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def gpt_parameters(config) -> int:
