@@ -10,7 +10,7 @@ import torch
 
 from lmlab.config import check_seed
 from lmlab.errors import ConfigError
-from lmlab.models.base import model_device
+from lmlab.models.base import capability, model_device
 from lmlab.models.generation import check_sampling_args
 from lmlab.training.run_dir import LoadedRun
 
@@ -47,7 +47,7 @@ def sample_texts(
     prompt_ids = tok(options.prompt).input_ids
     if lines_mode or not prompt_ids:
         prompt_ids = [tok.boundary_id, *prompt_ids]
-    context = getattr(run.model, "max_context", None) or len(prompt_ids) + 1
+    context = capability(run.model, "max_context") or len(prompt_ids) + 1
     max_new = options.max_new_tokens or (max(4 * context, 64) if lines_mode else 500)
     device = model_device(run.model)
     input_ids = torch.tensor([prompt_ids] * options.num_samples, dtype=torch.long, device=device)

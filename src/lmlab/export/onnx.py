@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from lmlab.export.hf_convert import ExportError, hf_tokenizer_files
 from lmlab.export.safety import check_export_target
+from lmlab.models.base import capability
 from lmlab.training.run_dir import LoadedRun
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def max_length(model: nn.Module) -> int | None:
     """The longest input the graph takes: the model's context, or None for a recurrent model (any length)."""
     if hasattr(model, "max_context") and model.max_context is None:
         return None
-    context = getattr(model, "max_context", None) or 256
+    context = capability(model, "max_context") or 256
     return max(getattr(model.config, "block_size", 0), context)
 
 
@@ -87,7 +88,7 @@ def export_onnx(run: LoadedRun, out: str | Path, check: bool = True, force: bool
     missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
         raise ExportError(f"--format onnx needs the {' and '.join(missing)} package(s): pip install lmlab[onnx]")
-    if getattr(run.model, "counted", False):
+    if capability(run.model, "counted"):
         raise ExportError(f"a {run.config.model_name!r} model is a table of counts; export a trained network")
     longest = max_length(run.model)
     block = longest or UNBOUNDED_CHECK_LENGTH

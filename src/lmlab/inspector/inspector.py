@@ -26,6 +26,7 @@ from lmlab.inspector.probes import (
     layer_kind,
 )
 from lmlab.inspector.stats_file import HIST_BINS, MAX_MAP, STATS_FILE, _r, save_stats
+from lmlab.models.base import capability
 from lmlab.training.callbacks import Callback
 
 SATURATION = 0.97  # |tanh| above this passes almost no gradient (1 - t^2 < 0.06), as in lecture 3
@@ -77,13 +78,13 @@ class Inspector(Callback):
             }
         self._describe(trainer, model, vocab)
         block = getattr(config, "block_size", 0) or 0
-        if self.probe_causality and vocab > 1 and block >= 2 and not getattr(model, "counted", False):
+        if self.probe_causality and vocab > 1 and block >= 2 and not capability(model, "counted"):
             self.stats["causality"] = causality_probe(model, vocab, min(block, 16))
 
     def _describe(self, trainer, model: nn.Module, vocab: int) -> None:
         """What the findings judge against, recorded once (kept on resume)."""
         stats = self.stats
-        stats["counted"] = bool(getattr(model, "counted", False))
+        stats["counted"] = bool(capability(model, "counted"))
         stats["lr"] = trainer.config.lr
         stats["optimizer"] = trainer.config.optimizer
         stats.setdefault("default_lr", _default_lr(model))

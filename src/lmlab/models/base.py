@@ -34,8 +34,29 @@ def causal_lm_loss(logits: Tensor, labels: Tensor, reduction: str = "mean") -> T
                            ignore_index=IGNORE_INDEX, reduction=reduction)
 
 
+class Capabilities:
+    """What callers ask of a model, declared rather than guessed: every lmlab language model has these (the
+    defaults below, or its own), and the trainer and inspector read them from any model, with these
+    defaults for one that does not declare them (a forecaster, an image net, a user's own)."""
+
+    counted: bool = False  # fitted in one counting pass (fit_counts(input_ids, labels)), not by an optimizer
+    supports_cache: bool = False  # generate() may feed one token a step, passing past_key_values back
+    max_context: int | None = None  # the most recent tokens a prediction can depend on; None: all of them
+
+
+def capability(model: Any, name: str) -> Any:
+    """`model`'s declared capability `name` (see Capabilities), or the default for a model that has none."""
+    return getattr(model, name, getattr(Capabilities, name))
+
+
 class LanguageModel(Protocol):
+    """Every lmlab language model: `config.block_size` is the context it was built for (the run's context
+    length; data.block_size in stream mode), and the Capabilities say how to train and sample it."""
+
     config: Any
+    counted: bool
+    supports_cache: bool
+    max_context: int | None
 
     def __call__(self, input_ids: Tensor, labels: Tensor | None = None, **kwargs: Any) -> ModelOutput: ...
 

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from lmlab.models.base import Capabilities, capability
+
 
 def top_k_filter(logits: Tensor, top_k: int) -> Tensor:
     """Keep the k highest logits of each row (ties at the k-th value are kept), -inf elsewhere."""
@@ -80,8 +82,8 @@ def generate(
 
 def _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, do_sample, eos_token_id, generator,
               use_cache, streamer) -> Tensor:
-    block_size = getattr(model, "max_context", None)  # None: unbounded (recurrent models)
-    cache_ok = use_cache and getattr(model, "supports_cache", False)
+    block_size = capability(model, "max_context")  # None: unbounded (recurrent models)
+    cache_ok = use_cache and capability(model, "supports_cache")
     preallocate = cache_ok and block_size is not None and hasattr(model, "new_cache")
     B, length = input_ids.shape
     ids = input_ids.new_empty(B, length + max_new_tokens)  # (B, T + new), filled as tokens come
@@ -123,8 +125,9 @@ def _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, do_sa
     return ids[:, :length]
 
 
-class GenerationMixin:
-    """Gives an nn.Module the HF-style `model.generate(...)`; all the logic lives in `generate` above."""
+class GenerationMixin(Capabilities):
+    """Gives an nn.Module the HF-style `model.generate(...)`, and the declared Capabilities every language
+    model has; all the logic lives in `generate` above."""
 
     def generate(self, input_ids: Tensor, max_new_tokens: int = 20, **kwargs) -> Tensor:
         return generate(self, input_ids, max_new_tokens, **kwargs)

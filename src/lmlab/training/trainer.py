@@ -23,6 +23,7 @@ import torch
 from lmlab.config import TrainConfig
 from lmlab.data.datasets import TokenDataset
 from lmlab.errors import ConfigError, LmlabError
+from lmlab.models.base import capability
 from lmlab.training import performance as perf
 from lmlab.training import trainer_state
 from lmlab.training.budget import BudgetFitter
@@ -68,7 +69,7 @@ class Trainer:
         if self.run_dir is not None:  # from the Python API the folder need not exist yet
             self.run_dir.path.mkdir(parents=True, exist_ok=True)
         self.callbacks = list(callbacks)
-        counted = getattr(model, "counted", False)
+        counted = capability(model, "counted")
         # The module the step calls: compiled and/or wrapped for DDP/FSDP (FSDP shards self.model in place).
         self.train_model = self.model if counted else self.parallel.wrap(self.model, self.device, config.compile)
         self.optimizer = build_optimizer(self.model, config, fused=perf.fused_adamw_available(self.device))
@@ -165,7 +166,7 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------------------
 
     def fit(self) -> Trainer:
-        if getattr(self.model, "counted", False):
+        if capability(self.model, "counted"):
             return self._fit_counts()
         config = self.config
         self._stop = False
