@@ -46,7 +46,8 @@ LLAMA_PRESETS: dict[str, dict[str, int]] = {
 }
 
 # The switches at GPT-2's values: what the `gpt+...` ablation rungs start from (and lmlab's GPT defaults).
-GPT2_SWITCHES = {"position": "learned", "norm": "layernorm", "mlp": "gelu_tanh", "qk_norm": False,
+# The GELU is the exact one, as lmlab's GPT rungs use (GPT-2's own presets keep the tanh form).
+GPT2_SWITCHES = {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False,
                  "bias": True, "tie_embeddings": True, "norm_eps": 1e-5, "dropout": 0.15}
 
 
@@ -66,7 +67,7 @@ class LlamaConfig:
     rope_theta: float = 10000.0
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     norm_eps: float = 1e-5
-    mlp: Literal["swiglu", "relu2", "gelu_tanh"] = "swiglu"
+    mlp: Literal["swiglu", "relu2", "gelu", "gelu_tanh"] = "swiglu"
     qk_norm: bool = False
     bias: bool = False  # in Linear layers and LayerNorms
     tie_embeddings: bool = True  # small models do better tied; Llama's larger ones untie
@@ -140,7 +141,7 @@ class MLP(nn.Module):
         elif self.kind == "relu2":
             h = F.relu(up).square()
         else:
-            h = F.gelu(up, approximate="tanh")
+            h = F.gelu(up, approximate="tanh" if self.kind == "gelu_tanh" else "none")
         return self.dropout(self.c_proj(h))  # (B, T, C)
 
 
