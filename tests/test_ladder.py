@@ -22,10 +22,10 @@ def test_ladder_end_to_end(cli, tiny_names, tmp_path):
         assert {"config.json", "tokenizer.json", "model.safetensors", "summary.json"} <= {
             p.name for p in run_dir.iterdir()}
         assert all(math.isfinite(row["nll"][s]) for s in ("train", "val", "test")), row
-        saved = json.loads((run_dir / "config.json").read_text())["train"]
+        summary = json.loads((run_dir / "summary.json").read_text())
         if row["model"] != "ngram":  # the schedule was fitted to the budget, so it ran (about) to its end
-            assert saved["max_steps"] < REGISTRY[row["model"]].train_defaults.get("max_steps", 2000)
-            assert row["steps"] <= saved["max_steps"]
+            assert summary["planned_steps"] < REGISTRY[row["model"]].train_defaults.get("max_steps", 2000)
+            assert row["steps"] <= summary["planned_steps"]
         run = load_run(run_dir)  # each rung reloads from its safetensors and samples
         samples = sample_texts(run, SampleOptions(num_samples=2, max_new_tokens=6, seed=1))
         assert len(samples) == 2 and all(len(s) <= 6 for s in samples)
@@ -57,7 +57,7 @@ def test_default_rungs_are_one_per_architecture():
 
 def test_schedule_is_fitted_to_the_budget():
     from lmlab.config import TrainConfig
-    from lmlab.ladder import PLANNED_SHARE, fit_steps_to_budget
+    from lmlab.training.budget import PLANNED_SHARE, fit_steps_to_budget
 
     fitted = fit_steps_to_budget(TrainConfig(max_steps=8000, warmup_steps=100), step_seconds=0.01, budget=60)
     assert fitted.max_steps == int(PLANNED_SHARE * 6000) and fitted.warmup_steps == 100

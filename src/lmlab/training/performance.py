@@ -243,5 +243,5 @@ def use_fitting_threads(load: float | None = None) -> int:
     cores = os.cpu_count() or n
     threads = max(1, min(n, int(cores - load + 0.5)))
     torch.set_num_threads(threads)
-    log.info("threads: %d (load average %.2f on %d cores)", threads, load, cores)
+    log.debug("threads: %d (load average %.2f on %d cores)", threads, load, cores)
     return threads
