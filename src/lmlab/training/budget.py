@@ -53,8 +53,9 @@ class BudgetFitter:
 
     `after_step(step, seconds, elapsed)` takes the step just finished, its wall time and the run's training
     seconds so far (evaluations included); it returns a new config when the plan changed, else None. The
-    first fit needs `first` timed steps; later ones happen when the median of the last `window` steps is
-    more than `drift` times off the step time of the last fit (either way).
+    first fit needs `first` timed steps (or whatever was timed in the first tenth of the budget); later ones
+    happen when the median of the last `window` steps is more than `drift` times off the step time of the
+    last fit (either way).
     """
 
     def __init__(self, planned: TrainConfig, *, first: int = 5, window: int = 20, drift: float = 1.5):
@@ -71,7 +72,8 @@ class BudgetFitter:
     def after_step(self, step: int, seconds: float, elapsed: float) -> TrainConfig | None:
         self._recent.append(seconds)
         if self.step_seconds is None:
-            if len(self._recent) < self.first:
+            # A tenth of the budget gone before `first` steps: fit on what was timed, or the run never does.
+            if len(self._recent) < self.first and elapsed < 0.1 * self.planned.time_budget:
                 return None
         elif len(self._recent) < self._recent.maxlen:
             return None
