@@ -51,7 +51,7 @@ def snapshot(*folders: Path) -> dict[str, str]:
     for folder in folders:
         if folder.is_dir():
             for p in sorted(folder.rglob("*")):
-                if p.is_file():
+                if p.is_file() and p.name != ".lock":  # the writers' lock: who holds it, not run data
                     files[str(p.relative_to(folder.parent))] = hashlib.sha256(p.read_bytes()).hexdigest()[:12]
     return files
 

@@ -40,7 +40,7 @@ from lmlab.training.loggers import loggers_for
 from lmlab.training.memory import check_step_memory
 from lmlab.training.run_config import RunConfig, build_model, merge_layers, resolve_config
 from lmlab.training.run_data import RunData, context_length, prepare_data, resolved_data_config
-from lmlab.training.run_dir import FINDINGS_FILE, LOCK_FILE, SUMMARY_FILE, LoadedRun, RunDir, load_run
+from lmlab.training.run_dir import FINDINGS_FILE, SUMMARY_FILE, LoadedRun, RunDir, load_run
 from lmlab.training.scoring import mean_nll
 from lmlab.training.trainer import Trainer, TrainingDiverged
 
@@ -148,10 +148,13 @@ def train(
             run_dir.clear()  # a previous run's files (with --force) or a killed start's leftovers
         interrupted = _fit(trainer, run_dir)
         finished = True
+    except TrainingDiverged:
+        finished = True  # not cleared away: its findings say what went wrong
+        raise
     finally:
         run_dir.unlock()
-        if not finished and created and parallel.is_main:
-            _remove_if_empty(run_dir)
+        if not finished and created and parallel.is_main and not run_dir.has_checkpoint():
+            shutil.rmtree(run_dir.path, ignore_errors=True)  # it holds only what this failed command wrote
     run = _finished_run(run_dir, config, data, trainer, parallel, time.perf_counter() - started)
     run.interrupted = interrupted
     return run
@@ -190,9 +193,9 @@ def _callbacks(config: RunConfig, run_dir: RunDir, inspect: bool | int, extra: S
 
 
 class _RunFiles(Callback):
-    """Writes config.json and tokenizer.json with the first checkpoint, so the config in the folder always
-    describes the checkpoint beside it: a failed start or a resume that dies before its first checkpoint
-    leaves the old files as they were."""
+    """Writes config.json and tokenizer.json once the first checkpoint is written, so the config in the
+    folder always describes the checkpoint beside it: a failed start or a resume that dies before its first
+    checkpoint leaves the old files as they were."""
 
     name = "run_files"
 
@@ -265,9 +268,3 @@ def _finished_run(run_dir: RunDir, config: RunConfig, data: RunData, trainer: Tr
     run.trainer = trainer
     return run
 
-
-def _remove_if_empty(run_dir: RunDir) -> None:
-    """A folder this command created and never wrote into goes again (a failed start leaves nothing)."""
-    left = [p for p in run_dir.path.iterdir() if p.name != LOCK_FILE] if run_dir.path.is_dir() else []
-    if not left:
-        shutil.rmtree(run_dir.path, ignore_errors=True)

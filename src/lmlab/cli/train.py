@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from lmlab import run as lmlab_run
 from lmlab.cli.common import add_data_model_args, cli_layers, default_out, fmt
@@ -18,7 +19,8 @@ from lmlab.training.lr_finder import lr_find
 from lmlab.training.performance import use_fitting_threads
 from lmlab.training.run_config import build_model, merge_layers, resolve_config
 from lmlab.training.run_data import context_length, prepare_data
-from lmlab.training.run_dir import REPORT_FILE, RunDir
+from lmlab.training.run_dir import FINDINGS_FILE, REPORT_FILE, RunDir
+from lmlab.training.trainer import TrainingDiverged
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -42,8 +44,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             config = resolve_config(layers)
             args.out = default_out(config.model_name, config.data.source)
         inspect = False if args.no_inspect else (args.inspect_every or True)
-        run = lmlab_run.train(layers, out=args.out, resume=args.resume, force=args.force, inspect=inspect,
-                              callbacks=_train_callbacks(args, parallel), parallel=parallel)
+        try:
+            run = lmlab_run.train(layers, out=args.out, resume=args.resume, force=args.force, inspect=inspect,
+                                  callbacks=_train_callbacks(args, parallel), parallel=parallel)
+        except TrainingDiverged:  # what the inspector saw, before the one-line error
+            findings = Path(args.out) / FINDINGS_FILE
+            if parallel.is_main and findings.is_file():
+                print("\n".join(format_finding(f) for f in RunDir(args.out).read_json(FINDINGS_FILE, "findings", list)))
+            raise
     finally:
         parallel.close()
     return _report(run, parallel)

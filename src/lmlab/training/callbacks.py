@@ -38,7 +38,7 @@ class Callback:
     def on_eval_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
 
     def on_checkpoint(self, trainer: Trainer) -> None:
-        """Just before the trainer writes a checkpoint into the run folder."""
+        """Just after the trainer wrote a checkpoint into the run folder."""
 
     def on_train_end(self, trainer: Trainer) -> None: ...
 

@@ -6,10 +6,12 @@ been written by lmlab live in checkpoint_checks.py.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +78,35 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tens
                             (weights, lambda tmp: _save_model_or_dict(model, tmp, state["step"]))):
             pending.append(temporary_path(path))
             write_synced(temporary_path(path), write)
-    except BaseException:
+    except BaseException as err:
         for tmp in pending:
             tmp.unlink(missing_ok=True)
+        if isinstance(err, (OSError, RuntimeError)):  # torch.save reports a full disk as a RuntimeError
+            _raise_if_out_of_space(run_dir, model, state, err)
         raise
     os.replace(temporary_path(weights), weights)
     os.replace(temporary_path(trainer_state), trainer_state)
     sync_dir(run_dir)
+
+
+def _tensor_bytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def _raise_if_out_of_space(run_dir: Path, model: Any, state: dict[str, Any], err: BaseException) -> None:
+    """CheckpointError saying how much room a checkpoint needs, when the disk is what failed it."""
+    weights = model if isinstance(model, dict) else dict(model.state_dict())
+    needed = _tensor_bytes(weights) + _tensor_bytes(state)
+    free = shutil.disk_usage(run_dir).free
+    if getattr(err, "errno", None) == errno.ENOSPC or free < needed:
+        raise CheckpointError(f"{run_dir}: no space left for the checkpoint (it needs about {needed / 1e6:.1f} MB, "
+                              f"{free / 1e6:.1f} MB are free); the last good checkpoint is kept") from None
 
 
 def load_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tensor],

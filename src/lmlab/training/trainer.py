@@ -129,8 +129,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Weights (the average, where there is one) and trainer state into the run folder, as one unit."""
         if self.run_dir is not None:
-            self._emit("on_checkpoint")
             trainer_state.save(self)
+            self._emit("on_checkpoint")
 
     def load_checkpoint(self, run_dir: str | Path) -> None:
         """Restore weights, optimizer, step, RNG and callback state; truncate metrics logged after it."""
