@@ -106,7 +106,7 @@ def _raise_if_out_of_space(run_dir: Path, model: Any, state: dict[str, Any], err
     free = shutil.disk_usage(run_dir).free
     if getattr(err, "errno", None) == errno.ENOSPC or free < needed:
         raise CheckpointError(f"{run_dir}: no space left for the checkpoint (it needs about {needed / 1e6:.1f} MB, "
-                              f"{free / 1e6:.1f} MB are free); the last good checkpoint is kept") from None
+                              f"{free / 1e6:.1f} MB are free); any earlier checkpoint is kept") from None
 
 
 def load_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tensor],
