@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests never touch the network, a GPU or ../shared: data is embedded in the install or made here."""
+"""Shared fixtures. Tests never touch the network, a GPU or the benchmark data beside the repository: their data
+is embedded in the install or made here."""
 
 from __future__ import annotations
 

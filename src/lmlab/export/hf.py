@@ -79,34 +79,46 @@ def load_hf_dir(hf_dir: str | Path) -> tuple[GPT, Tokenizer]:
     hf_dir = Path(hf_dir)
     hf = read_hf_config(hf_dir)
     config = gpt_config_from_hf(hf)
+    weights, tokenizer = read_weights_and_tokenizer(hf_dir, config.vocab_size,
+                                                    lambda path: check_hf_weights(path, config))
+    return fill(GPT(config), from_hf_state_dict(weights, config), hf_dir, "GPT-2"), tokenizer
+
+
+def read_weights_and_tokenizer(hf_dir: Path, vocab_size: int, check_header=None) -> tuple[dict[str, Tensor], Tokenizer]:
+    """model.safetensors (after `check_header(path)` has vetted its header, when given) and tokenizer.json of an
+    HF folder, each refused in one line if missing, unreadable or of another vocabulary size."""
     weights_path = hf_dir / "model.safetensors"
     if not weights_path.is_file():
         raise CheckpointError(f"{hf_dir}: model.safetensors is missing (pickled pytorch_model.bin is not loaded, "
                               "for safety; re-save with save_pretrained(safe_serialization=True))")
     if not (hf_dir / "tokenizer.json").is_file():
         raise CheckpointError(f"{hf_dir}: tokenizer.json is missing (a fast tokenizer is needed)")
-    check_hf_weights(weights_path, config)
+    if check_header is not None:
+        check_header(weights_path)
     try:
         weights = safetensors.torch.load_file(str(weights_path))
     except (OSError, safetensors.SafetensorError) as err:
         raise CheckpointError(f"{weights_path}: unreadable ({err})") from None
-    tokenizer = tokenizer_from_hf(hf_dir / "tokenizer.json", config.vocab_size)
-    if tokenizer.vocab_size != config.vocab_size:
+    tokenizer = tokenizer_from_hf(hf_dir / "tokenizer.json", vocab_size)
+    if tokenizer.vocab_size != vocab_size:
         raise CheckpointError(f"{hf_dir}: the tokenizer has {tokenizer.vocab_size} tokens, the model's "
-                              f"vocab_size is {config.vocab_size}")
-    model = GPT(config)
-    state = from_hf_state_dict(weights, config)
+                              f"vocab_size is {vocab_size}")
+    return weights, tokenizer
+
+
+def fill(model: torch.nn.Module, state: dict[str, Tensor], hf_dir: Path, what: str) -> torch.nn.Module:
+    """`model` with the converted HF weights `state` in it, in eval mode; every tensor must fit and be finite."""
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        raise CheckpointError(f"{hf_dir}: weights do not fit GPT-2 of this config "
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{hf_dir}: weights do not fit {what} of this config "
                               f"({str(err).strip().splitlines()[-1].strip()})") from None
     if missing or unexpected:
-        raise CheckpointError(f"{hf_dir}: weights do not fit GPT-2 of this config (missing {missing[:3]}, "
+        raise CheckpointError(f"{hf_dir}: weights do not fit {what} of this config (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]})")
     if not all(bool(torch.isfinite(p.detach()).all()) for p in model.parameters()):
         raise CheckpointError(f"{hf_dir}: weights contain NaN or infinity")
-    return model.eval(), tokenizer
+    return model.eval()
 
 
 def imported_data_values(hf_dir: str | Path, tokenizer: Tokenizer, data: dict[str, Any] | None) -> dict[str, Any]:

@@ -26,15 +26,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import safetensors
-import safetensors.torch
 import torch
 from torch import Tensor
 
 from lmlab.config import DataConfig
 from lmlab.errors import CheckpointError
-from lmlab.export.hf import export_metadata, imported_data_values, write_hf_folder
-from lmlab.export.hf_convert import ExportError, tokenizer_from_hf
+from lmlab.export.hf import export_metadata, fill, imported_data_values, read_weights_and_tokenizer, write_hf_folder
+from lmlab.export.hf_convert import ExportError
+from lmlab.export.safety import read_hf_config
 from lmlab.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
 from lmlab.training.run_config import resolve_config
 from lmlab.training.run_dir import LoadedRun, RunDir
@@ -198,38 +197,10 @@ def export_llama(run: LoadedRun, out: str | Path, force: bool = False) -> Path:
 def load_llama_dir(hf_dir: str | Path) -> tuple[Llama, Any]:
     """A local Llama or Qwen3 directory (config.json, model.safetensors, tokenizer.json) as an lmlab Llama."""
     hf_dir = Path(hf_dir)
-    try:
-        hf = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{hf_dir}: not an HF model directory (config.json is missing)") from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{hf_dir}/config.json: not valid JSON ({err})") from None
+    hf = read_hf_config(hf_dir)
     config = llama_config_from_hf(hf)
-    weights_path = hf_dir / "model.safetensors"
-    if not weights_path.is_file():
-        raise CheckpointError(f"{hf_dir}: model.safetensors is missing (pickled pytorch_model.bin is not loaded, "
-                              "for safety; re-save with save_pretrained(safe_serialization=True))")
-    if not (hf_dir / "tokenizer.json").is_file():
-        raise CheckpointError(f"{hf_dir}: tokenizer.json is missing (a fast tokenizer is needed)")
-    try:
-        weights = safetensors.torch.load_file(str(weights_path))
-    except (OSError, safetensors.SafetensorError) as err:
-        raise CheckpointError(f"{weights_path}: unreadable ({err})") from None
-    tokenizer = tokenizer_from_hf(hf_dir / "tokenizer.json", config.vocab_size)
-    if tokenizer.vocab_size != config.vocab_size:
-        raise CheckpointError(f"{hf_dir}: the tokenizer has {tokenizer.vocab_size} tokens, the model's "
-                              f"vocab_size is {config.vocab_size}")
-    model = Llama(config)
-    try:
-        missing, unexpected = model.load_state_dict(from_llama_state_dict(weights, config), strict=False)
-    except (KeyError, RuntimeError) as err:
-        raise CheckpointError(f"{hf_dir}: weights do not fit this config ({err})") from None
-    if missing or unexpected:
-        raise CheckpointError(f"{hf_dir}: weights do not fit a {hf['model_type']} of this config (missing "
-                              f"{missing[:3]}, unexpected {unexpected[:3]})")
-    if not all(bool(torch.isfinite(p.detach()).all()) for p in model.parameters()):
-        raise CheckpointError(f"{hf_dir}: weights contain NaN or infinity")
-    return model.eval(), tokenizer
+    weights, tokenizer = read_weights_and_tokenizer(hf_dir, config.vocab_size)
+    return fill(Llama(config), from_llama_state_dict(weights, config), hf_dir, f"a {hf['model_type']}"), tokenizer
 
 
 def import_llama(hf_dir: str | Path, out: str | Path, data: dict[str, Any] | None = None) -> LoadedRun:

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,7 +155,7 @@ class RunDir:
             self._lock_handle = None
 
     def __enter__(self) -> RunDir:
-        return self.lock(" ".join(["lmlab", *sys.argv[1:2]]))
+        return self.lock()
 
     def __exit__(self, *exc: Any) -> None:
         self.unlock()
