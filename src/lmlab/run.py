@@ -124,7 +124,7 @@ def train(
         config = resolve_config(config)  # a bad value must fail before the folder is touched
     created = not run_dir.path.exists()
     started = time.perf_counter()
-    finished = False
+    keep_folder = False  # a folder this call created goes again if it fails before its first checkpoint
     if parallel.is_main:
         run_dir.lock("lmlab train")
     try:
@@ -147,13 +147,13 @@ def train(
         if parallel.is_main and not resume:
             run_dir.clear()  # a previous run's files (with --force) or a killed start's leftovers
         interrupted = _fit(trainer, run_dir)
-        finished = True
+        keep_folder = True
     except TrainingDiverged:
-        finished = True  # not cleared away: its findings say what went wrong
+        keep_folder = True  # its findings say what went wrong
         raise
     finally:
         run_dir.unlock()
-        if not finished and created and parallel.is_main and not run_dir.has_checkpoint():
+        if not keep_folder and created and parallel.is_main and not run_dir.has_checkpoint():
             shutil.rmtree(run_dir.path, ignore_errors=True)  # it holds only what this failed command wrote
     run = _finished_run(run_dir, config, data, trainer, parallel, time.perf_counter() - started)
     run.interrupted = interrupted
@@ -167,7 +167,6 @@ def _resolve_run(run_dir: RunDir, config, resume: bool, force: bool):
             raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or --force to "
                                   "start over")
         return config, 0, None
-    run_dir.require_checkpoint()
     saved, context = run_dir.read_config()
     changes = config.to_dict() if isinstance(config, RunConfig) else config
     if (changes.get("model") or {}).get("name", saved.model_name) != saved.model_name:
