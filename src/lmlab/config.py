@@ -48,6 +48,9 @@ class DataConfig:
     block_size: int = 128  # stream mode: tokens per training window (lines mode fits the longest line)
     max_line_chars: int = 1000  # lines mode: longer lines are an error (use stream mode for prose)
     text_field: str = "text"  # .jsonl/.csv/.parquet/datasets folder: the field or column holding the text
+    # Stream mode with several documents (files of a folder, records): they are joined by the boundary token,
+    # and a window stays inside one document; true lets windows run across them, as nanoGPT's do.
+    cross_documents: bool = False
 
     def __post_init__(self) -> None:
         check_finite(self, "data")

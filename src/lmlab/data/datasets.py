@@ -4,7 +4,10 @@ Labels follow the HF convention: `labels` is aligned with `input_ids` and the mo
 predicts token t+1. Padding and positions that predict nothing carry the label -100, which the loss ignores.
 
 Lines mode (makemore): one example per line, framed by the boundary token at both ends, so ".emma." makes
-five predictions. Stream mode (nanoGPT): one long sequence cut into windows of `block_size` tokens.
+five predictions. Stream mode (nanoGPT): one long sequence cut into windows of `block_size` tokens. When the
+sequence is several documents joined by the boundary token, windows stay inside one document (a shorter
+document gives a shorter, padded window; see documents.py), unless `data.cross_documents` asks for nanoGPT's
+windows at any offset.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Protocol
 
 import torch
 from torch import Tensor
+
+from lmlab.data.documents import DocumentWindows
 
 IGNORE_INDEX = -100
 
@@ -89,11 +94,17 @@ class LinesDataset:
 
 
 class StreamDataset:
-    """One long token sequence; training windows start at random offsets."""
+    """One long token sequence; training windows start at random offsets.
 
-    def __init__(self, ids: Tensor, block_size: int):
+    With `boundaries` (the positions of the boundary tokens that join its documents), no window crosses
+    one: training windows are drawn from DocumentWindows, evaluation windows overlap inside each document.
+    Without (one document, or `data.cross_documents`), windows fall anywhere, as in nanoGPT."""
+
+    def __init__(self, ids: Tensor, block_size: int, boundaries: Tensor | None = None):
         self.ids = ids.long()
         self.block_size = block_size
+        has_documents = boundaries is not None and len(boundaries) > 0
+        self.documents = DocumentWindows(boundaries, len(self.ids), block_size) if has_documents else None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -102,15 +113,48 @@ class StreamDataset:
     def num_predictions(self) -> int:
         return max(len(self.ids) - 1, 0)
 
+    def _take(self, offsets: Tensor) -> Tensor:
+        return self.ids[offsets]
+
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        if self.documents is not None:
+            first, length = self.documents.sample(batch_size, generator)
+            return window_batch(self._take, first, length, len(self.ids))
         starts = torch.randint(len(self.ids) - self.block_size + 1, (batch_size,), generator=generator)
         windows = self.ids[starts[:, None] + torch.arange(self.block_size)]  # (B, T)
         return windows, windows.clone()
 
     def iter_batches(self, batch_size: int, max_tokens: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """Windows that overlap by one token, so every token after the first is predicted exactly once."""
-        yield from overlapping_windows(lambda offsets: self.ids[offsets], len(self.ids), self.block_size,
-                                       batch_size, max_tokens)
+        if self.documents is not None:
+            yield from document_batches(self._take, self.documents, len(self.ids), batch_size, max_tokens)
+            return
+        yield from overlapping_windows(self._take, len(self.ids), self.block_size, batch_size, max_tokens)
+
+
+def window_batch(take, first: Tensor, length: Tensor, num_tokens: int) -> tuple[Tensor, Tensor]:
+    """(input_ids, labels) of windows given by their first token and length, trimmed to the longest:
+    `take(offsets)` returns the (B, T) tokens at a (B, T) tensor of offsets. Padding: input 0, label -100."""
+    width = int(length.max())
+    offsets = first[:, None] + torch.arange(width)  # (B, T)
+    inside = torch.arange(width) < length[:, None]  # (B, T)
+    input_ids = torch.where(inside, take(offsets.clamp(max=num_tokens - 1)), 0)
+    return input_ids, torch.where(inside, input_ids, IGNORE_INDEX)
+
+
+def document_batches(take, documents: DocumentWindows, num_tokens: int, batch_size: int,
+                     max_tokens: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches of `documents.evaluation()` windows in order; the first token of each is context only."""
+    first, length = documents.evaluation()
+    seen = 0
+    for row in range(0, len(first), batch_size):
+        input_ids, labels = window_batch(take, first[row : row + batch_size], length[row : row + batch_size],
+                                         num_tokens)
+        labels[:, 0] = IGNORE_INDEX
+        yield input_ids, labels
+        seen += int((labels != IGNORE_INDEX).sum())
+        if max_tokens is not None and seen >= max_tokens:
+            return
 
 
 def overlapping_windows(take, num_tokens: int, block_size: int, batch_size: int,

@@ -2,7 +2,10 @@
 
 Layout: `meta.json` (what was tokenized, how, and how many tokens each split holds), `tokenizer.json`, and
 one flat binary file per split (`train.bin`, `val.bin`, `test.bin`) of uint16 ids, or uint32 when the
-vocabulary has more than 65,536 entries — the layout nanoGPT's prepare scripts use.
+vocabulary has more than 65,536 entries — the layout nanoGPT's prepare scripts use. A split of several
+documents also has `{split}.boundaries.npy`, the int64 positions of the boundary tokens that join them
+(meta.json: `"boundaries": {"file": ..., "count": ...}`), so its windows can stay inside one document as
+in-memory stream data's do; a folder without it (one document, or prepared by an older lmlab) is one stream.
 
 Why memory stays flat as the corpus grows: every batch maps the file afresh and unmaps it when done (as
 nanoGPT does), so only the pages of the windows being read are ever resident in this process; the rest stays
@@ -20,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lmlab.data.datasets import overlapping_windows
+from lmlab.data.datasets import document_batches, overlapping_windows, window_batch
+from lmlab.data.documents import DocumentWindows
 from lmlab.errors import DataError
 
 META_FILE = "meta.json"
@@ -86,11 +90,15 @@ class ShardDataset:
     It draws window offsets exactly as StreamDataset does, so the same seed gives the same batches whether
     the tokens come from a prepared folder or from text encoded in memory."""
 
-    def __init__(self, path: str | Path, num_tokens: int, dtype: str | np.dtype, block_size: int):
+    def __init__(self, path: str | Path, num_tokens: int, dtype: str | np.dtype, block_size: int,
+                 boundaries: np.ndarray | None = None):
         self.path = Path(path)
         self.num_tokens = num_tokens
         self.dtype = np.dtype(dtype)
         self.block_size = block_size
+        has_documents = boundaries is not None and len(boundaries) > 0
+        self.documents = (DocumentWindows(torch.from_numpy(np.asarray(boundaries, dtype=np.int64)), num_tokens,
+                                          block_size) if has_documents else None)
 
     @property
     def fingerprint(self) -> str:
@@ -114,7 +122,13 @@ class ShardDataset:
     def num_predictions(self) -> int:
         return max(self.num_tokens - 1, 0)
 
+    def _take(self, offsets: Tensor) -> Tensor:  # mapped per batch, so the pages read can be dropped
+        return torch.from_numpy(self._map()[offsets.numpy()].astype(np.int64))  # (B, T); a copy
+
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        if self.documents is not None:
+            first, length = self.documents.sample(batch_size, generator)
+            return window_batch(self._take, first, length, self.num_tokens)
         starts = torch.randint(self.num_tokens - self.block_size + 1, (batch_size,), generator=generator)
         offsets = (starts[:, None] + torch.arange(self.block_size)).numpy()  # (B, T)
         windows = torch.from_numpy(self._map()[offsets].astype(np.int64))  # (B, T); a copy, then unmapped
@@ -122,21 +136,55 @@ class ShardDataset:
 
     def iter_batches(self, batch_size: int, max_tokens: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """Windows that overlap by one token, as StreamDataset: every token after the first predicted once."""
-        def take(offsets: Tensor) -> Tensor:  # mapped per batch, so the pages read can be dropped
-            return torch.from_numpy(self._map()[offsets.numpy()].astype(np.int64))  # (B, T); a copy
+        if self.documents is not None:
+            yield from document_batches(self._take, self.documents, self.num_tokens, batch_size, max_tokens)
+            return
+        yield from overlapping_windows(self._take, self.num_tokens, self.block_size, batch_size, max_tokens)
 
-        yield from overlapping_windows(take, self.num_tokens, self.block_size, batch_size, max_tokens)
+
+def read_boundaries(folder: str | Path, split: dict[str, Any]) -> np.ndarray | None:
+    """A split's boundary positions (int64), checked as meta.json's other fields are: a file inside the
+    folder, a 1-D integer array of the count meta.json gives, strictly increasing, inside the split; None
+    for a split without one."""
+    if "boundaries" not in split:
+        return None
+    path = Path(folder) / META_FILE
+    try:
+        entry = split["boundaries"]
+        name, count = _inside(folder, entry["file"]), entry["count"]
+        if not _count(count):
+            raise ValueError("count")
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{path}: not a prepared-data description (corrupted meta.json?)") from None
+    where = Path(folder) / name
+    try:
+        positions = np.load(where, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{folder}: incomplete prepared data ({name} is missing)") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{where}: not a boundary-position array ({err}); prepare the folder again") from None
+    valid = positions.ndim == 1 and positions.dtype.kind in "iu" and len(positions) == count
+    if valid and count:
+        valid = bool((np.diff(positions) > 0).all()) and positions[0] >= 0 and positions[-1] < split["tokens"]
+    if not valid:
+        raise DataError(f"{where}: expected {count} increasing integer positions below {split['tokens']} "
+                        "(the boundaries between documents); prepare the folder again")
+    return positions.astype(np.int64)
 
 
-def open_shards(folder: str | Path, block_size: int,
-                vocab_size: int | None = None) -> tuple[dict[str, Any], dict[str, ShardDataset]]:
+def open_shards(folder: str | Path, block_size: int, vocab_size: int | None = None,
+                cross_documents: bool = False) -> tuple[dict[str, Any], dict[str, ShardDataset]]:
     """meta.json's contents and one ShardDataset per split of a prepared folder. Every id is checked to lie
     below the vocabulary (meta.json's vocab_size, and `vocab_size` when given: the tokenizer's), so a damaged
-    shard is refused here rather than failing as an IndexError inside the model mid-training."""
+    shard is refused here rather than failing as an IndexError inside the model mid-training. A split's
+    windows stay inside its documents unless `cross_documents` (data.cross_documents)."""
     folder = Path(folder)
     meta = read_meta(folder)
-    splits = {name: ShardDataset(folder / s["file"], s["tokens"], meta["dtype"], block_size)
-              for name, s in meta["splits"].items()}
+    splits = {}
+    for name, split in meta["splits"].items():
+        boundaries = read_boundaries(folder, split)
+        splits[name] = ShardDataset(folder / split["file"], split["tokens"], meta["dtype"], block_size,
+                                    None if cross_documents else boundaries)
     limits = [v for v in (meta.get("vocab_size"), vocab_size) if v]
     if limits:
         for name, split in splits.items():

@@ -2,7 +2,8 @@
 them, or records in a JSONL/CSV/Parquet file or an HF `datasets` folder (see records.py).
 
 A source yields documents (strings). Lines mode later cuts them into one example per line; stream mode
-joins them into one long text.
+joins their ids with the boundary token into one sequence whose windows stay inside one document
+(documents.py), unless data.cross_documents.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -110,20 +111,49 @@ def text_chunks(text: str, size: int = 1 << 20) -> Iterator[str]:
         start = end
 
 
+def encode_pieces(tokenizer: Tokenizer, texts: list[str],
+                  chunk_chars: int = 1 << 16) -> Iterator[tuple[int, list[int]]]:
+    """(text number, ids) for each chunk of each text, in order, chunk by chunk (see encode_large). BPE
+    encodes up to about eight chunks' worth of characters at once on all cores, across texts, so a corpus
+    of short records is not encoded one record at a time. An empty text yields nothing."""
+    batch: list[str] = []
+    owners: list[int] = []
+    size = 0
+    for number, text in enumerate(texts):
+        for chunk in text_chunks(text, chunk_chars):
+            if not isinstance(tokenizer, BPETokenizer):
+                yield number, tokenizer(chunk).input_ids
+                continue
+            batch.append(chunk)
+            owners.append(number)
+            size += len(chunk)
+            if (len(batch) >= 8 and size >= 8 * chunk_chars) or len(batch) == 1024:
+                yield from zip(owners, tokenizer.encode_batch(batch), strict=True)
+                batch, owners, size = [], [], 0
+    if batch:
+        yield from zip(owners, tokenizer.encode_batch(batch), strict=True)
+
+
 def encode_large(tokenizer: Tokenizer, text: str, chunk_chars: int = 1 << 16) -> Iterator[list[int]]:
     """Encode a long text chunk by chunk (a list of Python ints costs ~36 bytes per token, so never build
     one for the whole corpus); BPE encodes several chunks at once on all cores."""
-    batch: list[str] = []
-    for chunk in text_chunks(text, chunk_chars):
-        if not isinstance(tokenizer, BPETokenizer):
-            yield tokenizer(chunk).input_ids
-            continue
-        batch.append(chunk)
-        if len(batch) == 8:
-            yield from tokenizer.encode_batch(batch)
-            batch = []
-    if batch:
-        yield from tokenizer.encode_batch(batch)
+    for _, ids in encode_pieces(tokenizer, [text], chunk_chars):
+        yield ids
+
+
+def encode_joined(tokenizer: Tokenizer, texts: list[str], chunk_chars: int = 1 << 16) -> Iterator[list[int] | None]:
+    """The ids of `texts` encoded one by one, chunk by chunk, with None where two texts meet: the caller
+    puts the boundary token there and notes its position. A text holding the boundary's own spelling
+    ("<|endoftext|>") may encode to the boundary id too, so positions, not ids, say where documents meet."""
+    current = 0
+    for number, ids in encode_pieces(tokenizer, texts, chunk_chars):
+        while current < number:  # one boundary between each two texts, empty ones included
+            yield None
+            current += 1
+        yield ids
+    while current < len(texts) - 1:
+        yield None
+        current += 1
 
 
 def encode_to_tensor(tokenizer: Tokenizer, text: str, chunk_chars: int = 1 << 16) -> torch.Tensor:
@@ -150,6 +180,28 @@ def encode_to_tensor(tokenizer: Tokenizer, text: str, chunk_chars: int = 1 << 16
     return out
 
 
+def encode_documents(tokenizer: Tokenizer, texts: list[str],
+                     chunk_chars: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, boundaries): `texts` encoded one by one and joined by the tokenizer's boundary token, as one
+    int64 tensor, and the positions of those joining tokens. One text gives encode_to_tensor's ids and no
+    boundaries."""
+    if len(texts) <= 1:
+        ids = encode_to_tensor(tokenizer, texts[0], chunk_chars) if texts else torch.zeros(0, dtype=torch.long)
+        return ids, torch.zeros(0, dtype=torch.long)
+    compact = array("H" if tokenizer.vocab_size <= 1 << 16 else "i")  # 2 or 4 bytes a token while encoding
+    boundaries = []
+    for ids in encode_joined(tokenizer, texts, chunk_chars):
+        if ids is None:
+            boundaries.append(len(compact))
+            compact.append(tokenizer.boundary_id)
+        else:
+            compact.extend(ids)
+    ids = torch.from_numpy(np.frombuffer(compact, dtype=compact.typecode).astype(np.int64))
+    return ids, torch.tensor(boundaries, dtype=torch.long)
+
+
 __all__ = ["BOUNDARY", "TOKENIZERS", "UNKNOWN", "BPETokenizer", "CharTokenizer", "Encoding", "HFTokenizer",
-           "Tokenizer", "WordTokenizer", "encode_large", "encode_to_tensor", "fit_tokenizer", "load_tokenizer",
+           "Tokenizer", "WordTokenizer", "encode_documents", "encode_joined", "encode_large",
+           "encode_pieces", "encode_to_tensor", "fit_tokenizer", "load_tokenizer",
            "text_chunks", "tokenizer_kind"]
+

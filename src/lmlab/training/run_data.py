@@ -12,9 +12,10 @@ from pathlib import Path
 
 from lmlab.config import DataConfig
 from lmlab.data import LinesDataset, StreamDataset, TokenDataset, load_corpus, split_indices
+from lmlab.data.documents import split_documents
 from lmlab.data.shards import is_prepared, open_shards
 from lmlab.errors import CheckpointError, ConfigError, DataError, TokenizerError
-from lmlab.tokenizers import CharTokenizer, Tokenizer, encode_to_tensor, fit_tokenizer, load_tokenizer, tokenizer_kind
+from lmlab.tokenizers import CharTokenizer, Tokenizer, encode_documents, fit_tokenizer, load_tokenizer, tokenizer_kind
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +76,29 @@ def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> RunD
                                         pad_id=tokenizer.boundary_id)
         return RunData(tokenizer, mode, splits, texts)
 
-    text = "\n".join(corpus.documents)
-    n_val, n_test = int(len(text) * config.val_fraction), int(len(text) * config.test_fraction)
-    n_train = len(text) - n_val - n_test
-    parts = {"train": text[:n_train], "val": text[n_train : n_train + n_val], "test": text[n_train + n_val :]}
-    if len(parts["train"]) <= config.block_size:  # no tokenizer makes more tokens than characters
+    # Documents stay in order and apart: each split's pieces are encoded one by one and joined by the boundary
+    # token, and its windows stay inside one document unless data.cross_documents (documents.py).
+    parts = split_documents([d for d in corpus.documents if d], config.val_fraction, config.test_fraction)
+    train_chars = sum(len(p) for p in parts["train"]) + max(len(parts["train"]) - 1, 0)
+    if train_chars <= config.block_size:  # no tokenizer makes more tokens than characters
         raise DataError(
-            f"{config.source}: the training split has {len(parts['train'])} characters, not more than the "
+            f"{config.source}: the training split has {train_chars} characters, not more than the "
             f"context of {config.block_size}; use more text or a smaller data.block_size"
         )
-    tokenizer = tokenizer or fit_tokenizer(config.tokenizer, [parts["train"]], config.vocab_size)
+    tokenizer = tokenizer or fit_tokenizer(config.tokenizer, [p for p in parts["train"] if p], config.vocab_size)
     splits = {}
-    for name, part in parts.items():
-        known = part
+    for name, pieces in parts.items():
+        known = pieces
         if name != "train" and isinstance(tokenizer, CharTokenizer):  # word/bpe encode anything
-            known = "".join(c for c in part if c in tokenizer.char_to_id)
-        if len(known) < len(part):
-            log.warning("%s: %d character(s) unseen in training were left out", name, len(part) - len(known))
+            known = ["".join(c for c in p if c in tokenizer.char_to_id) for p in pieces]
+        left_out = sum(len(p) for p in pieces) - sum(len(p) for p in known)
+        if left_out:
+            log.warning("%s: %d character(s) unseen in training were left out", name, left_out)
         try:  # in chunks, into one array: a list of Python ints would take ~20x the text's size
-            ids = encode_to_tensor(tokenizer, known)
+            ids, boundaries = encode_documents(tokenizer, known)
         except TokenizerError:
             raise CheckpointError("the training text has characters the run's tokenizer lacks: data mismatch") from None
-        splits[name] = StreamDataset(ids, config.block_size)
+        splits[name] = StreamDataset(ids, config.block_size, None if config.cross_documents else boundaries)
     if len(splits["train"]) <= config.block_size:
         raise DataError(
             f"{config.source}: the training split has {len(splits['train'])} tokens, not more than the context "
@@ -109,7 +111,8 @@ def _prepared_folder(config: DataConfig, tokenizer: Tokenizer | None) -> RunData
     if config.mode == "lines":
         raise ConfigError(f"{config.source} holds prepared token shards, which train in stream mode only")
     own = load_tokenizer(Path(config.source) / "tokenizer.json")
-    _, splits = open_shards(config.source, config.block_size, vocab_size=own.vocab_size)
+    _, splits = open_shards(config.source, config.block_size, vocab_size=own.vocab_size,
+                            cross_documents=config.cross_documents)
     if tokenizer is not None and tokenizer != own:
         raise CheckpointError(f"{config.source}: its tokenizer differs from the run's; data mismatch")
     if len(splits["train"]) <= config.block_size:

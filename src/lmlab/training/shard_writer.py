@@ -1,8 +1,10 @@
 """`lmlab data prepare`: tokenize a corpus once into memory-mapped shards (see lmlab.data.shards).
 
 The split is the one stream-mode training makes from the same text (by character position: train first,
-then val, then test), so training on the folder or on the source sees the same tokens. Ids are written
-chunk by chunk, so the ids never sit in memory as a Python list; the text itself is read whole.
+then val, then test), and so are the ids (documents encoded one by one and joined by the boundary token,
+whose positions go to `{split}.boundaries.npy`), so training on the folder or on the source sees the same
+tokens and batches. Ids are written chunk by chunk, so the ids never sit in memory as a Python list; the
+text itself is read whole.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import numpy as np
 
 from lmlab import __version__
 from lmlab.data import load_corpus
+from lmlab.data.documents import split_documents
 from lmlab.data.shards import FORMAT_VERSION, META_FILE, shard_dtype
 from lmlab.errors import ConfigError, DataError
 from lmlab.files import atomic_write_text
-from lmlab.tokenizers import CharTokenizer, Tokenizer, encode_large, fit_tokenizer
+from lmlab.tokenizers import CharTokenizer, Tokenizer, encode_joined, fit_tokenizer
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,22 +44,19 @@ class PrepareOptions:
             raise ConfigError("--val-fraction + --test-fraction must leave something to train on (< 1)")
 
 
-def split_text(text: str, val_fraction: float, test_fraction: float) -> dict[str, str]:
-    """The stream-mode split by character position, the same as train.run.prepare_data makes."""
-    n_val, n_test = int(len(text) * val_fraction), int(len(text) * test_fraction)
-    n_train = len(text) - n_val - n_test
-    return {"train": text[:n_train], "val": text[n_train : n_train + n_val], "test": text[n_train + n_val :]}
-
-
-def _write_split(tokenizer: Tokenizer, text: str, path: Path, dtype: np.dtype) -> int:
+def _write_split(tokenizer: Tokenizer, pieces: list[str], path: Path, dtype: np.dtype) -> tuple[int, list[int]]:
+    """Write the ids of `pieces` joined by the boundary token; (tokens written, the boundaries' positions)."""
     if isinstance(tokenizer, CharTokenizer):  # val/test characters unseen in training are left out
-        text = "".join(c for c in text if c in tokenizer.char_to_id)
-    count = 0
+        pieces = ["".join(c for c in p if c in tokenizer.char_to_id) for p in pieces]
+    count, boundaries = 0, []
     with open(path, "wb") as fh:
-        for ids in encode_large(tokenizer, text):
+        for ids in encode_joined(tokenizer, pieces):
+            if ids is None:
+                boundaries.append(count)
+                ids = [tokenizer.boundary_id]
             np.asarray(ids, dtype=dtype).tofile(fh)
             count += len(ids)
-    return count
+    return count, boundaries
 
 
 def prepare_shards(options: PrepareOptions) -> dict[str, Any]:
@@ -66,24 +66,29 @@ def prepare_shards(options: PrepareOptions) -> dict[str, Any]:
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder")
     corpus = load_corpus(options.source, options.encoding)
-    text = "\n".join(corpus.documents)
+    parts = split_documents([d for d in corpus.documents if d], options.val_fraction, options.test_fraction)
+    megabytes = sum(len(d.encode("utf-8")) for d in corpus.documents) / 1e6
     del corpus
-    parts = split_text(text, options.val_fraction, options.test_fraction)
     started = time.perf_counter()
-    tokenizer = fit_tokenizer(options.tokenizer, [parts["train"]], options.vocab_size)
+    tokenizer = fit_tokenizer(options.tokenizer, [p for p in parts["train"] if p], options.vocab_size)
     fit_seconds = time.perf_counter() - started
     dtype = shard_dtype(tokenizer.vocab_size)
     out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).unlink(missing_ok=True)  # a half-written folder must not look prepared
     splits, started = {}, time.perf_counter()
-    for name, part in parts.items():
-        tokens = _write_split(tokenizer, part, out / f"{name}.bin", dtype)
-        splits[name] = {"file": f"{name}.bin", "tokens": tokens, "characters": len(part)}
+    for name, pieces in parts.items():
+        tokens, boundaries = _write_split(tokenizer, pieces, out / f"{name}.bin", dtype)
+        characters = sum(len(p) for p in pieces) + max(len(pieces) - 1, 0)
+        splits[name] = {"file": f"{name}.bin", "tokens": tokens, "characters": characters}
+        if boundaries:
+            np.save(out / f"{name}.boundaries.npy", np.asarray(boundaries, dtype=np.int64), allow_pickle=False)
+            splits[name]["boundaries"] = {"file": f"{name}.boundaries.npy", "count": len(boundaries)}
+        else:  # a folder prepared again over an older one of several documents
+            (out / f"{name}.boundaries.npy").unlink(missing_ok=True)
     encode_seconds = time.perf_counter() - started
     if splits["train"]["tokens"] < 2:
         raise DataError(f"{options.source}: the training split holds {splits['train']['tokens']} tokens")
     tokenizer.save(out / "tokenizer.json")
-    megabytes = len(text.encode("utf-8")) / 1e6
     meta = {
         "lmlab_shards": FORMAT_VERSION,
         "lmlab_version": __version__,
