@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
@@ -149,6 +150,35 @@ class GPT(GenerationMixin, nn.Module):
     def new_cache(self, capacity: int) -> list[KVBuffer]:
         """Empty preallocated KV caches, one per layer, for `generate` to fill in place."""
         return [KVBuffer(capacity) for _ in self.transformer.h]
+
+    def decode_step(self, token_ids: Tensor, cache: list[KVBuffer]) -> Tensor:
+        """Logits (B, V) for one new token per row, `token_ids` (B,), at the next position of `cache`, which
+        takes its keys and values: what `forward` computes for T = 1, written as functions of the same weights.
+
+        `generate` calls this once per token. At the sizes a CPU samples, a token's arithmetic costs less than
+        what surrounds it in `forward` (module calls, (B, T, C) reshapes, a position lookup, the output object);
+        here it halves the CPU time of a step (benchmarks/RESULTS.md) and gives the same logits, bit for bit
+        (tests/test_gpt.py). Evaluation only: no dropout, and forward hooks do not see it.
+        """
+        config = self.config
+        position = cache[0].length
+        if position >= config.block_size:
+            raise ValueError(f"the KV cache holds {position} tokens, the whole context of {config.block_size}")
+        B, C, nh = token_ids.size(0), config.n_embd, config.n_head
+        eps, approximate = config.layer_norm_eps, "tanh" if config.activation == "gelu_tanh" else "none"
+        x = self.transformer.wte.weight[token_ids] + self.transformer.wpe.weight[position]  # (B, C)
+        for block, buffer in zip(self.transformer.h, cache, strict=True):
+            attn, mlp = block.attn, block.mlp
+            h = F.layer_norm(x, (C,), block.ln_1.weight, block.ln_1.bias, eps)
+            qkv = F.linear(h, attn.c_attn.weight, attn.c_attn.bias).view(B, 3, nh, 1, C // nh)  # q, k, v heads
+            k, v = buffer.append(qkv[:, 1], qkv[:, 2])  # (B, nh, S, hs)
+            y = F.scaled_dot_product_attention(qkv[:, 0], k, v)  # (B, nh, 1, hs): one query needs no mask
+            x = x + F.linear(y.reshape(B, C), attn.c_proj.weight, attn.c_proj.bias)
+            h = F.layer_norm(x, (C,), block.ln_2.weight, block.ln_2.bias, eps)
+            h = F.gelu(F.linear(h, mlp.c_fc.weight, mlp.c_fc.bias), approximate=approximate)  # (B, 4C)
+            x = x + F.linear(h, mlp.c_proj.weight, mlp.c_proj.bias)  # (B, C)
+        ln_f = self.transformer.ln_f
+        return F.linear(F.layer_norm(x, (C,), ln_f.weight, ln_f.bias, eps), self.lm_head.weight)  # (B, V)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
