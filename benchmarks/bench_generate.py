@@ -13,7 +13,9 @@ Sampling at temperature 1 from random weights (the speed does not depend on them
 the context makes the window slide, where each token costs a forward pass over the whole window.
 `--old-src DIR` runs each round twice in fresh processes, once with lmlab from DIR (e.g. main's src) and once
 with this checkout's, alternating, so before/after are measured side by side under the same load.
+`--window` instead times the Llama rung (RoPE) past its context: recompute vs the rolling KV cache.
 Usage: python benchmarks/bench_generate.py [--new-tokens 200] [--threads 1] [--rounds 3] [--old-src DIR]
+       [--window]
 """
 
 from __future__ import annotations
@@ -41,15 +43,18 @@ def nanogpt_generate(model, idx: torch.Tensor, max_new_tokens: int, block_size: 
     return idx
 
 
-def tokens_per_second(model, batch: int, new_tokens: int, reference: bool = False, **kwargs) -> float:
+def tokens_per_second(model, batch: int, new_tokens: int, reference: bool = False, **kwargs) -> tuple[float, float]:
+    """(per second of wall time, per second of this process's CPU time): on a loaded machine the second
+    leaves out the time the process waited for a core."""
     prompt = torch.zeros(batch, 1, dtype=torch.long)
     torch.manual_seed(0)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if reference:
         nanogpt_generate(model, prompt, new_tokens, model.config.block_size)
     else:
         model.generate(prompt, new_tokens, generator=torch.Generator().manual_seed(0), **kwargs)
-    return batch * new_tokens / (time.perf_counter() - started)
+    tokens = batch * new_tokens
+    return tokens / (time.perf_counter() - started), tokens / (time.process_time() - cpu_started)
 
 
 def one_round(args: argparse.Namespace) -> dict[str, float]:
@@ -60,11 +65,28 @@ def one_round(args: argparse.Namespace) -> dict[str, float]:
     torch.manual_seed(0)
     model = GPT(GPTConfig(preset="gpt-micro", vocab_size=65, block_size=args.context, dropout=0.0)).eval()
     tokens_per_second(model, 1, 8)  # warm-up
-    return {
+    rates = {
         "reference": tokens_per_second(model, 1, args.new_tokens, reference=True),
         "one": tokens_per_second(model, 1, args.new_tokens),
         "batch": tokens_per_second(model, args.batch, args.new_tokens),
     }
+    return {key: wall for key, (wall, _) in rates.items()} | {f"{key}_cpu": cpu for key, (_, cpu) in rates.items()}
+
+
+def window_full(args: argparse.Namespace) -> None:
+    """Past the context: the 4x4x128 Llama rung (RoPE) sampling 2x the context for one sequence, recomputing
+    the window each token (exact) or keeping a rolling KV cache (sliding_window=True, an approximation)."""
+    from lmlab.models.llama import Llama, LlamaConfig
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(preset="llama-micro", vocab_size=65, block_size=args.context, dropout=0.0)).eval()
+    tokens_per_second(model, 1, 8)  # warm-up
+    for _ in range(args.rounds):  # alternating
+        exact = tokens_per_second(model, 1, 2 * args.context)[0]
+        rolling = tokens_per_second(model, 1, 2 * args.context, sliding_window=True)[0]
+        print(f"llama, {2 * args.context} new tokens: recompute {exact:,.0f} tokens/s, rolling cache "
+              f"{rolling:,.0f} tokens/s ({rolling / exact:.1f}x), load {os.getloadavg()[0]:.1f}")
 
 
 def report(name: str, rounds: list[dict[str, float]], batch: int) -> None:
@@ -76,6 +98,9 @@ def report(name: str, rounds: list[dict[str, float]], batch: int) -> None:
           f"{med['one'] / med['reference']:.1f}x the reference (target >= 5x)")
     print(f"[{name}] {batch} sequences: {med['batch']:8,.0f} tokens/s in all ({spread['batch']}), "
           f"{med['batch'] / med['one']:.1f}x the one-sequence rate (target >= 20x)")
+    print(f"[{name}] per CPU second: reference {med['reference_cpu']:,.0f}, one {med['one_cpu']:,.0f} "
+          f"({med['one_cpu'] / med['reference_cpu']:.1f}x), {batch} sequences {med['batch_cpu']:,.0f} "
+          f"({med['batch_cpu'] / med['one_cpu']:.1f}x) tokens/s")
 
 
 def main() -> None:
@@ -86,8 +111,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--old-src", help="lmlab's src folder to compare against, in alternating processes")
+    parser.add_argument("--window", action="store_true", help="measure the Llama's rolling cache instead")
     parser.add_argument("--one-round-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.window:
+        window_full(args)
+        return
     if args.one_round_json:
         print(json.dumps(one_round(args)))
         return

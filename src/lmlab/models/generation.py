@@ -83,8 +83,8 @@ def generate(
     Rows that have produced `eos_token_id` are padded with it until every row has. `temperature=0` is greedy.
     Models with a fixed context see only the last `block_size` tokens: the window slides instead of failing.
     Models that keep state (`supports_cache`) are fed one token per step while their cache has room; a
-    model with `new_cache(capacity)` gets a preallocated cache it fills in place, and one with
-    `decode_step` is called through it for those steps (the same logits, with less overhead a token).
+    model with `new_cache(capacity)` gets a preallocated cache it fills in place, and one with `decoder()`
+    takes those steps through the function it returns (the same logits, with less overhead a token).
 
     Per token the loop does the model call and the sampling, nothing else: it runs under
     `torch.inference_mode` and writes into one preallocated (B, T + new) tensor. Once a fixed context is
@@ -114,15 +114,15 @@ def _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, do_sa
     block_size = capability(model, "max_context")  # None: unbounded (recurrent models)
     cache_ok = use_cache and capability(model, "supports_cache")
     preallocate = cache_ok and block_size is not None and hasattr(model, "new_cache")
-    decode_step = getattr(model, "decode_step", None) if preallocate else None
+    step = model.decoder() if preallocate and hasattr(model, "decoder") else None  # its weights looked up once
     B, length = input_ids.shape
     ids = input_ids.new_empty(B, length + max_new_tokens)  # (B, T + new), filled as tokens come
     ids[:, :length] = input_ids
     past = None
     finished = torch.zeros(B, dtype=torch.bool, device=ids.device) if eos_token_id is not None else None
     for _ in range(max_new_tokens):
-        if past is not None and decode_step is not None:
-            logits = decode_step(ids[:, length - 1], past)  # (B, V)
+        if past is not None and step is not None:
+            logits = step(ids[:, length - 1], past)  # (B, V)
         else:
             if past is not None:
                 out = model(ids[:, length - 1 : length], past_key_values=past, use_cache=True)

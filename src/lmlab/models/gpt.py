@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -151,34 +152,43 @@ class GPT(GenerationMixin, nn.Module):
         """Empty preallocated KV caches, one per layer, for `generate` to fill in place."""
         return [KVBuffer(capacity) for _ in self.transformer.h]
 
-    def decode_step(self, token_ids: Tensor, cache: list[KVBuffer]) -> Tensor:
-        """Logits (B, V) for one new token per row, `token_ids` (B,), at the next position of `cache`, which
-        takes its keys and values: what `forward` computes for T = 1, written as functions of the same weights.
+    def decoder(self) -> Callable[[Tensor, list[KVBuffer]], Tensor]:
+        """`step(token_ids, cache)`: logits (B, V) for one new token per row, `token_ids` (B,), at the next
+        position of `cache`, which takes its keys and values. What `forward` computes for T = 1, written as
+        functions of the same weights, bit for bit the same logits (tests/test_gpt.py).
 
-        `generate` calls this once per token. At the sizes a CPU samples, a token's arithmetic costs less than
-        what surrounds it in `forward` (module calls, (B, T, C) reshapes, a position lookup, the output object);
-        here it halves the CPU time of a step (benchmarks/RESULTS.md) and gives the same logits, bit for bit
-        (tests/test_gpt.py). Evaluation only: no dropout, and forward hooks do not see it.
+        `generate` makes one per call and steps it once per token. At the sizes a CPU samples, a token's
+        arithmetic costs less than what surrounds it in `forward`: module calls, (B, T, C) reshapes, a position
+        lookup, the output object, and nn.Module attribute lookups, which is why the weights are looked up once,
+        here. A token takes a third of the CPU time it took through `forward` (benchmarks/RESULTS.md).
+        Evaluation only: no dropout, and forward hooks do not see it.
         """
         config = self.config
-        position = cache[0].length
-        if position >= config.block_size:
-            raise ValueError(f"the KV cache holds {position} tokens, the whole context of {config.block_size}")
-        B, C, nh = token_ids.size(0), config.n_embd, config.n_head
-        eps, approximate = config.layer_norm_eps, "tanh" if config.activation == "gelu_tanh" else "none"
-        x = self.transformer.wte.weight[token_ids] + self.transformer.wpe.weight[position]  # (B, C)
-        for block, buffer in zip(self.transformer.h, cache, strict=True):
-            attn, mlp = block.attn, block.mlp
-            h = F.layer_norm(x, (C,), block.ln_1.weight, block.ln_1.bias, eps)
-            qkv = F.linear(h, attn.c_attn.weight, attn.c_attn.bias).view(B, 3, nh, 1, C // nh)  # q, k, v heads
-            k, v = buffer.append(qkv[:, 1], qkv[:, 2])  # (B, nh, S, hs)
-            y = F.scaled_dot_product_attention(qkv[:, 0], k, v)  # (B, nh, 1, hs): one query needs no mask
-            x = x + F.linear(y.reshape(B, C), attn.c_proj.weight, attn.c_proj.bias)
-            h = F.layer_norm(x, (C,), block.ln_2.weight, block.ln_2.bias, eps)
-            h = F.gelu(F.linear(h, mlp.c_fc.weight, mlp.c_fc.bias), approximate=approximate)  # (B, 4C)
-            x = x + F.linear(h, mlp.c_proj.weight, mlp.c_proj.bias)  # (B, C)
-        ln_f = self.transformer.ln_f
-        return F.linear(F.layer_norm(x, (C,), ln_f.weight, ln_f.bias, eps), self.lm_head.weight)  # (B, V)
+        C, nh, eps = config.n_embd, config.n_head, config.layer_norm_eps
+        approximate = "tanh" if config.activation == "gelu_tanh" else "none"
+        wte, wpe, ln_f = self.transformer.wte.weight, self.transformer.wpe.weight, self.transformer.ln_f
+        layers = [(b.ln_1.weight, b.ln_1.bias, b.attn.c_attn.weight, b.attn.c_attn.bias, b.attn.c_proj.weight,
+                   b.attn.c_proj.bias, b.ln_2.weight, b.ln_2.bias, b.mlp.c_fc.weight, b.mlp.c_fc.bias,
+                   b.mlp.c_proj.weight, b.mlp.c_proj.bias) for b in self.transformer.h]
+        lm_head, ln_f_weight, ln_f_bias = self.lm_head.weight, ln_f.weight, ln_f.bias
+
+        def step(token_ids: Tensor, cache: list[KVBuffer]) -> Tensor:
+            position, B = cache[0].length, token_ids.size(0)
+            if position >= config.block_size:
+                raise ValueError(f"the KV cache holds {position} tokens, the whole context of {config.block_size}")
+            x = F.embedding(token_ids, wte) + wpe[position]  # (B, C)
+            for (ln1_w, ln1_b, attn_w, attn_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, fc_proj_w, fc_proj_b), \
+                    buffer in zip(layers, cache, strict=True):
+                qkv = F.linear(F.layer_norm(x, (C,), ln1_w, ln1_b, eps), attn_w, attn_b)  # (B, 3C)
+                q, k, v = qkv.view(B, 3, nh, 1, C // nh).unbind(1)  # 3 x (B, nh, 1, hs)
+                k, v = buffer.append(k, v)  # (B, nh, S, hs)
+                y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, 1, hs): one query needs no mask
+                x = x + F.linear(y.reshape(B, C), proj_w, proj_b)
+                h = F.gelu(F.linear(F.layer_norm(x, (C,), ln2_w, ln2_b, eps), fc_w, fc_b), approximate=approximate)
+                x = x + F.linear(h, fc_proj_w, fc_proj_b)  # (B, C)
+            return F.linear(F.layer_norm(x, (C,), ln_f_weight, ln_f_bias, eps), lm_head)  # (B, V)
+
+        return step
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
