@@ -92,8 +92,8 @@ def iter_samples(run: LoadedRun, options: SampleOptions, batch_size: int = 256,
     """`options.num_samples` samples, generated up to `batch_size` at a time (fewer where their KV caches
     would pass KV_CACHE_BUDGET) and yielded as each batch finishes, so a caller can print them at once and
     memory holds one batch whatever the number asked for. Batches run one after the other, each paying every
-    step's fixed cost, so the default takes `lmlab sample -n 100` in one pass (64 + 36 before). Batch i is seeded with `batch_seed(options.seed, i)`; the whole
-    sequence is reproducible from the seed."""
+    step's fixed cost, so the default takes `lmlab sample -n 100` in one pass (64 + 36 before). Batch i is
+    seeded with `batch_seed(options.seed, i)`; the whole sequence is reproducible from the seed."""
     if batch_size < 1:
         raise ConfigError(f"the sampling batch size must be at least 1, got {batch_size}")
     batch_size = min(batch_size, cache_batch_limit(run.model) or batch_size)
