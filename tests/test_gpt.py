@@ -99,6 +99,27 @@ def test_sampling_identical_with_and_without_cache():
     assert torch.equal(*runs)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"activation": "gelu_tanh", "bias": False}])
+def test_decoder_step_is_forward_for_one_token(kwargs):
+    """generate's per-token path: bit for bit the cached forward's logits, and close to a full pass."""
+    model = tiny(**kwargs)
+    x = torch.randint(V, (3, 9), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        full = model(x).logits  # (B, T, V)
+        step, ours, theirs = model.decoder(), model.new_cache(16), model.new_cache(16)
+        model(x[:, :4], past_key_values=ours, use_cache=True)
+        model(x[:, :4], past_key_values=theirs, use_cache=True)
+        for t in range(4, 9):
+            logits = step(x[:, t], ours)  # (B, V)
+            assert torch.equal(logits, model(x[:, t : t + 1], past_key_values=theirs, use_cache=True).logits[:, 0])
+            torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
+        assert ours[0].length == 9 and torch.equal(ours[1].k[:, :, :9], theirs[1].k[:, :, :9])
+        step(x[:, 0], ours)  # positions 9..15 fit; the 17th does not
+        with pytest.raises(ValueError, match="whole context"):
+            for _ in range(7):
+                step(x[:, 0], ours)
+
+
 def test_too_long_input_is_refused():
     with pytest.raises(ValueError, match="longer than the context"):
         tiny(block_size=8)(torch.zeros(1, 9, dtype=torch.long))

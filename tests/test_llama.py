@@ -130,6 +130,49 @@ def test_causal_and_generation_with_cache_equals_without():
     assert torch.equal(cached, plain) and cached.shape == (2, 23)
 
 
+def test_sliding_window_is_exact_within_the_window_and_banded_attention_past_it(monkeypatch):
+    """The rolling KV cache against two references: generate's exact path while the window has room, and past
+    it a full pass whose every position attends to the last `block_size` positions only (a banded mask)."""
+    import lmlab.models.attention as attention
+
+    model, window = tiny(block_size=8), 8
+    x = ids(2, 20)
+    for kwargs in ({"do_sample": False}, {"top_k": 5, "generator": torch.Generator().manual_seed(4)}):
+        exact = model.generate(x[:, :3], window - 3, **kwargs)  # fills the window and stops there
+        kwargs.get("generator", torch.Generator()).manual_seed(4)
+        assert torch.equal(model.generate(x[:, :3], window - 3, sliding_window=True, **kwargs), exact)
+    with torch.inference_mode():  # teacher-forced through the rolling cache, 12 positions past the window
+        cache = model.new_cache(window, rolling=True)
+        steps = [model(x[:, :3], past_key_values=cache, use_cache=True).logits]
+        steps += [model(x[:, t : t + 1], past_key_values=cache, use_cache=True).logits for t in range(3, 20)]
+        rolling = torch.cat(steps, dim=1)  # (B, 20, V)
+        assert cache[0].length == 20 and cache[0].k.size(2) == window
+        causal = model(x).logits
+        sdpa = attention.F.scaled_dot_product_attention
+
+        def banded(q, k, v, attn_mask=None, is_causal=False, **kw):
+            T, S = q.size(2), k.size(2)
+            band = torch.ones(T, S, dtype=torch.bool).tril().triu(-(window - 1))  # (T, S)
+            return sdpa(q, k, v, attn_mask=band if is_causal else attn_mask, **kw)
+
+        monkeypatch.setattr(attention.F, "scaled_dot_product_attention", banded)
+        reference = model(x).logits
+    torch.testing.assert_close(rolling, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rolling[:, :window], causal[:, :window], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(rolling[:, window + 2 :], causal[:, window + 2 :], atol=1e-3)  # an approximation
+
+
+def test_sliding_window_needs_relative_positions():
+    x = ids(1, 4)
+    with pytest.raises(ValueError, match="sliding_window"):
+        tiny(position="learned").generate(x, 3, sliding_window=True)
+    with pytest.raises(ValueError, match="sliding_window"):
+        GPT(GPTConfig(vocab_size=V, block_size=8, n_layer=1, n_head=2, n_embd=8)).generate(x, 3, sliding_window=True)
+    with pytest.raises(ValueError, match="rotary"):
+        tiny(position="learned").new_cache(8, rolling=True)
+    assert tiny().generate(x, 20, sliding_window=True, do_sample=False).shape == (1, 24)
+
+
 def test_rope_runs_past_its_context_and_learned_positions_refuse():
     long = ids(1, 24)
     assert tiny(block_size=16)(long).logits.shape == (1, 24, V)

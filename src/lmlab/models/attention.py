@@ -66,8 +66,30 @@ class KVBuffer:
         return self.k[:, :, :end], self.v[:, :, :end]  # (B, nh, S, hs) views, no copy
 
 
+class RollingKVBuffer(KVBuffer):
+    """A KVBuffer that keeps only the last `capacity` positions: sliding-window attention (as Mistral's).
+
+    Until it is full it is a KVBuffer. Then each new position overwrites the oldest slot, so the slots are no
+    longer in order, which one query does not mind: with no mask (T = 1) attention is a weighted sum over its
+    keys. Valid only with relative positions (RoPE): keys keep the rotation of the position they were made
+    at, and a score depends on the distance alone. It approximates recomputing the window: a kept key was
+    computed with the context it had then, which the window has since dropped. `length` counts every
+    position seen (the next one's RoPE position), not the slots held."""
+
+    def append(self, k: Tensor, v: Tensor) -> KVCache:
+        if self.length + k.size(2) <= self.capacity:
+            return super().append(k, v)
+        if k.size(2) != 1 or self.k is None:
+            raise ValueError("a full rolling KV cache takes one position at a time")
+        slot = self.length % self.capacity  # the oldest position's slot
+        self.k[:, :, slot] = k[:, :, 0]
+        self.v[:, :, slot] = v[:, :, 0]
+        self.length += 1
+        return self.k, self.v  # (B, nkv, capacity, hs), slots out of order
+
+
 def cache_length(past: KVCache | KVBuffer | None) -> int:
-    """Positions held in one layer's cache (0 for none)."""
+    """Positions seen by one layer's cache (0 for none): where the next token sits."""
     if past is None:
         return 0
     return past.length if isinstance(past, KVBuffer) else past[0].size(2)

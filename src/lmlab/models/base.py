@@ -42,6 +42,7 @@ class Capabilities:
     counted: bool = False  # fitted in one counting pass (fit_counts(input_ids, labels)), not by an optimizer
     supports_cache: bool = False  # generate() may feed one token a step, passing past_key_values back
     max_context: int | None = None  # the most recent tokens a prediction can depend on; None: all of them
+    rolling_cache: bool = False  # relative positions: generate(sliding_window=True) may keep a rolling KV cache
 
 
 def capability(model: Any, name: str) -> Any:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
@@ -149,6 +151,44 @@ class GPT(GenerationMixin, nn.Module):
     def new_cache(self, capacity: int) -> list[KVBuffer]:
         """Empty preallocated KV caches, one per layer, for `generate` to fill in place."""
         return [KVBuffer(capacity) for _ in self.transformer.h]
+
+    def decoder(self) -> Callable[[Tensor, list[KVBuffer]], Tensor]:
+        """`step(token_ids, cache)`: logits (B, V) for one new token per row, `token_ids` (B,), at the next
+        position of `cache`, which takes its keys and values. What `forward` computes for T = 1, written as
+        functions of the same weights, bit for bit the same logits (tests/test_gpt.py).
+
+        `generate` makes one per call and steps it once per token. At the sizes a CPU samples, a token's
+        arithmetic costs less than what surrounds it in `forward`: module calls, (B, T, C) reshapes, a position
+        lookup, the output object, and nn.Module attribute lookups, which is why the weights are looked up once,
+        here. A token takes a third of the CPU time it took through `forward` (benchmarks/RESULTS.md).
+        Evaluation only: no dropout, and forward hooks do not see it.
+        """
+        config = self.config
+        C, nh, eps = config.n_embd, config.n_head, config.layer_norm_eps
+        approximate = "tanh" if config.activation == "gelu_tanh" else "none"
+        wte, wpe, ln_f = self.transformer.wte.weight, self.transformer.wpe.weight, self.transformer.ln_f
+        layers = [(b.ln_1.weight, b.ln_1.bias, b.attn.c_attn.weight, b.attn.c_attn.bias, b.attn.c_proj.weight,
+                   b.attn.c_proj.bias, b.ln_2.weight, b.ln_2.bias, b.mlp.c_fc.weight, b.mlp.c_fc.bias,
+                   b.mlp.c_proj.weight, b.mlp.c_proj.bias) for b in self.transformer.h]
+        lm_head, ln_f_weight, ln_f_bias = self.lm_head.weight, ln_f.weight, ln_f.bias
+
+        def step(token_ids: Tensor, cache: list[KVBuffer]) -> Tensor:
+            position, B = cache[0].length, token_ids.size(0)
+            if position >= config.block_size:
+                raise ValueError(f"the KV cache holds {position} tokens, the whole context of {config.block_size}")
+            x = F.embedding(token_ids, wte) + wpe[position]  # (B, C)
+            for (ln1_w, ln1_b, attn_w, attn_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, fc_proj_w, fc_proj_b), \
+                    buffer in zip(layers, cache, strict=True):
+                qkv = F.linear(F.layer_norm(x, (C,), ln1_w, ln1_b, eps), attn_w, attn_b)  # (B, 3C)
+                q, k, v = qkv.view(B, 3, nh, 1, C // nh).unbind(1)  # 3 x (B, nh, 1, hs)
+                k, v = buffer.append(k, v)  # (B, nh, S, hs)
+                y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, 1, hs): one query needs no mask
+                x = x + F.linear(y.reshape(B, C), proj_w, proj_b)
+                h = F.gelu(F.linear(F.layer_norm(x, (C,), ln2_w, ln2_b, eps), fc_w, fc_b), approximate=approximate)
+                x = x + F.linear(h, fc_proj_w, fc_proj_b)  # (B, C)
+            return F.linear(F.layer_norm(x, (C,), ln_f_weight, ln_f_bias, eps), lm_head)  # (B, V)
+
+        return step
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

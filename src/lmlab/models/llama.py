@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
-from lmlab.models.attention import KVCache, MultiHeadAttention, rotary_tables
+from lmlab.models.attention import KVBuffer, KVCache, MultiHeadAttention, RollingKVBuffer, cache_length, rotary_tables
 from lmlab.models.base import ModelOutput, causal_lm_loss
 from lmlab.models.generation import GenerationMixin
 
@@ -194,6 +194,18 @@ class Llama(GenerationMixin, nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
+    @property
+    def rolling_cache(self) -> bool:
+        """Rotary positions are relative, so generate(sliding_window=True) may keep a rolling KV cache."""
+        return self.config.position == "rope"
+
+    def new_cache(self, capacity: int, rolling: bool = False) -> list[KVBuffer]:
+        """Empty preallocated KV caches, one per layer, for `generate` to fill in place; `rolling` keeps only
+        the last `capacity` positions (sliding-window attention, RoPE only: see RollingKVBuffer)."""
+        if rolling and not self.rolling_cache:
+            raise ValueError("a rolling KV cache needs rotary positions (model.position=rope)")
+        return [(RollingKVBuffer if rolling else KVBuffer)(capacity) for _ in self.transformer.h]
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -210,7 +222,7 @@ class Llama(GenerationMixin, nn.Module):
     ) -> ModelOutput:
         config = self.config
         T = input_ids.size(1)
-        start = past_key_values[0][0].size(2) if past_key_values else 0  # tokens already in the cache
+        start = cache_length(past_key_values[0]) if past_key_values else 0  # tokens already seen
         if config.position == "learned" and start + T > config.block_size:
             raise ValueError(
                 f"sequence of {start + T} tokens is longer than the context of {config.block_size}; "
