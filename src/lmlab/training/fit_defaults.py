@@ -37,8 +37,8 @@ def vocab_cost_ratio(model: torch.nn.Module, vocab_size: int) -> float:
     A token's cost is taken as proportional to the trainable parameters (the "6 x parameters FLOPs per
     token" rule, embedding included as issue 14 asks, which errs towards a smaller batch). The parameters
     whose first dimension is the vocabulary (embedding tables, output layers and their biases, the bigram's
-    table) scale with it; the rest does not. Measured on 2 cores at batch 16 x 128 (benchmarks/RESULTS.md):
-    the GPT's step is 2.6x dearer at 8,192 than at 65 tokens; this rule says 3.3x."""
+    table) scale with it; the rest does not. For the GPT at 8,192 tokens this rule says 3.3x; measured per
+    token on 2 cores against the char vocabulary of the same text (66): 2.4x-3.6x (benchmarks/RESULTS.md)."""
     trainable = {id(p): p for p in model.parameters() if p.requires_grad}.values()  # tied weights count once
     total = sum(p.numel() for p in trainable)
     scaling = sum(p.numel() for p in trainable if p.dim() and p.shape[0] == vocab_size)
