@@ -2,7 +2,8 @@
 directory, then compare them in one table and one plot.
 
 All rungs share one split and one tokenizer (prepared once), so their NLLs are comparable. Each rung keeps
-its own training defaults from the registry and trains through the same pipeline as `lmlab train`, with the
+its own training defaults from the registry (its batch, and context, fitted to a large vocabulary as in
+`lmlab train`: training/fit_defaults.py) and trains through the same pipeline as `lmlab train`, with the
 budget as `train.time_budget`: when a rung's registered `max_steps` would not fit, the trainer shortens them
 from the step times it measures while training (training/budget.py), again when the machine's speed drifts,
 so the learning-rate schedule still decays to its end within the budget instead of being cut off at a high

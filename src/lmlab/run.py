@@ -7,7 +7,8 @@ whose methods mirror the command line: `.evaluate(split)`, `.sample(...)`, `.ins
     lmlab.load("runs/mlp").sample(n=5, temperature=0.8)
 
 How a run flows (each step's file): config layers -> RunConfig (training/run_config.py) -> data, tokenizer
-and splits (training/run_data.py) -> model (training/run_config.py:build_model) -> Trainer with its
+and splits (training/run_data.py) -> model (training/run_config.py:build_model), with a defaulted batch and
+context fitted to the vocabulary (training/fit_defaults.py) -> Trainer with its
 callbacks (training/trainer.py, callbacks.py, inspector/) -> checkpoints (training/checkpointer.py,
 checkpoint.py) into the run folder (training/run_dir.py) -> summary.json and findings (here).
 """
@@ -36,9 +37,10 @@ from lmlab.models import count_parameters
 from lmlab.sample import SampleOptions, sample_texts
 from lmlab.training.callbacks import Callback
 from lmlab.training.distributed import Parallel
+from lmlab.training.fit_defaults import fit_to_data
 from lmlab.training.loggers import loggers_for
 from lmlab.training.memory import check_step_memory
-from lmlab.training.run_config import RunConfig, build_model, merge_layers, resolve_config
+from lmlab.training.run_config import RunConfig, merge_layers, resolve_config
 from lmlab.training.run_data import RunData, context_length, prepare_data, resolved_data_config
 from lmlab.training.run_dir import FINDINGS_FILE, SUMMARY_FILE, LoadedRun, RunDir, load_run
 from lmlab.training.scoring import mean_nll
@@ -132,8 +134,9 @@ def train(
         data = data or prepare_data(config.data, tokenizer)
         config = dataclasses.replace(config, data=resolved_data_config(config.data, data))
         context = max(context, context_length(data))  # an imported GPT-2 keeps its own, wider context
+        # A batch and context left to the defaults fit the vocabulary; a resumed config names every value.
+        config, data, model, context = fit_to_data(config, data, context)
         check_step_memory(config.train, context, data.tokenizer.vocab_size)
-        model = build_model(config, data.tokenizer, context)
         chosen = _callbacks(config, run_dir, inspect, callbacks, parallel)
         log.info("%s: %s parameters; data %s (%s mode, vocab %d, %s train tokens) -> %s", config.model_name,
                  f"{count_parameters(model):,}", config.data.source, data.mode, data.tokenizer.vocab_size,

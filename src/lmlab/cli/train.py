@@ -15,9 +15,10 @@ from lmlab.inspector import Inspector, format_finding, is_problem
 from lmlab.training import callbacks as cb
 from lmlab.training.budget import train_longer_hint
 from lmlab.training.distributed import Parallel, launched_by_torchrun
+from lmlab.training.fit_defaults import fit_to_data
 from lmlab.training.lr_finder import lr_find
 from lmlab.training.performance import use_fitting_threads
-from lmlab.training.run_config import build_model, merge_layers, resolve_config
+from lmlab.training.run_config import merge_layers, resolve_config
 from lmlab.training.run_data import context_length, prepare_data
 from lmlab.training.run_dir import FINDINGS_FILE, REPORT_FILE, RunDir
 from lmlab.training.trainer import TrainingDiverged
@@ -126,7 +127,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     if config.train.threads == "auto":
         use_fitting_threads()
     data = prepare_data(config.data)
-    model = build_model(config, data.tokenizer, context_length(data))
+    # The batch `lmlab train` would choose for this vocabulary, so the suggestion suits the run it precedes.
+    config, data, model, _ = fit_to_data(config, data, context_length(data))
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"model {config.model_name!r} is counted, not trained by gradient steps: no LR to find")
     if not 0 < args.start_lr < args.end_lr or args.num_iter < 3:

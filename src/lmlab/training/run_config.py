@@ -2,7 +2,8 @@
 that config names, built with the sizes only the data knows.
 
 Layers, weakest first: TrainConfig's defaults < the model's own training defaults (models.REGISTRY) <
-a config file < named command-line options < `--set section.key=value`.
+a config file < named command-line options < `--set section.key=value`. The batch and context that took a
+default are noted (RunConfig.defaulted), so a run may fit them to its vocabulary (training/fit_defaults.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from lmlab.models import DEFAULT_MODEL, REGISTRY
 from lmlab.tokenizers import Tokenizer
 
 SECTIONS = ("data", "model", "train")
+# The values a run may fit to its data when the user left them to the defaults (training/fit_defaults.py).
+FITTED_KEYS = ("train.batch_size", "data.block_size")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -28,6 +31,9 @@ class RunConfig:
     model_name: str
     model: Any  # the chosen model's config dataclass
     train: TrainConfig
+    # Which of FITTED_KEYS took a default rather than a value the user gave: resolve_config fills it in; a
+    # RunConfig built by hand has none, so nothing of it is changed. Not saved: config.json holds every value.
+    defaulted: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,11 +73,13 @@ def resolve_config(values: dict[str, Any] | RunConfig) -> RunConfig:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(REGISTRY)}")
     spec = REGISTRY[name]
     train_values = merge({"train": spec.train_defaults}, {"train": values.get("train", {})})["train"]
+    given = {f"{section}.{key}" for section in ("data", "train") for key in values.get(section, {})}
     return RunConfig(
         data=build_config(DataConfig, dict(values.get("data", {})), "data"),
         model_name=name,
         model=build_config(spec.config_cls, model_values, "model"),
         train=build_config(TrainConfig, train_values, "train"),
+        defaulted=frozenset(FITTED_KEYS) - given,
     )
 
 

@@ -5,6 +5,7 @@ memory-mapped shards instead.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -128,6 +129,16 @@ def resolved_data_config(config: DataConfig, data: RunData) -> DataConfig:
     return dataclasses.replace(config, mode=data.mode, tokenizer=kind, vocab_size=vocab_size)
 
 
+def with_block_size(data: RunData, block_size: int) -> RunData:
+    """Stream-mode data cut into windows of `block_size` tokens instead: the same tokens and splits (shared,
+    not copied). A stream dataset draws and evaluates its windows from its block_size alone."""
+    if data.mode != "stream":
+        raise ConfigError("only stream-mode data is cut into windows of data.block_size")
+    splits = {}
+    for name, split in data.splits.items():
+        splits[name] = copy.copy(split)
+        splits[name].block_size = block_size
+    return dataclasses.replace(data, splits=splits)
 
 
 def context_length(data: RunData) -> int:
