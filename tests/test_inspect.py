@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -119,3 +120,35 @@ def test_attention_maps_keep_the_example_tokens(data):
     stats, _, _ = train(model, data, steps=2, every=1)
     tokens = stats["attention_tokens"]
     assert len(tokens) == len(stats["attention_example"]["body"][0]) and all(isinstance(t, int) for t in tokens)
+
+
+class _ReluAsAFunction(nn.Module):
+    def __init__(self, width: int = 16):
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+
+    def forward(self, x):
+        return torch.nn.functional.relu(self.fc(x))  # seen only by the inspector's function watch
+
+
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compiled_training_is_not_recompiled_by_the_inspector(data, monkeypatch, backend):
+    # Recompiles are dynamo's (guards on hooks), whatever the backend; "eager" skips code generation.
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=backend))
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    body = nn.Sequential(TinySelfAttention(16, 2), _ReluAsAFunction())
+    model = TokenwiseLM(data.tokenizer.vocab_size, 16, body)
+    try:
+        with torch._dynamo.config.patch(error_on_recompile=True):  # a recompile fails the run
+            stats, _, trainer = train(model, data, steps=7, every=3, compile=True, batch_size=8)
+        graphs = counters["stats"]["unique_graphs"]
+    finally:
+        torch._dynamo.reset()
+    assert trainer.step == 7 and graphs == 1  # compiled once, on step 1, and used by the other steps
+    assert stats["layers"]["body.1.fc"]["step"] == [0, 3, 6]  # every sampled step was hooked
+    assert len(stats["layers"]["body.0"]["attn_entropy"]) == 3
+    assert stats["unwatched"] == {"body.1": "calls relu as a function, not as a module"}

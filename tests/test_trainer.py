@@ -1,3 +1,4 @@
+import functools
 import json
 import math
 
@@ -113,3 +114,45 @@ def test_a_fresh_run_dir_is_created_from_the_api(tmp_path, tiny_names):
     run_dir = tmp_path / "new" / "run"
     Trainer(net, data.splits["train"], data.splits["val"], config.train, run_dir=run_dir).fit()
     assert (run_dir / "model.safetensors").is_file() and (run_dir / "metrics.jsonl").read_text()
+
+
+class _Uncompiled(Callback):
+    """Asks the trainer to run the given steps without torch.compile; notes the step under way and losses."""
+
+    def __init__(self, steps):
+        self.steps, self.current, self.losses = steps, None, []
+
+    def on_step_begin(self, trainer):
+        self.current = trainer.step
+        if trainer.step in self.steps:
+            trainer.run_this_step_uncompiled()
+
+    def on_step_end(self, trainer, record):
+        self.losses.append(record["loss"])
+
+
+def test_a_callback_can_run_one_step_uncompiled(tiny_names, monkeypatch):
+    ran_compiled = []  # the step under way, each time a compiled graph runs
+
+    def counting_backend(graph, _example_inputs):  # no code generation: the traced graph itself, noted
+        def run(*args):
+            ran_compiled.append(asker.current)
+            return graph.forward(*args)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=counting_backend))
+    torch._dynamo.reset()
+    losses = {}
+    try:
+        for compile_model in (False, True):
+            config, data, net = _setup(tiny_names, "mlp", max_steps=4, grad_accum_steps=2, compile=compile_model)
+            asker = _Uncompiled({0, 2})
+            Trainer(net, data.splits["train"], None, config.train, callbacks=[asker]).fit()
+            losses[compile_model] = asker.losses
+            assert bool(ran_compiled) == compile_model
+    finally:
+        torch._dynamo.reset()
+    assert sorted(set(ran_compiled)) == [1, 3]  # steps 0 and 2 ran eagerly, the others compiled
+    assert ran_compiled.count(1) == ran_compiled.count(3) > 0  # both micro-batches of each compiled step
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)  # the same numbers, to float tolerance

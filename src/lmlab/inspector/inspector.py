@@ -3,7 +3,8 @@ with no change to model code. Every `every` steps it hooks exactly one training 
 records per layer activation mean, std, histogram, saturated (tanh/sigmoid) and dead (ReLU/GELU) fractions and
 gradient mean and std; per parameter gradient mean and std, grad:data and the update:data ratio log10(std(dw) / std(w))
 of the step that really happened (snapshot after backward, compared after the step: right for Adam and SGD); per
-attention head (`record_attention`, `last_attention` (B, nh, T, T)) the entropy. One-off measurements: probes.py."""
+attention head (`record_attention`, `last_attention` (B, nh, T, T)) the entropy. Under train.compile a sampled
+step runs uncompiled, so adding and removing hooks never recompiles the graph. One-off measurements: probes.py."""
 
 from __future__ import annotations
 
@@ -60,8 +61,6 @@ class Inspector(Callback):
         self.modules = {name: m for name, m in model.named_modules() if name and self._watch(m)}
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self._kinds = {name: layer_kind(m) for name, m in model.named_modules()}
-        if getattr(trainer.config, "compile", False):  # a function mode around a compiled module: not worth it
-            self._looked_for_functions = True
         config = getattr(model, "config", None)
         vocab = getattr(config, "vocab_size", 0) or 0
         previous = trainer.run_dir / STATS_FILE if trainer.run_dir is not None else None
@@ -117,6 +116,7 @@ class Inspector(Callback):
             return
         self._sampling = True
         self._step = trainer.step
+        trainer.run_this_step_uncompiled()  # hooks on a compiled module would force a recompile each time
         self._order = []
         for name, module in self.modules.items():
             if hasattr(module, "record_attention"):

@@ -1,7 +1,8 @@
 """Callbacks: small objects with a few hooks the trainer calls. Subclass `Callback` and override what you need.
 
 Hooks receive the trainer (for `trainer.model`, `trainer.optimizer`, `trainer.step`, `trainer.stop()`) and,
-where there is one, the record just logged (`{"step", "loss", "lr", ...}` or `{"step", "val_loss"}`).
+where there is one, the record just logged (`{"step", "loss", "lr", ...}` or `{"step", "val_loss"}`). A
+callback that hooks into a step asks, in `on_step_begin`, for `trainer.run_this_step_uncompiled()`.
 """
 
 from __future__ import annotations

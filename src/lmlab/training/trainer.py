@@ -88,6 +88,7 @@ class Trainer:
         self.lr_scale = 1.0  # callbacks (ReduceLROnPlateau, LearningRateScheduler) scale the scheduled rate
         self._stop = False
         self._interrupted = False
+        self._uncompiled_step = False
         self.last_eval_step: int | None = None
         self.checkpointer = trainer_state.parts(self)
 
@@ -106,6 +107,12 @@ class Trainer:
     @property
     def interrupted(self) -> bool:
         return self._interrupted
+
+    def run_this_step_uncompiled(self) -> None:
+        """From `on_step_begin`: run this one step's forward and backward without torch.compile. Dynamo
+        guards on hooks, so a callback that adds and removes them (the inspector) would otherwise force a
+        recompile each time. The same wrapped module runs: DDP and FSDP still synchronise gradients."""
+        self._uncompiled_step = True
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -229,6 +236,7 @@ class Trainer:
 
     def _train_step(self, lr: float) -> dict[str, Any] | None:
         """One optimizer step; returns its record, or None if the step was skipped as non-finite."""
+        self._uncompiled_step = False
         self._emit("on_step_begin")
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -241,10 +249,12 @@ class Trainer:
         local_tokens = sum(count(y) for _, y in batches)
         tokens = int(self.parallel.sum(torch.tensor(float(local_tokens), device=self.device)))
         train_model = self.train_model
-        loss = accumulate_gradients(
-            train_model, batches, total_tokens=tokens, world_size=self.parallel.world_size,
-            autocast=perf.autocast(self.device, self.dtype),
-            no_sync=lambda sync: self.parallel.no_sync(train_model, sync), count=count)
+        eager = torch.compiler.set_stance("force_eager") if self._uncompiled_step else contextlib.nullcontext()
+        with eager:  # compiled graphs stay cached, untouched, for the next step
+            loss = accumulate_gradients(
+                train_model, batches, total_tokens=tokens, world_size=self.parallel.world_size,
+                autocast=perf.autocast(self.device, self.dtype),
+                no_sync=lambda sync: self.parallel.no_sync(train_model, sync), count=count)
         loss = self.parallel.sum(loss)  # the mean over the whole step's tokens, on every rank
         self._emit("on_after_backward")
         grad_norm = torch.nn.utils.clip_grad_norm_(
