@@ -12,7 +12,7 @@ import torch
 from lmlab.config import DataConfig, TrainConfig
 from lmlab.models import Llama, LlamaConfig
 from lmlab.training.callbacks import Callback
-from lmlab.training.muon import MuonWithAdamW, split_hidden_matrices
+from lmlab.training.muon import Muon, MuonWithAdamW, orthogonalize, split_hidden_matrices
 from lmlab.training.run_data import prepare_data
 from lmlab.training.step import build_optimizer
 from lmlab.training.trainer import Trainer
@@ -35,7 +35,8 @@ def test_hidden_matrices_go_to_muon_the_rest_to_adamw():
     assert len(hidden) + len(other) == len(list(model.parameters()))
 
 
-def test_a_step_is_torch_muon_at_muon_lr_and_adamw_at_lr():
+def test_a_step_is_torch_muon_at_muon_lr_and_adamw_at_lr(monkeypatch):
+    monkeypatch.setattr(Muon, "cpu_dtype", torch.bfloat16)  # torch's Newton-Schulz dtype: bit-for-bit equal
     config = TrainConfig(optimizer="muon", lr=3e-3, muon_lr=0.05, weight_decay=0.1, beta2=0.95)
     model = tiny_llama()
     reference = copy.deepcopy(model)
@@ -60,6 +61,24 @@ def test_a_step_is_torch_muon_at_muon_lr_and_adamw_at_lr():
         assert all(group["lr"] == config.lr for group in optimizer.param_groups)  # the ratio is not left behind
     for (name, got), want in zip(model.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0, msg=name)
+
+
+def test_newton_schulz_runs_in_float32_on_cpu():
+    """The float32 iteration lands where float64 does (bf16's rounding is ~1e-2 off), for wide and tall."""
+    for shape in [(8, 24), (24, 8)]:
+        g = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+        exact = orthogonalize(g.double(), 3.4445, -4.775, 2.0315, 5, 1e-7, torch.float64)
+        got = orthogonalize(g, 3.4445, -4.775, 2.0315, 5, 1e-7, torch.float32)
+        assert got.dtype == torch.float32 and got.shape == shape
+        torch.testing.assert_close(got.double(), exact, rtol=0, atol=1e-5)
+        bf16 = orthogonalize(g, 3.4445, -4.775, 2.0315, 5, 1e-7, torch.bfloat16).double()
+        assert (bf16 - exact).abs().max() > 1e-3  # the test could tell the dtypes apart
+    model = tiny_llama()
+    optimizer = build_optimizer(model, TrainConfig(optimizer="muon"))
+    x = torch.randint(13, (4, 12), generator=torch.Generator().manual_seed(1))
+    model(x, labels=x).loss.backward()
+    optimizer.step()
+    assert isinstance(optimizer.muon, Muon) and optimizer.muon.cpu_dtype == torch.float32
 
 
 def make_trainer(data, run_dir, callbacks=(), **train):
