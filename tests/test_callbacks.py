@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -103,6 +104,38 @@ def test_callbacks_in_a_real_run(tiny_names, tmp_path):
     resumed.fit()
     assert [r["lr"] for r in map(__import__("json").loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
             if "lr" in r][4] == pytest.approx(1e-3)  # the first resumed step runs at the reduced rate
+
+
+def test_early_stopping_restores_the_same_best_weights_after_a_resume(tiny_names, tmp_path):
+    # Nothing improves by 10 nats: best at the first evaluation (step 2), stop at step 6, restore step 2's.
+    data = tiny_data(tiny_names)
+
+    class CopyAtStep4(LearningRateScheduler):  # a kill after step 4's checkpoint: its folder, as it was
+        def __init__(self):
+            super().__init__(lambda step, lr: lr)
+
+        def on_checkpoint(self, trainer):
+            if trainer.step == 4:
+                shutil.copytree(tmp_path / "whole", tmp_path / "killed")
+
+    def run(folder, *extra, resume=False):
+        torch.manual_seed(0)
+        stopper = EarlyStopping(patience=2, min_delta=10.0, restore_best_weights=True)
+        trainer = Trainer(tiny_mlp(data), data.splits["train"], data.splits["val"], _config(), run_dir=folder,
+                          callbacks=[stopper, *extra])
+        if resume:
+            trainer.load_checkpoint(folder)
+        return trainer.fit(), stopper
+
+    whole, stopper = run(tmp_path / "whole", CopyAtStep4())
+    assert whole.step == 6 and stopper.best_step == 2
+    assert [p.name for p in (tmp_path / "whole" / "checkpoints").iterdir()] == ["best-step0000002.safetensors"]
+    resumed, again = run(tmp_path / "killed", resume=True)
+    assert again.best_weights is None and resumed.step == 6 and again.stopped_step == 6
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    written = [(tmp_path / folder / "model.safetensors").read_bytes() for folder in ("whole", "killed")]
+    assert written[0] == written[1]
 
 
 def test_learning_rate_scheduler_and_terminate_on_nan(tiny_names):

@@ -172,7 +172,13 @@ def test_function_style_activations_are_named_and_gpt_gelu_is_watched(data):
         def forward(self, x):
             return torch.nn.functional.relu(self.fc(x))  # invisible to module hooks
 
+    class Gated(Hidden):
+        def forward(self, x):
+            return torch.nn.functional.silu(self.fc(x)) * x  # SwiGLU's form: named as silu, not by its kind
+
     vocab = data.tokenizer.vocab_size
+    stats, _, _ = train(TokenwiseLM(vocab, 16, Gated()), data, steps=2, every=1)
+    assert stats["unwatched"] == {"body": "calls silu as a function, not as a module"}
     stats, _, _ = train(TokenwiseLM(vocab, 16, Hidden()), data, steps=2, every=1)
     assert stats["unwatched"] == {"body": "calls relu as a function, not as a module"}
     note = [f for f in find_notes(stats) if f["rule"] == "unwatched"]

@@ -33,7 +33,9 @@ def test_no_inspect_and_lr_find(cli, tiny_names, tmp_path):
     assert done.returncode == 0, done.stderr
     assert not (out / "findings.json").exists() and "inspector" not in done.stdout
     kept = {p.name for p in (out / "checkpoints").iterdir()}
-    assert "last.safetensors" in kept and len(kept) == 2  # the last and the single best
+    # the last and the single best (--save-top-k 1), and early stopping's best, kept for a resume
+    top = {k for k in kept if k.startswith("step0000005-val_loss")}
+    assert kept == {"last.safetensors", "best-step0000005.safetensors", *top} and len(top) == 1
     plot = tmp_path / "runs" / "lr_find.png"  # the default: beside the runs, not in the current folder
     found = cli("lr-find", "--data", str(tiny_names), "--json", *SMALL, "--num-iter", "30", cwd=tmp_path)
     assert found.returncode == 0, found.stderr

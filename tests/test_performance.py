@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -94,3 +98,30 @@ def test_threads_config_takes_auto_or_a_count():
     assert TrainConfig(threads=0).threads == 0 and TrainConfig(threads=2).threads == 2
     with pytest.raises(ConfigError, match="train.threads"):
         TrainConfig(threads=-1)
+
+
+@pytest.mark.parametrize(("load", "user", "expected"), [(5.0, None, "PASSIVE"), (0.1, None, None),
+                                                         (5.0, "ACTIVE", "ACTIVE")])
+def test_the_command_sets_openmps_wait_policy_from_the_load_before_torch_loads(load, user, expected):
+    # Spinning waits are fastest on free cores and steal shared ones: the entry point picks before torch
+    # loads (OpenMP reads the policy once), and a user's own setting wins.
+    from lmlab.cli import openmp_wait_policy
+
+    assert openmp_wait_policy(3.0, {"GOMP_SPINCOUNT": "1000"}) is None
+    spy = f"""
+import os, sys
+os.getloadavg = lambda: ({load}, 0.0, 0.0)
+seen = []
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY"))
+sys.meta_path.insert(0, Spy())
+import lmlab.cli
+print(seen)
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    if user:
+        env["OMP_WAIT_POLICY"] = user
+    done = subprocess.run([sys.executable, "-c", spy], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == repr([expected])

@@ -96,6 +96,9 @@ class TrainConfig:
     # (training/scoring.py estimate_nll); the final evaluation is exact.
     eval_max_tokens: int = 20_000
     checkpoint_interval: int = 0  # 0: checkpoint at each evaluation
+    # > 0: stop once val loss has not improved for this many evaluations, and keep the best (averaged) weights
+    # as the run's model (Keras' EarlyStopping(restore_best_weights=True)); 0: train every step
+    early_stopping: int = 0
     log_interval: int = 10
     seed: int = 1337
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -121,7 +124,7 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         non_negative = ("warmup_steps", "weight_decay", "grad_clip", "time_budget", "checkpoint_interval",
-                        "peak_tflops")
+                        "peak_tflops", "early_stopping")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")

@@ -35,7 +35,7 @@ from lmlab.inspector import Inspector, find_problems
 from lmlab.inspector.report import reinspect, write_inspection
 from lmlab.models import count_parameters
 from lmlab.sample import SampleOptions, sample_texts
-from lmlab.training.callbacks import Callback
+from lmlab.training.callbacks import Callback, EarlyStopping
 from lmlab.training.distributed import Parallel
 from lmlab.training.fit_defaults import fit_to_data
 from lmlab.training.loggers import loggers_for
@@ -191,7 +191,9 @@ def _callbacks(config: RunConfig, run_dir: RunDir, inspect: bool | int, extra: S
         [Inspector(every=None if inspect is True else int(inspect))]
     # Loggers (train.log) after the inspector: each sampled step goes out complete, with its findings at the end.
     loggers = loggers_for(config.train, run_dir, config.to_dict(), findings=find_problems)
-    return [*watch, *loggers, *extra]
+    stopper = [EarlyStopping(patience=config.train.early_stopping, restore_best_weights=True)] \
+        if config.train.early_stopping and not any(isinstance(c, EarlyStopping) for c in extra) else []
+    return [*watch, *loggers, *stopper, *extra]
 
 
 class _RunFiles(Callback):

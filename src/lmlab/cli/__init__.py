@@ -5,11 +5,28 @@ help, listed in COMMANDS; errors a user can act on (LmlabError) become one line 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
-# OpenMP reads its wait policy once, when torch loads: threads that spin while they wait take a shared core
-# from whoever else runs there, and on a busy machine 2 spinning threads were 10x slower than 2 passive ones
-# (benchmarks/RESULTS.md, bench_threads). Before any import that loads torch; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+def openmp_wait_policy(load: float, environ: Mapping[str, str]) -> str | None:
+    """The OMP_WAIT_POLICY to set for this process, or None to leave OpenMP's default (spin a while, then
+    sleep). OpenMP reads it once, when torch loads, so it is chosen from the load average at start-up.
+    Spinning threads make 2 threads the fastest on an idle 2-core machine (the default GPT's step 46-54 ms
+    against 64 at 1 thread; sleeping at once made 2 threads 97-102 ms), and take a shared core from other
+    jobs on a busy one (2 spinning threads 2-10x slower than 2 sleeping ones): benchmarks/RESULTS.md. So
+    threads spin only when the load leaves every core free, the condition under which train.threads=auto
+    times more than 1 thread (the same rounding). A user's own setting wins."""
+    if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
+        return None
+    return "PASSIVE" if load > 0.5 else None
+
+
+try:
+    _policy = openmp_wait_policy(os.getloadavg()[0], os.environ)
+except OSError:  # no load average on this platform: the machine's own defaults
+    _policy = None
+if _policy:  # before any import that loads torch
+    os.environ["OMP_WAIT_POLICY"] = _policy
 
 import argparse
 import logging

@@ -41,7 +41,8 @@ def cli_layers(args: argparse.Namespace) -> list[dict[str, Any]]:
         "data": {"source": args.data, "mode": args.mode, "encoding": args.encoding},
         "model": {"name": args.model},
         "train": {"max_steps": args.max_steps, "time_budget": args.time_budget, "seed": args.seed,
-                  "device": args.device, "log": getattr(args, "log", None)},
+                  "device": args.device, "log": getattr(args, "log", None),
+                  "early_stopping": getattr(args, "early_stopping", None)},
     }
     named = {section: {k: v for k, v in values.items() if v is not None} for section, values in named.items()}
     file_values = load_config_file(args.config) if args.config else {}

@@ -61,8 +61,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_callbacks(args: argparse.Namespace, parallel: Parallel) -> list:
     """The callbacks chosen on the command line. Under torchrun, the ones that write files run on rank 0."""
     chosen: list = []
-    if args.early_stopping is not None:
-        chosen.append(cb.EarlyStopping(patience=args.early_stopping, restore_best_weights=True))
     if args.reduce_lr_on_plateau is not None:
         chosen.append(cb.ReduceLROnPlateau(patience=args.reduce_lr_on_plateau))
     if args.save_top_k is not None and parallel.is_main:
@@ -95,7 +93,12 @@ def _report(run: lmlab_run.Run, parallel: Parallel) -> int:
             print("inspector: no problems found")
         print("\n".join(format_finding(f) for f in findings), end="\n" if findings else "")
         print(f"report: {run.run_dir / REPORT_FILE}")
-    hint = train_longer_hint(run.config.train.max_steps, trainer)
+    stopper = next((c for c in trainer.callbacks if isinstance(c, cb.EarlyStopping) and c.stopped_step), None)
+    if stopper is not None:
+        print(f"stopped early at step {stopper.stopped_step:,}: val loss had not improved for {stopper.patience} "
+              f"evaluations; the run keeps the best weights, from step {stopper.best_step:,} (--early-stopping 0 "
+              "trains every step)")
+    hint = train_longer_hint(run.config.train.max_steps, trainer) if stopper is None else None
     if hint:
         print(hint)
     print(f"run directory: {run.run_dir}")
@@ -113,7 +116,8 @@ def train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", metavar="NAMES", help="also log to TensorBoard and/or W&B: tensorboard, wandb or "
                    "tensorboard,wandb (train.log; needs lmlab[tensorboard] / lmlab[wandb])")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop when val loss has not improved "
-                   "for PATIENCE evaluations, keeping the best weights")
+                   "for PATIENCE evaluations, keeping the best weights (train.early_stopping; the GPT and Llama "
+                   "rungs default to 3; 0 turns it off)")
     p.add_argument("--reduce-lr-on-plateau", type=int, metavar="PATIENCE", help="scale the learning rate by 0.1 "
                    "when val loss has not improved for PATIENCE evaluations")
     p.add_argument("--save-top-k", type=int, metavar="K", help="keep the K best weight files by val loss (and "

@@ -158,7 +158,7 @@ def find_notes(stats: dict[str, Any]) -> list[dict[str, Any]]:
         functional = any("as a function" in reason for reason in by_reason)
         notes.append(_finding("note", "unwatched", None, "the inspector could not watch inside: " + "; ".join(parts)
                               + " (their outputs are still watched)", {"layers": unwatched},
-                              "use activation modules (nn.ReLU, nn.GELU, nn.Tanh) instead of F.relu/torch.tanh "
+                              "use activation modules (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh) instead of F.relu/F.silu "
                               "so their statistics show" if functional else ""))
     return notes
 

@@ -90,7 +90,7 @@ class _FunctionWatch(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kind = _FUNCTIONAL.get(func)
         if kind is not None and self.stack and self.kinds.get(self.stack[-1]) not in _ACTIVATION_KINDS:
-            self.found.setdefault(self.stack[-1], kind)
+            self.found.setdefault(self.stack[-1], getattr(func, "__name__", kind))  # silu, not its kind
         return func(*args, **(kwargs or {}))
 
 

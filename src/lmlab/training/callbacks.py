@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lmlab.training.checkpoint import save_weights
+from lmlab.training.checkpoint import load_weights, save_weights
 from lmlab.training.schedule import lr_at
 
 if TYPE_CHECKING:
@@ -99,7 +99,9 @@ class _Monitor(Callback):
 
 class EarlyStopping(_Monitor):
     """Stop when `monitor` has not improved by `min_delta` for `patience` checks (evaluations for val_loss,
-    steps for loss). With `restore_best_weights`, the best weights seen become the run's final model."""
+    steps for loss). With `restore_best_weights`, the best weights seen become the run's final model. In a
+    run folder they are also written to checkpoints/best-stepN.safetensors, so a killed and resumed run ends
+    with the same weights as one that was never stopped."""
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
                  restore_best_weights: bool = False):
@@ -109,22 +111,48 @@ class EarlyStopping(_Monitor):
         self.best_step: int | None = None
         self.stopped_step: int | None = None
 
+    @staticmethod
+    def _file(trainer: Trainer, step: int) -> Path | None:
+        folder = trainer.run_dir.path / "checkpoints" if trainer.run_dir is not None else None
+        return folder / f"best-step{step:07d}.safetensors" if folder is not None else None
+
     def update(self, trainer: Trainer, value: float) -> None:
         if self._improved(value):
             self.best_step = trainer.step
             if self.restore_best_weights:
                 self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
+                path = self._file(trainer, trainer.step)
+                if path is not None and trainer.parallel.is_main:
+                    path.parent.mkdir(exist_ok=True)
+                    save_weights(trainer.model, path, trainer.step)  # before the checkpoint that names it
         elif self.wait >= self.patience:
             self.stopped_step = trainer.step
             log.info("early stopping at step %d: %s has not improved on %.4f for %d checks", trainer.step,
                      self.monitor, self.best, self.wait)
             trainer.stop()
 
+    def on_checkpoint(self, trainer: Trainer) -> None:
+        # The checkpoint just written names best_step: older copies are no longer needed to resume.
+        keep = self._file(trainer, self.best_step) if self.best_step is not None else None
+        if keep is not None and trainer.parallel.is_main:
+            for old in keep.parent.glob("best-step*.safetensors"):
+                if old != keep:
+                    old.unlink(missing_ok=True)
+
     def on_train_end(self, trainer: Trainer) -> None:
-        if self.restore_best_weights and self.best_weights is not None and self.best_step != trainer.step:
+        if not self.restore_best_weights or self.best_step is None or self.best_step == trainer.step:
+            return
+        if self.best_weights is not None:
             trainer.model.load_state_dict(self.best_weights)
-            log.info("restored the best weights (step %d, %s %.4f)", self.best_step, self.monitor, self.best)
-            trainer.save_checkpoint()  # the run directory's model is the restored one
+        else:  # resumed: this process never held them
+            path = self._file(trainer, self.best_step)
+            if path is None or not path.is_file():
+                log.warning("the best weights (step %d) were not kept; the run ends with its last ones",
+                            self.best_step)
+                return
+            load_weights(trainer.model, path)
+        log.info("restored the best weights (step %d, %s %.4f)", self.best_step, self.monitor, self.best)
+        trainer.save_checkpoint()  # the run directory's model is the restored one
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "best_step": self.best_step}

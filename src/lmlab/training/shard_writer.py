@@ -42,6 +42,10 @@ class PrepareOptions:
                 raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ConfigError("--val-fraction + --test-fraction must leave something to train on (< 1)")
+        if self.vocab_size < 0 or (self.tokenizer == "char" and self.vocab_size):
+            # A char tokenizer takes every character: a size given with it meant another tokenizer.
+            raise ConfigError(f"--vocab-size applies to --tokenizer word or bpe and must be >= 0, got "
+                              f"{self.vocab_size} with {self.tokenizer} (char takes every character)")
 
 
 def _write_split(tokenizer: Tokenizer, pieces: list[str], path: Path, dtype: np.dtype) -> tuple[int, list[int]]:
