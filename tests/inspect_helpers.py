@@ -11,6 +11,7 @@ from lmlab.config import DataConfig, TrainConfig
 from lmlab.inspector import Inspector, find_problems
 from lmlab.models.base import ModelOutput, causal_lm_loss
 from lmlab.models.mlp import MLP, MLPConfig
+from lmlab.training.callbacks import Callback
 from lmlab.training.run_data import prepare_data
 from lmlab.training.trainer import Trainer, TrainingDiverged
 
@@ -90,3 +91,14 @@ def train(model, data, *, steps=60, every=5, run_dir=None, **train_kw):
 
 def rules(findings) -> set[str]:
     return {f["rule"] for f in findings}
+
+
+class StopAt(Callback):
+    """Ends training after step `step`, as a kill would after that step's checkpoint (resume tests)."""
+
+    def __init__(self, step):
+        self.at = step
+
+    def on_step_end(self, trainer, record):
+        if trainer.step == self.at:
+            trainer.stop()

@@ -9,13 +9,13 @@ import random
 
 import pytest
 import torch
+from inspect_helpers import StopAt
 from safetensors.torch import load_file
 
 import lmlab
 from lmlab.ladder import rung_config
 from lmlab.models import GPT, GPTConfig
 from lmlab.training import fit_defaults
-from lmlab.training.callbacks import Callback
 from lmlab.training.fit_defaults import choose_step, fit_to_data, vocab_cost_ratio
 from lmlab.training.run_config import resolve_config
 from lmlab.training.run_data import context_length, prepare_data
@@ -87,19 +87,10 @@ def test_large_vocabulary_gets_a_smaller_batch_written_to_config_json(tmp_path, 
     assert run.trainer.tokens_seen == windows * (saved["data"]["block_size"] - 1)
 
 
-class _StopAt(Callback):
-    def __init__(self, step):
-        self.at = step
-
-    def on_step_end(self, trainer, record):
-        if trainer.step == self.at:
-            trainer.stop()
-
-
 def test_resume_keeps_the_chosen_batch_and_reproduces_the_run(tmp_path, many_words):
     values = _values(many_words, train={"max_steps": 4, "eval_interval": 1})
     straight = lmlab.train(values, out=tmp_path / "a", inspect=False)
-    lmlab.train(values, out=tmp_path / "b", inspect=False, callbacks=[_StopAt(2)])
+    lmlab.train(values, out=tmp_path / "b", inspect=False, callbacks=[StopAt(2)])
     resumed = lmlab.train({}, out=tmp_path / "b", resume=True, inspect=False)
     assert resumed.step == 4 and resumed.config.train.batch_size == straight.config.train.batch_size < 128
     assert (tmp_path / "a" / "metrics.jsonl").read_bytes() == (tmp_path / "b" / "metrics.jsonl").read_bytes()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from inspect_helpers import StopAt
 
 import lmlab
 from lmlab.cli import main
@@ -33,18 +34,9 @@ def _cli_args(source, out, *extra):
             "--set", "train.log_interval=5", "--set", "train.batch_size=16", *extra]
 
 
-class _StopAt(Callback):
-    def __init__(self, step):
-        self.at = step
-
-    def on_step_end(self, trainer, record):
-        if trainer.step == self.at:
-            trainer.stop()
-
-
 def test_python_train_and_resume_give_the_cli_bytes(tmp_path, tiny_names):
     api, cli = tmp_path / "api", tmp_path / "cli"
-    first = lmlab.train(_config(tiny_names), out=api, inspect=False, callbacks=[_StopAt(10)])
+    first = lmlab.train(_config(tiny_names), out=api, inspect=False, callbacks=[StopAt(10)])
     assert first.step == 10 and first.summary["steps"] == 10
     run = lmlab.train({"train": {"max_steps": 20}}, out=api, resume=True, inspect=False)
     assert run.step == 20 and isinstance(run, lmlab.Run)

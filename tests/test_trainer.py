@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from inspect_helpers import StopAt
 
 from lmlab.config import TrainConfig
 from lmlab.training.callbacks import Callback
@@ -60,15 +61,6 @@ def test_save_load_gives_identical_logits(tmp_path, tiny_names):
     assert loaded.step == 20
 
 
-class _StopAt(Callback):
-    def __init__(self, step):
-        self.at = step
-
-    def on_step_end(self, trainer, record):
-        if trainer.step == self.at:
-            trainer.stop()
-
-
 def test_resume_continues_step_lr_and_optimizer(tmp_path, tiny_names):
     full_dir, part_dir = tmp_path / "full", tmp_path / "part"
     config, data, net = _setup(tiny_names, "mlp", max_steps=60, warmup_steps=10)
@@ -79,7 +71,7 @@ def test_resume_continues_step_lr_and_optimizer(tmp_path, tiny_names):
 
     _, _, first = _setup(tiny_names, "mlp")
     Trainer(first, data.splits["train"], data.splits["val"], config.train, run_dir=part_dir,
-            callbacks=[_StopAt(30)]).fit()
+            callbacks=[StopAt(30)]).fit()
     _, _, second = _setup(tiny_names, "mlp")
     resumed = Trainer(second, data.splits["train"], data.splits["val"], config.train, run_dir=part_dir)
     resumed.load_checkpoint(part_dir)
