@@ -77,7 +77,7 @@ def test_cli_prepare_then_train(tmp_path, corpus, cli):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     # a vocabulary size without a tokenizer that takes one meant bpe or word: refused, not a char run
     bad = cli("data", "prepare", str(corpus), "--vocab-size", "8192", "--out", str(tmp_path / "y"))
-    assert bad.returncode == 2 and "--tokenizer word or bpe" in bad.stderr
+    assert bad.returncode == 2 and "--vocab-size applies to the word and bpe tokenizers" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "y").exists()
 
 

@@ -30,6 +30,13 @@ def check_finite(config: Any, prefix: str) -> None:
             raise ConfigError(f"{prefix}.{field.name} must be a finite number, got {value}")
 
 
+def check_vocab_size(vocab_size: int, tokenizer: str, name: str) -> None:
+    """A vocabulary cap is for the word and bpe tokenizers: given with char it meant another tokenizer."""
+    if vocab_size < 0 or (tokenizer == "char" and vocab_size):
+        raise ConfigError(f"{name} applies to the word and bpe tokenizers and must be >= 0 (char takes every "
+                          f"character), got {vocab_size} with {tokenizer}")
+
+
 def check_seed(value: int, name: str) -> None:
     if not 0 <= value < MAX_SEED:
         raise ConfigError(f"{name} must be in [0, 2**63), got {value}")
@@ -63,9 +70,7 @@ class DataConfig:
             raise ConfigError("data.val_fraction + data.test_fraction must leave something to train on (< 1)")
         if self.block_size < 2:
             raise ConfigError(f"data.block_size must be at least 2, got {self.block_size}")
-        if self.vocab_size < 0 or (self.tokenizer == "char" and self.vocab_size):
-            raise ConfigError(f"data.vocab_size applies to the word and bpe tokenizers and must be >= 0 "
-                              f"(char takes every character), got {self.vocab_size} with {self.tokenizer}")
+        check_vocab_size(self.vocab_size, self.tokenizer, "data.vocab_size")
         if self.max_line_chars < 1:
             raise ConfigError(f"data.max_line_chars must be at least 1, got {self.max_line_chars}")
         if not self.text_field.strip():

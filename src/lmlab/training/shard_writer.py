@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from lmlab import __version__
+from lmlab.config import check_vocab_size
 from lmlab.data import load_corpus
 from lmlab.data.documents import split_documents
 from lmlab.data.shards import FORMAT_VERSION, META_FILE, shard_dtype
@@ -42,10 +43,7 @@ class PrepareOptions:
                 raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ConfigError("--val-fraction + --test-fraction must leave something to train on (< 1)")
-        if self.vocab_size < 0 or (self.tokenizer == "char" and self.vocab_size):
-            # A char tokenizer takes every character: a size given with it meant another tokenizer.
-            raise ConfigError(f"--vocab-size applies to --tokenizer word or bpe and must be >= 0, got "
-                              f"{self.vocab_size} with {self.tokenizer} (char takes every character)")
+        check_vocab_size(self.vocab_size, self.tokenizer, "--vocab-size")
 
 
 def _write_split(tokenizer: Tokenizer, pieces: list[str], path: Path, dtype: np.dtype) -> tuple[int, list[int]]:
