@@ -43,16 +43,17 @@ def predicted_tokens(labels: torch.Tensor) -> int:
 
 
 def accumulate_gradients(model: torch.nn.Module, batches, *, total_tokens: float, world_size: int = 1,
-                         autocast=None, no_sync=None, count=predicted_tokens) -> torch.Tensor:
+                         autocast=None, no_sync=None, counts: list[int] | None = None) -> torch.Tensor:
     """Backward through each (input_ids, labels) micro-batch; returns the detached loss of this rank's part.
 
     Each micro-batch's mean loss is weighted by its share of `total_tokens` (the step's predicted tokens,
     over all ranks), so the summed gradient equals that of one batch holding them all, even when micro-
     batches predict different numbers of tokens (padded lines). DDP averages over ranks, so each rank's
-    part is multiplied by `world_size` to keep the sum."""
+    part is multiplied by `world_size` to keep the sum. `counts` are the micro-batches' predicted tokens
+    where the caller has them (counted on the host, before the batches moved to the device)."""
     step_loss = torch.zeros(())
     for i, (input_ids, labels) in enumerate(batches):
-        share = count(labels) / total_tokens
+        share = (counts[i] if counts is not None else predicted_tokens(labels)) / total_tokens
         with no_sync(i == len(batches) - 1) if no_sync else contextlib.nullcontext():
             with autocast or contextlib.nullcontext():
                 loss = model(input_ids, labels=labels).loss * share

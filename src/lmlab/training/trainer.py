@@ -242,19 +242,22 @@ class Trainer:
             group["lr"] = lr
         batches = [self.parallel.local_batch(self.train_data, self.config.batch_size, self.data_generator)
                    for _ in range(self.config.grad_accum_steps)]
+        # Datasets that are not token streams (series, images) say how many targets a batch holds. Counted
+        # before the batches go to the device: counting there would make the host wait for the GPU.
+        count = getattr(self.train_data, "count_targets", predicted_tokens)
+        counts = [count(y) for _, y in batches]
+        local_tokens = sum(counts)
         batches = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
                    for x, y in batches]
-        # Datasets that are not token streams (series, images) say how many targets a batch holds.
-        count = getattr(self.train_data, "count_targets", predicted_tokens)
-        local_tokens = sum(count(y) for _, y in batches)
-        tokens = int(self.parallel.sum(torch.tensor(float(local_tokens), device=self.device)))
+        tokens = (local_tokens if self.parallel.world_size == 1
+                  else int(self.parallel.sum(torch.tensor(float(local_tokens), device=self.device))))
         train_model = self.train_model
         eager = torch.compiler.set_stance("force_eager") if self._uncompiled_step else contextlib.nullcontext()
         with eager:  # compiled graphs stay cached, untouched, for the next step
             loss = accumulate_gradients(
                 train_model, batches, total_tokens=tokens, world_size=self.parallel.world_size,
                 autocast=perf.autocast(self.device, self.dtype),
-                no_sync=lambda sync: self.parallel.no_sync(train_model, sync), count=count)
+                no_sync=lambda sync: self.parallel.no_sync(train_model, sync), counts=counts)
         loss = self.parallel.sum(loss)  # the mean over the whole step's tokens, on every rank
         self._emit("on_after_backward")
         grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -262,7 +265,10 @@ class Trainer:
         )
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a sharded DTensor
             grad_norm = grad_norm.full_tensor()
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        # One wait for the device a step: both numbers come back together, before the optimizer's kernels
+        # are queued, so the host never waits for those.
+        loss_value, norm_value = torch.stack([loss.float(), grad_norm.float().to(loss.device)]).tolist()
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
             self.optimizer.zero_grad(set_to_none=True)
             self.nonfinite_steps += 1
             self._consecutive_nonfinite += 1
@@ -280,8 +286,8 @@ class Trainer:
         if self.average is not None:
             self.average.update(self.step)
         self.tokens_seen += tokens
-        return {"step": self.step, "loss": round(loss.item(), 6), "lr": lr,
-                "grad_norm": round(float(grad_norm), 6), "tokens": tokens}
+        return {"step": self.step, "loss": round(loss_value, 6), "lr": lr,
+                "grad_norm": round(norm_value, 6), "tokens": tokens}
 
     def _fit_counts(self) -> Trainer:
         """Counted models: one pass over the training set, no optimizer."""
