@@ -259,7 +259,7 @@ def _finished_run(run_dir: RunDir, config: RunConfig, data: RunData, trainer: Tr
         "model": config.model_name,
         "parameters": count_parameters(trainer.model),
         "steps": trainer.step,
-        "planned_steps": trainer.config.max_steps,  # after the time budget's fitting, if any
+        "planned_steps": trainer.schedule.max_steps,  # after the time budget's fitting, if any
         "train_seconds": round(trainer.train_seconds, 3),
         "wall_seconds": round(wall_seconds, 3),
         "tokens_per_s": round(trainer.tokens_seen / max(trainer.train_seconds, 1e-9)),

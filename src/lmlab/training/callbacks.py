@@ -255,7 +255,7 @@ class LearningRateScheduler(Callback):
         self.schedule = schedule
 
     def _set(self, trainer: Trainer) -> None:
-        base = lr_at(trainer.step, trainer.config)
+        base = lr_at(trainer.step, trainer.config, trainer.schedule)
         trainer.lr_scale = self.schedule(trainer.step, base) / base
 
     # The trainer reads the rate before on_step_begin, so set it for the coming step at the end of the last.
