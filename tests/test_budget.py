@@ -24,7 +24,7 @@ def test_the_first_fit_plans_the_whole_budget():
 def test_remaining_steps_count_from_the_step_reached_and_never_exceed_the_plan():
     fitted = fit_remaining(PLANNED, 200, 0.05, 30.0)  # 0.85 * 30 s / 50 ms = 510 more steps
     assert fitted.max_steps == 710 and fitted.warmup_steps == 71 and fitted.eval_interval == 71
-    assert fit_remaining(PLANNED, 200, 1e-6, 30.0) == Schedule.of(PLANNED)  # all fits: warm-up and evaluations untouched
+    assert fit_remaining(PLANNED, 200, 1e-6, 30.0) == Schedule.of(PLANNED)  # all fits: warm-up, evaluations untouched
     assert fit_remaining(PLANNED, 200, 0.05, -1.0).max_steps == 201  # out of time: end after this step
 
 

@@ -22,7 +22,7 @@ import torch
 
 from lmlab.config import TrainConfig
 from lmlab.data.datasets import TokenDataset
-from lmlab.errors import ConfigError, LmlabError
+from lmlab.errors import ConfigError, TrainingDiverged
 from lmlab.models.base import capability
 from lmlab.training import performance as perf
 from lmlab.training.checkpoint import trainer_state
@@ -41,8 +41,7 @@ log = logging.getLogger(__name__)
 MAX_NONFINITE_IN_A_ROW = 5
 
 
-class TrainingDiverged(LmlabError):
-    """The loss or gradients stayed non-finite; the last good checkpoint is kept."""
+__all__ = ["MAX_NONFINITE_IN_A_ROW", "Trainer", "TrainingDiverged"]
 
 
 class Trainer:
@@ -73,7 +72,7 @@ class Trainer:
         # The module the step calls: compiled and/or wrapped for DDP/FSDP (FSDP shards self.model in place).
         self.train_model = self.model if counted else self.parallel.wrap(self.model, self.device, config.compile)
         self.optimizer = build_optimizer(self.model, config, fused=perf.fused_adamw_available(self.device))
-        if config.ema_decay and self.parallel.mode == "fsdp" and self.parallel.world_size > 1:
+        if config.ema_decay and self.parallel.sharded:
             raise ConfigError("train.ema_decay does not work with FSDP yet (the average would need sharding); "
                               "use train.parallel=ddp or train.ema_decay=0")
         self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay and not counted else None

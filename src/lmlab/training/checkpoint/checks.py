@@ -21,7 +21,7 @@ from lmlab.training.schedule import Schedule
 SCHEDULE_KEYS = tuple(f.name for f in dataclasses.fields(Schedule))
 
 
-def _apply_rng_state(state: dict[str, Any], torch_rng, data_generator, python_rng, numpy_rng) -> None:
+def apply_rng_state(state: dict[str, Any], torch_rng, data_generator, python_rng, numpy_rng) -> None:
     torch_rng.set_state(state["torch"])
     data_generator.set_state(state["data"])
     version, internal, gauss_next = state["python"]
@@ -38,7 +38,7 @@ def check_rng_state(state: Any, where: str = "trainer state") -> None:
             raise TypeError(f"a {type(state).__name__}, not a dict")
         if not isinstance(state.get("torch"), torch.Tensor) or not isinstance(state.get("data"), torch.Tensor):
             raise TypeError("the torch generator states are not tensors")
-        _apply_rng_state(state, torch.Generator(), torch.Generator(), random.Random(), np.random.RandomState())
+        apply_rng_state(state, torch.Generator(), torch.Generator(), random.Random(), np.random.RandomState())
     except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
         raise CheckpointError(f"{where}: the saved random-number state is damaged ({str(err).splitlines()[0]})"
                               ) from None

@@ -55,14 +55,10 @@ def state_dict(trainer: Trainer) -> dict[str, Any]:
     return trainer.checkpointer.state_dict(trainer.step, data_fingerprint=ckpt.data_fingerprint(trainer.train_data))
 
 
-def _sharded(trainer: Trainer) -> bool:
-    return trainer.parallel.mode == "fsdp" and trainer.parallel.world_size > 1
-
-
 def save(trainer: Trainer) -> None:
     """Rank 0 writes; under FSDP every rank first helps gather the full weights and optimizer state."""
     parallel = trainer.parallel
-    if _sharded(trainer):
+    if trainer.parallel.sharded:
         model_state, optim_state = parallel.full_state(trainer.model, trainer.optimizer)
         if parallel.is_main:
             ckpt.save_checkpoint(trainer.run_dir.path, model_state, {**state_dict(trainer), "optimizer": optim_state})
@@ -73,7 +69,7 @@ def save(trainer: Trainer) -> None:
 
 
 def load(trainer: Trainer, run_dir: RunDir) -> None:
-    sharded = _sharded(trainer)
+    sharded = trainer.parallel.sharded
     weights: dict[str, torch.Tensor] = {}  # FSDP: full weights, scattered to the shards below
     state = ckpt.load_checkpoint(run_dir.path, weights if sharded else trainer.model,
                                  None if sharded else trainer.optimizer)
