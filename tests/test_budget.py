@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from lmlab.config import TrainConfig
-from lmlab.training.budget import BudgetFitter, fit_remaining, fit_steps_to_budget
 from lmlab.run.config import build_model, resolve_config
 from lmlab.run.data import prepare_data
+from lmlab.training.budget import BudgetFitter, fit_remaining, fit_steps_to_budget
 from lmlab.training.schedule import Schedule, lr_at
 from lmlab.training.trainer import Trainer
 

@@ -162,8 +162,9 @@ def test_learning_rate_scheduler_and_terminate_on_nan(tiny_names):
 def test_callbacks_named_by_the_config_are_in_config_json_and_a_resume_keeps_them(tiny_names, tmp_path):
     import json
 
-    import lmlab
     from inspect_helpers import StopAt
+
+    import lmlab
 
     values = {"data": {"source": str(tiny_names)}, "model": {"name": "mlp", "n_hidden": 16},
               "train": {"max_steps": 4, "eval_interval": 1, "threads": 1, "save_top_k": 1,

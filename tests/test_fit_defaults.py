@@ -16,9 +16,9 @@ import lmlab
 from lmlab.ladder import rung_config
 from lmlab.models import GPT, GPTConfig
 from lmlab.run import fit_defaults
-from lmlab.run.fit_defaults import choose_step, fit_to_data, vocab_cost_ratio
 from lmlab.run.config import resolve_config
 from lmlab.run.data import context_length, prepare_data
+from lmlab.run.fit_defaults import choose_step, fit_to_data, vocab_cost_ratio
 
 TINY_GPT = {"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}
 QUICK = {"max_steps": 2, "eval_interval": 2, "log_interval": 1, "time_budget": 0.0, "threads": 1,

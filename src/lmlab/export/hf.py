@@ -31,9 +31,9 @@ from lmlab.export.hf_convert import (
 )
 from lmlab.export.safety import check_export_target, check_hf_weights, read_hf_config
 from lmlab.models.gpt import GPT, PRESETS
-from lmlab.tokenizers import Tokenizer, tokenizer_kind
 from lmlab.run.config import resolve_config
 from lmlab.run.folder import LoadedRun, RunDir
+from lmlab.tokenizers import Tokenizer, tokenizer_kind
 
 
 def export_metadata(run: LoadedRun) -> dict[str, Any]:

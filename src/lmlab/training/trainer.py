@@ -24,14 +24,14 @@ from lmlab.config import TrainConfig
 from lmlab.data.datasets import TokenDataset
 from lmlab.errors import ConfigError, TrainingDiverged
 from lmlab.models.base import capability
+from lmlab.run.folder import RunDir
 from lmlab.training import performance as perf
-from lmlab.training.checkpoint import trainer_state
 from lmlab.training.budget import BudgetFitter
 from lmlab.training.callbacks import Callback
+from lmlab.training.checkpoint import trainer_state
 from lmlab.training.distributed import Parallel
 from lmlab.training.ema import WeightAverage
 from lmlab.training.progress import Progress, fmt
-from lmlab.run.folder import RunDir
 from lmlab.training.schedule import Schedule, lr_at
 from lmlab.training.scoring import estimate_nll, mean_loss
 from lmlab.training.step import accumulate_gradients, build_optimizer, predicted_tokens, resolve_device

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lmlab.run.folder import RunDir
 from lmlab.training.checkpoint import format as ckpt
 from lmlab.training.checkpoint.parts import PROGRESS_KEYS, CallbackStates, Checkpointer, StateOf
-from lmlab.run.folder import RunDir
 from lmlab.training.schedule import Schedule
 
 if TYPE_CHECKING:

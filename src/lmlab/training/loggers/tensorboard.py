@@ -10,8 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import LmlabError
-from lmlab.training.loggers.base import FLUSH_SECONDS, TRAIN_KEYS, Findings, MetricLogger, MissingPackage, is_finite_number
 from lmlab.run.folder import METRICS_FILE, RunDir
+from lmlab.training.loggers.base import (
+    FLUSH_SECONDS,
+    TRAIN_KEYS,
+    Findings,
+    MetricLogger,
+    MissingPackage,
+    is_finite_number,
+)
 
 TENSORBOARD_DIR = "tensorboard"  # inside the run directory
 
