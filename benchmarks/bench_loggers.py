@@ -22,8 +22,8 @@ import torch
 from lmlab.config import DataConfig, TrainConfig
 from lmlab.inspector import Inspector, find_problems
 from lmlab.models import REGISTRY
-from lmlab.training import loggers as lg
 from lmlab.run.data import prepare_data
+from lmlab.training import loggers as lg
 from lmlab.training.trainer import Trainer
 
 NAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "names.txt"

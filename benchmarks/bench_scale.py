@@ -45,9 +45,9 @@ def bench_tokenize() -> dict:
 
 
 def bench_bigram() -> dict:
+    from lmlab.data.shard_writer import PrepareOptions, prepare_shards
     from lmlab.run.config import build_model, resolve_config
     from lmlab.run.data import prepare_data
-    from lmlab.data.shard_writer import PrepareOptions, prepare_shards
     from lmlab.training.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,9 +48,9 @@ def measure(run_dir: Path, hf_dir: Path, num_prompts: int) -> tuple[float, int, 
     """(max |logit diff| on validation windows, greedy texts equal, prompts)."""
     import transformers
 
-    from lmlab.sample import SampleOptions, sample_texts
     from lmlab.run.data import prepare_data
     from lmlab.run.folder import load_run
+    from lmlab.sample import SampleOptions, sample_texts
 
     run = load_run(run_dir)
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True).eval()

@@ -157,3 +157,22 @@ def test_learning_rate_scheduler_and_terminate_on_nan(tiny_names):
     trainer = Trainer(model, data.splits["train"], None, _config(max_steps=50), callbacks=[TerminateOnNaN()])
     trainer.fit()  # would raise TrainingDiverged after five skipped steps without the callback
     assert trainer.nonfinite_steps == 2 and trainer.step == 0
+
+
+def test_callbacks_named_by_the_config_are_in_config_json_and_a_resume_keeps_them(tiny_names, tmp_path):
+    import json
+
+    from inspect_helpers import StopAt
+
+    import lmlab
+
+    values = {"data": {"source": str(tiny_names)}, "model": {"name": "mlp", "n_hidden": 16},
+              "train": {"max_steps": 4, "eval_interval": 1, "threads": 1, "save_top_k": 1,
+                        "reduce_lr_on_plateau": 2}}
+    lmlab.train(values, out=tmp_path / "run", inspect=False, callbacks=[StopAt(2)])
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert saved["save_top_k"] == 1 and saved["reduce_lr_on_plateau"] == 2
+    resumed = lmlab.train({}, out=tmp_path / "run", resume=True, inspect=False)  # no callbacks passed again
+    kinds = {type(c) for c in resumed.trainer.callbacks}
+    assert {ModelCheckpoint, ReduceLROnPlateau} <= kinds and resumed.step == 4
+    assert any(p.name.startswith("step0000004-") for p in (tmp_path / "run" / "checkpoints").iterdir())

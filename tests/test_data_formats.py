@@ -173,8 +173,8 @@ def test_text_field_is_checked():
 
 
 def test_data_prepare_reads_records(tmp_path):
-    from lmlab.data.shards import open_shards
     from lmlab.data.shard_writer import PrepareOptions, prepare_shards
+    from lmlab.data.shards import open_shards
 
     docs = [f"document {i}: " + "some running text here. " * 5 for i in range(20)]
     source = _jsonl(tmp_path / "docs.jsonl", [{"id": i, "body": d} for i, d in enumerate(docs)])

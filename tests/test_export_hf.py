@@ -11,9 +11,9 @@ from lmlab.errors import LmlabError
 from lmlab.export import export_hf, import_hf, load_hf_dir
 from lmlab.export.hf_convert import hf_tokenizer_files
 from lmlab.models import REGISTRY
-from lmlab.tokenizers import CharTokenizer, load_tokenizer
 from lmlab.run.config import build_model, resolve_config
 from lmlab.run.folder import LoadedRun, load_run
+from lmlab.tokenizers import CharTokenizer, load_tokenizer
 
 transformers = pytest.importorskip("transformers")
 

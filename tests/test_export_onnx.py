@@ -10,9 +10,9 @@ import torch
 from lmlab.errors import LmlabError
 from lmlab.export import onnx as onnx_export
 from lmlab.models.gpt import GPT, GPTConfig
-from lmlab.tokenizers import CharTokenizer
 from lmlab.run.config import resolve_config
 from lmlab.run.folder import LoadedRun
+from lmlab.tokenizers import CharTokenizer
 
 
 def tiny_run(tmp_path) -> LoadedRun:

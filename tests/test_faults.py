@@ -19,13 +19,13 @@ import torch
 import lmlab
 from lmlab.cli import main
 from lmlab.config import DataConfig, TrainConfig, build_config
+from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 from lmlab.data.shards import open_shards
 from lmlab.data.sources import read_text_file
 from lmlab.errors import CheckpointError, ConfigError, DataError
+from lmlab.run.data import prepare_data
 from lmlab.training.checkpoint.checks import check_run_config_dict
 from lmlab.training.memory import check_step_memory, step_memory
-from lmlab.run.data import prepare_data
-from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 
 NAMES = sorted({a + b + c for a in ("ka", "mi", "lo") for b in ("ra", "en", "to") for c in ("", "sa", "li")})
 
@@ -326,8 +326,8 @@ def test_encode_to_tensor_equals_the_whole_encoding_on_one_long_line(kind, vocab
 # -- (f) lmlab sample streams its samples -------------------------------------------------------------------
 
 def test_iter_samples_batches_reproduce_sample_texts(run):
-    from lmlab.sample import SampleOptions, batch_seed, iter_samples, sample_texts
     from lmlab.run.folder import load_run
+    from lmlab.sample import SampleOptions, batch_seed, iter_samples, sample_texts
 
     loaded = load_run(run)
     options = SampleOptions(num_samples=7, seed=3)
@@ -365,8 +365,8 @@ def test_sample_prints_each_batch_before_generating_the_next(run, capsys, monkey
 def test_sample_json_is_the_same_object_as_before(run, capsys):
     """--json streams its one object; the bytes equal json.dumps of the samples and novelty, computed the
     old way (all samples at once)."""
-    from lmlab.sample import SampleOptions, novelty, sample_texts
     from lmlab.run.folder import load_run
+    from lmlab.sample import SampleOptions, novelty, sample_texts
 
     code, out, err = run_main(capsys, "sample", str(run), "-n", "5", "--seed", "4", "--json")
     assert code == 0, err

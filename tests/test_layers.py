@@ -11,9 +11,9 @@ PACKAGE = Path(lmlab.__file__).parent
 # A package's place is its own unless one of its modules is named with a place of its own (the longest name
 # wins): the run folder and config sit below the trainer that writes into the folder, the pipeline above all.
 ORDER = ["errors", "files", "config", "data", "tokenizers", "data.shard_writer", "models", "run.config", "run.data",
-         "training.checkpoint.checks", "training.checkpoint.parts", "training.checkpoint.format", "run.folder",
-         "training", "run.fit_defaults", "inspector", "series", "vision", "sample", "evaluate", "compare", "export",
-         "run", "ladder", "cli", "__main__"]
+         "training.schedule", "training.checkpoint.checks", "training.checkpoint.parts", "training.checkpoint.format",
+         "run.folder", "training", "run.fit_defaults", "inspector", "series", "vision", "sample", "evaluate", "compare",
+         "export", "run", "ladder", "cli", "__main__"]
 
 
 def _layer(module: str) -> int:

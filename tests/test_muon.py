@@ -11,9 +11,9 @@ import torch
 
 from lmlab.config import DataConfig, TrainConfig
 from lmlab.models import Llama, LlamaConfig
+from lmlab.run.data import prepare_data
 from lmlab.training.callbacks import Callback
 from lmlab.training.muon import Muon, MuonWithAdamW, orthogonalize, split_hidden_matrices
-from lmlab.run.data import prepare_data
 from lmlab.training.step import build_optimizer
 from lmlab.training.trainer import Trainer
 

@@ -16,8 +16,8 @@ import lmlab
 from lmlab.cli import main
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.ladder import run_ladder
-from lmlab.training.callbacks import Callback, ModelCheckpoint
 from lmlab.run.folder import RunDir, RunLocked
+from lmlab.training.callbacks import Callback, ModelCheckpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MLP = {"model": {"name": "mlp", "n_embd": 4, "n_hidden": 16},

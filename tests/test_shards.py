@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from lmlab.config import DataConfig
+from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 from lmlab.data.shards import ShardDataset, open_shards, shard_dtype
 from lmlab.errors import DataError
 from lmlab.run.data import prepare_data
-from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 
 TEXT = "".join(f"line {i}: the quick brown fox, {i * 7 % 13} jumps.\n" for i in range(300))
 

@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from lmlab.config import DataConfig
 from lmlab.data.datasets import IGNORE_INDEX, StreamDataset
 from lmlab.data.documents import split_documents
+from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 from lmlab.data.shards import ShardDataset, open_shards
 from lmlab.errors import DataError
 from lmlab.models.gpt import GPT, GPTConfig
-from lmlab.tokenizers import HFTokenizer, encode_documents, encode_to_tensor, fit_tokenizer
 from lmlab.run.config import build_model, resolve_config
 from lmlab.run.data import prepare_data
+from lmlab.tokenizers import HFTokenizer, encode_documents, encode_to_tensor, fit_tokenizer
 from lmlab.training.scoring import mean_nll
-from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 from lmlab.training.trainer import Trainer
 
 DOCS = [

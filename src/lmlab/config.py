@@ -104,6 +104,9 @@ class TrainConfig:
     # > 0: stop once val loss has not improved for this many evaluations, and keep the best (averaged) weights
     # as the run's model (Keras' EarlyStopping(restore_best_weights=True)); 0: train every step
     early_stopping: int = 0
+    # > 0: scale the learning rate by 0.1 once val loss has not improved for this many evaluations; 0: off
+    reduce_lr_on_plateau: int = 0
+    save_top_k: int = 0  # > 0: keep this many best weight files by val loss (and the last) in RUN/checkpoints
     log_interval: int = 10
     seed: int = 1337
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -129,7 +132,7 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         non_negative = ("warmup_steps", "weight_decay", "grad_clip", "time_budget", "checkpoint_interval",
-                        "peak_tflops", "early_stopping")
+                        "peak_tflops", "early_stopping", "reduce_lr_on_plateau", "save_top_k")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")

@@ -17,5 +17,12 @@ class CheckpointError(LmlabError):
     """A run directory or checkpoint is missing, corrupted or does not match."""
 
 
+class TrainingDiverged(LmlabError):
+    """The loss or gradients stayed non-finite; the last good checkpoint is kept. `findings`: what the
+    inspector saw, when the pipeline ran one (the command line prints them before the error)."""
+
+    findings: list | None = None
+
+
 class TokenizerError(LmlabError):
     """Text cannot be encoded with this tokenizer (for example characters outside its vocabulary)."""

@@ -11,9 +11,8 @@ from collections.abc import Mapping
 def openmp_wait_policy(load: float, environ: Mapping[str, str]) -> str | None:
     """The OMP_WAIT_POLICY to set for this process, or None to leave OpenMP's default (spin a while, then
     sleep). OpenMP reads it once, when torch loads, so it is chosen from the load average at start-up.
-    Spinning threads make 2 threads the fastest on an idle 2-core machine (the default GPT's step 46-54 ms
-    against 64 at 1 thread; sleeping at once made 2 threads 97-102 ms), and take a shared core from other
-    jobs on a busy one (2 spinning threads 2-10x slower than 2 sleeping ones): benchmarks/RESULTS.md. So
+    Spinning threads make 2 threads the fastest on an idle machine, and take a shared core from other jobs
+    on a busy one, many times slower than sleeping ones (benchmarks/RESULTS.md has the step times). So
     threads spin only when the load leaves every core free, the condition under which train.threads=auto
     times more than 1 thread (the same rounding). A user's own setting wins."""
     if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 from typing import Any
 
 from lmlab.config import load_config_file, parse_set_args
@@ -42,7 +41,9 @@ def cli_layers(args: argparse.Namespace) -> list[dict[str, Any]]:
         "model": {"name": args.model},
         "train": {"max_steps": args.max_steps, "time_budget": args.time_budget, "seed": args.seed,
                   "device": args.device, "log": getattr(args, "log", None),
-                  "early_stopping": getattr(args, "early_stopping", None)},
+                  "early_stopping": getattr(args, "early_stopping", None),
+                  "reduce_lr_on_plateau": getattr(args, "reduce_lr_on_plateau", None),
+                  "save_top_k": getattr(args, "save_top_k", None)},
     }
     named = {section: {k: v for k, v in values.items() if v is not None} for section, values in named.items()}
     file_values = load_config_file(args.config) if args.config else {}
@@ -52,12 +53,3 @@ def cli_layers(args: argparse.Namespace) -> list[dict[str, Any]]:
 def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
-
-def default_out(model_name: str, source: str) -> Path:
-    stem = Path(source).stem if source not in EMBEDDED else source
-    base = Path("runs") / f"{model_name}-{stem}"
-    out, n = base, 1
-    while out.exists():
-        n += 1
-        out = base.with_name(f"{base.name}-{n}")
-    return out

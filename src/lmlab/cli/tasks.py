@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lmlab.cli.common import Parser, default_out
+from lmlab.cli.common import Parser
 from lmlab.config import parse_set_args
+from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 from lmlab.data.sources import EMBEDDED
 from lmlab.errors import ConfigError
 from lmlab.inspector.findings import format_finding
+from lmlab.run.folder import default_run_dir
 from lmlab.series.forecast import run_forecast
-from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 from lmlab.vision.classify import run_classify
 
 
@@ -58,7 +59,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     forecast against actual. --data synthetic (the course's seeded series) or FILE.csv:COLUMN."""
     model_values, train_values = _model_train_values(args)
     stem = "synthetic" if args.data == "synthetic" else Path(args.data.rpartition(":")[0]).stem
-    out = Path(args.out) if args.out else default_out(f"forecast-{args.model}", stem)
+    out = Path(args.out) if args.out else default_run_dir(f"forecast-{args.model}", stem)
     result = run_forecast(args.data, args.model, window=args.window, out=out, split=args.split_time,
                           period=args.period, shuffle_buffer=args.shuffle_buffer, model_values=model_values,
                           train_values=train_values, difference=args.difference, smooth=args.smooth,
@@ -114,7 +115,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     each conv layer at every evaluation and an HTML page to watch them. --data digits or a FOLDER with one
     subfolder per class."""
     model_values, train_values = _model_train_values(args)
-    out = Path(args.out) if args.out else default_out("classify", Path(args.data).name)
+    out = Path(args.out) if args.out else default_run_dir("classify", Path(args.data).name)
     result = run_classify(args.data, out=out, image_size=args.image_size, grayscale=args.grayscale,
                           val_fraction=args.val_fraction, model_values=model_values, train_values=train_values,
                           augment=args.augment, patience=args.patience)

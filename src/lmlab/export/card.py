@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.models import count_parameters
-from lmlab.tokenizers import CharTokenizer, tokenizer_kind
 from lmlab.run.config import RunConfig, resolve_config
 from lmlab.run.folder import LoadedRun
+from lmlab.tokenizers import CharTokenizer, tokenizer_kind
 
 
 def generation_config(boundary_id: int, context: int, lines_mode: bool) -> dict[str, Any]:

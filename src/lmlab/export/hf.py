@@ -31,9 +31,9 @@ from lmlab.export.hf_convert import (
 )
 from lmlab.export.safety import check_export_target, check_hf_weights, read_hf_config
 from lmlab.models.gpt import GPT, PRESETS
-from lmlab.tokenizers import Tokenizer, tokenizer_kind
 from lmlab.run.config import resolve_config
 from lmlab.run.folder import LoadedRun, RunDir
+from lmlab.tokenizers import Tokenizer, tokenizer_kind
 
 
 def export_metadata(run: LoadedRun) -> dict[str, Any]:
@@ -152,16 +152,29 @@ def import_hf(hf_dir: str | Path, out: str | Path, data: dict[str, Any] | None =
     """Turn a GPT-2 directory into an lmlab run directory at `out` (step 0, fresh optimizer), which samples,
     evaluates, and fine-tunes with `lmlab train --out OUT --resume`. `data` sets the run's data section
     (source, mode, ...): what eval scores and fine-tuning trains on."""
-    out = RunDir(out)
-    if out.holds_run():
-        raise CheckpointError(f"{out} already holds a run; choose another --out")
+    out = new_run_folder(out)
     model, tokenizer = load_hf_dir(hf_dir)
-    data = {"block_size": min(model.config.block_size, DataConfig().block_size),
-            **imported_data_values(hf_dir, tokenizer, data)}
     shape = {k: getattr(model.config, k) for k in ("n_layer", "n_head", "n_embd")}
     preset = next((name for name, sizes in PRESETS.items() if sizes == shape), "gpt")
     model.config = dataclasses.replace(model.config, preset=preset)
-    model_values = {"name": "gpt", **dataclasses.asdict(model.config)}
+    return create_imported_run(out, "gpt", model, tokenizer, hf_dir, data)
+
+
+def new_run_folder(out: str | Path) -> RunDir:
+    """The folder an import writes, refused before anything is read if it already holds a run."""
+    out = RunDir(out)
+    if out.holds_run():
+        raise CheckpointError(f"{out} already holds a run; choose another --out")
+    return out
+
+
+def create_imported_run(out: RunDir, name: str, model: torch.nn.Module, tokenizer: Tokenizer, hf_dir: str | Path,
+                        data: dict[str, Any] | None) -> LoadedRun:
+    """What every import ends with: the run's data section, its config (the registered `name` with the
+    imported model's sizes), and the untrained run (step 0, fresh optimizer) written into `out`."""
+    data = {"block_size": min(model.config.block_size, DataConfig().block_size),
+            **imported_data_values(hf_dir, tokenizer, data)}
+    model_values = {"name": name, **dataclasses.asdict(model.config)}
     config = resolve_config({"data": data, "model": model_values, "train": {"device": "cpu"}})
     if config.data.block_size > model.config.block_size:
         raise ExportError(f"data.block_size {config.data.block_size} exceeds the model's context of "

@@ -21,7 +21,6 @@ As export/hf.py, nothing here needs transformers: the files are JSON, safetensor
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lmlab.config import DataConfig
-from lmlab.errors import CheckpointError
-from lmlab.export.hf import export_metadata, fill, imported_data_values, read_weights_and_tokenizer, write_hf_folder
+from lmlab.export.hf import (
+    create_imported_run,
+    export_metadata,
+    fill,
+    new_run_folder,
+    read_weights_and_tokenizer,
+    write_hf_folder,
+)
 from lmlab.export.hf_convert import ExportError
 from lmlab.export.safety import read_hf_config
 from lmlab.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
-from lmlab.run.config import resolve_config
-from lmlab.run.folder import LoadedRun, RunDir
+from lmlab.run.folder import LoadedRun
 
 MODEL_TYPES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 RENAMES = [  # (lmlab, HF) name pieces, applied to whole dotted components
@@ -206,17 +209,6 @@ def load_llama_dir(hf_dir: str | Path) -> tuple[Llama, Any]:
 def import_llama(hf_dir: str | Path, out: str | Path, data: dict[str, Any] | None = None) -> LoadedRun:
     """Turn a Llama or Qwen3 directory into an lmlab run at `out` (step 0, fresh optimizer), which samples,
     evaluates, and fine-tunes with `lmlab train --out OUT --resume`; as export.hf.import_hf for GPT-2."""
-    out = RunDir(out)
-    if out.holds_run():
-        raise CheckpointError(f"{out} already holds a run; choose another --out")
+    out = new_run_folder(out)
     model, tokenizer = load_llama_dir(hf_dir)
-    data = {"block_size": min(model.config.block_size, DataConfig().block_size),
-            **imported_data_values(hf_dir, tokenizer, data)}
-    model_values = {"name": "llama", **dataclasses.asdict(model.config)}
-    config = resolve_config({"data": data, "model": model_values, "train": {"device": "cpu"}})
-    if config.data.block_size > model.config.block_size:
-        raise ExportError(f"data.block_size {config.data.block_size} exceeds the model's context of "
-                          f"{model.config.block_size}")
-    with out:  # locked while written
-        out.create_untrained(config, tokenizer, model)
-    return LoadedRun(out, config, tokenizer, model, 0)
+    return create_imported_run(out, "llama", model, tokenizer, hf_dir, data)

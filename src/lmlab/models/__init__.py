@@ -58,11 +58,10 @@ REGISTRY: dict[str, ModelSpec] = {
 # The GPT at each named size; `--set model.preset=...` reaches the larger GPT-2 shapes too.
 # Tuned on names.txt for 5 minutes of 2 CPU cores (benchmarks/RESULTS.md): a high rate, GPT-2's weight decay
 # and a little more dropout than GPT-2 against over-fitting 25K names, and the weight average.
-# A default time budget keeps the first `lmlab train` within 5 minutes on 2 cores, idle or busy (255 s of
-# training leave ~35 s for start-up, the exact final evaluations, samples and the report): the trainer
-# fits max_steps to it (training/budget.py); `--time-budget 0` trains all max_steps. Early stopping keeps the
-# best weights once val loss rises: on the embedded names (4K) two idle cores' 4,600 steps took val from its
-# best 1.848 at step 1,844 to 1.930 (test 1.959), where fewer steps had given 1.894.
+# A default time budget keeps the first `lmlab train` within 5 minutes on 2 cores, idle or busy, with time
+# left for start-up, the exact final evaluations, samples and the report: the trainer fits its schedule to
+# it (training/budget.py); `--time-budget 0` trains all max_steps. Early stopping keeps the best weights once
+# val loss rises, which it does on the small embedded names long before max_steps (RESULTS.md has the runs).
 _GPT_TRAIN = {"lr": 6e-3, "weight_decay": 0.1, "warmup_steps": 100, "batch_size": 128, "max_steps": 7000,
               "eval_interval": 500, "beta2": 0.99, "ema_decay": 0.995, "time_budget": 255.0, "early_stopping": 3}
 for _name, _about in [

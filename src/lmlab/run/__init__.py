@@ -1,12 +1,13 @@
 """The run: its config resolved (config.py), its data prepared (data.py), the defaults fitted to the data
 (fit_defaults.py), its folder and the names of the files in it (folder.py), and the pipeline that trains or
-loads one (pipeline.py: `train`, `load`, `Run`).
+loads one (pipeline.py: `train`, `load`, `Run`, and `find_lr` on the model `train` would build). The
+config is resolved once into a frozen plan (plan.py) that everything after reads.
 
 The pipeline is imported on first use: the lower parts (the folder, the config) are read by the trainer,
 sample and evaluate, which the pipeline itself imports.
 """
 
-__all__ = ["Run", "load", "train"]
+__all__ = ["Run", "find_lr", "load", "train"]
 
 
 def __getattr__(name: str):

@@ -1,8 +1,8 @@
 """Defaults that fit the data: the batch and context a model's training defaults name were tuned on char
 vocabularies (27 to ~100 symbols), where the output layer is a small part of a step. On a BPE or word
 vocabulary of thousands the output layer (vocab x width per token) and the embedding dominate, and the same
-batch x context costs many times more a step (issue 14: the GPT's 128 x 128 took ~12 s a step with a BPE
-vocabulary of 8,192 on 2 CPU cores, against well under a second with chars).
+batch x context costs many times more a step (benchmarks/RESULTS.md, "Defaults for BPE data", has the step
+times).
 
 When the user left them to the defaults, `fit_to_data` scales train.batch_size (then, in stream mode and
 only once the batch is at its floor, data.block_size) down by how much more a token costs than with a char
@@ -35,10 +35,9 @@ def vocab_cost_ratio(model: torch.nn.Module, vocab_size: int) -> float:
     """How many times a token costs more with `vocab_size` than with REFERENCE_VOCAB.
 
     A token's cost is taken as proportional to the trainable parameters (the "6 x parameters FLOPs per
-    token" rule, embedding included as issue 14 asks, which errs towards a smaller batch). The parameters
-    whose first dimension is the vocabulary (embedding tables, output layers and their biases, the bigram's
-    table) scale with it; the rest does not. For the GPT at 8,192 tokens this rule says 3.3x; measured per
-    token on 2 cores against the char vocabulary of the same text (66): 2.4x-3.6x (benchmarks/RESULTS.md)."""
+    token" rule, embedding included, which errs towards a smaller batch). The parameters whose first
+    dimension is the vocabulary (embedding tables, output layers and their biases, the bigram's table) scale
+    with it; the rest does not. benchmarks/RESULTS.md compares the rule with measured costs per token."""
     trainable = {id(p): p for p in model.parameters() if p.requires_grad}.values()  # tied weights count once
     total = sum(p.numel() for p in trainable)
     scaling = sum(p.numel() for p in trainable if p.dim() and p.shape[0] == vocab_size)
@@ -60,11 +59,13 @@ def choose_step(batch_size: int, block_size: int, ratio: float, cut_context: boo
     return batch, block if cut_context else block_size
 
 
-def fit_to_data(config: RunConfig, data: RunData, context: int) -> tuple[RunConfig, RunData, torch.nn.Module, int]:
-    """(config, data, model, context) for a new run: the model built, with the defaulted batch and, in stream
-    mode, context scaled to the vocabulary (the data then cut into the chosen windows). Unchanged when the
-    user set them, for vocabularies up to CHAR_VOCAB, on CUDA and for counted models."""
-    model = build_model(config, data.tokenizer, context)
+def fit_to_data(config: RunConfig, data: RunData, context: int) -> tuple[RunConfig, RunData, int]:
+    """(config, data, context) for a new run, with the defaulted batch and, in stream mode, context scaled to
+    the vocabulary (the data then cut into the chosen windows). Unchanged when the user set them, for
+    vocabularies up to CHAR_VOCAB, on CUDA and for counted models. The model is measured on the meta device
+    (shapes, no memory, no initialisation): the run builds its one real model from the result."""
+    with torch.device("meta"):
+        model = build_model(config, data.tokenizer, context)
     vocab_size = data.tokenizer.vocab_size
     # The context is the second lever, pulled only by a batch at its floor: a batch the user set stands for
     # the step they chose, so the context is left as it is too.
@@ -72,22 +73,21 @@ def fit_to_data(config: RunConfig, data: RunData, context: int) -> tuple[RunConf
     trained = any(p.requires_grad for p in model.parameters())
     if "train.batch_size" not in config.defaulted or vocab_size <= CHAR_VOCAB or not trained or \
             resolve_device(config.train.device).type == "cuda":
-        return config, data, model, context
+        return config, data, context
     ratio = vocab_cost_ratio(model, vocab_size)
     old_batch, old_block = config.train.batch_size, config.data.block_size
     batch, block = choose_step(old_batch, old_block, ratio, cut_context=fit_block)
     if (batch, block) == (old_batch, old_block):
-        return config, data, model, context
+        return config, data, context
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=batch),
                                  data=dataclasses.replace(config.data, block_size=block))
     if block != old_block:
         data = with_block_size(data, block)
         context = context_length(data)
-        model = build_model(config, data.tokenizer, context)  # the position table at the chosen context
     # Lines mode: the context is the longest line, whatever data.block_size says.
     defaults = f"{old_batch} x {old_block if data.mode == 'stream' else context}"
     fixes = [f"train.batch_size={old_batch}"] + ([f"data.block_size={old_block}"] if block != old_block else [])
     log.info("batch %d x context %d for a vocabulary of %s (a token costs ~%.1fx what it does with a char "
              "vocabulary; the defaults are %s): --set %s fixes it", batch, context, f"{vocab_size:,}", ratio,
              defaults, " --set ".join(fixes))
-    return config, data, model, context
+    return config, data, context

@@ -25,8 +25,10 @@ from typing import Any
 
 import torch
 
+from lmlab.data.sources import EMBEDDED
 from lmlab.errors import CheckpointError
 from lmlab.files import atomic_write_text
+from lmlab.run.config import RunConfig, build_model, resolve_config
 from lmlab.tokenizers import Tokenizer, load_tokenizer
 from lmlab.training.checkpoint.format import (
     MODEL_FILE,
@@ -37,7 +39,6 @@ from lmlab.training.checkpoint.format import (
     save_checkpoint,
 )
 from lmlab.training.checkpoint.parts import FORMAT
-from lmlab.run.config import RunConfig, build_model, resolve_config
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,17 @@ class RunDir:
             (self.path / name).unlink(missing_ok=True)
             (self.path / f".{name}.tmp").unlink(missing_ok=True)
         shutil.rmtree(self.path / CHECKPOINTS_DIR, ignore_errors=True)
+
+
+def default_run_dir(name: str, source: str) -> Path:
+    """runs/NAME-DATA for a run given no folder, numbered (-2, -3, ...) when that one is taken."""
+    stem = Path(source).stem if source not in EMBEDDED else source
+    base = Path("runs") / f"{name}-{stem}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
 
 def _record_step(line: str) -> int | None:

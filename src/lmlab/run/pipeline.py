@@ -28,23 +28,25 @@ from typing import Any
 
 import torch
 
-from lmlab.errors import CheckpointError
+from lmlab.errors import CheckpointError, ConfigError, TrainingDiverged
 from lmlab.evaluate import evaluate_run
 from lmlab.export import export_run
 from lmlab.inspector import Inspector, find_problems
 from lmlab.inspector.report import reinspect, write_inspection
 from lmlab.models import count_parameters
+from lmlab.run.config import RunConfig, build_model
+from lmlab.run.data import RunData
+from lmlab.run.folder import FINDINGS_FILE, SUMMARY_FILE, LoadedRun, RunDir, default_run_dir, load_run
+from lmlab.run.plan import Resolved, plan_run, resolve_run
 from lmlab.sample import SampleOptions, sample_texts
-from lmlab.training.callbacks import Callback, EarlyStopping
+from lmlab.training.budget import train_longer_hint
+from lmlab.training.callbacks import Callback, EarlyStopping, callbacks_for
 from lmlab.training.distributed import Parallel
-from lmlab.run.fit_defaults import fit_to_data
 from lmlab.training.loggers import loggers_for
-from lmlab.training.memory import check_step_memory
-from lmlab.run.config import RunConfig, merge_layers, resolve_config
-from lmlab.run.data import RunData, context_length, prepare_data, resolved_data_config
-from lmlab.run.folder import FINDINGS_FILE, SUMMARY_FILE, LoadedRun, RunDir, load_run
+from lmlab.training.lr_finder import LRFindResult, lr_find
+from lmlab.training.performance import use_fitting_threads
 from lmlab.training.scoring import mean_nll
-from lmlab.training.trainer import Trainer, TrainingDiverged
+from lmlab.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,24 @@ class Run(LoadedRun):
         """The inspector's findings as written at the end of training (None if it did not watch)."""
         path = self.run_dir / FINDINGS_FILE
         return self.run_dir.read_json(FINDINGS_FILE, "findings", list) if path.is_file() else None
+
+    @property
+    def inspected(self) -> bool:
+        """Whether an inspector watched this training (after `lmlab.train`)."""
+        return self.trainer is not None and any(isinstance(c, Inspector) for c in self.trainer.callbacks)
+
+    @property
+    def stopped_early(self) -> EarlyStopping | None:
+        """The early stopping that ended this training (its stopped_step, patience, best_step), else None."""
+        callbacks = self.trainer.callbacks if self.trainer is not None else []
+        return next((c for c in callbacks if isinstance(c, EarlyStopping) and c.stopped_step), None)
+
+    @property
+    def train_longer_hint(self) -> str | None:
+        """How to train the full schedule, where a time budget shortened it (None otherwise)."""
+        if self.trainer is None or self.stopped_early is not None:
+            return None
+        return train_longer_hint(self.config.train.max_steps, self.trainer)
 
     def evaluate(self, split: str = "val") -> dict[str, Any]:
         """NLL, perplexity and bits per token on a split of the run's own data (`lmlab eval`)."""
@@ -101,42 +121,60 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
 def train(
     config: dict[str, Any] | RunConfig | None = None,
     *,
-    out: str | Path,
+    out: str | Path | None = None,
     resume: bool = False,
     force: bool = False,
     callbacks: Sequence[Callback] = (),
     inspect: bool | int = True,
     data: RunData | None = None,
     parallel: Parallel | None = None,
+    torchrun: bool = False,
 ) -> Run:
     """Train a model into the run folder `out` and return the finished `Run`.
 
     `config` holds any of the data, model and train sections (missing values take their defaults); with
-    `resume=True` it is layered over the run's own config, and only train.* may change. `force` starts over
-    in a folder that holds a run. `inspect` turns the inspector on (an int: sample every that many steps).
-    `data` reuses splits prepared for this config (the ladder shares one split between rungs).
+    `resume=True` it is layered over the run's own config, and only train.* may change. `out` defaults to a
+    new runs/MODEL-DATA folder. `force` starts over in a folder that holds a run. `inspect` turns the inspector
+    on (an int: sample every that many steps). `data` reuses splits prepared for this config (the ladder
+    shares one split between rungs). `torchrun` joins the process group torchrun describes, for the train
+    section's device and parallel mode (the `lmlab train` command); `parallel` passes one already joined.
     Nothing in `out` is changed until every input has been checked; the folder is locked while training.
     On Ctrl-C or SIGTERM the trainer saves a checkpoint and the Run comes back with `interrupted=True`."""
-    parallel = parallel or Parallel()
-    run_dir = RunDir(out)
     config = config if config is not None else {}
+    if resume and out is None:
+        raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
     if resume:
-        run_dir.require_checkpoint()  # before the lock creates the folder
-    else:
-        config = resolve_config(config)  # a bad value must fail before the folder is touched
+        RunDir(out).require_checkpoint()  # before the lock creates the folder
+    # The one resolution (a bad value fails before the folder is touched); the rest reads the plan.
+    resolved = resolve_run(config, RunDir(out) if resume else None)
+    run_dir = RunDir(out if out is not None else default_run_dir(resolved.config.model_name,
+                                                                  resolved.config.data.source))
+    joined = parallel is None and torchrun
+    if parallel is None:
+        train_config = resolved.config.train
+        parallel = Parallel.from_environment(train_config.device, train_config.parallel) if torchrun else Parallel()
+    try:
+        return _train(resolved, run_dir, force, callbacks, inspect, data, parallel)
+    finally:
+        if joined:
+            parallel.close()
+
+
+def _train(resolved: Resolved, run_dir: RunDir, force: bool, callbacks: Sequence[Callback], inspect: bool | int,
+           data: RunData | None, parallel: Parallel) -> Run:
+    resume = resolved.resume
     created = not run_dir.path.exists()
     started = time.perf_counter()
     keep_folder = False  # a folder this call created goes again if it fails before its first checkpoint
     if parallel.is_main:
         run_dir.lock("lmlab train")
     try:
-        config, context, tokenizer = _resolve_run(run_dir, config, resume, force)
-        data = data or prepare_data(config.data, tokenizer)
-        config = dataclasses.replace(config, data=resolved_data_config(config.data, data))
-        context = max(context, context_length(data))  # an imported GPT-2 keeps its own, wider context
-        # A batch and context left to the defaults fit the vocabulary; a resumed config names every value.
-        config, data, model, context = fit_to_data(config, data, context)
-        check_step_memory(config.train, context, data.tokenizer.vocab_size)
+        if not resume and run_dir.holds_run() and not force:
+            raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or --force to "
+                                  "start over")
+        plan = plan_run(resolved, run_dir.load_tokenizer() if resume else None, data)
+        config, data, context = plan.config, plan.data, plan.context
+        model = build_model(config, data.tokenizer, context)
         chosen = _callbacks(config, run_dir, inspect, callbacks, parallel)
         log.info("%s: %s parameters; data %s (%s mode, vocab %d, %s train tokens) -> %s", config.model_name,
                  f"{count_parameters(model):,}", config.data.source, data.mode, data.tokenizer.vocab_size,
@@ -151,8 +189,11 @@ def train(
             run_dir.clear()  # a previous run's files (with --force) or a killed start's leftovers
         interrupted = _fit(trainer, run_dir)
         keep_folder = True
-    except TrainingDiverged:
+    except TrainingDiverged as err:
         keep_folder = True  # its findings say what went wrong
+        findings = run_dir.path / FINDINGS_FILE
+        if parallel.is_main and findings.is_file():
+            err.findings = run_dir.read_json(FINDINGS_FILE, "findings", list)
         raise
     finally:
         run_dir.unlock()
@@ -163,37 +204,33 @@ def train(
     return run
 
 
-def _resolve_run(run_dir: RunDir, config, resume: bool, force: bool):
-    """(config, the model's saved context or 0, the run's tokenizer or None) for a new or resumed run."""
-    if not resume:
-        if run_dir.holds_run() and not force:
-            raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or --force to "
-                                  "start over")
-        return config, 0, None
-    saved, context = run_dir.read_config()
-    changes = config.to_dict() if isinstance(config, RunConfig) else config
-    if (changes.get("model") or {}).get("name", saved.model_name) != saved.model_name:
-        raise CheckpointError(f"{run_dir} is a {saved.model_name} run; --resume continues the run's own data "
-                              "and model; change only train.*")
-    config = resolve_config(merge_layers(saved.to_dict(), changes))
-    if config.data != saved.data or config.model != saved.model or config.model_name != saved.model_name:
-        raise CheckpointError(f"{run_dir} is a {saved.model_name} run; --resume continues the run's own data "
-                              "and model; change only train.*")
-    return config, context, run_dir.load_tokenizer()
+def find_lr(config: dict[str, Any] | RunConfig | None = None, **options: Any) -> LRFindResult:
+    """The learning-rate range test (`lmlab lr-find`) on the model `train` would build for this config: the
+    same resolution, data and fitted batch. `options`: start_lr, end_lr, num_iter, rule."""
+    resolved = resolve_run(config if config is not None else {})
+    if resolved.config.train.threads == "auto":
+        use_fitting_threads()
+    plan = plan_run(resolved)
+    model = build_model(plan.config, plan.data.tokenizer, plan.context)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"model {plan.config.model_name!r} is counted, not trained by gradient steps: no LR "
+                          "to find")
+    return lr_find(model, plan.data.splits["train"], plan.config.train, **options)
 
 
 def _callbacks(config: RunConfig, run_dir: RunDir, inspect: bool | int, extra: Sequence[Callback],
                parallel: Parallel) -> list:
-    """The inspector first (unless off), the loggers, then the caller's. The inspector watches on rank 0 only,
-    and not under FSDP (its statistics would read one rank's shards); loggers write on rank 0 only."""
-    fsdp = parallel.mode == "fsdp" and parallel.world_size > 1
-    watch = [] if inspect is False or fsdp or not parallel.is_main else \
+    """The inspector first (unless off), the loggers, the callbacks train.* names, then the caller's. The
+    inspector watches on rank 0 only, and not under FSDP (its statistics would read one rank's shards);
+    loggers and the best-weights keeper write on rank 0 only. A callback passed here (the Python API) is not
+    in config.json: a resume needs it passed again; one train.* names is kept by the config."""
+    train = config.train
+    watch = [] if inspect is False or parallel.sharded or not parallel.is_main else \
         [Inspector(every=None if inspect is True else int(inspect))]
     # Loggers (train.log) after the inspector: each sampled step goes out complete, with its findings at the end.
-    loggers = loggers_for(config.train, run_dir, config.to_dict(), findings=find_problems)
-    stopper = [EarlyStopping(patience=config.train.early_stopping, restore_best_weights=True)] \
-        if config.train.early_stopping and not any(isinstance(c, EarlyStopping) for c in extra) else []
-    return [*watch, *loggers, *stopper, *extra]
+    loggers = loggers_for(train, run_dir, config.to_dict(), findings=find_problems)
+    named = callbacks_for(train, writes_files=parallel.is_main, given=extra)
+    return [*watch, *loggers, *named, *extra]
 
 
 class _RunFiles(Callback):
@@ -250,16 +287,15 @@ def split_nll(trainer: Trainer, splits: dict) -> dict[str, float]:
 def _finished_run(run_dir: RunDir, config: RunConfig, data: RunData, trainer: Trainer, parallel: Parallel,
                   wall_seconds: float) -> Run:
     """summary.json and the inspector's findings (rank 0), then the run as the folder now holds it."""
-    fsdp = parallel.mode == "fsdp" and parallel.world_size > 1
     if trainer.interrupted or not parallel.is_main:
-        if not trainer.interrupted and fsdp:
+        if not trainer.interrupted and parallel.sharded:
             split_nll(trainer, data.splits)  # FSDP's forward is collective: take part in rank 0's evaluation
         return Run(run_dir, config, data.tokenizer, trainer.model, trainer.step, trainer=trainer)
     summary = {
         "model": config.model_name,
         "parameters": count_parameters(trainer.model),
         "steps": trainer.step,
-        "planned_steps": trainer.config.max_steps,  # after the time budget's fitting, if any
+        "planned_steps": trainer.schedule.max_steps,  # after the time budget's fitting, if any
         "train_seconds": round(trainer.train_seconds, 3),
         "wall_seconds": round(wall_seconds, 3),
         "tokens_per_s": round(trainer.tokens_seen / max(trainer.train_seconds, 1e-9)),

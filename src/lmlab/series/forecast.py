@@ -16,6 +16,7 @@ import torch
 
 from lmlab.config import TrainConfig, build_config, to_dict
 from lmlab.errors import ConfigError, DataError
+from lmlab.run.folder import CONFIG_FILE, SUMMARY_FILE, RunDir
 from lmlab.series.baselines import baseline_forecasts, errors
 from lmlab.series.conv_lstm import ConvLSTMForecaster, ConvLSTMForecasterConfig
 from lmlab.series.data import SYNTHETIC, WindowDataset, load_series, split_time
@@ -25,7 +26,6 @@ from lmlab.series.linear import LinearForecaster, LinearForecasterConfig
 from lmlab.series.mlp import MLPForecaster, MLPForecasterConfig
 from lmlab.training.callbacks import EarlyStopping
 from lmlab.training.lr_finder import lr_find
-from lmlab.run.folder import CONFIG_FILE, SUMMARY_FILE, RunDir
 from lmlab.training.trainer import Trainer
 
 # Huber rather than MSE by default: the score is the MAE, and a season's sudden jumps (the synthetic series has

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from lmlab.errors import CheckpointError, ConfigError
+from lmlab.tokenizers.base import BOUNDARY, Encoding
 from lmlab.tokenizers.bpe import BPETokenizer
-from lmlab.tokenizers.char import BOUNDARY, CharTokenizer, Encoding
+from lmlab.tokenizers.char import CharTokenizer
 from lmlab.tokenizers.hf import HFTokenizer
 from lmlab.tokenizers.word import UNKNOWN, WordTokenizer
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from lmlab.errors import TokenizerError
-from lmlab.tokenizers.char import BOUNDARY, Encoding, checked_ids
+from lmlab.tokenizers.base import BOUNDARY, Encoding, checked_ids
 
 DEFAULT_VOCAB_SIZE = 1024
 MIN_VOCAB_SIZE = 257  # 256 byte symbols and the boundary token

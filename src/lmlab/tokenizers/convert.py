@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 
+from lmlab.tokenizers.base import BOUNDARY
 from lmlab.tokenizers.bpe import BPETokenizer
-from lmlab.tokenizers.char import BOUNDARY, CharTokenizer
+from lmlab.tokenizers.char import CharTokenizer
 from lmlab.tokenizers.hf import HFTokenizer
 from lmlab.tokenizers.word import PIECES, UNKNOWN, WordTokenizer
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from lmlab.errors import TokenizerError
-from lmlab.tokenizers.char import BOUNDARY, Encoding, checked_ids, save_json
+from lmlab.tokenizers.base import BOUNDARY, Encoding, checked_ids, save_json
 
 
 class HFTokenizer:

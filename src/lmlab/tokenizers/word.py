@@ -15,12 +15,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
-from pathlib import Path
-
-import torch
 
 from lmlab.errors import TokenizerError
-from lmlab.tokenizers.char import BOUNDARY, Encoding, checked_ids, save_json
+from lmlab.tokenizers.base import BOUNDARY, VocabularyTokenizer
 
 UNKNOWN = "<unk>"
 DEFAULT_VOCAB_SIZE = 8192
@@ -32,7 +29,7 @@ def split_words(text: str) -> list[str]:
     return PIECES.findall(text)
 
 
-class WordTokenizer:
+class WordTokenizer(VocabularyTokenizer):
     def __init__(self, pieces: Iterable[str]):
         self.vocab = [BOUNDARY, UNKNOWN, *pieces]
         if len(set(self.vocab)) != len(self.vocab):
@@ -54,22 +51,12 @@ class WordTokenizer:
         # most_common keeps first-seen order among equal counts (Counter preserves insertion order).
         return cls(piece for piece, _ in counts.most_common(vocab_size - 2))
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
     def encode(self, text: str, add_boundary: bool = False) -> list[int]:
         get, unk = self.piece_to_id.get, self.unk_id
         ids = [get(piece, unk) for piece in split_words(text)]
         return [self.boundary_id, *ids] if add_boundary else ids
 
-    def __call__(self, text: str, add_boundary: bool = False) -> Encoding:
-        return Encoding(self.encode(text, add_boundary))
-
-    def decode(self, ids: Iterable[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
-        """Joins the pieces; the unknown token is shown as `<unk>` (it stands for real text)."""
-        ids = checked_ids(ids, len(self.vocab))
-        return "".join(self.vocab[i] for i in ids if not (skip_special_tokens and i == self.boundary_id))
+    # decode (VocabularyTokenizer) joins the pieces; the unknown token comes back as `<unk>`: it stands for text.
 
     def to_dict(self) -> dict:
         return {"lmlab_type": "word", "boundary": BOUNDARY, "unknown": UNKNOWN, "vocab": self.vocab}
@@ -80,12 +67,3 @@ class WordTokenizer:
         if vocab[:2] != [data.get("boundary", BOUNDARY), data.get("unknown", UNKNOWN)]:
             raise ValueError("the vocabulary must start with the boundary and unknown tokens")
         return cls(vocab[2:])
-
-    def save(self, path: str | Path) -> None:
-        save_json(self.to_dict(), path)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, WordTokenizer) and self.vocab == other.vocab
-
-    def __repr__(self) -> str:
-        return f"WordTokenizer(vocab_size={self.vocab_size})"

@@ -13,12 +13,12 @@ depends on how fast the machine was. Runs without a budget never call this and s
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import statistics
 from collections import deque
 
 from lmlab.config import TrainConfig
+from lmlab.training.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -27,32 +27,34 @@ log = logging.getLogger(__name__)
 PLANNED_SHARE = 0.85
 
 
-def fit_steps_to_budget(train: TrainConfig, step_seconds: float, budget: float) -> TrainConfig:
-    """max_steps that fit in the budget at the measured speed (never more than the config's own); warm-up
+def _cut(planned: TrainConfig, max_steps: int) -> Schedule:
+    """The config's schedule cut to `max_steps`: warm-up at most a tenth of them, evaluations as often."""
+    return Schedule(max_steps=max_steps, warmup_steps=min(planned.warmup_steps, max_steps // 10),
+                    eval_interval=min(planned.eval_interval, max(max_steps // 10, 1)))
+
+
+def fit_steps_to_budget(train: TrainConfig, step_seconds: float, budget: float) -> Schedule:
+    """The steps that fit in the budget at the measured speed (never more than the config's own); warm-up
     at most a tenth of them."""
-    max_steps = max(1, min(train.max_steps, int(PLANNED_SHARE * budget / max(step_seconds, 1e-9))))
-    return dataclasses.replace(train, max_steps=max_steps, warmup_steps=min(train.warmup_steps, max_steps // 10),
-                               eval_interval=min(train.eval_interval, max(max_steps // 10, 1)))
+    return _cut(train, max(1, min(train.max_steps, int(PLANNED_SHARE * budget / max(step_seconds, 1e-9)))))
 
 
-def fit_remaining(planned: TrainConfig, step: int, step_seconds: float, seconds_left: float) -> TrainConfig:
-    """`planned` (the run's own config) with max_steps = `step` plus the steps that fit in the seconds
-    left, never more than planned; warm-up and evaluation interval scaled as in fit_steps_to_budget.
-    When all planned steps fit, `planned` itself."""
+def fit_remaining(planned: TrainConfig, step: int, step_seconds: float, seconds_left: float) -> Schedule:
+    """The schedule of `planned` (the run's own config) with max_steps = `step` plus the steps that fit in the
+    seconds left, never more than planned; warm-up and evaluation interval cut as in fit_steps_to_budget.
+    When all planned steps fit, the config's own schedule."""
     left = max(1, int(PLANNED_SHARE * max(seconds_left, 0.0) / max(step_seconds, 1e-9)))
     max_steps = min(planned.max_steps, step + left)
     if max_steps == planned.max_steps:  # it all fits: the run's own plan, warm-up and evaluations included
-        return planned
-    return dataclasses.replace(planned, max_steps=max_steps,
-                               warmup_steps=min(planned.warmup_steps, max_steps // 10),
-                               eval_interval=min(planned.eval_interval, max(max_steps // 10, 1)))
+        return Schedule.of(planned)
+    return _cut(planned, max_steps)
 
 
 class BudgetFitter:
     """Fits the schedule to `planned.time_budget` from measured step times.
 
     `after_step(step, seconds, elapsed)` takes the step just finished, its wall time and the run's training
-    seconds so far (evaluations included); it returns a new config when the plan changed, else None. The
+    seconds so far (evaluations included); it returns a new Schedule when the plan changed, else None. The
     first fit needs `first` timed steps (or whatever was timed in the first tenth of the budget); later ones
     happen when the median of the last `window` steps is more than `drift` times off the step time of the
     last fit (either way).
@@ -69,7 +71,7 @@ class BudgetFitter:
     def for_config(cls, config: TrainConfig) -> BudgetFitter | None:
         return cls(config) if config.time_budget and config.fit_schedule else None
 
-    def after_step(self, step: int, seconds: float, elapsed: float) -> TrainConfig | None:
+    def after_step(self, step: int, seconds: float, elapsed: float) -> Schedule | None:
         self._recent.append(seconds)
         if self.step_seconds is None:
             # A tenth of the budget gone before `first` steps: fit on what was timed, or the run never does.

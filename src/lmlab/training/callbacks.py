@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lmlab.config import TrainConfig
 from lmlab.training.checkpoint.format import load_weights, save_weights
 from lmlab.training.schedule import lr_at
 
@@ -255,7 +256,7 @@ class LearningRateScheduler(Callback):
         self.schedule = schedule
 
     def _set(self, trainer: Trainer) -> None:
-        base = lr_at(trainer.step, trainer.config)
+        base = lr_at(trainer.step, trainer.config, trainer.schedule)
         trainer.lr_scale = self.schedule(trainer.step, base) / base
 
     # The trainer reads the rate before on_step_begin, so set it for the coming step at the end of the last.
@@ -276,3 +277,18 @@ class TerminateOnNaN(Callback):
         if trainer.nonfinite_steps > getattr(self, "_seen", trainer.nonfinite_steps):
             log.warning("step %d: non-finite loss; stopping (TerminateOnNaN)", trainer.step)
             trainer.stop()
+
+
+def callbacks_for(train: TrainConfig, *, writes_files: bool, given: Sequence[Callback] = ()) -> list[Callback]:
+    """The callbacks the train config names (so config.json records them and a resume keeps them), in the
+    order their states are keyed in checkpoints: early stopping (unless `given` holds one), the plateau
+    scaler, the best-weights keeper (only where this process `writes_files`). A new built-in callback is its
+    class above, one line here and its train.* key in config.py."""
+    chosen: list[Callback] = []
+    if train.early_stopping and not any(isinstance(c, EarlyStopping) for c in given):
+        chosen.append(EarlyStopping(patience=train.early_stopping, restore_best_weights=True))
+    if train.reduce_lr_on_plateau:
+        chosen.append(ReduceLROnPlateau(patience=train.reduce_lr_on_plateau))
+    if train.save_top_k and writes_files:
+        chosen.append(ModelCheckpoint(save_top_k=train.save_top_k, save_last=True))
+    return chosen

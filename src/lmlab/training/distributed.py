@@ -42,6 +42,11 @@ class Parallel:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def sharded(self) -> bool:
+        """FSDP over more than one process: each rank holds a shard of the weights, not all of them."""
+        return self.mode == "fsdp" and self.world_size > 1
+
     @classmethod
     def from_environment(cls, device_name: str, mode: str = "ddp") -> Parallel:
         """Join the process group torchrun describes (or a single-process Parallel without torchrun)."""
@@ -69,7 +74,7 @@ class Parallel:
     def wrap(self, model: nn.Module, device: torch.device, compile_model: bool) -> nn.Module:
         """The module the training step calls. `model` itself stays the plain module that checkpoints and
         evaluation use (DDP shares its parameters; FSDP shards them in place)."""
-        if self.mode == "fsdp" and self.world_size > 1:
+        if self.sharded:
             from torch.distributed.fsdp import fully_shard
 
             # Shard each repeated block, then the rest: a block's weights are gathered just before it runs

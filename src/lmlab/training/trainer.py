@@ -22,17 +22,17 @@ import torch
 
 from lmlab.config import TrainConfig
 from lmlab.data.datasets import TokenDataset
-from lmlab.errors import ConfigError, LmlabError
+from lmlab.errors import ConfigError, TrainingDiverged
 from lmlab.models.base import capability
+from lmlab.run.folder import RunDir
 from lmlab.training import performance as perf
-from lmlab.training.checkpoint import trainer_state
 from lmlab.training.budget import BudgetFitter
 from lmlab.training.callbacks import Callback
+from lmlab.training.checkpoint import trainer_state
 from lmlab.training.distributed import Parallel
 from lmlab.training.ema import WeightAverage
 from lmlab.training.progress import Progress, fmt
-from lmlab.run.folder import RunDir
-from lmlab.training.schedule import lr_at
+from lmlab.training.schedule import Schedule, lr_at
 from lmlab.training.scoring import estimate_nll, mean_loss
 from lmlab.training.step import accumulate_gradients, build_optimizer, predicted_tokens, resolve_device
 
@@ -41,8 +41,7 @@ log = logging.getLogger(__name__)
 MAX_NONFINITE_IN_A_ROW = 5
 
 
-class TrainingDiverged(LmlabError):
-    """The loss or gradients stayed non-finite; the last good checkpoint is kept."""
+__all__ = ["MAX_NONFINITE_IN_A_ROW", "Trainer", "TrainingDiverged"]
 
 
 class Trainer:
@@ -57,7 +56,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         parallel: Parallel | None = None,
     ):
-        self.config = config
+        self.config = config  # and self.schedule, the steps it plans
         self.parallel = parallel or Parallel()
         self.device = self.parallel.device(resolve_device(config.device))
         perf.setup_device(self.device, config.threads)
@@ -73,7 +72,7 @@ class Trainer:
         # The module the step calls: compiled and/or wrapped for DDP/FSDP (FSDP shards self.model in place).
         self.train_model = self.model if counted else self.parallel.wrap(self.model, self.device, config.compile)
         self.optimizer = build_optimizer(self.model, config, fused=perf.fused_adamw_available(self.device))
-        if config.ema_decay and self.parallel.mode == "fsdp" and self.parallel.world_size > 1:
+        if config.ema_decay and self.parallel.sharded:
             raise ConfigError("train.ema_decay does not work with FSDP yet (the average would need sharding); "
                               "use train.parallel=ddp or train.ema_decay=0")
         self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay and not counted else None
@@ -91,6 +90,17 @@ class Trainer:
         self._uncompiled_step = False
         self.last_eval_step: int | None = None
         self.checkpointer = trainer_state.parts(self)
+
+    @property
+    def config(self) -> TrainConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: TrainConfig) -> None:
+        """A new config (fit() again for more steps) plans anew. A time budget never sets it: it re-fits
+        `self.schedule`, the trainer's state that checkpoints keep."""
+        self._config = config
+        self.schedule = Schedule.of(config)
 
     # -- control ------------------------------------------------------------------------------------------
 
@@ -182,15 +192,18 @@ class Trainer:
             self.average.swap()
         self._emit("on_train_begin")
         started = time.perf_counter() - self.train_seconds
-        checkpoint_every = config.checkpoint_interval or config.eval_interval
+        schedule = self.schedule
+        checkpoint_every = config.checkpoint_interval or schedule.eval_interval
         progress = Progress(self.model, config, step=self.step, block_size=self.train_data.block_size,
                             device=self.device, dtype=self.dtype, world_size=self.parallel.world_size,
                             show=self.parallel.is_main)
+        if schedule.max_steps != config.max_steps:  # resumed with the schedule a time budget fitted
+            progress.replan(schedule.max_steps)
         threads = perf.ThreadChooser.for_config(config.threads, self.device)  # train.threads=auto
         # train.time_budget: fit the schedule to it (one process: ranks' clocks would disagree on the plan)
         budget = BudgetFitter.for_config(config) if self.parallel.world_size == 1 else None
         try:
-            while self.step < config.max_steps and not self.parallel.any(self._stop):
+            while self.step < schedule.max_steps and not self.parallel.any(self._stop):
                 out_of_time = config.time_budget and time.perf_counter() - started >= config.time_budget
                 if self.parallel.any(bool(out_of_time)):
                     log.info("time budget of %.0f s reached at step %d", config.time_budget, self.step)
@@ -198,7 +211,7 @@ class Trainer:
                 if threads is not None:
                     threads.before_step()
                 step_started = time.perf_counter()
-                record = self._train_step(lr_at(self.step, config) * self.lr_scale)
+                record = self._train_step(lr_at(self.step, config, schedule) * self.lr_scale)
                 self.train_seconds = time.perf_counter() - started
                 step_seconds = self.train_seconds + started - step_started
                 if threads is not None:
@@ -206,19 +219,19 @@ class Trainer:
                 if budget is not None and record is not None and not (threads and threads.measuring):
                     fitted = budget.after_step(self.step, step_seconds, self.train_seconds)
                     if fitted is not None:  # the same run, fewer steps
-                        config = self.config = fitted
-                        checkpoint_every = config.checkpoint_interval or config.eval_interval
-                        progress.replan(config.max_steps)
+                        schedule = self.schedule = fitted
+                        checkpoint_every = config.checkpoint_interval or schedule.eval_interval
+                        progress.replan(schedule.max_steps)
                 if record is None:
                     continue
                 progress.step_done(record["tokens"])
-                if self.step % config.log_interval == 0 or self.step == config.max_steps:
+                if self.step % config.log_interval == 0 or self.step == schedule.max_steps:
                     self._write_metric(dict(record))  # before the timings: metrics.jsonl is deterministic
                     progress.logged(record, self.last_val_loss)
                 self.last_record = record
                 self._emit("on_step_end", record)
-                at_end = self.step == config.max_steps
-                if self.step % config.eval_interval == 0 or at_end:
+                at_end = self.step == schedule.max_steps
+                if self.step % schedule.eval_interval == 0 or at_end:
                     val = self.evaluate(exact=at_end)
                     log.info("step %d: loss %.4f, val %s", self.step, record["loss"],
                              fmt(val["val_loss"] if val else None))

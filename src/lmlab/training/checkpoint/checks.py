@@ -6,6 +6,7 @@ one line instead of a traceback part-way through a resume.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -15,9 +16,12 @@ import numpy as np
 import torch
 
 from lmlab.errors import CheckpointError
+from lmlab.training.schedule import Schedule
+
+SCHEDULE_KEYS = tuple(f.name for f in dataclasses.fields(Schedule))
 
 
-def _apply_rng_state(state: dict[str, Any], torch_rng, data_generator, python_rng, numpy_rng) -> None:
+def apply_rng_state(state: dict[str, Any], torch_rng, data_generator, python_rng, numpy_rng) -> None:
     torch_rng.set_state(state["torch"])
     data_generator.set_state(state["data"])
     version, internal, gauss_next = state["python"]
@@ -34,7 +38,7 @@ def check_rng_state(state: Any, where: str = "trainer state") -> None:
             raise TypeError(f"a {type(state).__name__}, not a dict")
         if not isinstance(state.get("torch"), torch.Tensor) or not isinstance(state.get("data"), torch.Tensor):
             raise TypeError("the torch generator states are not tensors")
-        _apply_rng_state(state, torch.Generator(), torch.Generator(), random.Random(), np.random.RandomState())
+        apply_rng_state(state, torch.Generator(), torch.Generator(), random.Random(), np.random.RandomState())
     except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
         raise CheckpointError(f"{where}: the saved random-number state is damaged ({str(err).splitlines()[0]})"
                               ) from None
@@ -71,6 +75,10 @@ def check_state(state: dict[str, Any], path: Path) -> None:
             raise bad(f"{key} is {value!r}, not a number")
     if progress.get("last_eval_step") is not None and not _is_int(progress["last_eval_step"]):
         raise bad(f"last_eval_step is {progress['last_eval_step']!r}")
+    schedule = progress.get("schedule")
+    if schedule is not None and not (isinstance(schedule, dict) and schedule.keys() == set(SCHEDULE_KEYS)
+                                     and all(_is_int(schedule[k]) and schedule[k] >= 0 for k in SCHEDULE_KEYS)):
+        raise bad(f"the schedule is {schedule!r}, not counts of {', '.join(SCHEDULE_KEYS)}")
     if not isinstance(state.get("data_fingerprint"), (str, type(None))):
         raise bad("data_fingerprint is not a string")
     if state.get("average") is not None and not (isinstance(state["average"], (list, tuple))

@@ -22,7 +22,7 @@ import torch
 from lmlab.errors import CheckpointError, LmlabError
 from lmlab.files import atomic_write, sync_dir, temporary_path, write_synced
 from lmlab.training.checkpoint.checks import (
-    _apply_rng_state,
+    apply_rng_state,
     check_optimizer_state,
     check_rng_state,
     check_run_config_dict,
@@ -233,7 +233,7 @@ def rng_state(data_generator: torch.Generator) -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> None:
     check_rng_state(state)
-    _apply_rng_state(state, torch.default_generator, data_generator, random, np.random)
+    apply_rng_state(state, torch.default_generator, data_generator, random, np.random)
 
 
 def load_state(path: Path) -> dict[str, Any]:

@@ -88,6 +88,7 @@ class Checkpointer:
                 log.debug("checkpoint has no %r state; it starts fresh", name)
 
 
+# The trainer's own attributes a checkpoint keeps, as the "progress" part (format 1 held them at the top level).
 PROGRESS_KEYS = ("step", "tokens_seen", "nonfinite_steps", "train_seconds", "last_val_loss", "lr_scale",
                  "last_eval_step")
 

@@ -3,28 +3,44 @@ saving and restoring them with the weights (checkpoint.py) in the run folder, on
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lmlab.training.checkpoint import format as ckpt
-from lmlab.training.checkpoint.parts import CallbackStates, Checkpointer, StateOf
 from lmlab.run.folder import RunDir
+from lmlab.training.checkpoint import format as ckpt
+from lmlab.training.checkpoint.parts import PROGRESS_KEYS, CallbackStates, Checkpointer, StateOf
+from lmlab.training.schedule import Schedule
 
 if TYPE_CHECKING:
     from lmlab.training.trainer import Trainer
 
-# The trainer's own attributes a checkpoint keeps, as the "progress" part.
-PROGRESS_ATTRIBUTES = ("step", "tokens_seen", "nonfinite_steps", "train_seconds", "last_val_loss", "lr_scale",
-                       "last_eval_step")
+
+
+def _progress(trainer: Trainer) -> dict[str, Any]:
+    """The progress attributes, and the schedule where a time budget re-fitted it (else None: the config's)."""
+    fitted = trainer.schedule != Schedule.of(trainer.config)
+    return {**{k: getattr(trainer, k) for k in PROGRESS_KEYS},
+            "schedule": dataclasses.asdict(trainer.schedule) if fitted else None}
+
+
+def _load_progress(trainer: Trainer, state: dict[str, Any]) -> None:
+    for k in PROGRESS_KEYS:
+        if k in state:
+            setattr(trainer, k, state[k])
+    # A re-fitted schedule goes on where it was while the run still has its budget; a resume that changed the
+    # plan (more max_steps, no budget) starts from its own config, as the budget re-fits from there anyway.
+    saved = state.get("schedule")
+    config = trainer.config
+    if saved is not None and config.time_budget and config.fit_schedule and saved["max_steps"] <= config.max_steps:
+        trainer.schedule = Schedule(**saved)
 
 
 def parts(trainer: Trainer) -> Checkpointer:
     """The parts a checkpoint's trainer state is made of."""
     checkpointer = Checkpointer()
-    checkpointer.register("progress", StateOf(
-        lambda: {k: getattr(trainer, k) for k in PROGRESS_ATTRIBUTES},
-        lambda state: [setattr(trainer, k, state[k]) for k in PROGRESS_ATTRIBUTES if k in state]))
+    checkpointer.register("progress", StateOf(lambda: _progress(trainer), lambda state: _load_progress(trainer, state)))
     checkpointer.register("rng", StateOf(lambda: ckpt.rng_state(trainer.data_generator),
                                          lambda state: ckpt.set_rng_state(state, trainer.data_generator)))
     if trainer.optimizer is not None:
@@ -39,14 +55,10 @@ def state_dict(trainer: Trainer) -> dict[str, Any]:
     return trainer.checkpointer.state_dict(trainer.step, data_fingerprint=ckpt.data_fingerprint(trainer.train_data))
 
 
-def _sharded(trainer: Trainer) -> bool:
-    return trainer.parallel.mode == "fsdp" and trainer.parallel.world_size > 1
-
-
 def save(trainer: Trainer) -> None:
     """Rank 0 writes; under FSDP every rank first helps gather the full weights and optimizer state."""
     parallel = trainer.parallel
-    if _sharded(trainer):
+    if trainer.parallel.sharded:
         model_state, optim_state = parallel.full_state(trainer.model, trainer.optimizer)
         if parallel.is_main:
             ckpt.save_checkpoint(trainer.run_dir.path, model_state, {**state_dict(trainer), "optimizer": optim_state})
@@ -57,7 +69,7 @@ def save(trainer: Trainer) -> None:
 
 
 def load(trainer: Trainer, run_dir: RunDir) -> None:
-    sharded = _sharded(trainer)
+    sharded = trainer.parallel.sharded
     weights: dict[str, torch.Tensor] = {}  # FSDP: full weights, scattered to the shards below
     state = ckpt.load_checkpoint(run_dir.path, weights if sharded else trainer.model,
                                  None if sharded else trainer.optimizer)

@@ -68,7 +68,7 @@ def _inspector(trainer: Trainer) -> Callback | None:
     return None
 
 
-def _finite(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -138,12 +138,12 @@ class MetricLogger(Callback):
         # this step's sample is complete only at the next step.
         self._log_inspection(trainer.step if self._inspector_first else trainer.step - 1)
         if "tokens_per_s" in record:  # the trainer wrote this step to metrics.jsonl
-            values = {tag: float(record[key]) for key, tag in TRAIN_KEYS.items() if _finite(record.get(key))}
+            values = {tag: float(record[key]) for key, tag in TRAIN_KEYS.items() if is_finite_number(record.get(key))}
             self.scalars(values, record["step"])
         self._maybe_flush()
 
     def on_eval_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        if self.active and _finite(record.get("val_loss")):
+        if self.active and is_finite_number(record.get("val_loss")):
             self.scalars({"val/loss": float(record["val_loss"])}, record["step"])
             self.flush()
 
@@ -177,7 +177,7 @@ class MetricLogger(Callback):
                     out = values.setdefault(step, {})
                     for key, label in scalars.items():
                         series = entry.get(key, [])
-                        if len(series) == len(steps) and _finite(series[i]):
+                        if len(series) == len(steps) and is_finite_number(series[i]):
                             out[f"inspect/{label}/{name}"] = float(series[i])
                     if kind == "layer" and len(entry.get("hist", [])) == len(steps):
                         lo, hi = entry["hist_range"][i]

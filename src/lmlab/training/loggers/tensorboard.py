@@ -10,8 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import LmlabError
-from lmlab.training.loggers.base import FLUSH_SECONDS, TRAIN_KEYS, Findings, MetricLogger, MissingPackage, _finite
 from lmlab.run.folder import METRICS_FILE, RunDir
+from lmlab.training.loggers.base import (
+    FLUSH_SECONDS,
+    TRAIN_KEYS,
+    Findings,
+    MetricLogger,
+    MissingPackage,
+    is_finite_number,
+)
 
 TENSORBOARD_DIR = "tensorboard"  # inside the run directory
 
@@ -104,10 +111,10 @@ def write_tensorboard_runs(run_dirs: Sequence[str | Path], out: str | Path,
         try:
             for record in records:
                 step = record["step"]
-                if _finite(record.get("val_loss")):
+                if is_finite_number(record.get("val_loss")):
                     writer.add_scalar("val/loss", float(record["val_loss"]), step)
                 for key, tag in TRAIN_KEYS.items():
-                    if _finite(record.get(key)):
+                    if is_finite_number(record.get(key)):
                         writer.add_scalar(tag, float(record[key]), step)
         finally:
             writer.close()
