@@ -11,7 +11,7 @@ from inspect_helpers import TinySelfAttention, TokenwiseLM, tiny_data, train
 from PIL import Image
 from torch import nn
 
-from lmlab.inspector import find_problems
+from lmlab.inspector import Finding, find_problems
 from lmlab.inspector.report import write_report
 
 
@@ -50,8 +50,7 @@ def test_report_parses_and_every_image_decodes(tiny_names, tmp_path):
     torch.manual_seed(0)
     body = nn.Sequential(TinySelfAttention(16, 2), _ConvBody(), nn.Linear(16, 16), nn.ReLU())
     stats, findings, _ = train(TokenwiseLM(data.tokenizer.vocab_size, 16, body), data, steps=12, every=3)
-    findings = findings + [{"severity": "warning", "rule": "x", "layer": "body.<2>", "what": "a <planted> finding",
-                            "numbers": {}, "fix": "nothing & all"}]
+    findings = findings + [Finding("warning", "x", "body.<2>", "a <planted> finding", {}, "nothing & all")]
     path = write_report(tmp_path, stats, findings)
     parser = _Collect()
     parser.feed(path.read_text(encoding="utf-8"))
@@ -78,7 +77,7 @@ def test_healthy_report_says_so(tiny_names, tmp_path):
 
 def test_report_shows_thresholds_notes_baselines_and_token_labels(tiny_names, tmp_path):
     from lmlab.inspector import inspect_findings
-    from lmlab.inspector.report_plots import _token_labels
+    from lmlab.inspector.report_plots import token_labels
 
     data = tiny_data(tiny_names)
     torch.manual_seed(0)
@@ -89,7 +88,7 @@ def test_report_shows_thresholds_notes_baselines_and_token_labels(tiny_names, tm
     parser.feed(text)
     assert "Thresholds" in parser.headings and "saturation" in text and "update:data" in text
     assert "note" in parser.items and "counted bigram" in text  # the baselines beside the loss
-    labels = _token_labels(stats, data.tokenizer)
+    labels = token_labels(stats, data.tokenizer)
     assert labels == [data.tokenizer.decode([i], skip_special_tokens=False) or f"<{i}>"
-                      for i in stats["attention_tokens"]]
+                      for i in stats.attention_tokens]
     assert any(label.isalpha() for label in labels)

@@ -31,7 +31,7 @@ import torch
 from lmlab.errors import CheckpointError
 from lmlab.evaluate import evaluate_run
 from lmlab.export import export_run
-from lmlab.inspector import Inspector, find_problems
+from lmlab.inspector import Finding, Inspector, find_problems, load_findings
 from lmlab.inspector.report import reinspect, write_inspection
 from lmlab.models import count_parameters
 from lmlab.sample import SampleOptions, sample_texts
@@ -68,10 +68,10 @@ class Run(LoadedRun):
         return self.run_dir.read_metrics()
 
     @property
-    def findings(self) -> list[dict[str, Any]] | None:
+    def findings(self) -> list[Finding] | None:
         """The inspector's findings as written at the end of training (None if it did not watch)."""
         path = self.run_dir / FINDINGS_FILE
-        return self.run_dir.read_json(FINDINGS_FILE, "findings", list) if path.is_file() else None
+        return load_findings(path) if path.is_file() else None
 
     def evaluate(self, split: str = "val") -> dict[str, Any]:
         """NLL, perplexity and bits per token on a split of the run's own data (`lmlab eval`)."""
@@ -81,7 +81,7 @@ class Run(LoadedRun):
         """`n` samples (`lmlab sample`); options: max_new_tokens, temperature, top_k, top_p, seed."""
         return sample_texts(self, SampleOptions(num_samples=n, prompt=prompt, **options))
 
-    def inspect(self, rebuild_report: bool = False) -> list[dict[str, Any]]:
+    def inspect(self, rebuild_report: bool = False) -> list[Finding]:
         """The health findings, recomputed from the inspector's statistics (`lmlab inspect`)."""
         return reinspect(self.run_dir.path, rebuild_report=rebuild_report)
 

@@ -10,7 +10,7 @@ from lmlab.cli.common import Parser, default_out
 from lmlab.config import parse_set_args
 from lmlab.data.sources import EMBEDDED
 from lmlab.errors import ConfigError
-from lmlab.inspector.findings import format_finding
+from lmlab.inspector import format_finding
 from lmlab.series.forecast import run_forecast
 from lmlab.training.shard_writer import PrepareOptions, prepare_shards
 from lmlab.vision.classify import run_classify

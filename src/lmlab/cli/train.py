@@ -11,7 +11,7 @@ from pathlib import Path
 from lmlab import run as lmlab_run
 from lmlab.cli.common import add_data_model_args, cli_layers, default_out, fmt
 from lmlab.errors import ConfigError
-from lmlab.inspector import Inspector, format_finding, is_problem
+from lmlab.inspector import Inspector, format_finding, is_problem, load_findings
 from lmlab.training import callbacks as cb
 from lmlab.training.budget import train_longer_hint
 from lmlab.training.distributed import Parallel, launched_by_torchrun
@@ -51,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         except TrainingDiverged:  # what the inspector saw, before the one-line error
             findings = Path(args.out) / FINDINGS_FILE
             if parallel.is_main and findings.is_file():
-                print("\n".join(format_finding(f) for f in RunDir(args.out).read_json(FINDINGS_FILE, "findings", list)))
+                print("\n".join(format_finding(f) for f in load_findings(findings)))
             raise
     finally:
         parallel.close()

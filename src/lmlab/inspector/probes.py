@@ -1,7 +1,7 @@
-"""What the inspector learns about the model and the data apart from its per-step hooks: the kind of
-each layer, activations called as functions (which forward hooks cannot see), the data's own baselines (the
-training split's unigram entropy and the counted bigram's NLL), the model's default learning rate, how often
-to sample, and the causality probe (changing a later token must never change an earlier position's logits).
+"""What the inspector learns about the model and the data apart from its per-step hooks: the data's own
+baselines (the training split's unigram entropy and the counted bigram's NLL), the model's default learning
+rate, how often to sample, and the causality probe (changing a later token must never change an earlier
+position's logits).
 """
 
 from __future__ import annotations
@@ -9,40 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-from lmlab.inspector.stats_file import _r
+from lmlab.inspector.stats import Baselines, Causality, compact
 
-_KINDS: tuple[tuple[type, str], ...] = (
-    (nn.Tanh, "tanh"), (nn.Sigmoid, "sigmoid"), (nn.ReLU, "relu"), (nn.GELU, "gelu"),
-    (nn.LeakyReLU, "relu"), (nn.SiLU, "gelu"), (nn.Linear, "linear"), (nn.Conv1d, "conv"),
-    (nn.Conv2d, "conv"), (nn.Embedding, "embedding"), (nn.LayerNorm, "norm"),
-    (nn.modules.batchnorm._BatchNorm, "norm"), (nn.MultiheadAttention, "attention"),
-)
-_SKIP = (nn.Dropout, nn.Identity)
-_ACTIVATION_KINDS = ("tanh", "sigmoid", "relu", "gelu")
-# Activations called as functions: a module that calls one hides it from forward hooks.
-_FUNCTIONAL = {
-    torch.tanh: "tanh", torch.Tensor.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid",
-    torch.Tensor.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.relu: "relu", torch.Tensor.relu: "relu",
-    F.relu: "relu", F.leaky_relu: "relu", F.elu: "relu", F.gelu: "gelu", F.silu: "gelu", F.mish: "gelu",
-}
 BASELINE_TOKENS = 1_000_000  # the data baselines read at most this many training tokens
 
 
-def layer_kind(module: nn.Module) -> str:
-    if getattr(module, "record_attention", None) is not None:
-        return "attention"
-    for cls, kind in _KINDS:
-        if isinstance(module, cls):
-            return kind
-    return "other"
-
-
 @torch.no_grad()
-def data_baselines(dataset: Any, vocab_size: int, max_tokens: int = BASELINE_TOKENS) -> dict[str, Any] | None:
+def data_baselines(dataset: Any, vocab_size: int, max_tokens: int = BASELINE_TOKENS) -> Baselines | None:
     """What trivial models reach on the training split: the unigram entropy (letter frequencies alone) and
     the counted bigram's NLL (add-one smoothing, scored on the counts' own data), in nats per token.
     Sparse counts, so a 50K vocabulary costs no V x V table."""
@@ -66,10 +41,10 @@ def data_baselines(dataset: Any, vocab_size: int, max_tokens: int = BASELINE_TOK
     counts = counts.double()
     log_p = (counts + 1).log() - (row_totals[keys // vocab_size] + vocab_size).log()
     bigram = -(counts * log_p).sum().item() / n
-    return {"unigram": _r(entropy), "bigram": _r(bigram), "tokens": n}
+    return Baselines(unigram=compact(entropy), bigram=compact(bigram), tokens=n)
 
 
-def _default_lr(model: nn.Module) -> float | None:
+def default_lr(model: nn.Module) -> float | None:
     """The learning rate lmlab's registry trains this model class with (None for other models)."""
     from lmlab.config import TrainConfig
     from lmlab.models import REGISTRY
@@ -80,27 +55,13 @@ def _default_lr(model: nn.Module) -> float | None:
     return None
 
 
-class _FunctionWatch(TorchFunctionMode):
-    """Notes activation functions called inside modules that are not themselves activation modules."""
-
-    def __init__(self, stack: list[str], kinds: dict[str, str], found: dict[str, str]):
-        super().__init__()
-        self.stack, self.kinds, self.found = stack, kinds, found
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kind = _FUNCTIONAL.get(func)
-        if kind is not None and self.stack and self.kinds.get(self.stack[-1]) not in _ACTIVATION_KINDS:
-            self.found.setdefault(self.stack[-1], getattr(func, "__name__", kind))  # silu, not its kind
-        return func(*args, **(kwargs or {}))
-
-
 def default_interval(max_steps: int) -> int:
     """About 50-100 samples per run, never more often than needed: every 100 steps for long runs."""
     return min(100, max(1, max_steps // 50))
 
 
 @torch.no_grad()
-def causality_probe(model: nn.Module, vocab_size: int, length: int, seed: int = 0) -> dict[str, Any]:
+def causality_probe(model: nn.Module, vocab_size: int, length: int, seed: int = 0) -> Causality:
     """Change one token at a time and measure how much earlier positions' logits move (eval mode, so
     BatchNorm uses running statistics and dropout is off). A causal model moves them by 0."""
     was_training = model.training
@@ -120,5 +81,5 @@ def causality_probe(model: nn.Module, vocab_size: int, length: int, seed: int = 
     finally:
         model.train(was_training)
     scale = 1.0 + base.abs().max().item()
-    return {"checked": True, "length": length, "max_change": _r(worst), "position": where,
-            "leak": bool(worst > 1e-4 * scale)}
+    return Causality(checked=True, length=length, max_change=compact(worst), position=where,
+                     leak=bool(worst > 1e-4 * scale))

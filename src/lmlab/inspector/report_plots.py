@@ -11,6 +11,7 @@ import io
 import math
 from typing import Any
 
+from lmlab.inspector.stats import InspectorStats
 from lmlab.inspector.thresholds import UPDATE_HIGH, UPDATE_LOW
 
 MAX_LINES = 10  # layers per plot, so legends stay readable
@@ -47,22 +48,22 @@ def _finite(xs, ys):
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def _loss_plot(stats: dict[str, Any]) -> str | None:
-    records = stats.get("loss", [])
+def loss_plot(stats: InspectorStats) -> str | None:
+    records = stats.loss
     if not records:
         return None
     fig, axes = _figure(2)
     fig.subplots_adjust(wspace=0.6)
     ax, lr_ax = axes[0]
     ax.plot(*_finite([r[0] for r in records], [r[1] for r in records]), lw=0.7, alpha=0.6, label="train")
-    if stats.get("val"):
-        ax.plot(*_finite(*zip(*stats["val"], strict=True)), "o-", label="val")
-    if stats.get("ln_vocab"):
-        ax.axhline(stats["ln_vocab"], color="gray", ls="--", lw=0.8, label="ln V (uniform)")
-    base = stats.get("baselines") or {}
-    if base.get("unigram"):
-        ax.axhline(base["unigram"], color="tab:red", ls=":", lw=0.9, label="unigram entropy")
-        ax.axhline(base["bigram"], color="tab:green", ls=":", lw=0.9, label="counted bigram")
+    if stats.val:
+        ax.plot(*_finite(*zip(*stats.val, strict=True)), "o-", label="val")
+    if stats.ln_vocab:
+        ax.axhline(stats.ln_vocab, color="gray", ls="--", lw=0.8, label="ln V (uniform)")
+    base = stats.baselines
+    if base is not None and base.unigram:
+        ax.axhline(base.unigram, color="tab:red", ls=":", lw=0.9, label="unigram entropy")
+        ax.axhline(base.bigram, color="tab:green", ls=":", lw=0.9, label="counted bigram")
     ax.set(xlabel="step", ylabel="loss (nats/token)", title="loss")
     _legend(ax)
     lr_ax.plot([r[0] for r in records], [r[2] for r in records])
@@ -70,32 +71,33 @@ def _loss_plot(stats: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
-def _histograms(stats: dict[str, Any]) -> str | None:
-    layers = [(n, ly) for n, ly in stats["layers"].items() if ly["kind"] in ACTIVATIONS and ly.get("hist")]
+def histograms_plot(stats: InspectorStats) -> str | None:
+    layers = [(n, ly) for n, ly in stats.layers.items() if ly.kind in ACTIVATIONS and ly.hist]
     if not layers:
         return None
     fig, axes = _figure(2)
     for ax, index, title in ((axes[0][0], 0, "at the start"), (axes[0][1], -1, "at the end")):
         for name, layer in layers[:MAX_LINES]:
-            counts, (lo, hi) = layer["hist"][index], layer["hist_range"][index]
+            counts, (lo, hi) = layer.hist[index], layer.hist_range[index]
             total = sum(counts) or 1
             width = (hi - lo) / len(counts)
             centres = [lo + (i + 0.5) * width for i in range(len(counts))]
-            ax.plot(centres, [c / total for c in counts], label=f"{name} ({layer['kind']})")
+            ax.plot(centres, [c / total for c in counts], label=f"{name} ({layer.kind})")
         ax.set(xlabel="activation value", ylabel="fraction", title=f"activations {title} (step "
-               f"{layers[0][1]['step'][index]})")
+               f"{layers[0][1].step[index]})")
     _legend(axes[0][1])
     return _png(fig)
 
 
-def _over_time(stats: dict[str, Any], key: str, title: str, ylabel: str, threshold: float | None = None) -> str | None:
-    layers = [(n, ly) for n, ly in stats["layers"].items() if ly.get(key)]
+def over_time_plot(stats: InspectorStats, key: str, title: str, ylabel: str,
+                   threshold: float | None = None) -> str | None:
+    layers = [(n, ly) for n, ly in stats.layers.items() if getattr(ly, key)]
     if not layers:
         return None
     fig, axes = _figure()
     for name, layer in layers[:MAX_LINES]:
         ax = axes[0][0]
-        ax.plot(*_finite(layer["step"], layer[key]), label=name)
+        ax.plot(*_finite(layer.step, getattr(layer, key)), label=name)
     if threshold is not None:
         axes[0][0].axhline(threshold, color="black", ls="--", lw=1, label=f"warning at {threshold:.0%}")
     axes[0][0].set(xlabel="step", ylabel=ylabel, title=title, ylim=(0, 1))
@@ -103,14 +105,14 @@ def _over_time(stats: dict[str, Any], key: str, title: str, ylabel: str, thresho
     return _png(fig)
 
 
-def _update_ratio(stats: dict[str, Any]) -> str | None:
-    params = [(n, p) for n, p in stats["params"].items() if len(p.get("shape", [])) >= 2 and p.get("update_data")]
+def update_ratio_plot(stats: InspectorStats) -> str | None:
+    params = [(n, p) for n, p in stats.params.items() if len(p.shape) >= 2 and p.update_data]
     if not params:
         return None
     fig, axes = _figure(height=3.6)
     ax = axes[0][0]
     for name, p in params[:MAX_LINES]:
-        ax.plot(*_finite(p["step"], p["update_data"]), label=name)
+        ax.plot(*_finite(p.step, p.update_data), label=name)
     ax.axhline(-3, color="black", ls="--", lw=1, label="1e-3 (good)")
     for level in (UPDATE_HIGH, UPDATE_LOW):
         ax.axhline(level, color="tab:red", ls=":", lw=1)
@@ -119,9 +121,9 @@ def _update_ratio(stats: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
-def _gradients(stats: dict[str, Any]) -> str | None:
-    records = stats.get("loss", [])
-    params = [(n, p) for n, p in stats["params"].items() if len(p.get("shape", [])) >= 2 and p.get("grad_data")]
+def gradients_plot(stats: InspectorStats) -> str | None:
+    records = stats.loss
+    params = [(n, p) for n, p in stats.params.items() if len(p.shape) >= 2 and p.grad_data]
     if not records and not params:
         return None
     fig, axes = _figure(2)
@@ -129,19 +131,20 @@ def _gradients(stats: dict[str, Any]) -> str | None:
     ax, ratio_ax = axes[0]
     steps, norms = _finite([r[0] for r in records], [r[3] for r in records])
     ax.plot(steps, norms, lw=0.7)
-    if stats.get("grad_clip"):
-        ax.axhline(stats["grad_clip"], color="gray", ls="--", lw=0.8, label="clip")
+    if stats.grad_clip:
+        ax.axhline(stats.grad_clip, color="gray", ls="--", lw=0.8, label="clip")
         _legend(ax)
     ax.set(xlabel="step", ylabel="global gradient norm (before clipping)", title="gradient norm", yscale="log")
     for name, p in params[:MAX_LINES]:
-        xs, ys = _finite(p["step"], p["grad_data"])
+        xs, ys = _finite(p.step, p.grad_data)
         ratio_ax.plot(xs, [max(y, 1e-12) for y in ys], label=name)
     ratio_ax.set(xlabel="step", ylabel="std(grad) / std(weight)", title="grad:data ratio", yscale="log")
     _legend(ratio_ax)
     return _png(fig)
 
 
-def _maps(maps: dict[str, Any], title: str, per_head: bool, tokens: list[str] | None = None) -> list[tuple[str, str]]:
+def maps_plots(maps: dict[str, Any], title: str, per_head: bool,
+               tokens: list[str] | None = None) -> list[tuple[str, str]]:
     out = []
     for name, value in list(maps.items())[:4]:
         heads = value if per_head else [value]
@@ -163,9 +166,9 @@ def _maps(maps: dict[str, Any], title: str, per_head: bool, tokens: list[str] | 
     return out
 
 
-def _token_labels(stats: dict[str, Any], tokenizer: Any) -> list[str] | None:
+def token_labels(stats: InspectorStats, tokenizer: Any) -> list[str] | None:
     """The attention example's tokens as text (their ids when there is no tokenizer)."""
-    ids = stats.get("attention_tokens")
+    ids = stats.attention_tokens
     if not ids:
         return None
     if tokenizer is None:

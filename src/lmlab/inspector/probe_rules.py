@@ -1,0 +1,3 @@
+"""Health rules over the one-off probes of the model and the data (probes.py)."""
+
+from __future__ import annotations
