@@ -23,7 +23,7 @@ from lmlab.inspector.report_plots import (
 )
 from lmlab.inspector.stats import STATS_FILE, InspectorStats, load_stats
 from lmlab.inspector.thresholds import DEAD_FRACTION, SATURATED_LATER
-from lmlab.training.run_dir import CONFIG_FILE, FINDINGS_FILE, REPORT_FILE, TOKENIZER_FILE
+from lmlab.run.folder import CONFIG_FILE, FINDINGS_FILE, REPORT_FILE, TOKENIZER_FILE
 
 
 def _findings_html(findings: list[Finding]) -> str:

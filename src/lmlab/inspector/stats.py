@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lmlab.training.run_dir import INSPECTION_FILE
+from lmlab.run.folder import INSPECTION_FILE
 
 STATS_FILE = INSPECTION_FILE
 HIST_BINS = 40
