@@ -283,3 +283,69 @@ def test_findings_are_ordered_by_severity_then_when_they_appeared():
                                                      "nonfinite_steps": 2}))
     assert [f.rule for f in ranked] == ["nan", "dead_units", "saturation"]
     assert ranked[1].since_step == 0 and ranked[2].since_step == 60
+
+
+# -- findings that know the run ---------------------------------------------------------------------------
+
+
+def _memorising(**run):
+    records = [[s, 3.0 - 2.5 * s / 600, 1e-3, 1.0] for s in range(1, 601)]
+    val = [[100, 2.8], [200, 2.6], [300, 2.65], [400, 2.75], [500, 2.9], [600, 3.0]]
+    raw = {"layers": {}, "params": {}, "loss": records, "val": val, "ln_vocab": 3.3, "vocab_size": 27,
+           "initial_loss": 3.3}
+    if run:
+        raw["run"] = {"planned_steps": 1000, "fitted_steps": 1000, "steps": 600, "monitor": "val_loss", **run}
+    return InspectorStats.from_dict(raw)
+
+
+def test_early_stopping_that_kept_the_best_step_is_a_note_not_a_warning():
+    assert [f.severity for f in overfitting(_memorising())] == ["warning"]
+    assert "--early-stopping" in overfitting(_memorising())[0].fix
+    kept = _memorising(stopped_step=600, best_step=200, best=2.6, restored=True)
+    (note,) = overfitting(kept)
+    assert note.severity == "note" and not note.fix and "kept step 200 (val 2.600)" in note.what
+    assert "would have memorised" in note.what and note.numbers["stopped_step"] == 600
+    assert find_problems(kept) == [] and note in find_notes(kept)
+    # Stopped, but the model holds the last weights (restoring off, or interrupted): still a warning.
+    (warning,) = overfitting(_memorising(stopped_step=600, best_step=200, best=2.6, restored=False))
+    assert warning.severity == "warning" and "--early-stopping" not in warning.fix
+    assert "not the best ones" in warning.what
+
+
+def test_a_warm_up_spike_the_clip_held_is_a_note():
+    from lmlab.inspector.layer_rules import exploding_gradients
+
+    # Norms fall from ~5 to ~0.2 over warm-up, one clipped spike at step 16; afterwards the loss falls on.
+    records = [[s, 6.0 - 3.0 * s / 300, 1e-3, 5.0 * 0.9**s + 0.2] for s in range(1, 301)]
+    records[15][3] = 44.6
+    raw = {"layers": {}, "params": {}, "loss": records, "val": [], "grad_clip": 1.0, "warmup_steps": 100}
+    (found,) = exploding_gradients(InspectorStats.from_dict(raw))
+    assert found.severity == "note" and found.since_step == 16 and "warm-up" in found.what
+    assert find_problems(InspectorStats.from_dict(raw)) == []
+    # The same spike after warm-up is judged against the rest of the run: a warning.
+    records[15][3], records[200][3] = 0.2, 44.6
+    (found,) = exploding_gradients(InspectorStats.from_dict(raw))
+    assert found.severity == "warning" and found.since_step == 201
+
+
+def test_learning_rate_scaled_by_a_callback_and_a_cut_budget_are_notes():
+    from lmlab.inspector.loss_rules import run_control
+
+    stats = _memorising(lr_scales=[[300, 0.1]], time_budget=60.0, fitted_steps=600, planned_steps=5000)
+    notes = run_control(stats)
+    assert [n.severity for n in notes] == ["note", "note"]
+    assert "x0.1 at step 300" in notes[0].what and "600 of the 5,000 planned" in notes[1].what
+
+
+def test_the_inspector_reads_what_early_stopping_did(data):
+    from lmlab.config import TrainConfig
+    from lmlab.inspector import Inspector
+    from lmlab.training.callbacks import EarlyStopping
+    from lmlab.training.trainer import Trainer
+
+    inspector = Inspector(every=5)
+    stopper = EarlyStopping(patience=1, min_delta=10.0, restore_best_weights=True)  # no later eval improves
+    config = TrainConfig(max_steps=60, warmup_steps=0, eval_interval=5, log_interval=5, device="cpu", batch_size=16)
+    Trainer(tiny_mlp(data), data.splits["train"], data.splits["val"], config, callbacks=[inspector, stopper]).fit()
+    run = inspector.stats.run
+    assert (run.best_step, run.stopped_step, run.restored, run.planned_steps, run.steps) == (5, 10, True, 60, 10)

@@ -97,6 +97,7 @@ class Inspector(Callback):
         stats = self.stats
         stats.counted = bool(capability(model, "counted"))
         stats.lr = trainer.config.lr
+        stats.warmup_steps = trainer.config.warmup_steps
         stats.optimizer = trainer.config.optimizer
         if stats.default_lr is None:
             stats.default_lr = default_lr(model)
@@ -251,6 +252,7 @@ class Inspector(Callback):
         control = self._control(trainer)
         control.planned_steps = max(control.planned_steps, getattr(self, "_planned_steps", 0))
         control.steps = trainer.step
+        control.fitted_steps = trainer.config.max_steps
         control.time_budget = float(trainer.config.time_budget or 0.0)
         stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
         if stopper is not None:

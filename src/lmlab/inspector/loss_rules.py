@@ -179,23 +179,57 @@ def nan(stats: InspectorStats) -> list[Finding]:
     )]
 
 
-def gradient_norm_spike(stats: InspectorStats, rule_name: str) -> Finding | None:
-    """A gradient norm far above the run's median (the first steps left out: they are their own phase)."""
-    records = stats.loss[max(5, len(stats.loss) // 20):]
+def _spike(records: list, least: int = 20) -> tuple[float, float, int] | None:
+    """(peak, median, step) when a gradient norm in `records` is GRAD_SPIKE times their median."""
     norms = finite([r.grad_norm for r in records])
-    if len(norms) < 20:
+    if len(norms) < least:
         return None
-    median = statistics.median(norms)
-    peak = max(norms)
+    median, peak = statistics.median(norms), max(norms)
     if median <= 0 or peak <= GRAD_SPIKE * median:
         return None
-    at = next(r.step for r in records if r.grad_norm == peak)
+    return peak, median, next(r.step for r in records if r.grad_norm == peak)
+
+
+def gradient_norm_spike(stats: InspectorStats, rule_name: str) -> Finding | None:
+    """A gradient norm far above its phase's median. The first steps (the warm-up, at least the first 5 % of
+    the run) are their own phase: norms there fall from their value at initialisation, and a spike the clip
+    caught, after which the loss went on falling, is a note; after warm-up a spike is judged against the
+    rest of the run's median."""
+    records = stats.loss
+    if not records:
+        return None
+    first = records[0].step
+    warm_up = max(5, len(records) // 20, stats.warmup_steps)
+    early = [r for r in records if first + 5 <= r.step <= first + warm_up - 1]  # the first 5: initialisation
+    later = [r for r in records if r.step >= first + warm_up]
+    fix = (f"keep gradient clipping on (train.grad_clip), {_lower_lr_text(stats)}, or add warm-up; `lmlab "
+           "lr-find` measures a good rate")
+    spike = _spike(later)
+    if spike is not None:
+        peak, median, at = spike
+        return Finding(
+            "warning", rule_name, None,
+            f"the gradient norm spiked to {peak:.3g} at step {at}, {times(peak / median)} its median of {median:.3g}",
+            {"grad_norm_max": peak, "grad_norm_median": median, "threshold": GRAD_SPIKE}, fix, at)
+    spike = _spike(early)
+    if spike is None:
+        return None
+    peak, median, at = spike
+    after = finite([r.loss for r in records if r.step > at])
+    at_spike = next(r.loss for r in records if r.step == at)
+    recovered = bool(after) and tail_mean(after) < at_spike and bool(stats.grad_clip)
+    numbers = {"grad_norm_max": peak, "grad_norm_median": median, "threshold": GRAD_SPIKE, "phase": "warm-up",
+               "warmup_steps": warm_up}
+    if recovered:
+        return Finding(
+            "note", rule_name, None,
+            f"the gradient norm spiked to {peak:.3g} at step {at}, in the first {warm_up} steps (warm-up), "
+            f"{times(peak / median)} that phase's median of {median:.3g}; the clip at {stats.grad_clip:g} held it "
+            "and the loss went on falling: a transient of the first steps, not a fault", numbers, "", at)
     return Finding(
         "warning", rule_name, None,
-        f"the gradient norm spiked to {peak:.3g} at step {at}, {times(peak / median)} its median of {median:.3g}",
-        {"grad_norm_max": peak, "grad_norm_median": median, "threshold": GRAD_SPIKE},
-        f"keep gradient clipping on (train.grad_clip), {_lower_lr_text(stats)}, or add warm-up; `lmlab lr-find` "
-        "measures a good rate", at)
+        f"the gradient norm spiked to {peak:.3g} at step {at}, in the first {warm_up} steps (warm-up), "
+        f"{times(peak / median)} that phase's median of {median:.3g}, and the loss did not recover", numbers, fix, at)
 
 
 @rule(priority=8, threshold=f"the final loss within {STUCK_FRACTION:.0%} of ln V, or flat within "
@@ -268,10 +302,17 @@ def frozen_parameters(stats: InspectorStats) -> list[Finding]:
     return [frozen_parameters.finding(severity, None, what, numbers, fix, since=0)]
 
 
-@rule(priority=9, threshold=f"validation loss rising while the train/val gap grew by > {OVERFIT_GAP} nats")
+def _val_at(val: list, step: int | None) -> float | None:
+    return next((v for s, v in val if s == step), None)
+
+
+@rule(priority=9, threshold=f"validation loss rising while the train/val gap grew by > {OVERFIT_GAP} nats "
+                            "(a note when early stopping kept the best step)")
 def overfitting(stats: InspectorStats) -> list[Finding]:
     val = [(s, v) for s, v in stats.val if math.isfinite(v)]
     records = stats.loss
+    control = stats.run
+    stopped = control is not None and control.stopped_step is not None
     if len(val) < 3 or not records:
         return []
 
@@ -282,16 +323,65 @@ def overfitting(stats: InspectorStats) -> list[Finding]:
     best_step, best = min(val, key=lambda sv: sv[1])
     last_step, last = val[-1]
     gap_best, gap_end = best - train_at(best_step), last - train_at(last_step)
-    if last_step == best_step or last < best + max(0.01, 0.005 * best) or gap_end < gap_best + OVERFIT_GAP:
+    numbers = {"val_best": best, "val_best_step": best_step, "val_end": last, "gap_best": round(gap_best, 4),
+               "gap_end": round(gap_end, 4)}
+    rising = not (last_step == best_step or last < best + max(0.01, 0.005 * best) or gap_end < gap_best + OVERFIT_GAP)
+    kept = control.best_step if control is not None and control.restored else None
+    if kept is not None:
+        kept_val = _val_at(val, kept) or control.best
+        numbers |= {"kept_step": kept, "val_kept": kept_val, "stopped_step": control.stopped_step}
+        ended = (f"stopped the run at step {control.stopped_step:,} and " if stopped else "")
+        if rising:
+            return [overfitting.finding(
+                "note", None,
+                f"early stopping {ended}kept step {kept:,} (val {kept_val:.3f}); validation loss had risen to "
+                f"{last:.3f} by step {last_step:,} while the train/val gap grew from {gap_best:.3f} to {gap_end:.3f}: "
+                "training on would have memorised the training set", numbers)]
+        if stopped:
+            return [overfitting.finding(
+                "note", None,
+                f"early stopping {ended}kept step {kept:,} (val {kept_val:.3f}), its best validation loss: the "
+                "evaluations after it did not improve on it", numbers)]
         return []
+    if not rising:
+        return []
+    if stopped:  # stopped, but the best weights are not the model's (restoring was off or the run interrupted)
+        return [overfitting.finding(
+            "warning", None,
+            f"validation loss rose from its best {best:.3f} (step {best_step:,}) to {last:.3f} while the train/val "
+            f"gap grew from {gap_best:.3f} to {gap_end:.3f}: early stopping ended the run at step "
+            f"{control.stopped_step:,}, but the model holds that step's weights, not the best ones", numbers,
+            "keep the best weights (train.early_stopping restores them when the run ends), or sample from the "
+            f"step-{best_step} checkpoint")]
     return [overfitting.finding(
         "warning", None,
         f"validation loss rose from its best {best:.3f} (step {best_step}) to {last:.3f} while the train/val gap "
-        f"grew from {gap_best:.3f} to {gap_end:.3f}: the model is memorising the training set",
-        {"val_best": best, "val_best_step": best_step, "val_end": last, "gap_best": round(gap_best, 4),
-         "gap_end": round(gap_end, 4)},
+        f"grew from {gap_best:.3f} to {gap_end:.3f}: the model is memorising the training set", numbers,
         "stop earlier (--early-stopping), add dropout or weight decay, use a smaller model or more data",
     )]
+
+
+@rule(priority=99)
+def run_control(stats: InspectorStats) -> list[Finding]:
+    """Notes on what the callbacks and the trainer did to the schedule: learning-rate scaling by a callback
+    (ReduceLROnPlateau) and a time budget that cut the planned steps."""
+    control = stats.run
+    if control is None:
+        return []
+    out = []
+    if control.lr_scales:
+        steps = ", ".join(f"x{scale:.3g} at step {int(step):,}" for step, scale in control.lr_scales)
+        out.append(run_control.finding(
+            "note", None, f"a callback scaled the learning rate during the run ({steps}; ReduceLROnPlateau does "
+            "when the monitored loss plateaus): the update:data ratios after that step are smaller by as much",
+            {"lr_scales": control.lr_scales}))
+    if control.time_budget and control.fitted_steps and control.fitted_steps < control.planned_steps:
+        out.append(run_control.finding(
+            "note", None, f"the time budget ({control.time_budget:g} s) fitted the schedule to "
+            f"{control.fitted_steps:,} of the {control.planned_steps:,} planned steps; the run took {control.steps:,}",
+            {"time_budget": control.time_budget, "planned_steps": control.planned_steps,
+             "fitted_steps": control.fitted_steps, "steps": control.steps}))
+    return out
 
 
 @rule(priority=0, threshold="changing a later token moves an earlier position's logits by more than 1e-4 of "

@@ -104,7 +104,8 @@ class RunControl:
     stopped at, the best step and whether its weights became the model), learning-rate scales set by a
     callback (ReduceLROnPlateau), and a time budget that cut the planned steps."""
 
-    planned_steps: int = 0
+    planned_steps: int = 0  # max_steps when training began
+    fitted_steps: int = 0  # max_steps when it ended (the time budget refits it)
     steps: int = 0
     time_budget: float = 0.0
     stopped_step: int | None = None  # early stopping ended the run here
@@ -135,6 +136,7 @@ class InspectorStats:
     grad_clip: float = 0.0
     counted: bool = False
     lr: float | None = None
+    warmup_steps: int = 0
     optimizer: str | None = None
     default_lr: float | None = None
     param_count: int = 0
