@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from inspect_helpers import TokenwiseLM, rules, tiny_data, tiny_mlp, train
+from inspect_helpers import TinySelfAttention, TokenwiseLM, rules, tiny_data, tiny_mlp, train
 from torch import nn
 
 from lmlab.inspector import InspectorStats, find_notes, find_problems, format_finding
 from lmlab.inspector.layer_rules import dead_units, depth_gradients
 from lmlab.inspector.loss_rules import frozen_parameters, overfitting
 from lmlab.inspector.rule_helpers import lr_text, times
+from lmlab.training.callbacks import Callback
 
 
 @pytest.fixture
@@ -349,3 +350,154 @@ def test_the_inspector_reads_what_early_stopping_did(data):
     Trainer(tiny_mlp(data), data.splits["train"], data.splits["val"], config, callbacks=[inspector, stopper]).fit()
     run = inspector.stats.run
     assert (run.best_step, run.stopped_step, run.restored, run.planned_steps, run.steps) == (5, 10, True, 60, 10)
+
+
+# -- planted faults users make in their own models and data -----------------------------------------------
+
+
+class _OwnLoss(TokenwiseLM):
+    """A model with a home-made loss: `mode` "unshifted" scores logits at t against token t (it learns to copy);
+    "unmasked" builds its targets from input_ids, so padding after padding counts."""
+
+    def __init__(self, vocab, block, mode):
+        super().__init__(vocab, block, nn.Identity())
+        self.mode = mode
+
+    def forward(self, input_ids, labels=None, **_):
+        out = super().forward(input_ids)
+        logits, loss = out.logits, None
+        if labels is not None and self.mode == "unshifted":
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1))
+        elif labels is not None:
+            loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
+                                               input_ids[:, 1:].reshape(-1))
+        return type(out)(logits=logits, loss=loss)
+
+
+def test_labels_not_shifted_are_named_before_the_overfitting_they_cause(data):
+    torch.manual_seed(0)
+    model = _OwnLoss(data.tokenizer.vocab_size, 16, "unshifted")
+    stats, findings, _ = train(model, data, steps=60, every=10)
+    assert findings[0].rule == "labels_not_shifted" and findings[0].severity == "error", \
+        [format_finding(f) for f in findings]
+    assert findings[0].numbers["copy_share"] > 0.9 and findings[0].numbers["repeat_share"] < 0.2
+    assert "copy its input" in findings[0].what and "labels[:, 1:]" in findings[0].fix
+    assert not [f for f in findings if f.rule == "overfitting" and "consequence" not in f.what]
+
+
+def test_a_loss_that_scores_padding_is_not_the_labels_loss(data):
+    torch.manual_seed(0)
+    stats, findings, _ = train(_OwnLoss(data.tokenizer.vocab_size, 16, "unmasked"), data, steps=60, every=10)
+    found = [f for f in findings if f.rule == "loss_mismatch"]
+    assert found and found[0].severity == "error" and "padding" in found[0].what, [format_finding(f) for f in findings]
+    assert found[0].numbers["padded_share"] > 0.1 and "ignore_index=-100" in found[0].fix
+    assert "labels_not_shifted" not in rules(findings)
+
+
+def test_labels_that_score_padding_are_counted():
+    from lmlab.inspector.probes import targets_probe
+
+    class Padded:  # a user's dataset whose labels forgot to mask the padding
+        def iter_batches(self, batch_size, max_tokens=None):
+            ids = torch.tensor([[0, 5, 6, 7, 0, 0, 0, 0], [0, 8, 9, 0, 0, 0, 0, 0]])
+            yield ids, ids.clone()
+
+    model = TokenwiseLM(10, 8, nn.Identity())
+    probe = targets_probe(model, Padded(), 10)
+    assert probe.checked and probe.scored_padding > 0.4  # 7 of the 14 targets are padding after padding
+    from lmlab.inspector.probe_rules import padding_scored
+
+    (found,) = padding_scored(InspectorStats(targets=probe))
+    assert found.severity == "warning" and "-100" in found.fix
+
+
+class _BatchStatsInEval(nn.Module):
+    """BatchNorm that keeps using the batch's statistics in eval mode: examples are coupled."""
+
+    def __init__(self, width=16):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(width, track_running_stats=False)
+
+    def forward(self, x):  # (B, T, C)
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+def test_batch_statistics_in_eval_mode_are_named_not_a_causal_leak(data):
+    torch.manual_seed(0)
+    _, findings, _ = train(TokenwiseLM(data.tokenizer.vocab_size, 16, _BatchStatsInEval()), data, steps=6, every=2)
+    assert findings[0].rule == "eval_batch_coupling" and findings[0].severity == "error", \
+        [format_finding(f) for f in findings]
+    assert "running statistics" in findings[0].fix
+    leak = [f for f in findings if f.rule == "causality_leak"]
+    assert all("batch statistics" in f.what for f in leak)
+    torch.manual_seed(0)  # the default BatchNorm (running statistics in eval) couples nothing
+    _, findings, _ = train(tiny_mlp(data, norm="batch", n_layer=2), data, steps=6, every=2)
+    assert "eval_batch_coupling" not in rules(findings)
+
+
+class _UnscaledAttention(TinySelfAttention):
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        att = (q @ k.transpose(-2, -1)).masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        att = att.softmax(-1)  # (B, nh, T, T), never divided by sqrt(hs)
+        if self.record_attention:
+            self.last_attention = att.detach()
+        return x + self.proj((att @ v).transpose(1, 2).reshape(B, T, C))
+
+
+def test_attention_without_the_sqrt_scale_is_one_hot_from_the_start(data):
+    vocab = data.tokenizer.vocab_size
+    torch.manual_seed(0)
+    body = _UnscaledAttention(256, n_head=1)
+    _, findings, _ = train(TokenwiseLM(vocab, 16, body, width=256), data, steps=4, every=1, batch_size=8)
+    found = [f for f in findings if f.rule == "attention_saturated"]
+    assert found and found[0].layer == "body" and "sqrt(head_size)" in found[0].fix, \
+        [format_finding(f) for f in findings]
+    torch.manual_seed(0)
+    _, findings, _ = train(TokenwiseLM(vocab, 16, TinySelfAttention(256, 1), width=256), data, steps=4, every=1,
+                           batch_size=8)
+    assert "attention_saturated" not in rules(findings)
+
+
+def test_an_embedding_the_optimizer_never_updates(data):
+    class LeaveOutEmbedding(Callback):
+        def on_train_begin(self, trainer):
+            emb = trainer.model.embedding.weight
+            for group in trainer.optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if p is not emb]
+
+    from lmlab.config import TrainConfig
+    from lmlab.inspector import Inspector
+    from lmlab.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    model = TokenwiseLM(data.tokenizer.vocab_size, 16, nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 16)))
+    inspector = Inspector(every=5)
+    config = TrainConfig(max_steps=20, warmup_steps=0, eval_interval=10, device="cpu", batch_size=16, lr=1e-2)
+    Trainer(model, data.splits["train"], data.splits["val"], config,
+            callbacks=[inspector, LeaveOutEmbedding()]).fit()
+    found = [f for f in find_problems(inspector.stats) if f.rule == "frozen_parameters"]
+    assert found and found[0].severity == "warning" and found[0].numbers["stuck"] == ["embedding.weight"]
+    assert "optimizer" in found[0].fix
+
+
+def test_validation_examples_that_are_training_examples(data):
+    from lmlab.inspector.probe_rules import duplicated_examples
+    from lmlab.inspector.probes import data_overlap
+
+    train_split = data.splits["train"]
+    assert not duplicated_examples(InspectorStats(overlap=data_overlap(train_split, data.splits["val"])))
+    (found,) = duplicated_examples(InspectorStats(overlap=data_overlap(train_split, train_split)))
+    assert found.severity == "warning" and found.numbers["exact"] == found.numbers["rows"] > 100
+    assert found.numbers["examples"] and "deduplicate" in found.fix
+
+
+def test_weight_decay_that_crushes_the_weights(data):
+    torch.manual_seed(0)
+    _, findings, _ = train(tiny_mlp(data), data, steps=150, every=10, lr=1e-2, weight_decay=20.0)
+    found = [f for f in findings if f.rule == "weight_decay_too_strong"]
+    assert found and "train.weight_decay (now 20)" in found[0].fix, [format_finding(f) for f in findings]
+    _, findings, _ = train(tiny_mlp(data), data, steps=150, every=10, lr=1e-2, weight_decay=0.1)
+    assert "weight_decay_too_strong" not in rules(findings)

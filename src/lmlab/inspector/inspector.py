@@ -24,7 +24,15 @@ from lmlab.inspector.measure import (
     record_parameter,
     record_update,
 )
-from lmlab.inspector.probes import causality_probe, data_baselines, default_interval, default_lr
+from lmlab.inspector.probes import (
+    batch_coupling_probe,
+    causality_probe,
+    data_baselines,
+    data_overlap,
+    default_interval,
+    default_lr,
+    targets_probe,
+)
 from lmlab.inspector.stats import (
     MAX_MAP,
     STATS_FILE,
@@ -88,9 +96,27 @@ class Inspector(Callback):
         self._lr_scale = trainer.lr_scale
         self._planned_steps = trainer.config.max_steps
         self._describe(trainer, model, vocab)
-        block = getattr(config, "block_size", 0) or 0
-        if self.probe_causality and vocab > 1 and block >= 2 and not capability(model, "counted"):
-            self.stats.causality = causality_probe(model, vocab, min(block, 16))
+        if self._probes_apply(model):
+            block = min(model.config.block_size, 16)
+            self.stats.causality = causality_probe(model, vocab, block)
+            self.stats.batch_coupling = batch_coupling_probe(model, vocab, block)
+            if not self.stats.overlap.checked:
+                self.stats.overlap = (self._probe(data_overlap, trainer.train_data, trainer.val_data)
+                                      or self.stats.overlap)
+
+    def _probes_apply(self, model: nn.Module) -> bool:
+        """The probes feed token ids to a language model with a context (not a counted one)."""
+        config = getattr(model, "config", None)
+        vocab, block = getattr(config, "vocab_size", 0) or 0, getattr(config, "block_size", 0) or 0
+        return self.probe_causality and vocab > 1 and block >= 2 and not capability(model, "counted")
+
+    @staticmethod
+    def _probe(probe, *args):
+        """A probe that cannot read this model or dataset (a user's own) is skipped, never fails the run."""
+        try:
+            return probe(*args)
+        except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, StopIteration):
+            return None
 
     def _describe(self, trainer, model: nn.Module, vocab: int) -> None:
         """What the findings judge against, recorded once (kept on resume)."""
@@ -98,6 +124,7 @@ class Inspector(Callback):
         stats.counted = bool(capability(model, "counted"))
         stats.lr = trainer.config.lr
         stats.warmup_steps = trainer.config.warmup_steps
+        stats.weight_decay = trainer.config.weight_decay
         stats.optimizer = trainer.config.optimizer
         if stats.default_lr is None:
             stats.default_lr = default_lr(model)
@@ -270,12 +297,15 @@ class Inspector(Callback):
         self.stats.steps = trainer.step
         self._read_run_control(trainer)
         model = self.model
-        config = getattr(model, "config", None)
-        vocab, block = getattr(config, "vocab_size", 0) or 0, getattr(config, "block_size", 0) or 0
-        if self.probe_causality and vocab > 1 and block >= 2 and self.stats.causality.checked:
-            end = causality_probe(model, vocab, min(block, 16), seed=1)
+        if self._probes_apply(model) and self.stats.causality.checked:
+            vocab, block = model.config.vocab_size, min(model.config.block_size, 16)
+            end = causality_probe(model, vocab, block, seed=1)
             if end.max_change > self.stats.causality.max_change:
                 self.stats.causality = end
+            coupling = batch_coupling_probe(model, vocab, block, seed=1)
+            if coupling.max_change > self.stats.batch_coupling.max_change:
+                self.stats.batch_coupling = coupling
+            self.stats.targets = self._probe(targets_probe, model, trainer.train_data, vocab) or self.stats.targets
         if trainer.run_dir is not None:
             save_stats(self.stats, Path(trainer.run_dir) / STATS_FILE)
         return self.stats

@@ -24,6 +24,7 @@ from lmlab.inspector.rule_helpers import (
 from lmlab.inspector.stats import InspectorStats
 from lmlab.inspector.thresholds import (
     BASELINE_MARGIN,
+    DECAY_SHRINK,
     FROZEN_SHARE,
     GRAD_SPIKE,
     INIT_LOSS_MARGIN,
@@ -265,7 +266,8 @@ def not_learning(stats: InspectorStats) -> list[Finding]:
     return []
 
 
-@rule(priority=3, threshold=f">= {FROZEN_SHARE:.0%} of the parameters never updated")
+@rule(priority=3, threshold=f">= {FROZEN_SHARE:.0%} of the parameters never updated, or a tensor with a gradient "
+                            "that never changes while the rest train")
 def frozen_parameters(stats: InspectorStats) -> list[Finding]:
     total = stats.param_count
     if not total or stats.counted:
@@ -299,7 +301,58 @@ def frozen_parameters(stats: InspectorStats) -> list[Finding]:
     fix = ("if that is not on purpose, set requires_grad=True and pass them to the optimizer; a parameter with a "
            "zero gradient is not used in forward, sits behind a detach() or dead units")
     severity = "warning" if share >= FROZEN_SHARE else "note"
+    # A tensor with a gradient that never changes while others do: the optimizer does not update it.
+    stuck = [n for n, p in stats.params.items() if p.moved is False and any(v != 0 for v in finite(p.grad_std))]
+    if stuck and any(p.moved for p in stats.params.values()):
+        severity = "warning"
+        numbers["stuck"] = stuck
+        what += (f"; {names_text(stuck, noun='tensors')} get a gradient yet never change (update:data exactly 0 "
+                 "while the rest train): the optimizer does not update them")
+        fix = ("pass every trainable parameter to the optimizer (model.parameters(), not a list made before a "
+               "layer was added or replaced) and check that no param group has lr 0; " + fix)
     return [frozen_parameters.finding(severity, None, what, numbers, fix, since=0)]
+
+
+def _decay_explains(decay: Finding, consequence: Finding) -> Finding:
+    return consequence.reworded(what=consequence.what + " — a consequence of the weight decay above, which shrinks "
+                                "the weights faster than the gradient grows them", fix=decay.fix)
+
+
+def _shrink(series: list[float]) -> float | None:
+    """How many times smaller the last value is than the largest (None: too few samples)."""
+    values = [v for v in finite(series) if v > 0]
+    return max(values) / values[-1] if len(values) >= 4 else None
+
+
+@rule(priority=4, threshold=f"with weight decay on: weights and activations both > {DECAY_SHRINK:g}x smaller "
+                            "than at their peak while the loss climbs back", explains={not_learning: _decay_explains})
+def weight_decay_too_strong(stats: InspectorStats) -> list[Finding]:
+    if stats.weight_decay <= 0:
+        return []
+    weights = [r for p in stats.params.values() if len(p.shape) >= 2 and (r := _shrink(p.data_std)) is not None]
+    acts = [r for ly in stats.layers.values() if ly.kind == "linear" and (r := _shrink(ly.std)) is not None]
+    values = finite(losses(stats))
+    if not weights or not acts or len(values) < 50:
+        return []
+    w, a = statistics.median(weights), max(acts)  # the output layer's bias can hold its activations up
+    windows = [statistics.fmean(values[i : i + 10]) for i in range(0, len(values) - 9, 5)]
+    best, end = min(windows), tail_mean(values)
+    climbed = end - best >= max(0.05, 0.1 * abs((stats.ln_vocab or end) - best))
+    unigram = stats.baselines.unigram if stats.baselines else None
+    flat = unigram is not None and end >= unigram * (1 - BASELINE_MARGIN)
+    if w < DECAY_SHRINK or a < DECAY_SHRINK or not (climbed or flat):
+        return []
+    wd = stats.weight_decay
+    loss = (f"the loss climbed back from {best:.3f} to {end:.3f}" if climbed else
+            f"the loss stayed at {end:.3f}, what token frequencies alone give (unigram entropy {unigram:.3f})")
+    return [weight_decay_too_strong.finding(
+        "warning", None,
+        f"the weight matrices shrank {times(w)} from their peak and the layers' activations up to {times(a)} while "
+        f"{loss}: weight decay ({wd:g}) pulls the weights toward 0 faster than the gradient grows them",
+        {"weight_shrink": round(w, 3), "activation_shrink": round(a, 3), "loss_best": round(best, 4),
+         "loss_end": round(end, 4), "weight_decay": wd, "threshold": DECAY_SHRINK},
+        f"lower train.weight_decay (now {wd:g}) by about 10x, to {wd / 10:g} (AdamW's usual 0.01-0.1 multiplies "
+        "the learning rate)")]
 
 
 def _val_at(val: list, step: int | None) -> float | None:

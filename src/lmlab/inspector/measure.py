@@ -52,6 +52,10 @@ def record_attention(entry: LayerStats, attention: Tensor) -> list[list[list[flo
     p = attention.float().clamp_min(0)  # (B, nh, T, T)
     entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(-1)  # (B, nh, T): masked zeros add nothing
     entry.attn_entropy.append([compact(v) for v in entropy.mean(dim=(0, 2)).tolist()])
+    T = p.size(-1)
+    causal = bool((p.triu(1) == 0).all()) if p.size(-2) == T else False
+    keys = torch.arange(1, T + 1, dtype=torch.float) if causal else torch.full((p.size(-2),), float(T))  # (T,)
+    entry.attn_uniform.append(compact(keys.log().mean().item()))  # a uniform map's entropy over those keys
     example = p[0, :, :MAX_MAP, :MAX_MAP]  # (nh, T, T) of the first example
     return [[[compact(v) for v in row] for row in head] for head in example.tolist()]
 

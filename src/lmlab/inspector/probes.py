@@ -1,7 +1,9 @@
 """What the inspector learns about the model and the data apart from its per-step hooks: the data's own
-baselines (the training split's unigram entropy and the counted bigram's NLL), the model's default learning
-rate, how often to sample, and the causality probe (changing a later token must never change an earlier
-position's logits).
+baselines (the training split's unigram entropy and the counted bigram's NLL), training examples repeated in
+the validation split, the model's default learning rate, how often to sample, and probes of the model in eval
+mode: causality (changing a later token must never change an earlier position's logits), batch coupling
+(changing the other rows of a batch must never change an example's logits) and the targets probe (is the
+model's loss the next-token loss of the labels it was given, or does it copy its input or score padding?).
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from lmlab.inspector.stats import Baselines, Causality, compact
+from lmlab.data.datasets import IGNORE_INDEX
+from lmlab.inspector.stats import Baselines, BatchCoupling, Causality, DataOverlap, TargetsProbe, compact
 
 BASELINE_TOKENS = 1_000_000  # the data baselines read at most this many training tokens
 
@@ -83,3 +87,138 @@ def causality_probe(model: nn.Module, vocab_size: int, length: int, seed: int = 
     scale = 1.0 + base.abs().max().item()
     return Causality(checked=True, length=length, max_change=compact(worst), position=where,
                      leak=bool(worst > 1e-4 * scale))
+
+
+def _probe_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+@torch.no_grad()
+def batch_coupling_probe(model: nn.Module, vocab_size: int, length: int, rows: int = 4, seed: int = 0) -> BatchCoupling:
+    """In eval mode an example's logits must not depend on the rest of its batch: change every other row
+    and measure how far the first row's logits move (BatchNorm with batch statistics at evaluation does)."""
+    was_training = model.training
+    model.eval()
+    device = _probe_device(model)
+    try:
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(vocab_size, (rows, length), generator=g).to(device)  # (B, T)
+        base = model(ids).logits.float()[0]  # (T, V)
+        others = ids.clone()
+        others[1:] = torch.randint(vocab_size, (rows - 1, length), generator=g).to(device)
+        moved = (model(others).logits.float()[0] - base).abs().max().item()
+    finally:
+        model.train(was_training)
+    scale = 1.0 + base.abs().max().item()
+    return BatchCoupling(checked=True, max_change=compact(moved), coupled=bool(moved > 1e-4 * scale))
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> float | None:
+    keep = targets != IGNORE_INDEX
+    if not keep.any():
+        return None
+    return compact(F.cross_entropy(logits[keep].float(), targets[keep]).item())
+
+
+def _padding_token(model: nn.Module, input_ids: torch.Tensor, ignored_inputs: torch.Tensor) -> int | None:
+    """The model's declared pad id; else the token at the positions the labels ignore; else a token that
+    ends most rows in a run of two or more (right padding)."""
+    declared = getattr(getattr(model, "config", None), "pad_id", None)
+    if isinstance(declared, int) and declared >= 0:
+        return declared
+    if ignored_inputs.numel():
+        return int(ignored_inputs.mode().values)
+    last = input_ids[:, -1]
+    token = int(last.mode().values)
+    padded = (input_ids[:, -1] == token) & (input_ids[:, -2] == token)
+    return token if padded.float().mean().item() >= 0.5 else None
+
+
+@torch.no_grad()
+def targets_probe(model: nn.Module, dataset: Any, vocab_size: int, rows: int = 32) -> TargetsProbe:
+    """One training batch through the model in eval mode (dropout off), with the labels the trainer passes.
+    The loss it returns is compared with the next-token loss of its logits, and with the two mistakes a
+    home-made loss makes: labels not shifted (the model learns to copy its input) and padding scored (it
+    earns loss predicting padding after padding)."""
+    if not hasattr(dataset, "iter_batches"):
+        return TargetsProbe()
+    input_ids, labels = next(iter(dataset.iter_batches(rows, None)))
+    if input_ids.dim() != 2 or input_ids.size(1) < 2:
+        return TargetsProbe()
+    was_training = model.training
+    model.eval()
+    device = _probe_device(model)
+    try:
+        out = model(input_ids.to(device), labels=labels.to(device))
+    finally:
+        model.train(was_training)
+    logits = out.logits.float().cpu()  # (B, T, V)
+    if logits.dim() != 3 or logits.shape[:2] != input_ids.shape or logits.size(-1) < vocab_size:
+        return TargetsProbe()
+    model_loss = getattr(out, "loss", None)
+    scored = labels[:, 1:] != IGNORE_INDEX  # (B, T-1): the targets the labels score
+    ignored = ~scored
+    pad_id = _padding_token(model, input_ids, input_ids[:, 1:][ignored])
+    label_loss = _cross_entropy(logits[:, :-1], labels[:, 1:])
+    unshifted = _cross_entropy(logits, labels)
+    unmasked = _cross_entropy(logits[:, :-1], input_ids[:, 1:])
+    real = torch.ones_like(input_ids, dtype=torch.bool)
+    if pad_id is not None:  # padding positions after the last real token predict nothing worth counting
+        real[:, 1:] = scored | (input_ids[:, 1:] != pad_id)
+    predicted = logits.argmax(-1)  # (B, T)
+    copy_share = (predicted == input_ids)[real].float().mean().item()
+    repeat = (labels[:, 1:] == input_ids[:, :-1])[scored]
+    if pad_id is not None:
+        pad_after_pad = (input_ids[:, 1:] == pad_id) & (input_ids[:, :-1] == pad_id)  # (B, T-1)
+        padded_share = pad_after_pad.float().mean().item()
+        scored_padding = ((labels[:, 1:] == pad_id) & (input_ids[:, :-1] == pad_id))[scored].float().mean().item()
+    else:
+        padded_share = scored_padding = 0.0
+    return TargetsProbe(
+        checked=True, positions=int(scored.sum()),
+        model_loss=compact(float(model_loss)) if model_loss is not None else None,
+        label_loss=label_loss, unshifted_loss=unshifted, unmasked_loss=unmasked, copy_share=compact(copy_share),
+        repeat_share=compact(repeat.float().mean().item()) if repeat.numel() else 0.0,
+        padded_share=compact(padded_share), scored_padding=compact(scored_padding), pad_id=pad_id)
+
+
+OVERLAP_TOKENS = 1_000_000  # the overlap check reads at most this many tokens of each split
+OVERLAP_WINDOW = 32  # tokens: a shared window this long is a copied passage, not a common phrase
+
+
+def _rows_and_windows(dataset: Any, window: int, max_tokens: int) -> tuple[list[tuple[int, ...]], torch.Tensor]:
+    """The split's examples (real tokens only) and a hash of every `window`-token run inside one."""
+    rows: list[tuple[int, ...]] = []
+    hashes = []
+    weights = None
+    for input_ids, labels in dataset.iter_batches(256, max_tokens):
+        for ids, lab in zip(input_ids, labels, strict=True):
+            keep = lab != IGNORE_INDEX
+            keep[0] = True  # the first token is context for the rest
+            last = int(keep.nonzero().max()) + 1 if keep.any() else 0
+            row = ids[:last]
+            rows.append(tuple(row.tolist()))
+            if len(row) >= window:
+                runs = row.unfold(0, window, 1)  # (N, window)
+                if weights is None:
+                    weights = torch.randint(1, 2**61, (window,), generator=torch.Generator().manual_seed(0))
+                hashes.append((runs * weights).sum(1))  # int64 arithmetic wraps: a hash, not a value
+    return rows, (torch.cat(hashes) if hashes else torch.zeros(0, dtype=torch.long))
+
+
+@torch.no_grad()
+def data_overlap(train: Any, other: Any, split: str = "val", window: int = OVERLAP_WINDOW,
+                 max_tokens: int = OVERLAP_TOKENS) -> DataOverlap:
+    """Validation examples that are also training examples (exact rows), and the share of the validation
+    split's `window`-token runs found anywhere in the training split (copied passages)."""
+    if other is None or not hasattr(train, "iter_batches") or not hasattr(other, "iter_batches"):
+        return DataOverlap()
+    train_rows, train_hashes = _rows_and_windows(train, window, max_tokens)
+    val_rows, val_hashes = _rows_and_windows(other, window, max_tokens)
+    if not val_rows:
+        return DataOverlap()
+    known = set(train_rows)
+    exact = [r for r in val_rows if len(r) >= 3 and r in known]  # a 1-2 token row repeats by chance
+    shared = int(torch.isin(val_hashes, train_hashes).sum()) if len(val_hashes) and len(train_hashes) else 0
+    return DataOverlap(checked=True, split=split, rows=len(val_rows), exact=len(exact),
+                       examples=[list(r) for r in exact[:3]], window=window, windows=len(val_hashes), shared=shared)

@@ -55,6 +55,7 @@ class LayerStats:
     saturated: list[float] = field(default_factory=list)  # tanh/sigmoid: share of |t| > SATURATION
     dead: list[float] = field(default_factory=list)  # relu/gelu: share of units that never fired over the window
     attn_entropy: list[list[float]] = field(default_factory=list)  # attention: mean entropy per head (nats)
+    attn_uniform: list[float] = field(default_factory=list)  # the entropy a uniform map over the same keys has
     grad_mean: list[float] = field(default_factory=list)
     grad_std: list[float] = field(default_factory=list)
 
@@ -99,6 +100,47 @@ class Causality:
 
 
 @dataclass(slots=True, kw_only=True)
+class TargetsProbe:
+    """One training batch at the end of training, in eval mode: the model's own loss beside the next-token
+    loss its logits give on the labels the trainer passed, and which targets the model appears to score."""
+
+    checked: bool = False
+    positions: int = 0  # scored targets in the batch
+    model_loss: float | None = None  # what the model's forward returned
+    label_loss: float | None = None  # cross-entropy of logits at t against labels at t+1 (padding ignored)
+    unshifted_loss: float | None = None  # ... against labels at t: a model that forgot the shift
+    unmasked_loss: float | None = None  # ... against input_ids at t+1, padding included
+    copy_share: float = 0.0  # positions whose prediction (argmax) is their own input token
+    repeat_share: float = 0.0  # scored targets equal to the token before them: the data's own copy rate
+    padded_share: float = 0.0  # padding after padding among the input's targets (what a mask-less loss scores)
+    scored_padding: float = 0.0  # padding after padding among the targets the labels score
+    pad_id: int | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class BatchCoupling:
+    """Eval mode: how far one example's logits move when the other rows of its batch change."""
+
+    checked: bool = False
+    max_change: float = 0.0
+    coupled: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class DataOverlap:
+    """Training examples that are also validation examples: whole rows, and windows of `window` tokens."""
+
+    checked: bool = False
+    split: str = "val"
+    rows: int = 0  # validation rows compared
+    exact: int = 0  # of them, equal to a training row
+    examples: list[list[int]] = field(default_factory=list)  # a few of those, as token ids
+    window: int = 0
+    windows: int = 0  # validation windows compared
+    shared: int = 0  # of them, found in the training split
+
+
+@dataclass(slots=True, kw_only=True)
 class RunControl:
     """What the run's callbacks and the trainer did to the run, read at its end: early stopping (the step it
     stopped at, the best step and whether its weights became the model), learning-rate scales set by a
@@ -137,6 +179,7 @@ class InspectorStats:
     counted: bool = False
     lr: float | None = None
     warmup_steps: int = 0
+    weight_decay: float = 0.0
     optimizer: str | None = None
     default_lr: float | None = None
     param_count: int = 0
@@ -147,6 +190,9 @@ class InspectorStats:
     order: list[str] = field(default_factory=list)  # watched layers in forward order
     steps: int | None = None  # set when the record is closed at the end of training
     run: RunControl | None = None
+    targets: TargetsProbe = field(default_factory=TargetsProbe)
+    batch_coupling: BatchCoupling = field(default_factory=BatchCoupling)
+    overlap: DataOverlap = field(default_factory=DataOverlap)
 
     # -- JSON -------------------------------------------------------------------------------------------
 
@@ -158,6 +204,10 @@ class InspectorStats:
                 value = {name: _entry_dict(entry) for name, entry in value.items()}
             elif f.name == "causality":
                 value = _plain(value) if value.checked else {"checked": False}
+            elif f.name in ("targets", "batch_coupling", "overlap"):
+                if not value.checked:
+                    continue  # not probed: absent, as in files written before these probes
+                value = _plain(value)
             elif f.name in ("baselines", "run"):
                 value = _plain(value) if value is not None else None
                 if value is None and f.name == "run":
@@ -183,6 +233,9 @@ class InspectorStats:
         base = raw.get("baselines")
         values["baselines"] = _from(Baselines, base) if base else None
         values["run"] = _from(RunControl, raw["run"]) if raw.get("run") else None
+        values["targets"] = _from(TargetsProbe, raw.get("targets") or {})
+        values["batch_coupling"] = _from(BatchCoupling, raw.get("batch_coupling") or {})
+        values["overlap"] = _from(DataOverlap, raw.get("overlap") or {})
         for key in ("frozen", "unwatched", "attention_example", "feature_maps"):
             values[key] = dict(raw.get(key) or {})
         return cls(**values)
