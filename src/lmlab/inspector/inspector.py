@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from lmlab.data.datasets import IGNORE_INDEX
 from lmlab.inspector.layer_kinds import FunctionWatch, is_watched, layer_kind
 from lmlab.inspector.measure import (
     record_activation,
@@ -163,8 +164,13 @@ class Inspector(Callback):
 
     def _keep_tokens(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
         ids = args[0] if args else kwargs.get("input_ids")
+        labels = args[1] if len(args) > 1 else kwargs.get("labels")
         if isinstance(ids, Tensor) and ids.dim() == 2:
             self.stats.attention_tokens = ids[0, :MAX_MAP].tolist()
+            if isinstance(labels, Tensor) and labels.shape == ids.shape:
+                scored = (labels[0] != IGNORE_INDEX).nonzero()
+                # The example ends at its last scored target: the padding after it would fill the map.
+                self.stats.attention_length = min(int(scored.max()) + 1, MAX_MAP) if len(scored) else 0
 
     def _watch_functions(self) -> None:
         found: dict[str, str] = {}

@@ -16,6 +16,7 @@ from lmlab.inspector.rule_helpers import (
     losses,
     lr_text,
     names_text,
+    pattern,
     power_of_ten,
     round_lr,
     tail_mean,
@@ -62,6 +63,49 @@ def update_ratios(stats: InspectorStats) -> dict[str, float]:
         if len(p.shape) >= 2 and values:
             ratios[name] = statistics.median(values)
     return ratios
+
+
+def update_groups(stats: InspectorStats) -> dict[str, list[str]]:
+    """Weight matrices grouped by name up to the layer numbers (transformer.h.#.mlp.c_fc.weight), in order."""
+    groups: dict[str, list[str]] = {}
+    for name, p in stats.params.items():
+        if len(p.shape) >= 2 and finite(p.update_data):
+            groups.setdefault(pattern(name), []).append(name)
+    return groups
+
+
+@rule(priority=99)
+def update_band(stats: InspectorStats) -> list[Finding]:
+    """A note: where each group of weight matrices sits against the 1e-3 update:data band, over the second
+    half of the run (the first steps of warm-up are their own phase)."""
+    groups = update_groups(stats)
+    if not groups:
+        return []
+    placed: dict[str, float] = {}
+    for group, names in groups.items():
+        late = []
+        for name in names:
+            values = finite(stats.params[name].update_data)
+            late += values[len(values) // 2 :]
+        if late:
+            placed[group] = round(statistics.median(late), 2)
+    off = {g: v for g, v in placed.items() if abs(v - UPDATE_TARGET) > 0.5}
+    if not off:
+        return []
+    worst = sorted(off, key=lambda g: -abs(off[g] - UPDATE_TARGET))
+    parts = []
+    for g in worst[:4]:
+        factor = 10 ** abs(off[g] - UPDATE_TARGET)
+        side = "above" if off[g] > UPDATE_TARGET else "below"
+        parts.append(f"{g} ({len(groups[g])}) at 10^{off[g]:.1f}, {times(factor)} {side}")
+    more = f"; {len(off) - 4} more groups off the band" if len(off) > 4 else ""
+    inside = len(placed) - len(off)
+    return [update_band.finding(
+        "note", None,
+        f"update:data over the second half of the run, by layer group, beside the ~1e-3 band that trains well "
+        f"(10^-3.5 to 10^-2.5): {'; '.join(parts)}{more}; {inside} of {len(placed)} groups inside it. Above "
+        "the band the steps are large for those weights (a lower rate, or a per-group rate, would suit them), "
+        "below it they barely move", {"log10_update_data": placed, "target": UPDATE_TARGET})]
 
 
 def _lower_lr(stats: InspectorStats, ratio: float | None) -> tuple[float | None, str]:

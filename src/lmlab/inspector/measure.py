@@ -15,6 +15,7 @@ from torch import Tensor
 from lmlab.inspector.stats import HIST_BINS, MAX_MAP, LayerStats, ParamStats, compact
 
 SATURATION = 0.97  # |tanh| above this passes almost no gradient (1 - t^2 < 0.06), as in lecture 3
+GELU_ALIVE = 0.01  # GELU(x) < -0.01 for x in (-2.6, 0): the slope there is still far from 0
 
 
 def _std(x: Tensor) -> float:
@@ -42,7 +43,11 @@ def record_activation(entry: LayerStats, out: Tensor, step: int, alive: deque | 
     elif kind == "sigmoid":
         entry.saturated.append(compact(((x - 0.5).abs() > SATURATION / 2).float().mean().item()))
     if alive is not None and x.dim() >= 2:
-        alive.append((x.reshape(-1, x.size(-1)) > 0).any(0))  # (units,): fired for some example in the batch
+        flat = x.reshape(-1, x.size(-1))  # (N, units)
+        # GELU and SiLU pass gradient for negative inputs down to about -3 (outputs below -GELU_ALIVE): such a
+        # unit is alive though it never outputs a positive value; ReLU's is 0 for every negative input.
+        fired = flat > 0 if kind == "relu" else (flat > 0) | (flat < -GELU_ALIVE)
+        alive.append(fired.any(0))  # (units,): fired for some example in the batch
         ever = torch.stack(list(alive)).any(0)
         entry.dead.append(compact(1.0 - ever.float().mean().item()))
 

@@ -72,7 +72,7 @@ def render_report(stats: InspectorStats, findings: list[Finding], title: str = "
         ("Gradients", gradients_plot(stats)),
     ]
     sections += maps_plots(stats.attention_example, "Attention (first example)", per_head=True,
-                           tokens=token_labels(stats, tokenizer))
+                           tokens=token_labels(stats, tokenizer), length=stats.attention_length)
     sections += maps_plots(stats.feature_maps, "Conv feature maps (first example)", per_head=False)
     init, ln_v = stats.initial_loss, stats.ln_vocab
     steps = stats.steps if stats.steps is not None else "?"

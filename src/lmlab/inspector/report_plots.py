@@ -9,12 +9,15 @@ from __future__ import annotations
 import base64
 import io
 import math
+import statistics
 from typing import Any
 
+from lmlab.inspector.rule_helpers import pattern
 from lmlab.inspector.stats import InspectorStats
-from lmlab.inspector.thresholds import UPDATE_HIGH, UPDATE_LOW
+from lmlab.inspector.thresholds import UPDATE_HIGH, UPDATE_LOW, UPDATE_TARGET
 
-MAX_LINES = 10  # layers per plot, so legends stay readable
+MAX_LINES = 10  # layers per plot drawn one by one; past that, the worst are named and the rest grouped
+MAX_NAMED = 3  # the worst layers named when there are more than MAX_LINES
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "gelu", "norm", "attention")
 
 
@@ -41,6 +44,37 @@ def _legend(ax, fontsize: int = 7) -> None:
     """Beside the plot, not over the curves."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+
+
+def _lines(ax, series: dict[str, tuple[list, list]], badness, transform=None) -> None:
+    """One line per layer while they fit a legend; past MAX_LINES the MAX_NAMED worst (by `badness` of their
+    values) are named and the others drawn as one median line and min-max band per layer group (the name
+    with its layer numbers as #), so a 12-layer model's legend stays readable."""
+    transform = transform or (lambda ys: ys)
+    series = {n: _finite(xs, ys) for n, (xs, ys) in series.items()}
+    series = {n: xy for n, xy in series.items() if xy[1]}
+    if len(series) <= MAX_LINES:
+        for name, (xs, ys) in series.items():
+            ax.plot(xs, transform(ys), label=name)
+        return
+    worst = sorted(series, key=lambda n: badness(series[n][1]), reverse=True)[:MAX_NAMED]
+    groups: dict[str, list[str]] = {}
+    for name in series:
+        if name not in worst:
+            groups.setdefault(pattern(name), []).append(name)
+    for group, names in groups.items():
+        by_step: dict[Any, list[float]] = {}
+        for name in names:
+            for x, y in zip(*series[name], strict=True):
+                by_step.setdefault(x, []).append(y)
+        steps = sorted(by_step)
+        median = transform([statistics.median(by_step[x]) for x in steps])
+        lines = ax.plot(steps, median, lw=0.9, alpha=0.8, label=f"{group} ({len(names)}, median and range)")
+        ax.fill_between(steps, transform([min(by_step[x]) for x in steps]), transform([max(by_step[x]) for x in steps]),
+                        color=lines[0].get_color(), alpha=0.15, lw=0)
+    for name in worst:
+        xs, ys = series[name]
+        ax.plot(xs, transform(ys), lw=1.6, label=f"{name} (worst)")
 
 
 def _finite(xs, ys):
@@ -95,9 +129,7 @@ def over_time_plot(stats: InspectorStats, key: str, title: str, ylabel: str,
     if not layers:
         return None
     fig, axes = _figure()
-    for name, layer in layers[:MAX_LINES]:
-        ax = axes[0][0]
-        ax.plot(*_finite(layer.step, getattr(layer, key)), label=name)
+    _lines(axes[0][0], {n: (ly.step, getattr(ly, key)) for n, ly in layers}, badness=lambda ys: ys[-1])
     if threshold is not None:
         axes[0][0].axhline(threshold, color="black", ls="--", lw=1, label=f"warning at {threshold:.0%}")
     axes[0][0].set(xlabel="step", ylabel=ylabel, title=title, ylim=(0, 1))
@@ -111,9 +143,11 @@ def update_ratio_plot(stats: InspectorStats) -> str | None:
         return None
     fig, axes = _figure(height=3.6)
     ax = axes[0][0]
-    for name, p in params[:MAX_LINES]:
-        ax.plot(*_finite(p.step, p.update_data), label=name)
-    ax.axhline(-3, color="black", ls="--", lw=1, label="1e-3 (good)")
+    _lines(ax, {n: (p.step, p.update_data) for n, p in params},
+           badness=lambda ys: abs(statistics.median(ys) - UPDATE_TARGET))
+    ax.axhspan(UPDATE_TARGET - 0.5, UPDATE_TARGET + 0.5, color="tab:green", alpha=0.12, lw=0,
+               label="the ~1e-3 band that trains well")
+    ax.axhline(UPDATE_TARGET, color="black", ls="--", lw=1, label="1e-3 (good)")
     for level in (UPDATE_HIGH, UPDATE_LOW):
         ax.axhline(level, color="tab:red", ls=":", lw=1)
     ax.set(xlabel="step", ylabel="log10 update:data", title="update:data ratio per weight matrix (red: warnings)")
@@ -135,19 +169,22 @@ def gradients_plot(stats: InspectorStats) -> str | None:
         ax.axhline(stats.grad_clip, color="gray", ls="--", lw=0.8, label="clip")
         _legend(ax)
     ax.set(xlabel="step", ylabel="global gradient norm (before clipping)", title="gradient norm", yscale="log")
-    for name, p in params[:MAX_LINES]:
-        xs, ys = _finite(p.step, p.grad_data)
-        ratio_ax.plot(xs, [max(y, 1e-12) for y in ys], label=name)
+    _lines(ratio_ax, {n: (p.step, p.grad_data) for n, p in params}, badness=lambda ys: max(ys),
+           transform=lambda ys: [max(y, 1e-12) for y in ys])
     ratio_ax.set(xlabel="step", ylabel="std(grad) / std(weight)", title="grad:data ratio", yscale="log")
     _legend(ratio_ax)
     return _png(fig)
 
 
-def maps_plots(maps: dict[str, Any], title: str, per_head: bool,
-               tokens: list[str] | None = None) -> list[tuple[str, str]]:
+def maps_plots(maps: dict[str, Any], title: str, per_head: bool, tokens: list[str] | None = None,
+               length: int = 0) -> list[tuple[str, str]]:
+    """`length`: the example's real tokens; attention maps are cut there (a padded lines-mode example's
+    padding would otherwise fill half the map)."""
     out = []
     for name, value in list(maps.items())[:4]:
         heads = value if per_head else [value]
+        if per_head and length >= 2:
+            heads = [[row[:length] for row in head[:length]] for head in heads]
         fig, axes = _figure(min(len(heads), 4), math.ceil(len(heads) / 4), height=3.4)
         flat = [ax for row in axes for ax in row]
         for i, ax in enumerate(flat):

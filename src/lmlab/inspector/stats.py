@@ -187,6 +187,7 @@ class InspectorStats:
     baselines: Baselines | None = None
     unwatched: dict[str, str] = field(default_factory=dict)  # module name -> why its inside is not seen
     attention_tokens: list[int] = field(default_factory=list)  # the tokens of the attention example
+    attention_length: int = 0  # its real tokens (a padded lines-mode example ends before the map does); 0: all
     order: list[str] = field(default_factory=list)  # watched layers in forward order
     steps: int | None = None  # set when the record is closed at the end of training
     run: RunControl | None = None
@@ -214,7 +215,7 @@ class InspectorStats:
                     continue
             elif f.name in ("loss", "val"):
                 value = [list(r) for r in value]
-            elif f.name in ("attention_tokens", "order") and not value:
+            elif f.name in ("attention_tokens", "attention_length", "order") and not value:
                 continue  # absent until recorded, as before
             elif f.name == "steps" and value is None:
                 continue
