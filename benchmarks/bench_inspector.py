@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--every", type=int, help="sampling interval (default: the one a 10,000-step run gets)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier timings)")
+    parser.add_argument("--short-run", type=int, default=300, help="steps of the short run the one-off cost is "
+                        "compared with (default 300)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = resolve_config({"model": {"name": args.model}, "train": {"device": "cpu", "max_steps": 10_000}})
@@ -82,6 +84,21 @@ def main() -> None:
     print(f"inspector overhead: {sampling + max(other, 0):+.1%} of step time = sampling {sampling:+.1%} "
           f"({1e3 * per_sample:.1f} ms per sampled step) + other steps {other:+.1%} (noise when near 0); "
           f"total-time ratio {total_ratio:+.1%}")
+    # The one-off work: the probes and data checks at the start (baselines, train/val overlap, causality,
+    # batch coupling) and at the end (causality, batch coupling, the targets probe), beside a short run.
+    inspector = watched.callbacks[0]
+    started = time.process_time()
+    inspector.on_train_begin(watched)
+    begin = time.process_time() - started
+    started = time.process_time()
+    inspector.finish(watched)
+    end = time.process_time() - started
+    short = args.short_run * plain_step
+    short_every = default_interval(args.short_run)
+    short_sampling = per_sample / short_every / plain_step
+    print(f"one-off cost: start {1e3 * begin:.0f} ms, end {1e3 * end:.0f} ms = {(begin + end) / short:+.1%} of a "
+          f"{args.short_run}-step run ({short:.1f} s); with its sampling (every {short_every} steps) the "
+          f"inspector costs {(begin + end) / short + short_sampling + max(other, 0):+.1%} of that run")
 
 if __name__ == "__main__":
     main()

@@ -186,24 +186,29 @@ OVERLAP_TOKENS = 1_000_000  # the overlap check reads at most this many tokens o
 OVERLAP_WINDOW = 32  # tokens: a shared window this long is a copied passage, not a common phrase
 
 
-def _rows_and_windows(dataset: Any, window: int, max_tokens: int) -> tuple[list[tuple[int, ...]], torch.Tensor]:
-    """The split's examples (real tokens only) and a hash of every `window`-token run inside one."""
-    rows: list[tuple[int, ...]] = []
-    hashes = []
-    weights = None
+def _position_weights(n: int) -> torch.Tensor:
+    """A fixed pseudo-random weight per position (the same for every batch, whatever its length)."""
+    return (torch.arange(1, n + 1) * 0x5851F42D4C957F2D) ^ 0x14057B7EF767814F
+
+
+def _hashes(dataset: Any, window: int, max_tokens: int):
+    """Per example: a hash of its real tokens, its length and the example itself (padding cut); and a hash
+    of every `window`-token run inside one example. Vectorised per batch: int64 products wrap, as a hash's do."""
+    rows, lengths, examples, runs = [], [], [], []
     for input_ids, labels in dataset.iter_batches(256, max_tokens):
-        for ids, lab in zip(input_ids, labels, strict=True):
-            keep = lab != IGNORE_INDEX
-            keep[0] = True  # the first token is context for the rest
-            last = int(keep.nonzero().max()) + 1 if keep.any() else 0
-            row = ids[:last]
-            rows.append(tuple(row.tolist()))
-            if len(row) >= window:
-                runs = row.unfold(0, window, 1)  # (N, window)
-                if weights is None:
-                    weights = torch.randint(1, 2**61, (window,), generator=torch.Generator().manual_seed(0))
-                hashes.append((runs * weights).sum(1))  # int64 arithmetic wraps: a hash, not a value
-    return rows, (torch.cat(hashes) if hashes else torch.zeros(0, dtype=torch.long))
+        keep = labels != IGNORE_INDEX  # (B, T)
+        keep[:, 0] = True  # the first token is context for the rest
+        T = input_ids.size(1)
+        weights = _position_weights(max(T, window))
+        ids = (input_ids + 1) * keep  # (B, T): padding and unscored tails count as 0
+        rows.append((ids * weights[:T]).sum(1))
+        lengths.append(keep.sum(1))
+        examples.append(ids)
+        if window <= T:
+            windows = ids.unfold(1, window, 1)  # (B, T - window + 1, window)
+            whole = keep.unfold(1, window, 1).all(-1)  # (B, T - window + 1): inside the example
+            runs.append((windows * weights[:window]).sum(-1)[whole])
+    return rows, lengths, examples, (torch.cat(runs) if runs else torch.zeros(0, dtype=torch.long))
 
 
 @torch.no_grad()
@@ -213,12 +218,18 @@ def data_overlap(train: Any, other: Any, split: str = "val", window: int = OVERL
     split's `window`-token runs found anywhere in the training split (copied passages)."""
     if other is None or not hasattr(train, "iter_batches") or not hasattr(other, "iter_batches"):
         return DataOverlap()
-    train_rows, train_hashes = _rows_and_windows(train, window, max_tokens)
-    val_rows, val_hashes = _rows_and_windows(other, window, max_tokens)
+    train_rows, _, _, train_runs = _hashes(train, window, max_tokens)
+    val_rows, val_lengths, val_examples, val_runs = _hashes(other, window, max_tokens)
     if not val_rows:
         return DataOverlap()
-    known = set(train_rows)
-    exact = [r for r in val_rows if len(r) >= 3 and r in known]  # a 1-2 token row repeats by chance
-    shared = int(torch.isin(val_hashes, train_hashes).sum()) if len(val_hashes) and len(train_hashes) else 0
-    return DataOverlap(checked=True, split=split, rows=len(val_rows), exact=len(exact),
-                       examples=[list(r) for r in exact[:3]], window=window, windows=len(val_hashes), shared=shared)
+    row_hash, length = torch.cat(val_rows), torch.cat(val_lengths)
+    found = torch.isin(row_hash, torch.cat(train_rows)) & (length >= 3)  # a 1-2 token row repeats by chance
+    exact = int(found.sum())
+    examples = []
+    for ids in val_examples:
+        for row in ids[found[: len(ids)]][:3 - len(examples)]:
+            examples.append([int(t) - 1 for t in row if t > 0])
+        found = found[len(ids):]
+    shared = int(torch.isin(val_runs, train_runs).sum()) if len(val_runs) and len(train_runs) else 0
+    return DataOverlap(checked=True, split=split, rows=len(row_hash), exact=exact, examples=examples,
+                       window=window, windows=len(val_runs), shared=shared)
