@@ -492,6 +492,11 @@ def test_validation_examples_that_are_training_examples(data):
     (found,) = duplicated_examples(InspectorStats(overlap=data_overlap(train_split, train_split)))
     assert found.severity == "warning" and found.numbers["exact"] == found.numbers["rows"] > 100
     assert found.numbers["examples"] and "deduplicate" in found.fix
+    from lmlab.inspector.stats import DataOverlap
+
+    common = DataOverlap(checked=True, rows=3203, exact=378)  # the full names.txt: common names repeat
+    (note,) = duplicated_examples(InspectorStats(overlap=common))
+    assert note.severity == "note" and "12%" in note.what
 
 
 def test_weight_decay_that_crushes_the_weights(data):

@@ -17,6 +17,7 @@ from lmlab.inspector.thresholds import (
     COPY_SHARE,
     DUPLICATE_ROWS,
     LOSS_MISMATCH,
+    REPEATED_ROWS,
     SCORED_PADDING,
     SHARED_WINDOWS,
 )
@@ -147,7 +148,13 @@ def duplicated_examples(stats: InspectorStats) -> list[Finding]:
     row_share = probe.exact / probe.rows
     window_share = probe.shared / probe.windows if probe.windows else 0.0
     if row_share <= DUPLICATE_ROWS and window_share <= SHARED_WINDOWS:
-        return []
+        if row_share <= REPEATED_ROWS:
+            return []
+        return [duplicated_examples.finding(
+            "note", None,
+            f"{probe.exact:,} of {probe.rows:,} {probe.split} examples ({row_share:.0%}) also occur in the training "
+            "split (a list of names repeats its common ones): the validation loss is a little optimistic",
+            {"exact": probe.exact, "rows": probe.rows, "examples": probe.examples, "threshold": DUPLICATE_ROWS})]
     parts = []
     if row_share > DUPLICATE_ROWS:
         parts.append(f"{probe.exact:,} of {probe.rows:,} {probe.split} examples ({row_share:.0%}) are also training "
