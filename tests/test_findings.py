@@ -9,8 +9,9 @@ from torch import nn
 
 from lmlab.inspector import InspectorStats, find_notes, find_problems, format_finding
 from lmlab.inspector.layer_rules import dead_units, depth_gradients
-from lmlab.inspector.loss_rules import frozen_parameters, overfitting
+from lmlab.inspector.loss_rules import overfitting
 from lmlab.inspector.rule_helpers import lr_text, times
+from lmlab.inspector.update_rules import frozen_parameters
 from lmlab.training.callbacks import Callback
 
 

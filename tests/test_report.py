@@ -111,7 +111,7 @@ def test_twelve_layer_legends_name_the_worst_and_group_the_rest():
     assert len(labels) <= MAX_NAMED + 2 and "h.7.mlp.weight (worst)" in labels
     assert any(label.startswith("h.#.attn.weight (") for label in labels)
     assert update_ratio_plot(stats)
-    from lmlab.inspector.loss_rules import update_band
+    from lmlab.inspector.update_rules import update_band
 
     (band,) = update_band(stats)
     assert "h.#.attn.weight (12) at 10^-2." in band.what and "above" in band.what

@@ -3,19 +3,19 @@ then the notes. A healthy run gives no errors or warnings (`find_problems`); not
 numbers in context: the loss beside the data's own baselines, values close to a threshold, what the run's
 callbacks did, layers the inspector could not watch.
 
-The rules live in layer_rules.py (activations and gradients through the layers), loss_rules.py (the loss, the
-learning rate, the parameters) and probe_rules.py (the one-off probes of the model and the data); each is
-registered once with `@rule` (finding.py); their thresholds in thresholds.py.
+The rules live in layer_rules.py (activations and gradients through the layers), loss_rules.py (the loss and
+what the run did with it), update_rules.py (the optimizer's steps and the parameters) and probe_rules.py (the
+one-off probes of the model and the data); each is registered once with `@rule` (finding.py), its thresholds
+in thresholds.py. A new rule is one decorated function in one of them (and a threshold constant).
 """
 
 from __future__ import annotations
 
 import statistics
 
-from lmlab.inspector import layer_rules, loss_rules, probe_rules  # noqa: F401  (they register their rules)
+from lmlab.inspector import layer_rules, loss_rules, probe_rules, update_rules  # noqa: F401  (they register)
 from lmlab.inspector.finding import RULES, SEVERITY_ORDER, Finding, note_rule
 from lmlab.inspector.layer_rules import dead_trend, dead_units, saturation
-from lmlab.inspector.loss_rules import lr_too_high, lr_too_low, update_ratios
 from lmlab.inspector.rule_helpers import end_loss, finite, names_text
 from lmlab.inspector.stats import InspectorStats
 from lmlab.inspector.thresholds import (
@@ -27,6 +27,7 @@ from lmlab.inspector.thresholds import (
     UPDATE_HIGH,
     UPDATE_LOW,
 )
+from lmlab.inspector.update_rules import lr_too_high, lr_too_low, update_ratios
 
 BASELINES = note_rule("baselines")
 UPDATE_RATIO = note_rule("update_ratio")

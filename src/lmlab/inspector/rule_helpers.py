@@ -10,6 +10,7 @@ import statistics
 from typing import Any
 
 from lmlab.inspector.stats import InspectorStats
+from lmlab.inspector.thresholds import UPDATE_TARGET
 
 
 def finite(values: list[Any]) -> list[float]:
@@ -90,3 +91,27 @@ def current_lr(stats: InspectorStats) -> float | None:
 def end_loss(stats: InspectorStats) -> float | None:
     values = finite(losses(stats))
     return tail_mean(values) if values else None
+
+
+def lower_lr(stats: InspectorStats, ratio: float | None) -> tuple[float | None, str]:
+    """The rate to try instead of a too-high one, and why: the model's default when the run is above it,
+    otherwise the rate that brings the measured update:data ratio to 1e-3."""
+    lr, default = current_lr(stats), stats.default_lr
+    if lr is None:
+        return None, ""
+    if default and default < lr:
+        return default, f"the model's default; {lr_text(lr)} is {times(lr / default)} it"
+    if ratio is not None and ratio > UPDATE_TARGET:
+        return round_lr(lr * 10 ** (UPDATE_TARGET - ratio)), "where the update:data ratio would be about 1e-3"
+    return round_lr(lr / 10), "10x lower"
+
+
+def now_text(lr: float | None) -> str:
+    return f" (now {lr_text(lr)})" if lr else ""
+
+
+def lower_lr_text(stats: InspectorStats) -> str:
+    lr = current_lr(stats)
+    suggestion, why = lower_lr(stats, None)
+    return (f"lower train.lr (now {lr_text(lr)}) toward {lr_text(suggestion)} ({why})" if lr and suggestion
+            else "lower the learning rate")
