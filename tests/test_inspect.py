@@ -10,7 +10,7 @@ import torch
 from inspect_helpers import TinySelfAttention, TokenwiseLM, tiny_data, tiny_mlp, train
 from torch import nn
 
-from lmlab.inspector import STATS_FILE, load_stats
+from lmlab.inspector import STATS_FILE, Inspector, load_stats
 
 
 @pytest.fixture
@@ -152,3 +152,22 @@ def test_compiled_training_is_not_recompiled_by_the_inspector(data, monkeypatch,
     assert stats.layers["body.1.fc"].step == [0, 3, 6]  # every sampled step was hooked
     assert len(stats.layers["body.0"].attn_entropy) == 3
     assert stats.unwatched == {"body.1": "calls relu as a function, not as a module"}
+
+
+def test_the_default_interval_widens_when_samples_cost_much_more_than_steps():
+    from lmlab.inspector.inspector import MIN_SAMPLES, SAMPLING_SHARE
+    from lmlab.inspector.stats import InspectorStats
+
+    inspector = Inspector()  # the default interval: adaptive
+    inspector.every, inspector._widest, inspector.stats = 6, 300 // MIN_SAMPLES, InspectorStats(every=6)
+    inspector._plain_seconds.extend([0.005] * 5)
+    inspector._sample_extra = 0.005 * SAMPLING_SHARE * 20  # each sample costs 20 intervals' budget
+    inspector._widen()
+    assert inspector.every == 20 == inspector.stats.every
+    inspector._sample_extra = 1.0  # far too dear: never fewer than MIN_SAMPLES samples a run
+    inspector._widen()
+    assert inspector.every == 300 // MIN_SAMPLES
+    fixed = Inspector(every=6)
+    fixed.every, fixed._plain_seconds, fixed._sample_extra = 6, inspector._plain_seconds, 1.0
+    fixed._widen()
+    assert fixed.every == 6  # an interval asked for is kept

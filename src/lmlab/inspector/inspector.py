@@ -10,6 +10,8 @@ Everything goes into one `InspectorStats` record (stats.py), saved to the run fo
 from __future__ import annotations
 
 import math
+import statistics
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -51,15 +53,24 @@ from lmlab.models.base import capability
 from lmlab.training.callbacks import Callback, EarlyStopping
 
 MODEL_FORWARD = "(the model's own forward)"
+SAMPLING_SHARE = 0.03  # the default interval widens until the sampled steps cost at most this share of the run
+MIN_SAMPLES = 5  # ... but never beyond max_steps // MIN_SAMPLES: the rules compare early and late samples
 
 
 class Inspector(Callback):
-    """Sample per-layer statistics every `every` steps (None: ~50 samples per run, at most every 100)."""
+    """Sample per-layer statistics every `every` steps. None: ~50 samples per run, at most every 100 steps,
+    and fewer when a sampled step costs so much more than a plain one (a small model's) that they would take
+    more than SAMPLING_SHARE of the training time."""
 
     def __init__(self, every: int | None = None, *, dead_window: int = 3, probe_causality: bool = True):
         if every is not None and every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
         self.every = every
+        self._adaptive = every is None
+        self._plain_seconds: deque = deque(maxlen=20)  # recent unsampled steps' wall time
+        self._sample_extra: float | None = None  # what the last sampled step cost beyond a plain one
+        self._first_sample_seconds: float | None = None
+        self._step_started = 0.0
         self.dead_window = dead_window
         self.probe_causality = probe_causality
         self.stats = InspectorStats()
@@ -80,6 +91,7 @@ class Inspector(Callback):
         model = trainer.model
         self.model = model
         self.every = self.every or default_interval(trainer.config.max_steps)
+        self._widest = max(self.every, trainer.config.max_steps // MIN_SAMPLES)
         self.modules = {name: m for name, m in model.named_modules() if name and is_watched(m)}
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self._kinds = {name: layer_kind(m) for name, m in model.named_modules()}
@@ -143,9 +155,27 @@ class Inspector(Callback):
 
     # -- one sampled step ---------------------------------------------------------------------------------
 
+    def _widen(self) -> None:
+        """Space the samples so that their extra cost stays within SAMPLING_SHARE of the training time."""
+        if not self._adaptive or len(self._plain_seconds) < 3:
+            return
+        plain = statistics.median(self._plain_seconds)
+        extra = self._sample_extra
+        if extra is None and self._first_sample_seconds is not None:
+            extra = max(0.0, self._first_sample_seconds - plain)  # step 0 also paid the one-off set-up
+        if extra is None or plain <= 0:
+            return
+        needed = math.ceil(extra / (SAMPLING_SHARE * plain))
+        if needed > self.every:
+            self.every = min(needed, self._widest)
+            self.stats.every = self.every
+
     def on_step_begin(self, trainer) -> None:
+        self._step_started = time.perf_counter()
         if self._sampling:  # the previous sampled step was skipped as non-finite: drop what it gathered
             self._detach()
+        if trainer.step % self.every == 0 and trainer.step > 0:
+            self._widen()
         if trainer.step % self.every:
             return
         self._sampling = True
@@ -248,11 +278,17 @@ class Inspector(Callback):
             self._lr_scale = trainer.lr_scale
             self._control(trainer).lr_scales.append([trainer.step, compact(trainer.lr_scale)])
         if not self._sampling:
+            self._plain_seconds.append(time.perf_counter() - self._step_started)
             return
         for name, before in self._snapshots.items():
             record_update(self.stats.params[name], before, self.params[name])
         self.stats.order = list(dict.fromkeys(self._order))  # forward order, for depth comparisons
         self._detach()
+        if self._plain_seconds:
+            took = time.perf_counter() - self._step_started
+            self._sample_extra = max(0.0, took - statistics.median(self._plain_seconds))
+        else:  # the first sample (step 0, with the one-off set-up): measured against the steps after it
+            self._first_sample_seconds = time.perf_counter() - self._step_started
 
     def _detach(self) -> None:
         self._stop_watching_functions()
