@@ -2,7 +2,9 @@
 
 Two identical trainers (the default MLP on the embedded names, same seed) run the same steps in alternating
 blocks of one sampling interval, one with the Inspector and one without, so load changes on a shared
-machine hit both alike. Prints the overhead ratio and the cost of one sampled step.
+machine hit both alike. Prints the overhead ratio and the cost of one sampled step (the long-run figure).
+Then a short run (300 steps) end to end, fit() with and without the inspector in alternating pairs: its
+default interval, the probes at the start and the end and the findings' inputs included.
 
     PYTHONPATH=src python benchmarks/bench_inspector.py [--model mlp] [--steps 1000] [--every K]
 """
@@ -10,6 +12,7 @@ machine hit both alike. Prints the overhead ratio and the cost of one sampled st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import statistics
 import time
@@ -51,6 +54,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--every", type=int, help="sampling interval (default: the one a 10,000-step run gets)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier timings)")
+    parser.add_argument("--short-run", type=int, default=300, help="steps of the short run timed end to end "
+                        "(default 300)")
+    parser.add_argument("--pairs", type=int, default=4, help="plain/inspected pairs of the short run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = resolve_config({"model": {"name": args.model}, "train": {"device": "cpu", "max_steps": 10_000}})
@@ -82,6 +88,26 @@ def main() -> None:
     print(f"inspector overhead: {sampling + max(other, 0):+.1%} of step time = sampling {sampling:+.1%} "
           f"({1e3 * per_sample:.1f} ms per sampled step) + other steps {other:+.1%} (noise when near 0); "
           f"total-time ratio {total_ratio:+.1%}")
+    # A short run end to end, as `lmlab train` makes it: fit() with the default (widening) interval, the
+    # probes at the start and the end, beside the same fit() without the inspector; alternating pairs.
+    short_config = dataclasses.replace(config.train, max_steps=args.short_run, time_budget=0.0)
+    fits: dict[str, list[float]] = {"plain": [], "inspected": []}
+    samples = 0
+    for _ in range(args.pairs):
+        for name in ("plain", "inspected") if _ % 2 == 0 else ("inspected", "plain"):
+            torch.manual_seed(0)
+            model = build_model(config, data.tokenizer, max(ds.block_size for ds in data.splits.values()))
+            callbacks = [Inspector()] if name == "inspected" else []
+            trainer = Trainer(model, data.splits["train"], data.splits["val"], short_config, callbacks=callbacks)
+            started = time.process_time()
+            trainer.fit()
+            fits[name].append(time.process_time() - started)
+            if callbacks:
+                samples = len(next(iter(callbacks[0].stats.params.values())).step)
+    plain_fit, inspected_fit = statistics.median(fits["plain"]), statistics.median(fits["inspected"])
+    print(f"{args.short_run}-step fit(): plain {plain_fit:.2f} s, inspected {inspected_fit:.2f} s "
+          f"({samples} samples): inspector {inspected_fit / plain_fit - 1:+.1%} (median of {args.pairs} pairs)")
+
 
 if __name__ == "__main__":
     main()

@@ -90,7 +90,7 @@ def train(model, data, *, steps=60, every=5, run_dir=None, **train_kw):
 
 
 def rules(findings) -> set[str]:
-    return {f["rule"] for f in findings}
+    return {f.rule for f in findings}
 
 
 class StopAt(Callback):

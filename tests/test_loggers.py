@@ -99,21 +99,21 @@ def test_tensorboard_holds_what_metrics_and_the_inspector_hold(tiny, tmp_path):
         _close(_scalars(acc, tag), _series(records, key))
     assert [s for s, _ in _scalars(acc, "train/tokens_per_s")] == [s for s, _ in _series(records, "loss")]
     tags = acc.Tags()
-    layers = inspector.stats["layers"]
+    layers = inspector.stats.layers
     assert layers and all(f"inspect/activations/{name}" in tags["histograms"] for name in layers)
     for name, entry in layers.items():  # sampled at the start of step s, filed under s + 1
-        want = [(s + 1, v) for s, v in zip(entry["step"], entry["std"], strict=True)]
+        want = [(s + 1, v) for s, v in zip(entry.step, entry.std, strict=True)]
         _close(_scalars(acc, f"inspect/act_std/{name}"), want)
         hist = acc.Histograms(f"inspect/activations/{name}")
-        assert [h.step for h in hist] == [s + 1 for s in entry["step"]]
-        assert [h.histogram_value.bucket for h in hist] == [pytest.approx(c) for c in entry["hist"]]
-    for name, entry in inspector.stats["params"].items():
+        assert [h.step for h in hist] == [s + 1 for s in entry.step]
+        assert [h.histogram_value.bucket for h in hist] == [pytest.approx(c) for c in entry.hist]
+    for name, entry in inspector.stats.params.items():
         _close(_scalars(acc, f"inspect/update_data_log10/{name}"),
-               [(s + 1, v) for s, v in zip(entry["step"], entry["update_data"], strict=True) if v is not None])
+               [(s + 1, v) for s, v in zip(entry.step, entry.update_data, strict=True) if v is not None])
     (text,) = acc.Tensors("findings/text_summary")
     written = text.tensor_proto.string_val[0].decode()
     findings = find_problems(inspector.stats)
-    assert all(f["rule"] in written for f in findings) and (findings or written == "No problems found.")
+    assert all(f.rule in written for f in findings) and (findings or written == "No problems found.")
     assert "config/text_summary" in tags["tensors"]
     hparams = acc.PluginTagToContent("hparams")
     assert b"train.lr" in hparams["_hparams_/session_start_info"]
@@ -139,10 +139,10 @@ def test_resume_continues_the_tensorboard_run_without_duplicates(tiny, tmp_path)
     assert [s for s, _ in _series(records, "loss")] == [2, 4, 6, 8, 10, 12]
     _close(_scalars(acc, "train/loss"), _series(records, "loss"))
     _close(_scalars(acc, "val/loss"), _series(records, "val_loss"))
-    head = inspector.stats["layers"]["head"]
-    assert head["step"] == [9]
+    head = inspector.stats.layers["head"]
+    assert head.step == [9]
     assert _scalars(acc, "inspect/act_std/head")[:3] == _scalars(before, "inspect/act_std/head")
-    _close(_scalars(acc, "inspect/act_std/head")[3:], [(10, head["std"][0])])
+    _close(_scalars(acc, "inspect/act_std/head")[3:], [(10, head.std[0])])
 
 
 def _wandb_records(run_folder: Path):

@@ -78,10 +78,10 @@ def test_suggestion_trains_about_as_well_as_the_best_rate_on_a_grid(tiny_names):
     final = {}
     for lr in (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1):
         stats, _, _ = train(tiny_mlp(data), data, steps=60, every=60, lr=lr, eval_interval=1000)
-        final[lr] = sum(r[1] for r in stats["loss"][-10:]) / 10
+        final[lr] = sum(r.loss for r in stats.loss[-10:]) / 10
     best = min(final, key=final.get)
     stats, _, _ = train(tiny_mlp(data), data, steps=60, every=60, lr=result.suggestion, eval_interval=1000)
-    suggested = sum(r[1] for r in stats["loss"][-10:]) / 10
+    suggested = sum(r.loss for r in stats.loss[-10:]) / 10
     assert best / 10 <= result.suggestion <= best * 3, (result.suggestion, final)
     assert suggested <= final[best] + 0.1 * (final[3e-4] - final[best]) + 0.05, (suggested, final)
 

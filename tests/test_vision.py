@@ -229,7 +229,7 @@ def test_overfit_finding_names_the_images_per_class():
     tmp_report = None
     labels = torch.tensor([0] * 22 + [1] * 24)
     (finding,) = overfit_findings(result(0.417, 1.0), labels)
-    assert finding["what"].startswith("too few images per class: 22;") and "augment" in finding["fix"]
+    assert finding.what.startswith("too few images per class: 22;") and "augment" in finding.fix
     assert overfit_findings(result(0.9, 1.0), labels) == []  # generalises
     assert overfit_findings(result(0.5, 0.7), labels) == []  # not learnt by heart either
 

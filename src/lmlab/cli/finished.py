@@ -105,7 +105,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     """Show a run's health findings again (and rebuild report.html with --report)."""
     findings = reinspect(Path(args.run), rebuild_report=args.report)
     if args.json:
-        print(json.dumps(findings, indent=2))
+        print(json.dumps([f.to_dict() for f in findings], indent=2))
         return 0
     if not any(is_problem(f) for f in findings):
         print("no problems found")

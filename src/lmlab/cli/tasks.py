@@ -11,7 +11,7 @@ from lmlab.config import parse_set_args
 from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 from lmlab.data.sources import EMBEDDED
 from lmlab.errors import ConfigError
-from lmlab.inspector.findings import format_finding
+from lmlab.inspector import format_finding
 from lmlab.run.folder import default_run_dir
 from lmlab.series.forecast import run_forecast
 from lmlab.vision.classify import run_classify

@@ -10,23 +10,25 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lmlab.inspector.finding import RULES, Finding
+from lmlab.inspector.findings import inspect_findings
 from lmlab.inspector.report_plots import (
-    _gradients,
-    _histograms,
-    _loss_plot,
-    _maps,
-    _over_time,
-    _token_labels,
-    _update_ratio,
+    gradients_plot,
+    histograms_plot,
+    loss_plot,
+    maps_plots,
+    over_time_plot,
+    token_labels,
+    update_ratio_plot,
 )
-from lmlab.inspector.thresholds import DEAD_FRACTION, SATURATED_LATER, THRESHOLDS
+from lmlab.inspector.stats import STATS_FILE, InspectorStats, load_stats
+from lmlab.inspector.thresholds import DEAD_FRACTION, SATURATED_LATER
+from lmlab.run.folder import CONFIG_FILE, FINDINGS_FILE, REPORT_FILE, TOKENIZER_FILE
 
-REPORT_FILE = "report.html"
 
-
-def _findings_html(findings: list[dict[str, Any]]) -> str:
-    problems = [f for f in findings if f["severity"] != "note"]
-    notes = [f for f in findings if f["severity"] == "note"]
+def _findings_html(findings: list[Finding]) -> str:
+    problems = [f for f in findings if f.is_problem]
+    notes = [f for f in findings if not f.is_problem]
     items = []
     if not problems:
         items.append('<p class="ok">No problems found: every check passed (thresholds below).</p>')
@@ -37,46 +39,51 @@ def _findings_html(findings: list[dict[str, Any]]) -> str:
             continue
         rows = []
         for f in group:
-            layer = f" <code>{html.escape(f['layer'])}</code>" if f.get("layer") else ""
-            since = f" <small>(from step {f['since_step']})</small>" if f.get("since_step") is not None else ""
-            fix = f"<br><i>Fix:</i> {html.escape(f['fix'])}." if f.get("fix") else ""
-            rows.append(f'<li class="{html.escape(f["severity"])}"><b>{html.escape(f["severity"])}</b>{layer}: '
-                        f'{html.escape(f["what"])}.{since}{fix}</li>')
+            layer = f" <code>{html.escape(f.layer)}</code>" if f.layer else ""
+            since = f" <small>(from step {f.since_step})</small>" if f.since_step is not None else ""
+            fix = f"<br><i>Fix:</i> {html.escape(f.fix)}." if f.fix else ""
+            rows.append(f'<li class="{html.escape(f.severity)}"><b>{html.escape(f.severity)}</b>{layer}: '
+                        f'{html.escape(f.what)}.{since}{fix}</li>')
         items.append("<ul>" + "".join(rows) + "</ul>")
     return "".join(items)
 
 
 def _thresholds_html() -> str:
-    rows = "".join(f"<tr><td><code>{html.escape(rule)}</code></td><td>{html.escape(text)}</td></tr>"
-                   for rule, text in THRESHOLDS)
+    """One row per threshold text: rules that share one (lr_too_high / lr_too_low) share a row."""
+    by_text: dict[str, list[str]] = {}
+    for registered in RULES.values():
+        if registered.threshold:
+            by_text.setdefault(registered.threshold, []).append(registered.name)
+    rows = "".join(f"<tr><td><code>{html.escape(' / '.join(names))}</code></td><td>{html.escape(text)}</td></tr>"
+                   for text, names in by_text.items())
     return f"<table>{rows}</table>"
 
 
-def render_report(stats: dict[str, Any], findings: list[dict[str, Any]], title: str = "lmlab run",
+def render_report(stats: InspectorStats, findings: list[Finding], title: str = "lmlab run",
                   tokenizer: Any = None) -> str:
     sections: list[tuple[str, str | None]] = [
-        ("Loss and learning rate", _loss_plot(stats)),
-        ("Activation histograms per layer", _histograms(stats)),
-        ("Saturated tanh/sigmoid outputs (|t| > 0.97)", _over_time(stats, "saturated", "saturation", "fraction",
-                                                                   SATURATED_LATER)),
-        ("Dead units (never fired over the window)", _over_time(stats, "dead", "dead units", "fraction",
-                                                                DEAD_FRACTION)),
-        ("Update:data ratio (should be near 1e-3)", _update_ratio(stats)),
-        ("Gradients", _gradients(stats)),
+        ("Loss and learning rate", loss_plot(stats)),
+        ("Activation histograms per layer", histograms_plot(stats)),
+        ("Saturated tanh/sigmoid outputs (|t| > 0.97)", over_time_plot(stats, "saturated", "saturation",
+                                                                       "fraction", SATURATED_LATER)),
+        ("Dead units (never fired over the window)", over_time_plot(stats, "dead", "dead units", "fraction",
+                                                                    DEAD_FRACTION)),
+        ("Update:data ratio (should be near 1e-3)", update_ratio_plot(stats)),
+        ("Gradients", gradients_plot(stats)),
     ]
-    sections += _maps(stats.get("attention_example", {}), "Attention (first example)", per_head=True,
-                      tokens=_token_labels(stats, tokenizer))
-    sections += _maps(stats.get("feature_maps", {}), "Conv feature maps (first example)", per_head=False)
-    init = stats.get("initial_loss")
-    ln_v = stats.get("ln_vocab")
-    summary = (f"steps: {stats.get('steps', '?')}, sampled every {stats.get('every')} steps; initial loss "
-               f"{init} (ln V = {ln_v})" if init is not None else "")
-    records = [r[1] for r in stats.get("loss", []) if isinstance(r[1], (int, float)) and math.isfinite(r[1])]
-    base = stats.get("baselines") or {}
-    if records and base.get("unigram"):
+    sections += maps_plots(stats.attention_example, "Attention (first example)", per_head=True,
+                           tokens=token_labels(stats, tokenizer), length=stats.attention_length)
+    sections += maps_plots(stats.feature_maps, "Conv feature maps (first example)", per_head=False)
+    init, ln_v = stats.initial_loss, stats.ln_vocab
+    steps = stats.steps if stats.steps is not None else "?"
+    summary = (f"steps: {steps}, sampled every {stats.every} steps; initial loss {init} (ln V = {ln_v})"
+               if init is not None else "")
+    records = [r.loss for r in stats.loss if isinstance(r.loss, (int, float)) and math.isfinite(r.loss)]
+    base = stats.baselines
+    if records and base is not None and base.unigram:
         end = sum(records[-20:]) / len(records[-20:])
         summary += (f"; final training loss {end:.3f} beside the data's baselines: unigram entropy "
-                    f"{base['unigram']:.3f}, counted bigram {base['bigram']:.3f} nats/token")
+                    f"{base.unigram:.3f}, counted bigram {base.bigram:.3f} nats/token")
     body = "".join(f"<h2>{html.escape(name)}</h2><img alt=\"{html.escape(name)}\" src=\"data:image/png;base64,{png}\">"
                    for name, png in sections if png)
     style = ("body{font-family:sans-serif;max-width:1150px;margin:auto;padding:1em}"
@@ -89,17 +96,17 @@ def render_report(stats: dict[str, Any], findings: list[dict[str, Any]], title: 
             "</body></html>\n")
 
 
-def write_report(run_dir: str | Path, stats: dict[str, Any], findings: list[dict[str, Any]]) -> Path:
+def write_report(run_dir: str | Path, stats: InspectorStats, findings: list[Finding]) -> Path:
     from lmlab.files import atomic_write_text
 
     path = Path(run_dir) / REPORT_FILE
     tokenizer = None
-    if (Path(run_dir) / "tokenizer.json").is_file():
+    if (Path(run_dir) / TOKENIZER_FILE).is_file():
         from lmlab.errors import LmlabError
         from lmlab.tokenizers import load_tokenizer
 
         try:
-            tokenizer = load_tokenizer(Path(run_dir) / "tokenizer.json")
+            tokenizer = load_tokenizer(Path(run_dir) / TOKENIZER_FILE)
         except (LmlabError, OSError, ValueError):  # the report still works with token ids
             tokenizer = None
     atomic_write_text(path, render_report(stats, findings, title=f"lmlab run {Path(run_dir).name}",
@@ -107,38 +114,46 @@ def write_report(run_dir: str | Path, stats: dict[str, Any], findings: list[dict
     return path
 
 
-def write_inspection(run_dir: Path, trainer) -> list[dict[str, Any]] | None:
-    """After training: close the inspector's record, write findings.json and report.html. None if no
-    inspector was among the trainer's callbacks."""
+def save_findings(path: Path, findings: list[Finding]) -> None:
     import json
 
     from lmlab.files import atomic_write_text
-    from lmlab.inspector import FINDINGS_FILE, Inspector
-    from lmlab.inspector.findings import inspect_findings
+
+    atomic_write_text(path, json.dumps([f.to_dict() for f in findings], indent=2) + "\n")
+
+
+def load_findings(path: Path) -> list[Finding]:
+    import json
+
+    return [Finding.from_dict(raw) for raw in json.loads(Path(path).read_text(encoding="utf-8"))]
+
+
+def write_inspection(run_dir: Path, trainer) -> list[Finding] | None:
+    """After training: close the inspector's record, write findings.json and report.html. None if no
+    inspector was among the trainer's callbacks."""
+    from lmlab.inspector.inspector import Inspector
 
     inspector = next((c for c in trainer.callbacks if isinstance(c, Inspector)), None)
-    if inspector is None or not inspector.stats:
+    if inspector is None or not inspector.started:
         return None
-    stats = inspector.stats if "steps" in inspector.stats else inspector.finish(trainer)
+    stats = inspector.stats if inspector.stats.steps is not None else inspector.finish(trainer)
     findings = inspect_findings(stats)
-    atomic_write_text(Path(run_dir) / FINDINGS_FILE, json.dumps(findings, indent=2) + "\n")
+    save_findings(Path(run_dir) / FINDINGS_FILE, findings)
     write_report(run_dir, stats, findings)
     return findings
 
 
-def reinspect(run_dir: Path, rebuild_report: bool = False) -> list[dict[str, Any]]:
+def reinspect(run_dir: Path, rebuild_report: bool = False) -> list[Finding]:
     """A finished run's findings, recomputed from inspect.json so older runs get today's rules."""
     from lmlab.errors import CheckpointError
-    from lmlab.inspector import STATS_FILE, load_stats
-    from lmlab.inspector.findings import inspect_findings
 
-    if not (run_dir / "config.json").is_file():
-        raise CheckpointError(f"{run_dir}: not an lmlab run directory (config.json is missing)")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{run_dir}: not an lmlab run directory ({CONFIG_FILE} is missing)")
     if not (run_dir / STATS_FILE).is_file():
         raise CheckpointError(f"{run_dir}: no inspector statistics ({STATS_FILE}); was it trained with --no-inspect?")
     try:
         stats = load_stats(run_dir / STATS_FILE)
-    except ValueError:
+    except (ValueError, TypeError, KeyError, AttributeError):
         raise CheckpointError(f"{run_dir / STATS_FILE}: corrupted inspector statistics") from None
     findings = inspect_findings(stats)
     if rebuild_report:

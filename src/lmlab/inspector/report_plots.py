@@ -9,11 +9,15 @@ from __future__ import annotations
 import base64
 import io
 import math
+import statistics
 from typing import Any
 
-from lmlab.inspector.thresholds import UPDATE_HIGH, UPDATE_LOW
+from lmlab.inspector.rule_helpers import pattern
+from lmlab.inspector.stats import InspectorStats
+from lmlab.inspector.thresholds import UPDATE_HIGH, UPDATE_LOW, UPDATE_TARGET
 
-MAX_LINES = 10  # layers per plot, so legends stay readable
+MAX_LINES = 10  # layers per plot drawn one by one; past that, the worst are named and the rest grouped
+MAX_NAMED = 3  # the worst layers named when there are more than MAX_LINES
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "gelu", "norm", "attention")
 
 
@@ -42,27 +46,58 @@ def _legend(ax, fontsize: int = 7) -> None:
         ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
 
 
+def _lines(ax, series: dict[str, tuple[list, list]], badness, transform=None) -> None:
+    """One line per layer while they fit a legend; past MAX_LINES the MAX_NAMED worst (by `badness` of their
+    values) are named and the others drawn as one median line and min-max band per layer group (the name
+    with its layer numbers as #), so a 12-layer model's legend stays readable."""
+    transform = transform or (lambda ys: ys)
+    series = {n: _finite(xs, ys) for n, (xs, ys) in series.items()}
+    series = {n: xy for n, xy in series.items() if xy[1]}
+    if len(series) <= MAX_LINES:
+        for name, (xs, ys) in series.items():
+            ax.plot(xs, transform(ys), label=name)
+        return
+    worst = sorted(series, key=lambda n: badness(series[n][1]), reverse=True)[:MAX_NAMED]
+    groups: dict[str, list[str]] = {}
+    for name in series:
+        if name not in worst:
+            groups.setdefault(pattern(name), []).append(name)
+    for group, names in groups.items():
+        by_step: dict[Any, list[float]] = {}
+        for name in names:
+            for x, y in zip(*series[name], strict=True):
+                by_step.setdefault(x, []).append(y)
+        steps = sorted(by_step)
+        median = transform([statistics.median(by_step[x]) for x in steps])
+        lines = ax.plot(steps, median, lw=0.9, alpha=0.8, label=f"{group} ({len(names)}, median and range)")
+        ax.fill_between(steps, transform([min(by_step[x]) for x in steps]), transform([max(by_step[x]) for x in steps]),
+                        color=lines[0].get_color(), alpha=0.15, lw=0)
+    for name in worst:
+        xs, ys = series[name]
+        ax.plot(xs, transform(ys), lw=1.6, label=f"{name} (worst)")
+
+
 def _finite(xs, ys):
     pairs = [(x, y) for x, y in zip(xs, ys, strict=False) if isinstance(y, (int, float)) and math.isfinite(y)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def _loss_plot(stats: dict[str, Any]) -> str | None:
-    records = stats.get("loss", [])
+def loss_plot(stats: InspectorStats) -> str | None:
+    records = stats.loss
     if not records:
         return None
     fig, axes = _figure(2)
     fig.subplots_adjust(wspace=0.6)
     ax, lr_ax = axes[0]
     ax.plot(*_finite([r[0] for r in records], [r[1] for r in records]), lw=0.7, alpha=0.6, label="train")
-    if stats.get("val"):
-        ax.plot(*_finite(*zip(*stats["val"], strict=True)), "o-", label="val")
-    if stats.get("ln_vocab"):
-        ax.axhline(stats["ln_vocab"], color="gray", ls="--", lw=0.8, label="ln V (uniform)")
-    base = stats.get("baselines") or {}
-    if base.get("unigram"):
-        ax.axhline(base["unigram"], color="tab:red", ls=":", lw=0.9, label="unigram entropy")
-        ax.axhline(base["bigram"], color="tab:green", ls=":", lw=0.9, label="counted bigram")
+    if stats.val:
+        ax.plot(*_finite(*zip(*stats.val, strict=True)), "o-", label="val")
+    if stats.ln_vocab:
+        ax.axhline(stats.ln_vocab, color="gray", ls="--", lw=0.8, label="ln V (uniform)")
+    base = stats.baselines
+    if base is not None and base.unigram:
+        ax.axhline(base.unigram, color="tab:red", ls=":", lw=0.9, label="unigram entropy")
+        ax.axhline(base.bigram, color="tab:green", ls=":", lw=0.9, label="counted bigram")
     ax.set(xlabel="step", ylabel="loss (nats/token)", title="loss")
     _legend(ax)
     lr_ax.plot([r[0] for r in records], [r[2] for r in records])
@@ -70,32 +105,31 @@ def _loss_plot(stats: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
-def _histograms(stats: dict[str, Any]) -> str | None:
-    layers = [(n, ly) for n, ly in stats["layers"].items() if ly["kind"] in ACTIVATIONS and ly.get("hist")]
+def histograms_plot(stats: InspectorStats) -> str | None:
+    layers = [(n, ly) for n, ly in stats.layers.items() if ly.kind in ACTIVATIONS and ly.hist]
     if not layers:
         return None
     fig, axes = _figure(2)
     for ax, index, title in ((axes[0][0], 0, "at the start"), (axes[0][1], -1, "at the end")):
         for name, layer in layers[:MAX_LINES]:
-            counts, (lo, hi) = layer["hist"][index], layer["hist_range"][index]
+            counts, (lo, hi) = layer.hist[index], layer.hist_range[index]
             total = sum(counts) or 1
             width = (hi - lo) / len(counts)
             centres = [lo + (i + 0.5) * width for i in range(len(counts))]
-            ax.plot(centres, [c / total for c in counts], label=f"{name} ({layer['kind']})")
+            ax.plot(centres, [c / total for c in counts], label=f"{name} ({layer.kind})")
         ax.set(xlabel="activation value", ylabel="fraction", title=f"activations {title} (step "
-               f"{layers[0][1]['step'][index]})")
+               f"{layers[0][1].step[index]})")
     _legend(axes[0][1])
     return _png(fig)
 
 
-def _over_time(stats: dict[str, Any], key: str, title: str, ylabel: str, threshold: float | None = None) -> str | None:
-    layers = [(n, ly) for n, ly in stats["layers"].items() if ly.get(key)]
+def over_time_plot(stats: InspectorStats, key: str, title: str, ylabel: str,
+                   threshold: float | None = None) -> str | None:
+    layers = [(n, ly) for n, ly in stats.layers.items() if getattr(ly, key)]
     if not layers:
         return None
     fig, axes = _figure()
-    for name, layer in layers[:MAX_LINES]:
-        ax = axes[0][0]
-        ax.plot(*_finite(layer["step"], layer[key]), label=name)
+    _lines(axes[0][0], {n: (ly.step, getattr(ly, key)) for n, ly in layers}, badness=lambda ys: ys[-1])
     if threshold is not None:
         axes[0][0].axhline(threshold, color="black", ls="--", lw=1, label=f"warning at {threshold:.0%}")
     axes[0][0].set(xlabel="step", ylabel=ylabel, title=title, ylim=(0, 1))
@@ -103,15 +137,17 @@ def _over_time(stats: dict[str, Any], key: str, title: str, ylabel: str, thresho
     return _png(fig)
 
 
-def _update_ratio(stats: dict[str, Any]) -> str | None:
-    params = [(n, p) for n, p in stats["params"].items() if len(p.get("shape", [])) >= 2 and p.get("update_data")]
+def update_ratio_plot(stats: InspectorStats) -> str | None:
+    params = [(n, p) for n, p in stats.params.items() if len(p.shape) >= 2 and p.update_data]
     if not params:
         return None
     fig, axes = _figure(height=3.6)
     ax = axes[0][0]
-    for name, p in params[:MAX_LINES]:
-        ax.plot(*_finite(p["step"], p["update_data"]), label=name)
-    ax.axhline(-3, color="black", ls="--", lw=1, label="1e-3 (good)")
+    _lines(ax, {n: (p.step, p.update_data) for n, p in params},
+           badness=lambda ys: abs(statistics.median(ys) - UPDATE_TARGET))
+    ax.axhspan(UPDATE_TARGET - 0.5, UPDATE_TARGET + 0.5, color="tab:green", alpha=0.12, lw=0,
+               label="the ~1e-3 band that trains well")
+    ax.axhline(UPDATE_TARGET, color="black", ls="--", lw=1, label="1e-3 (good)")
     for level in (UPDATE_HIGH, UPDATE_LOW):
         ax.axhline(level, color="tab:red", ls=":", lw=1)
     ax.set(xlabel="step", ylabel="log10 update:data", title="update:data ratio per weight matrix (red: warnings)")
@@ -119,9 +155,9 @@ def _update_ratio(stats: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
-def _gradients(stats: dict[str, Any]) -> str | None:
-    records = stats.get("loss", [])
-    params = [(n, p) for n, p in stats["params"].items() if len(p.get("shape", [])) >= 2 and p.get("grad_data")]
+def gradients_plot(stats: InspectorStats) -> str | None:
+    records = stats.loss
+    params = [(n, p) for n, p in stats.params.items() if len(p.shape) >= 2 and p.grad_data]
     if not records and not params:
         return None
     fig, axes = _figure(2)
@@ -129,22 +165,26 @@ def _gradients(stats: dict[str, Any]) -> str | None:
     ax, ratio_ax = axes[0]
     steps, norms = _finite([r[0] for r in records], [r[3] for r in records])
     ax.plot(steps, norms, lw=0.7)
-    if stats.get("grad_clip"):
-        ax.axhline(stats["grad_clip"], color="gray", ls="--", lw=0.8, label="clip")
+    if stats.grad_clip:
+        ax.axhline(stats.grad_clip, color="gray", ls="--", lw=0.8, label="clip")
         _legend(ax)
     ax.set(xlabel="step", ylabel="global gradient norm (before clipping)", title="gradient norm", yscale="log")
-    for name, p in params[:MAX_LINES]:
-        xs, ys = _finite(p["step"], p["grad_data"])
-        ratio_ax.plot(xs, [max(y, 1e-12) for y in ys], label=name)
+    _lines(ratio_ax, {n: (p.step, p.grad_data) for n, p in params}, badness=lambda ys: max(ys),
+           transform=lambda ys: [max(y, 1e-12) for y in ys])
     ratio_ax.set(xlabel="step", ylabel="std(grad) / std(weight)", title="grad:data ratio", yscale="log")
     _legend(ratio_ax)
     return _png(fig)
 
 
-def _maps(maps: dict[str, Any], title: str, per_head: bool, tokens: list[str] | None = None) -> list[tuple[str, str]]:
+def maps_plots(maps: dict[str, Any], title: str, per_head: bool, tokens: list[str] | None = None,
+               length: int = 0) -> list[tuple[str, str]]:
+    """`length`: the example's real tokens; attention maps are cut there (a padded lines-mode example's
+    padding would otherwise fill half the map)."""
     out = []
     for name, value in list(maps.items())[:4]:
         heads = value if per_head else [value]
+        if per_head and length >= 2:
+            heads = [[row[:length] for row in head[:length]] for head in heads]
         fig, axes = _figure(min(len(heads), 4), math.ceil(len(heads) / 4), height=3.4)
         flat = [ax for row in axes for ax in row]
         for i, ax in enumerate(flat):
@@ -163,9 +203,9 @@ def _maps(maps: dict[str, Any], title: str, per_head: bool, tokens: list[str] | 
     return out
 
 
-def _token_labels(stats: dict[str, Any], tokenizer: Any) -> list[str] | None:
+def token_labels(stats: InspectorStats, tokenizer: Any) -> list[str] | None:
     """The attention example's tokens as text (their ids when there is no tokenizer)."""
-    ids = stats.get("attention_tokens")
+    ids = stats.attention_tokens
     if not ids:
         return None
     if tokenizer is None:

@@ -1,6 +1,5 @@
-"""Small helpers the health rules share: the finding record, numbers in words (`times`, `lr_text`),
-and readers of the inspector's statistics (losses, the current rate, stacks of repeated layers, early and late
-windows).
+"""Small helpers the health rules share: numbers in words (`times`, `lr_text`), and readers of the
+inspector's statistics (losses, the current rate, stacks of repeated layers, early and late windows).
 """
 
 from __future__ import annotations
@@ -10,18 +9,15 @@ import re
 import statistics
 from typing import Any
 
-
-def _finding(severity: str, rule: str, layer: str | None, what: str, numbers: dict[str, Any], fix: str,
-             since: int | None = None):
-    return {"severity": severity, "rule": rule, "layer": layer, "what": what, "numbers": numbers, "fix": fix,
-            "since_step": since}
+from lmlab.inspector.stats import InspectorStats
+from lmlab.inspector.thresholds import UPDATE_TARGET
 
 
-def _finite(values: list[Any]) -> list[float]:
+def finite(values: list[Any]) -> list[float]:
     return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
-def _tail_mean(values: list[float], fraction: float = 0.1, least: int = 5) -> float:
+def tail_mean(values: list[float], fraction: float = 0.1, least: int = 5) -> float:
     n = max(least, int(len(values) * fraction))
     return statistics.fmean(values[-n:])
 
@@ -46,52 +42,76 @@ def lr_text(lr: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def _round_lr(lr: float) -> float:
+def round_lr(lr: float) -> float:
     return float(f"{lr:.0e}")
 
 
-def _power_of_ten(factor: float) -> str:
+def power_of_ten(factor: float) -> str:
     return f"10^{round(math.log10(factor))}" if factor >= 1000 else times(factor).removesuffix("x")
 
 
-def _names_text(names: list[str], most: int = 3, noun: str = "layers") -> str:
+def names_text(names: list[str], most: int = 3, noun: str = "layers") -> str:
     """A list of layer names, shortened: 'a, b, c' or 'a ... z (14 layers)'."""
     if len(names) <= most:
         return ", ".join(names)
     return f"{names[0]} ... {names[-1]} ({len(names)} {noun})"
 
 
-def _window(values: list[Any], early: bool) -> list[Any]:
+def window(values: list[Any], early: bool) -> list[Any]:
     k = max(1, len(values) // 3)
     return values[:k] if early else values[-k:]
 
 
-def _pattern(name: str) -> str:
+def pattern(name: str) -> str:
     return re.sub(r"\d+", "#", name)
 
 
-def _stacks(stats: dict[str, Any], key: str, kinds: tuple[str, ...]) -> dict[tuple[str, str], list[str]]:
+def stacks(stats: InspectorStats, key: str, kinds: tuple[str, ...]) -> dict[tuple[str, str], list[str]]:
     """Repeated layers (same kind, same name up to the numbers) with statistic `key`, in forward order."""
-    order = stats.get("order") or list(stats["layers"])
+    order = stats.order or list(stats.layers)
     groups: dict[tuple[str, str], list[str]] = {}
     for name in order:
-        layer = stats["layers"].get(name, {})
-        if layer.get("kind") in kinds and layer.get(key):
-            groups.setdefault((layer["kind"], _pattern(name)), []).append(name)
+        layer = stats.layers.get(name)
+        if layer is not None and layer.kind in kinds and getattr(layer, key):
+            groups.setdefault((layer.kind, pattern(name)), []).append(name)
     return {k: v for k, v in groups.items() if len(v) >= 3}  # two layers can differ for many reasons
 
 
-def _losses(stats: dict[str, Any]) -> list[float]:
-    return [r[1] for r in stats.get("loss", [])]
+def losses(stats: InspectorStats) -> list[float]:
+    return [r.loss for r in stats.loss]
 
 
-def _current_lr(stats: dict[str, Any]) -> float | None:
-    if stats.get("lr"):
-        return stats["lr"]
-    rates = _finite([r[2] for r in stats.get("loss", [])])
+def current_lr(stats: InspectorStats) -> float | None:
+    if stats.lr:
+        return stats.lr
+    rates = finite([r.lr for r in stats.loss])
     return max(rates) if rates else None
 
 
-def _end_loss(stats: dict[str, Any]) -> float | None:
-    losses = _finite(_losses(stats))
-    return _tail_mean(losses) if losses else None
+def end_loss(stats: InspectorStats) -> float | None:
+    values = finite(losses(stats))
+    return tail_mean(values) if values else None
+
+
+def lower_lr(stats: InspectorStats, ratio: float | None) -> tuple[float | None, str]:
+    """The rate to try instead of a too-high one, and why: the model's default when the run is above it,
+    otherwise the rate that brings the measured update:data ratio to 1e-3."""
+    lr, default = current_lr(stats), stats.default_lr
+    if lr is None:
+        return None, ""
+    if default and default < lr:
+        return default, f"the model's default; {lr_text(lr)} is {times(lr / default)} it"
+    if ratio is not None and ratio > UPDATE_TARGET:
+        return round_lr(lr * 10 ** (UPDATE_TARGET - ratio)), "where the update:data ratio would be about 1e-3"
+    return round_lr(lr / 10), "10x lower"
+
+
+def now_text(lr: float | None) -> str:
+    return f" (now {lr_text(lr)})" if lr else ""
+
+
+def lower_lr_text(stats: InspectorStats) -> str:
+    lr = current_lr(stats)
+    suggestion, why = lower_lr(stats, None)
+    return (f"lower train.lr (now {lr_text(lr)}) toward {lr_text(suggestion)} ({why})" if lr and suggestion
+            else "lower the learning rate")

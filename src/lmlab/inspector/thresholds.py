@@ -1,4 +1,4 @@
-"""The thresholds the health rules judge against, and the same in words for the report.
+"""The thresholds the health rules judge against (each rule says its own in words, for the report).
 
 Thresholds come from Karpathy's lecture 3 (makemore part 3, see REFERENCES.md): healthy tanh layers are
 1.7-2.8 % saturated (|t| > 0.97), the update:data ratio sits near 1e-3 (log10 = -3), a well-initialised
@@ -25,28 +25,13 @@ STUCK_FRACTION = 0.02  # final loss within 2 % of ln V either way: the model sti
 BASELINE_MARGIN = 0.01  # a flat final loss within 1 % of the unigram entropy learned only token frequencies
 FROZEN_SHARE = 0.5  # at least half the parameters never updated
 NEAR = 0.8  # a value past this share of its threshold is shown as a note
-
-# For the report: what each rule compares against, in words.
-THRESHOLDS: list[tuple[str, str]] = [
-    ("initial_loss", f"loss at step 0 above ln V + max({INIT_LOSS_MARGIN}, 15 % of ln V)"),
-    ("saturation", f"tanh/sigmoid |t| > 0.97 in > {SATURATED_AT_INIT:.0%} of outputs at the start or "
-                   f"> {SATURATED_LATER:.0%} late (healthy: a few %)"),
-    ("dead_units", f"> {DEAD_FRACTION:.0%} of ReLU/GELU units never fire over 3 samples, early or late"),
-    ("lr_too_high / lr_too_low", f"median log10 update:data above {UPDATE_HIGH:g} or below {UPDATE_LOW:g} "
-                                 f"(good: about {UPDATE_TARGET:g}); or the loss ends above its start"),
-    ("vanishing / exploding gradients", f"gradient std differs > {DEPTH_RATIO:g}x between the first and last "
-                                        "layer of a stack, early or late"),
-    ("activation_growth", f"activation std differs > {GROWTH_RATIO:g}x between the first and last layer of a "
-                          "stack at the start"),
-    ("frozen_parameters", f">= {FROZEN_SHARE:.0%} of the parameters never updated"),
-    ("not_learning", f"the final loss within {STUCK_FRACTION:.0%} of ln V, or flat within "
-                     f"{BASELINE_MARGIN:.0%} of the unigram entropy"),
-    ("exploding_gradients (norm)", f"a gradient norm > {GRAD_SPIKE:g}x the run's median"),
-    ("overfitting", f"validation loss rising while the train/val gap grew by > {OVERFIT_GAP} nats"),
-]
-
-SEVERITY_ORDER = {"error": 0, "warning": 1, "note": 2}
-# Among findings of one severity that appeared at the same step, causes before consequences.
-PRIORITY = {"causality_leak": 0, "nan": 1, "activation_growth": 2, "frozen_parameters": 3,
-            "vanishing_gradients": 4, "exploding_gradients": 4, "lr_too_high": 5, "lr_too_low": 5,
-            "dead_units": 6, "saturation": 6, "initial_loss": 7, "not_learning": 8, "overfitting": 9}
+COUPLING = 1e-4  # eval-mode logits moved by more than this share of their scale: examples are coupled
+COPY_SHARE = 0.5  # predictions equal to their own input token, when the data repeats far less often
+LOSS_MISMATCH = 0.05  # nats (or 5 % if larger) between the model's loss and its logits' next-token loss
+SCORED_PADDING = 0.01  # padding-after-padding targets the labels score
+DUPLICATE_ROWS = 0.25  # validation examples that are also training examples (a split made after copying)
+REPEATED_ROWS = 0.05  # a note below DUPLICATE_ROWS: a list of names repeats its common names
+SHARED_WINDOWS = 0.2  # validation windows (OVERLAP_WINDOW tokens) found verbatim in the training split
+ATTN_SATURATED = 0.25  # a head's entropy at the first sample below this share of a uniform map's: one-hot
+ATTN_UNIFORM = 0.98  # a head still this close to a uniform map at the end of a long run learned no pattern
+DECAY_SHRINK = 2.0  # weights and activations both this many times smaller than at their peak

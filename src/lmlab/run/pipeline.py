@@ -31,7 +31,7 @@ import torch
 from lmlab.errors import CheckpointError, ConfigError, TrainingDiverged
 from lmlab.evaluate import evaluate_run
 from lmlab.export import export_run
-from lmlab.inspector import Inspector, find_problems
+from lmlab.inspector import Finding, Inspector, find_problems, load_findings
 from lmlab.inspector.report import reinspect, write_inspection
 from lmlab.models import count_parameters
 from lmlab.run.config import RunConfig, build_model
@@ -70,10 +70,10 @@ class Run(LoadedRun):
         return self.run_dir.read_metrics()
 
     @property
-    def findings(self) -> list[dict[str, Any]] | None:
+    def findings(self) -> list[Finding] | None:
         """The inspector's findings as written at the end of training (None if it did not watch)."""
         path = self.run_dir / FINDINGS_FILE
-        return self.run_dir.read_json(FINDINGS_FILE, "findings", list) if path.is_file() else None
+        return load_findings(path) if path.is_file() else None
 
     @property
     def inspected(self) -> bool:
@@ -101,7 +101,7 @@ class Run(LoadedRun):
         """`n` samples (`lmlab sample`); options: max_new_tokens, temperature, top_k, top_p, seed."""
         return sample_texts(self, SampleOptions(num_samples=n, prompt=prompt, **options))
 
-    def inspect(self, rebuild_report: bool = False) -> list[dict[str, Any]]:
+    def inspect(self, rebuild_report: bool = False) -> list[Finding]:
         """The health findings, recomputed from the inspector's statistics (`lmlab inspect`)."""
         return reinspect(self.run_dir.path, rebuild_report=rebuild_report)
 
@@ -193,7 +193,7 @@ def _train(resolved: Resolved, run_dir: RunDir, force: bool, callbacks: Sequence
         keep_folder = True  # its findings say what went wrong
         findings = run_dir.path / FINDINGS_FILE
         if parallel.is_main and findings.is_file():
-            err.findings = run_dir.read_json(FINDINGS_FILE, "findings", list)
+            err.findings = load_findings(findings)
         raise
     finally:
         run_dir.unlock()

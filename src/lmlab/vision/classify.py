@@ -14,6 +14,7 @@ import torch
 
 from lmlab.config import TrainConfig, build_config, to_dict
 from lmlab.errors import ConfigError, DataError
+from lmlab.inspector.finding import Finding
 from lmlab.run.folder import CONFIG_FILE, SUMMARY_FILE, RunDir
 from lmlab.training.callbacks import EarlyStopping
 from lmlab.training.trainer import Trainer
@@ -43,7 +44,7 @@ class ClassifyResult:
     report: Path
     augment: str = "none"  # what training batches went through
     best_step: int | None = None  # early stopping's best evaluation (its weights are the model's)
-    findings: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
 
 
 def run_classify(
@@ -106,7 +107,7 @@ def run_classify(
                    "train_images": result.num_train, "val_images": result.num_val,
                    "val_accuracy": val_accuracy, "train_accuracy": result.train_accuracy, "chance": chance,
                    "val_loss": trainer.last_val_loss, "augment": result.augment, "best_step": result.best_step,
-                   "findings": result.findings}
+                   "findings": [f.to_dict() for f in result.findings]}
         out.write_json(SUMMARY_FILE, summary)
     return result
 
@@ -131,15 +132,15 @@ def early_stopping(patience: int) -> list:
     return [EarlyStopping(patience=patience, restore_best_weights=True)] if patience > 0 else []
 
 
-def overfit_findings(result: ClassifyResult, train_labels: torch.Tensor) -> list[dict[str, Any]]:
-    """A finding (the inspector's record shape) when the net learnt its training images by heart but does
+def overfit_findings(result: ClassifyResult, train_labels: torch.Tensor) -> list[Finding]:
+    """A finding (the inspector's record) when the net learnt its training images by heart but does
     no better than chance on the others: the usual fate of a few dozen images per class."""
     if result.train_accuracy < OVERFIT_TRAIN_ACCURACY or result.accuracy > result.chance + NEAR_CHANCE:
         return []
     per_class = int(torch.bincount(train_labels, minlength=len(result.class_names)).min())
-    return [{"severity": "warning", "rule": "too_few_images", "layer": None,
-             "what": f"too few images per class: {per_class}; train accuracy {result.train_accuracy:.3f} but "
-                     f"validation {result.accuracy:.3f}, near chance ({result.chance:.3f})",
-             "numbers": {"images_per_class": per_class, "train_accuracy": result.train_accuracy,
-                         "val_accuracy": result.accuracy, "chance": result.chance},
-             "fix": "augment (--augment crop,flip,rotate) or collect more"}]
+    return [Finding("warning", "too_few_images", None,
+                    f"too few images per class: {per_class}; train accuracy {result.train_accuracy:.3f} but "
+                    f"validation {result.accuracy:.3f}, near chance ({result.chance:.3f})",
+                    {"images_per_class": per_class, "train_accuracy": result.train_accuracy,
+                     "val_accuracy": result.accuracy, "chance": result.chance},
+                    "augment (--augment crop,flip,rotate) or collect more")]

@@ -3,7 +3,7 @@ tensorboard.py and wandb.py; __init__.py builds the ones train.log names.
 
 Each is a Callback that logs, at the same steps as metrics.jsonl: train loss, learning rate, tokens/s,
 grad norm (and MFU where the trainer measures it) as `train/*`, and the validation loss as `val/loss`. If an
-inspector (a callback with a `stats` dict of layers and params, see lmlab.inspector) is among the trainer's
+inspector (a callback whose `stats` record has `layers` and `params`, see lmlab.inspector.stats) is among the trainer's
 callbacks, its per-layer statistics go out as scalars and histograms at its sampled steps; the findings as
 text at the end (given a `findings` function, since the health rules live in the inspector's layer); the
 resolved config as hyperparameters.
@@ -40,7 +40,7 @@ LAYER_SCALARS = {"mean": "act_mean", "std": "act_std", "saturated": "saturated",
 PARAM_SCALARS = {"grad_data": "grad_data", "update_data": "update_data_log10"}
 FLUSH_SECONDS = 5.0
 
-Findings = Callable[[dict[str, Any]], list[dict[str, Any]]]
+Findings = Callable[[Any], list[Any]]  # the inspector's statistics record -> its findings
 
 
 class MissingPackage(LmlabError):
@@ -60,10 +60,12 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _inspector(trainer: Trainer) -> Callback | None:
-    """The inspector among the callbacks: one with a `stats` dict (filled with "layers" and "params" in its
-    own on_train_begin, which may come after this logger's)."""
+    """The inspector among the callbacks: one whose `stats` record has `layers` and `params` (filled in its
+    own on_train_begin, which may come after this logger's). Read by attribute: this layer does not import
+    the inspector's."""
     for callback in trainer.callbacks:
-        if isinstance(getattr(callback, "stats", None), dict):
+        stats = getattr(callback, "stats", None)
+        if hasattr(stats, "layers") and hasattr(stats, "params"):
             return callback
     return None
 
@@ -72,13 +74,14 @@ def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _findings_text(findings: list[dict[str, Any]]) -> str:
+def _findings_text(findings: list[Any]) -> str:
+    """Findings (records with severity, rule, layer, what and fix) as Markdown."""
     if not findings:
         return "No problems found."
     lines = []
     for f in findings:
-        where = f" ({f['layer']})" if f.get("layer") else ""
-        lines.append(f"- **{f['severity']}** `{f['rule']}`{where}: {f['what']}. *Fix:* {f['fix']}")
+        where = f" ({f.layer})" if f.layer else ""
+        lines.append(f"- **{f.severity}** `{f.rule}`{where}: {f.what}. *Fix:* {f.fix}")
     return "\n".join(lines)
 
 
@@ -151,7 +154,7 @@ class MetricLogger(Callback):
         if not self.active:
             return
         self._log_inspection(trainer.step)
-        if self._inspector is not None and "layers" in self._inspector.stats and self.findings is not None:
+        if self._inspector is not None and getattr(self._inspector, "started", True) and self.findings is not None:
             try:  # the run is saved by now: a side channel's failure must not fail it
                 self.text("findings", _findings_text(self.findings(self._inspector.stats)), trainer.step)
             except Exception:  # noqa: BLE001
@@ -168,23 +171,23 @@ class MetricLogger(Callback):
         stats = self._inspector.stats
         values: dict[int, dict[str, float]] = {}
         wanted = range(self._inspected_upto + 1, upto + 1)
-        for kind, entries, scalars in (("layer", stats.get("layers", {}), LAYER_SCALARS),
-                                       ("param", stats.get("params", {}), PARAM_SCALARS)):
+        for kind, entries, scalars in (("layer", stats.layers, LAYER_SCALARS),
+                                       ("param", stats.params, PARAM_SCALARS)):
             for name, entry in entries.items():
-                steps = entry.get("step", [])
+                steps = entry.step
                 last = {s + 1: i for i, s in enumerate(steps) if s + 1 in wanted}  # a retried step: the last
                 for step, i in last.items():
                     out = values.setdefault(step, {})
                     for key, label in scalars.items():
-                        series = entry.get(key, [])
+                        series = getattr(entry, key, [])
                         if len(series) == len(steps) and is_finite_number(series[i]):
                             out[f"inspect/{label}/{name}"] = float(series[i])
-                    if kind == "layer" and len(entry.get("hist", [])) == len(steps):
-                        lo, hi = entry["hist_range"][i]
-                        counts = entry["hist"][i]
+                    if kind == "layer" and len(entry.hist) == len(steps):
+                        lo, hi = entry.hist_range[i]
+                        counts = entry.hist[i]
                         edges = [lo + (hi - lo) * k / len(counts) for k in range(len(counts) + 1)]
-                        self.histogram(f"inspect/activations/{name}", counts, edges, entry["mean"][i],
-                                       entry["std"][i], step)
+                        self.histogram(f"inspect/activations/{name}", counts, edges, entry.mean[i],
+                                       entry.std[i], step)
         for step in sorted(values):
             self.scalars(values[step], step)
             ratios = [v for k, v in values[step].items() if k.startswith("inspect/update_data_log10/")]

@@ -1,0 +1,251 @@
+"""Health rules over the optimizer's steps and what they do to the parameters: the update:data ratio
+against 1e-3 (learning rate too high or too low, where each layer group sits), a diverging loss, tensors that
+never change, and weight decay that shrinks the weights faster than the gradient grows them.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from lmlab.inspector.finding import Finding, rule
+from lmlab.inspector.loss_rules import not_learning
+from lmlab.inspector.rule_helpers import (
+    current_lr,
+    end_loss,
+    finite,
+    losses,
+    lower_lr,
+    lr_text,
+    names_text,
+    now_text,
+    pattern,
+    power_of_ten,
+    round_lr,
+    tail_mean,
+    times,
+)
+from lmlab.inspector.stats import InspectorStats
+from lmlab.inspector.thresholds import (
+    BASELINE_MARGIN,
+    DECAY_SHRINK,
+    FROZEN_SHARE,
+    UPDATE_HIGH,
+    UPDATE_LOW,
+    UPDATE_TARGET,
+)
+
+
+def update_ratios(stats: InspectorStats) -> dict[str, float]:
+    """Median log10 update:data ratio of each weight matrix (biases and gains are left out, as in lecture 3)."""
+    ratios = {}
+    for name, p in stats.params.items():
+        values = finite(p.update_data)
+        if len(p.shape) >= 2 and values:
+            ratios[name] = statistics.median(values)
+    return ratios
+
+
+def update_groups(stats: InspectorStats) -> dict[str, list[str]]:
+    """Weight matrices grouped by name up to the layer numbers (transformer.h.#.mlp.c_fc.weight), in order."""
+    groups: dict[str, list[str]] = {}
+    for name, p in stats.params.items():
+        if len(p.shape) >= 2 and finite(p.update_data):
+            groups.setdefault(pattern(name), []).append(name)
+    return groups
+
+
+@rule(priority=99)
+def update_band(stats: InspectorStats) -> list[Finding]:
+    """A note: where each group of weight matrices sits against the 1e-3 update:data band, over the second
+    half of the run (the first steps of warm-up are their own phase)."""
+    groups = update_groups(stats)
+    if not groups:
+        return []
+    placed: dict[str, float] = {}
+    for group, names in groups.items():
+        late = []
+        for name in names:
+            values = finite(stats.params[name].update_data)
+            late += values[len(values) // 2 :]
+        if late:
+            placed[group] = round(statistics.median(late), 2)
+    off = {g: v for g, v in placed.items() if abs(v - UPDATE_TARGET) > 0.5}
+    if not off:
+        return []
+    worst = sorted(off, key=lambda g: -abs(off[g] - UPDATE_TARGET))
+    parts = []
+    for g in worst[:4]:
+        factor = 10 ** abs(off[g] - UPDATE_TARGET)
+        side = "above" if off[g] > UPDATE_TARGET else "below"
+        parts.append(f"{g} ({len(groups[g])}) at 10^{off[g]:.1f}, {times(factor)} {side}")
+    more = f"; {len(off) - 4} more groups off the band" if len(off) > 4 else ""
+    inside = len(placed) - len(off)
+    return [update_band.finding(
+        "note", None,
+        f"update:data over the second half of the run, by layer group, beside the ~1e-3 band that trains well "
+        f"(10^-3.5 to 10^-2.5): {'; '.join(parts)}{more}; {inside} of {len(placed)} groups inside it. Above "
+        "the band the steps are large for those weights (a lower rate, or a per-group rate, would suit them), "
+        "below it they barely move", {"log10_update_data": placed, "target": UPDATE_TARGET})]
+
+
+def _typical_update(stats: InspectorStats) -> tuple[dict[str, float], float | None]:
+    ratios = update_ratios(stats)
+    return ratios, (statistics.median(ratios.values()) if ratios else None)
+
+
+def _diverging(stats: InspectorStats) -> Finding | None:
+    """The loss ends worse than at initialisation, or twice its best: the rate is far too high."""
+    all_losses = losses(stats)
+    values = finite(all_losses)
+    if len(values) < 20 or len(values) != len(all_losses):
+        return None
+    start, end = values[0], tail_mean(values)  # start: the loss at initialisation
+    windows = [statistics.fmean(values[i : i + 5]) for i in range(len(values) - 4)]
+    best = min(start, *windows)
+    if not (end > 1.1 * start + 0.05 or end > 2 * best + 0.1):
+        return None
+    best_at = stats.loss[windows.index(min(windows))].step if best < start else 0
+    lr = current_lr(stats)
+    suggestion, why = lower_lr(stats, _typical_update(stats)[1])
+    toward = f" toward {lr_text(suggestion)} ({why})" if suggestion else ""
+    return lr_too_high.finding(
+        "error", None,
+        f"the loss is diverging: it went from {start:.3f} at the start (best {best:.3f}) to {end:.3f} at the end",
+        {"loss_start": round(start, 4), "loss_best": round(best, 4), "loss_end": round(end, 4), "lr": lr,
+         "suggested_lr": suggestion},
+        f"lower train.lr{now_text(lr)}{toward}, or add warm-up; `lmlab lr-find` measures a good rate", since=best_at)
+
+
+_LR_THRESHOLD = (f"median log10 update:data above {UPDATE_HIGH:g} or below {UPDATE_LOW:g} (good: about "
+                 f"{UPDATE_TARGET:g}); or the loss ends above its start")
+
+
+@rule(priority=5, threshold=_LR_THRESHOLD)
+def lr_too_high(stats: InspectorStats) -> list[Finding]:
+    diverging = _diverging(stats)
+    if diverging is not None:
+        return [diverging]
+    ratios, typical = _typical_update(stats)
+    lr = current_lr(stats)
+    if typical is None or lr is None or typical <= UPDATE_HIGH:
+        return []
+    suggestion, why = lower_lr(stats, typical)
+    numbers = {"log10_update_data": round(typical, 2), "per_layer": {k: round(v, 2) for k, v in ratios.items()},
+               "lr": lr, "threshold": UPDATE_HIGH, "suggested_lr": suggestion}
+    return [lr_too_high.finding(
+        "warning", None,
+        f"each step changes the weights by 10^{typical:.1f} of their size; the rule of thumb is about 1e-3 "
+        f"(10^-3), so the learning rate looks {times(10 ** (typical - UPDATE_TARGET))} too high",
+        numbers, f"lower train.lr{now_text(lr)} toward {lr_text(suggestion)} ({why}); `lmlab lr-find` measures a good "
+        "rate", since=0,
+    )]
+
+
+@rule(priority=5, threshold=_LR_THRESHOLD)
+def lr_too_low(stats: InspectorStats) -> list[Finding]:
+    ratios, typical = _typical_update(stats)
+    lr = current_lr(stats)
+    if typical is None or lr is None or typical >= UPDATE_LOW:
+        return []
+    factor = 10 ** (UPDATE_TARGET - typical)
+    suggestion = round_lr(lr * factor)
+    default = stats.default_lr
+    also = f" (the model's default is {lr_text(default)})" if default and default > lr else ""
+    numbers = {"log10_update_data": round(typical, 2), "per_layer": {k: round(v, 2) for k, v in ratios.items()},
+               "lr": lr, "threshold": UPDATE_LOW, "suggested_lr": suggestion}
+    return [lr_too_low.finding(
+        "warning", None,
+        f"each step changes the weights by only 10^{typical:.1f} of their size, far below the ~1e-3 "
+        "(10^-3) that trains well: the learning rate looks much too low",
+        numbers, f"raise train.lr{now_text(lr)} by about {power_of_ten(factor)}, to about {lr_text(suggestion)}{also}; "
+        "or check that the optimizer updates these parameters; `lmlab lr-find` measures a good rate", since=0,
+    )]
+
+
+@rule(priority=3, threshold=f">= {FROZEN_SHARE:.0%} of the parameters never updated, or a tensor with a gradient "
+                            "that never changes while the rest train")
+def frozen_parameters(stats: InspectorStats) -> list[Finding]:
+    total = stats.param_count
+    if not total or stats.counted:
+        return []
+    frozen = dict(stats.frozen)
+    untrained: dict[str, int] = {}
+    for name, p in stats.params.items():
+        zero_grad = all(v == 0 for v in p.grad_std + p.grad_mean)
+        never_moved = p.moved is False
+        if (p.no_grad and not p.grad_std) or zero_grad or never_moved:
+            untrained[name] = p.numel
+    idle = sum(frozen.values()) + sum(untrained.values())
+    if not idle:
+        return []
+    share = idle / total
+    parts = []
+    if frozen:
+        names = names_text(list(frozen), noun="tensors")
+        parts.append(f"{sum(frozen.values()):,} frozen (requires_grad=False: {names})")
+    if untrained:
+        parts.append(f"{sum(untrained.values()):,} trainable but never changed (no or zero gradient, or not in "
+                     f"the optimizer: {names_text(list(untrained), noun='tensors')})")
+    end, base = end_loss(stats), stats.baselines
+    trivial = ""
+    if end is not None and base and base.unigram and end >= base.unigram * (1 - BASELINE_MARGIN):
+        trivial = (f"; the loss only reached {end:.3f}, what token frequencies alone give (unigram entropy "
+                   f"{base.unigram:.3f})")
+    numbers = {"share": round(share, 4), "no_update": idle, "total": total, "frozen": list(frozen),
+               "untrained": list(untrained), "threshold": FROZEN_SHARE}
+    what = f"{share:.0%} of the parameters ({idle:,} of {total:,}) receive no update: {'; '.join(parts)}{trivial}"
+    fix = ("if that is not on purpose, set requires_grad=True and pass them to the optimizer; a parameter with a "
+           "zero gradient is not used in forward, sits behind a detach() or dead units")
+    severity = "warning" if share >= FROZEN_SHARE else "note"
+    # A tensor with a gradient that never changes while others do: the optimizer does not update it.
+    stuck = [n for n, p in stats.params.items() if p.moved is False and any(v != 0 for v in finite(p.grad_std))]
+    if stuck and any(p.moved for p in stats.params.values()):
+        severity = "warning"
+        numbers["stuck"] = stuck
+        what += (f"; {names_text(stuck, noun='tensors')} get a gradient yet never change (update:data exactly 0 "
+                 "while the rest train): the optimizer does not update them")
+        fix = ("pass every trainable parameter to the optimizer (model.parameters(), not a list made before a "
+               "layer was added or replaced) and check that no param group has lr 0; " + fix)
+    return [frozen_parameters.finding(severity, None, what, numbers, fix, since=0)]
+
+
+def _decay_explains(decay: Finding, consequence: Finding) -> Finding:
+    return consequence.reworded(what=consequence.what + " — a consequence of the weight decay above, which shrinks "
+                                "the weights faster than the gradient grows them", fix=decay.fix)
+
+
+def _shrink(series: list[float]) -> float | None:
+    """How many times smaller the last value is than the largest (None: too few samples)."""
+    values = [v for v in finite(series) if v > 0]
+    return max(values) / values[-1] if len(values) >= 4 else None
+
+
+@rule(priority=4, threshold=f"with weight decay on: weights and activations both > {DECAY_SHRINK:g}x smaller "
+                            "than at their peak while the loss climbs back", explains={not_learning: _decay_explains})
+def weight_decay_too_strong(stats: InspectorStats) -> list[Finding]:
+    if stats.weight_decay <= 0:
+        return []
+    weights = [r for p in stats.params.values() if len(p.shape) >= 2 and (r := _shrink(p.data_std)) is not None]
+    acts = [r for ly in stats.layers.values() if ly.kind == "linear" and (r := _shrink(ly.std)) is not None]
+    values = finite(losses(stats))
+    if not weights or not acts or len(values) < 50:
+        return []
+    w, a = statistics.median(weights), max(acts)  # the output layer's bias can hold its activations up
+    windows = [statistics.fmean(values[i : i + 10]) for i in range(0, len(values) - 9, 5)]
+    best, end = min(windows), tail_mean(values)
+    climbed = end - best >= max(0.05, 0.1 * abs((stats.ln_vocab or end) - best))
+    unigram = stats.baselines.unigram if stats.baselines else None
+    flat = unigram is not None and end >= unigram * (1 - BASELINE_MARGIN)
+    if w < DECAY_SHRINK or a < DECAY_SHRINK or not (climbed or flat):
+        return []
+    wd = stats.weight_decay
+    loss = (f"the loss climbed back from {best:.3f} to {end:.3f}" if climbed else
+            f"the loss stayed at {end:.3f}, what token frequencies alone give (unigram entropy {unigram:.3f})")
+    return [weight_decay_too_strong.finding(
+        "warning", None,
+        f"the weight matrices shrank {times(w)} from their peak and the layers' activations up to {times(a)} while "
+        f"{loss}: weight decay ({wd:g}) pulls the weights toward 0 faster than the gradient grows them",
+        {"weight_shrink": round(w, 3), "activation_shrink": round(a, 3), "loss_best": round(best, 4),
+         "loss_end": round(end, 4), "weight_decay": wd, "threshold": DECAY_SHRINK},
+        f"lower train.weight_decay (now {wd:g}) by about 10x, to {wd / 10:g} (AdamW's usual 0.01-0.1 multiplies "
+        "the learning rate)")]
