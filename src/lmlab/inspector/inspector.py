@@ -283,6 +283,9 @@ class Inspector(Callback):
     def on_train_end(self, trainer) -> None:
         self.finish(trainer)
 
+    def on_interrupt(self, trainer) -> None:
+        self.finish(trainer)
+
     def finish(self, trainer) -> dict[str, Any]:
         """Close the record (also after a run that diverged) and save it to the run directory."""
         self._detach()

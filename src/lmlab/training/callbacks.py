@@ -41,7 +41,12 @@ class Callback:
     def on_checkpoint(self, trainer: Trainer) -> None:
         """Just after the trainer wrote a checkpoint into the run folder."""
 
-    def on_train_end(self, trainer: Trainer) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None:
+        """Training ended (all steps taken, stopped early, or out of time): the place for final actions."""
+
+    def on_interrupt(self, trainer: Trainer) -> None:
+        """Ctrl-C or SIGTERM: the loop stopped and saved the state it was in, to be resumed. Release what
+        you hold (files); change nothing the checkpoint holds, or the resumed run would differ."""
 
     def state_dict(self) -> dict[str, Any]:
         """What this callback needs to resume exactly (JSON-serialisable)."""

@@ -45,8 +45,7 @@ class NonFiniteModel(LmlabError):
 
 
 def _save_model(model: torch.nn.Module, path: Path, step: int) -> None:
-    # save_model (not save_file) copes with tied weights such as a GPT's shared embedding and head.
-    safetensors.torch.save_model(model, str(path), metadata={"step": str(step)})
+    _save_weight_dict(model.state_dict(), path, step)
 
 
 def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
@@ -153,15 +152,21 @@ def _save_model_or_dict(model: torch.nn.Module | dict[str, torch.Tensor], path: 
 
 
 def _save_weight_dict(state: dict[str, torch.Tensor], path: Path, step: int) -> None:
-    """A full state dict gathered from shards (FSDP). Tied weights (one tensor object under several names)
-    are stored once, under the alphabetically first name, which is the one safetensors' save_model keeps,
-    so load_model (sampling, evaluation, export) reads the file as it reads any other checkpoint."""
-    seen: set[int] = set()
+    """A model's state dict, or a full one gathered from shards (FSDP). Tied weights (one tensor under several
+    names, such as a GPT's shared embedding and head) are stored once, under the alphabetically first name,
+    which is the one safetensors' load_model looks for. The metadata is the step alone: safetensors writes its
+    metadata map in an order that changes from process to process, and one key keeps the file's bytes a
+    function of the weights and the step (two runs, or a run and its resumed twin, write identical files)."""
+    seen: set[tuple[int, int, tuple[int, ...], tuple[int, ...]]] = set()
     kept = {}
     for name in sorted(state):
-        if id(state[name]) not in seen:
-            seen.add(id(state[name]))
-            kept[name] = state[name].contiguous()
+        tensor = state[name]
+        # state_dict() detaches each entry, so tied names are different objects over the same memory
+        where = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        if tensor.numel() and where in seen:
+            continue
+        seen.add(where)
+        kept[name] = tensor.contiguous()
     safetensors.torch.save_file(kept, str(path), metadata={"step": str(step)})
 
 
