@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import CheckpointError, LmlabError
+from lmlab.files import atomic_write
 from lmlab.training.checkpoint import read_json
+from lmlab.training.run_dir import claim_output_file
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +168,7 @@ def plot_val_curves(rows: list[dict[str, Any]], path: str | Path, x: str = "step
     matplotlib.use("Agg")  # no display needed; must come before pyplot
     import matplotlib.pyplot as plt
 
-    path = Path(path)
+    path = claim_output_file(path, "the validation curves")
     fig, ax = plt.subplots(figsize=(8, 5))
     try:
         def at(row: dict[str, Any], step: int) -> float:
@@ -191,7 +193,7 @@ def plot_val_curves(rows: list[dict[str, Any]], path: str | Path, x: str = "step
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
     finally:
         plt.close(fig)
     return path

@@ -42,7 +42,15 @@ from lmlab.training.loggers import loggers_for
 from lmlab.training.memory import check_step_memory
 from lmlab.training.run_config import RunConfig, merge_layers, resolve_config
 from lmlab.training.run_data import RunData, context_length, prepare_data, resolved_data_config
-from lmlab.training.run_dir import FINDINGS_FILE, SUMMARY_FILE, LoadedRun, RunDir, load_run
+from lmlab.training.run_dir import (
+    FINDINGS_FILE,
+    SUMMARY_FILE,
+    LoadedRun,
+    RunDir,
+    claim_output_folder,
+    is_run_or_its_start,
+    load_run,
+)
 from lmlab.training.scoring import mean_nll
 from lmlab.training.trainer import Trainer, TrainingDiverged
 
@@ -124,6 +132,7 @@ def train(
         run_dir.require_checkpoint()  # before the lock creates the folder
     else:
         config = resolve_config(config)  # a bad value must fail before the folder is touched
+    claim_output_folder(run_dir.path, "a new run", may_replace=is_run_or_its_start)
     created = not run_dir.path.exists()
     started = time.perf_counter()
     keep_folder = False  # a folder this call created goes again if it fails before its first checkpoint

@@ -123,11 +123,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Compare finished runs: model, parameters, train/val/test NLL, bits/char, tokens/s, time; plot val curves."""
     rows = compare_runs(args.runs)
     plot = _compare_plot_path(args.runs) if args.plot is None else args.plot
-    if plot:
+    note = None
+    if plot and args.plot is None:  # the default is a convenience: a folder it cannot write costs only the plot
+        try:
+            plot_val_curves(rows, plot, x=args.x)
+        except (OSError, LmlabError) as err:
+            note, plot = f"validation curves not written ({err}); choose a file with --plot", None
+    elif plot:
         plot_val_curves(rows, plot, x=args.x)
     print(to_json(rows) if args.json else format_table(rows), end="")
     if plot:
         print(f"validation curves: {plot}", file=sys.stderr)
+    if note:
+        print(note, file=sys.stderr)
     if args.tensorboard:
         write_tensorboard_runs(args.runs, args.tensorboard)
         print(f"tensorboard --logdir {args.tensorboard}", file=sys.stderr)
@@ -135,17 +143,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _compare_plot_path(runs: list[str]) -> Path:
-    """Beside the runs, never the current folder: in the run for one, in the folder holding them for several."""
+    """Beside the runs, never the current folder and never inside a run: in the folder holding them."""
     dirs = [Path(r).resolve() for r in runs]
-    folder = dirs[0] if len(dirs) == 1 else Path(os.path.commonpath([d.parent for d in dirs]))
-    return folder / "val_curves.png"
+    folder = Path(os.path.commonpath([d.parent for d in dirs]))
+    return folder / (f"{dirs[0].name}-val_curves.png" if len(dirs) == 1 else "val_curves.png")
 
 
 def compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
     p.add_argument("--json", action="store_true", help="print the rows as JSON (with the validation curves)")
     p.add_argument("--plot", metavar="FILE.png", help="where to write the validation curves (default: "
-                   "val_curves.png in the run, or in the folder holding the runs; '' for none)")
+                   "RUN-val_curves.png for one run, val_curves.png for several, in the folder holding them; "
+                   "never inside a run; '' for none)")
     p.add_argument("--x", choices=["step", "time"], default="step",
                    help="x axis of the plot: steps, or training time for runs with a time budget (default: step)")
     p.add_argument("--tensorboard", metavar="DIR", help="also write one TensorBoard folder with a run per RUN")

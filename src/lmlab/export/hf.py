@@ -30,10 +30,11 @@ from lmlab.export.hf_convert import (
     tokenizer_from_hf,
 )
 from lmlab.export.safety import check_export_target, check_hf_weights, read_hf_config
+from lmlab.files import atomic_write, atomic_write_text
 from lmlab.models.gpt import GPT, PRESETS
 from lmlab.tokenizers import Tokenizer, tokenizer_kind
 from lmlab.training.run_config import resolve_config
-from lmlab.training.run_dir import LoadedRun, RunDir
+from lmlab.training.run_dir import LoadedRun, RunDir, claim_output_folder
 
 
 def export_metadata(run: LoadedRun) -> dict[str, Any]:
@@ -66,9 +67,10 @@ def write_hf_folder(run: LoadedRun, out: str | Path, hf: dict[str, Any], weights
     files["README.md"] = model_card(run)
     out = check_export_target(Path(out), run.run_dir, force)
     out.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    atomic_write(out / "model.safetensors",
+                 lambda tmp: safetensors.torch.save_file(weights, str(tmp), metadata={"format": "pt"}))
     for name, text in files.items():
-        (out / name).write_text(text, encoding="utf-8")
+        atomic_write_text(out / name, text)
     return out
 
 
@@ -152,9 +154,7 @@ def import_hf(hf_dir: str | Path, out: str | Path, data: dict[str, Any] | None =
     """Turn a GPT-2 directory into an lmlab run directory at `out` (step 0, fresh optimizer), which samples,
     evaluates, and fine-tunes with `lmlab train --out OUT --resume`. `data` sets the run's data section
     (source, mode, ...): what eval scores and fine-tuning trains on."""
-    out = RunDir(out)
-    if out.holds_run():
-        raise CheckpointError(f"{out} already holds a run; choose another --out")
+    out = RunDir(claim_output_folder(out, "the imported model"))
     model, tokenizer = load_hf_dir(hf_dir)
     data = {"block_size": min(model.config.block_size, DataConfig().block_size),
             **imported_data_values(hf_dir, tokenizer, data)}

@@ -30,13 +30,12 @@ import torch
 from torch import Tensor
 
 from lmlab.config import DataConfig
-from lmlab.errors import CheckpointError
 from lmlab.export.hf import export_metadata, fill, imported_data_values, read_weights_and_tokenizer, write_hf_folder
 from lmlab.export.hf_convert import ExportError
 from lmlab.export.safety import read_hf_config
 from lmlab.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
 from lmlab.training.run_config import resolve_config
-from lmlab.training.run_dir import LoadedRun, RunDir
+from lmlab.training.run_dir import LoadedRun, RunDir, claim_output_folder
 
 MODEL_TYPES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 RENAMES = [  # (lmlab, HF) name pieces, applied to whole dotted components
@@ -206,9 +205,7 @@ def load_llama_dir(hf_dir: str | Path) -> tuple[Llama, Any]:
 def import_llama(hf_dir: str | Path, out: str | Path, data: dict[str, Any] | None = None) -> LoadedRun:
     """Turn a Llama or Qwen3 directory into an lmlab run at `out` (step 0, fresh optimizer), which samples,
     evaluates, and fine-tunes with `lmlab train --out OUT --resume`; as export.hf.import_hf for GPT-2."""
-    out = RunDir(out)
-    if out.holds_run():
-        raise CheckpointError(f"{out} already holds a run; choose another --out")
+    out = RunDir(claim_output_folder(out, "the imported model"))
     model, tokenizer = load_llama_dir(hf_dir)
     data = {"block_size": min(model.config.block_size, DataConfig().block_size),
             **imported_data_values(hf_dir, tokenizer, data)}

@@ -25,7 +25,7 @@ from lmlab.series.linear import LinearForecaster, LinearForecasterConfig
 from lmlab.series.mlp import MLPForecaster, MLPForecasterConfig
 from lmlab.training.callbacks import EarlyStopping
 from lmlab.training.lr_finder import lr_find
-from lmlab.training.run_dir import CONFIG_FILE, SUMMARY_FILE, RunDir
+from lmlab.training.run_dir import CONFIG_FILE, SUMMARY_FILE, RunDir, claim_output_folder, is_run_or_its_start
 from lmlab.training.trainer import Trainer
 
 # Huber rather than MSE by default: the score is the MAE, and a season's sudden jumps (the synthetic series has
@@ -246,6 +246,7 @@ def run_forecast(
              "model": {"name": model_name, **to_dict(model_config)}, "train": to_dict(train_config)}
     torch.manual_seed(train_config.seed)
     model = model_cls(model_config)
+    claim_output_folder(out, "a forecast run", may_replace=is_run_or_its_start)
     with RunDir(out) as run_dir:  # locked: one writer at a time
         run_dir.clear()
         run_dir.write_json(CONFIG_FILE, saved)

@@ -118,7 +118,7 @@ class EarlyStopping(_Monitor):
 
     @staticmethod
     def _file(trainer: Trainer, step: int) -> Path | None:
-        folder = trainer.run_dir.path / "checkpoints" if trainer.run_dir is not None else None
+        folder = trainer.run_dir.checkpoints() if trainer.run_dir is not None else None
         return folder / f"best-step{step:07d}.safetensors" if folder is not None else None
 
     def update(self, trainer: Trainer, value: float) -> None:
@@ -128,7 +128,6 @@ class EarlyStopping(_Monitor):
                 self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
                 path = self._file(trainer, trainer.step)
                 if path is not None and trainer.parallel.is_main:
-                    path.parent.mkdir(exist_ok=True)
                     save_weights(trainer.model, path, trainer.step)  # before the checkpoint that names it
         elif self.wait >= self.patience:
             self.stopped_step = trainer.step
@@ -180,10 +179,10 @@ class ModelCheckpoint(Callback):
         self._folder: Path | None = None
 
     def _dir(self, trainer: Trainer) -> Path | None:
-        base = self.dirpath or (trainer.run_dir / "checkpoints" if trainer.run_dir is not None else None)
-        if base is not None:
-            Path(base).mkdir(parents=True, exist_ok=True)
-        return Path(base) if base is not None else None
+        if self.dirpath is None:
+            return trainer.run_dir.checkpoints() if trainer.run_dir is not None else None
+        Path(self.dirpath).mkdir(parents=True, exist_ok=True)
+        return Path(self.dirpath)
 
     def _consider(self, trainer: Trainer, record: dict[str, Any]) -> None:
         value, folder = _monitored(self.monitor, record), self._dir(trainer)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from lmlab.errors import CheckpointError
-from lmlab.files import atomic_write_text
+from lmlab.files import atomic_write_text, open_in_place, refuse_link, subfolder
 from lmlab.tokenizers import Tokenizer, load_tokenizer
 from lmlab.training.checkpoint import (
     MODEL_FILE,
@@ -52,6 +52,76 @@ CHECKPOINTS_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, MODEL_FILE, STATE_FILE, METRICS_FILE, SUMMARY_FILE, FINDINGS_FILE,
              REPORT_FILE, INSPECTION_FILE)
+# Files only a run holds: a folder with one of them (or a run's config.json) belongs to a run.
+RUN_MARKERS = (STATE_FILE, METRICS_FILE, SUMMARY_FILE)
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder holding an lmlab run: a trainer file or a run config. (Its .lock alone is not a mark: other
+    tools name their lock files so too.)"""
+    path = Path(path)
+    if any(os.path.lexists(path / name) for name in RUN_MARKERS):
+        return True
+    try:
+        saved = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(saved, dict) and ("lmlab_version" in saved or {"data", "model", "train"} <= set(saved))
+
+
+def is_run_or_its_start(path: Path) -> bool:
+    """A run, or what a start killed before its first checkpoint left: lmlab's lock and run files only."""
+    path = Path(path)
+    if is_run_folder(path):
+        return True
+    ours = {LOCK_FILE, CHECKPOINTS_DIR, *RUN_FILES, *(f".{name}.tmp" for name in RUN_FILES)}
+    names = {p.name for p in path.iterdir()}
+    return LOCK_FILE in names and names <= ours
+
+
+class OutputRefused(CheckpointError):
+    """A command was pointed at a folder it must not write into."""
+
+
+def claim_output_folder(out: str | Path, what: str, *, may_replace=None, force_hint: str = "") -> Path:
+    """The rule for every command that writes a folder (train, data prepare, import, export, ladder,
+    forecast, classify, compare's plot), so none destroys work it does not own:
+
+    - `out` is a new folder, or an empty one, or one this command wrote before (`may_replace(out)` says so:
+      a run it resumes under the lock, an earlier export with --force, earlier prepared shards);
+    - never a file, never a run folder it was not given to own, never a folder inside a run;
+    - inside it lmlab writes by rename and never through a symbolic link (files.py).
+
+    `what` names the command's output in the messages ("the export", "the prepared data"). Returns `out`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputRefused(f"{out} is a file, not a folder; choose another output folder")
+    _refuse_inside_a_run(out, what)
+    if not out.is_dir() or not any(out.iterdir()):
+        return out
+    if may_replace is not None and may_replace(out):
+        return out
+    if is_run_folder(out):
+        raise OutputRefused(f"{out} is a run directory; {what} would overwrite its files; choose a new or empty "
+                            "folder")
+    raise OutputRefused(f"{out} is not empty; {what} goes into a new or empty folder{force_hint}")
+
+
+def claim_output_file(path: str | Path, what: str) -> Path:
+    """A single file a command writes beside its inputs (compare's plot): as for folders, never into a run
+    or a folder inside one; it is written by rename, so a link under its name is replaced, not followed."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputRefused(f"{path} is a folder; {what} needs a file name")
+    _refuse_inside_a_run(path, what)
+    return path
+
+
+def _refuse_inside_a_run(path: Path, what: str) -> None:
+    for parent in path.absolute().parents:
+        if is_run_folder(parent):
+            raise OutputRefused(f"{path} is inside the run {parent}; lmlab writes {what} only outside runs "
+                                "(a run holds what training wrote)")
 
 
 class RunLocked(CheckpointError):
@@ -116,6 +186,10 @@ class RunDir:
                                   "the run folder")
         return self.path / path
 
+    def checkpoints(self) -> Path:
+        """RUN/checkpoints, created if missing; refused if it is a link to a folder elsewhere."""
+        return subfolder(self.path, CHECKPOINTS_DIR)
+
     def relative(self, path: str | Path) -> str:
         """`path` relative to the run folder, as a checkpoint keeps it."""
         return Path(path).relative_to(self.path).as_posix()
@@ -128,8 +202,10 @@ class RunDir:
         Readers (eval, sample, inspect, compare) never lock, so they keep working on a live run."""
         if self._lock_handle is not None:
             return self
+        for name in (LOCK_FILE, CHECKPOINTS_DIR, *RUN_FILES):  # a writer replaces files; it never follows links
+            refuse_link(self.path / name, "in a run folder")
         self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 -- held until unlock()
+        handle = open_in_place(self.path / LOCK_FILE, "a+")  # held until unlock(); a link there is refused
         try:
             import fcntl
         except ImportError:  # Windows: no flock; a second writer is not caught there
@@ -204,7 +280,7 @@ class RunDir:
     # -- the metrics log ------------------------------------------------------------------------------------
 
     def append_metric(self, record: dict[str, Any]) -> None:
-        with open(self.path / METRICS_FILE, "a", encoding="utf-8") as fh:
+        with open_in_place(self.path / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -246,11 +322,16 @@ class RunDir:
     # -- starting over --------------------------------------------------------------------------------------
 
     def clear(self) -> None:
-        """Remove a previous run's files (and a crashed write's leftovers); other files stay."""
+        """Remove a previous run's files (and a crashed write's leftovers); other files stay. A checkpoints
+        folder that is a link loses the link, never the files it points to."""
         for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
             (self.path / f".{name}.tmp").unlink(missing_ok=True)
-        shutil.rmtree(self.path / CHECKPOINTS_DIR, ignore_errors=True)
+        checkpoints = self.path / CHECKPOINTS_DIR
+        if checkpoints.is_symlink():
+            checkpoints.unlink()
+        else:
+            shutil.rmtree(checkpoints, ignore_errors=True)
 
 
 def _record_step(line: str) -> int | None:
