@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import CheckpointError, LmlabError
-from lmlab.files import atomic_write
-from lmlab.training.checkpoint import read_json
-from lmlab.training.run_dir import claim_output_file
+from lmlab.files import atomic_write, claim_output_file
+from lmlab.training.checkpoint.format import read_json
 
 log = logging.getLogger(__name__)
 

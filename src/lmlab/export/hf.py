@@ -30,11 +30,11 @@ from lmlab.export.hf_convert import (
     tokenizer_from_hf,
 )
 from lmlab.export.safety import check_export_target, check_hf_weights, read_hf_config
-from lmlab.files import atomic_write, atomic_write_text
+from lmlab.files import atomic_write, atomic_write_text, claim_output_folder
 from lmlab.models.gpt import GPT, PRESETS
+from lmlab.run.config import resolve_config
+from lmlab.run.folder import LoadedRun, RunDir
 from lmlab.tokenizers import Tokenizer, tokenizer_kind
-from lmlab.training.run_config import resolve_config
-from lmlab.training.run_dir import LoadedRun, RunDir, claim_output_folder
 
 
 def export_metadata(run: LoadedRun) -> dict[str, Any]:

@@ -33,9 +33,10 @@ from lmlab.config import DataConfig
 from lmlab.export.hf import export_metadata, fill, imported_data_values, read_weights_and_tokenizer, write_hf_folder
 from lmlab.export.hf_convert import ExportError
 from lmlab.export.safety import read_hf_config
+from lmlab.files import claim_output_folder
 from lmlab.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
-from lmlab.training.run_config import resolve_config
-from lmlab.training.run_dir import LoadedRun, RunDir, claim_output_folder
+from lmlab.run.config import resolve_config
+from lmlab.run.folder import LoadedRun, RunDir
 
 MODEL_TYPES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 RENAMES = [  # (lmlab, HF) name pieces, applied to whole dotted components

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import CheckpointError
+from lmlab.files import OutputRefused, claim_output_folder, is_run_folder
 from lmlab.training.memory import available_memory
-from lmlab.training.run_dir import OutputRefused, claim_output_folder, is_run_folder
 
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
 INT_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
@@ -25,7 +25,7 @@ LIMITS = {"vocab_size": 10_000_000, "n_positions": 1 << 20, "n_embd": 1 << 16, "
 
 
 def check_export_target(out: Path, run_dir: Path | None, force: bool) -> Path:
-    """`out` if an export may write there (training/run_dir.py's one rule for output folders): new, or empty,
+    """`out` if an export may write there (files.py's one rule for output folders): new, or empty,
     or (with `force`) holding anything but a run; never the run itself, a run, or a folder inside one."""
     out = Path(out)
     if run_dir is not None and out.exists() and Path(run_dir).exists() and out.samefile(run_dir):

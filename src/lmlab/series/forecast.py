@@ -16,6 +16,8 @@ import torch
 
 from lmlab.config import TrainConfig, build_config, to_dict
 from lmlab.errors import ConfigError, DataError
+from lmlab.files import claim_output_folder
+from lmlab.run.folder import CONFIG_FILE, SUMMARY_FILE, RunDir, is_run_or_its_start
 from lmlab.series.baselines import baseline_forecasts, errors
 from lmlab.series.conv_lstm import ConvLSTMForecaster, ConvLSTMForecasterConfig
 from lmlab.series.data import SYNTHETIC, WindowDataset, load_series, split_time
@@ -25,7 +27,6 @@ from lmlab.series.linear import LinearForecaster, LinearForecasterConfig
 from lmlab.series.mlp import MLPForecaster, MLPForecasterConfig
 from lmlab.training.callbacks import EarlyStopping
 from lmlab.training.lr_finder import lr_find
-from lmlab.training.run_dir import CONFIG_FILE, SUMMARY_FILE, RunDir, claim_output_folder, is_run_or_its_start
 from lmlab.training.trainer import Trainer
 
 # Huber rather than MSE by default: the score is the MAE, and a season's sudden jumps (the synthetic series has

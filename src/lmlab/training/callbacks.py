@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lmlab.training.checkpoint import load_weights, save_weights
+from lmlab.files import subfolder
+from lmlab.run.folder import CHECKPOINTS_DIR
+from lmlab.training.checkpoint.format import load_weights, save_weights
 from lmlab.training.schedule import lr_at
 
 if TYPE_CHECKING:
@@ -118,7 +120,7 @@ class EarlyStopping(_Monitor):
 
     @staticmethod
     def _file(trainer: Trainer, step: int) -> Path | None:
-        folder = trainer.run_dir.checkpoints() if trainer.run_dir is not None else None
+        folder = subfolder(Path(trainer.run_dir), CHECKPOINTS_DIR) if trainer.run_dir is not None else None
         return folder / f"best-step{step:07d}.safetensors" if folder is not None else None
 
     def update(self, trainer: Trainer, value: float) -> None:
@@ -180,7 +182,7 @@ class ModelCheckpoint(Callback):
 
     def _dir(self, trainer: Trainer) -> Path | None:
         if self.dirpath is None:
-            return trainer.run_dir.checkpoints() if trainer.run_dir is not None else None
+            return subfolder(Path(trainer.run_dir), CHECKPOINTS_DIR) if trainer.run_dir is not None else None
         Path(self.dirpath).mkdir(parents=True, exist_ok=True)
         return Path(self.dirpath)
 

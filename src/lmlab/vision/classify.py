@@ -14,8 +14,9 @@ import torch
 
 from lmlab.config import TrainConfig, build_config, to_dict
 from lmlab.errors import ConfigError, DataError
+from lmlab.files import claim_output_folder
+from lmlab.run.folder import CONFIG_FILE, SUMMARY_FILE, RunDir, is_run_or_its_start
 from lmlab.training.callbacks import EarlyStopping
-from lmlab.training.run_dir import CONFIG_FILE, SUMMARY_FILE, RunDir, claim_output_folder, is_run_or_its_start
 from lmlab.training.trainer import Trainer
 from lmlab.vision.augment import Augment, AugmentedImages
 from lmlab.vision.convnet import ConvNet, ConvNetConfig

@@ -23,9 +23,8 @@ from lmlab.data import load_corpus
 from lmlab.data.documents import split_documents
 from lmlab.data.shards import FORMAT_VERSION, META_FILE, shard_dtype
 from lmlab.errors import ConfigError, DataError
-from lmlab.files import atomic_write, atomic_write_text
+from lmlab.files import atomic_write, atomic_write_text, claim_output_folder
 from lmlab.tokenizers import CharTokenizer, Tokenizer, encode_joined, fit_tokenizer
-from lmlab.training.run_dir import claim_output_folder
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

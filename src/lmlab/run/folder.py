@@ -26,9 +26,17 @@ from typing import Any
 import torch
 
 from lmlab.errors import CheckpointError
-from lmlab.files import atomic_write_text, open_in_place, refuse_link, subfolder
+from lmlab.files import (
+    LOCK_FILE,
+    RUN_CONFIG_FILE,
+    atomic_write_text,
+    is_run_folder,
+    open_in_place,
+    refuse_link,
+)
+from lmlab.run.config import RunConfig, build_model, resolve_config
 from lmlab.tokenizers import Tokenizer, load_tokenizer
-from lmlab.training.checkpoint import (
+from lmlab.training.checkpoint.format import (
     MODEL_FILE,
     STATE_FILE,
     load_weights,
@@ -36,12 +44,11 @@ from lmlab.training.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from lmlab.training.checkpointer import FORMAT
-from lmlab.training.run_config import RunConfig, build_model, resolve_config
+from lmlab.training.checkpoint.parts import FORMAT
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = RUN_CONFIG_FILE  # named in files.py, whose rule for output folders must recognise a run
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -49,24 +56,8 @@ INSPECTION_FILE = "inspect.json"
 FINDINGS_FILE = "findings.json"
 REPORT_FILE = "report.html"
 CHECKPOINTS_DIR = "checkpoints"
-LOCK_FILE = ".lock"
 RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, MODEL_FILE, STATE_FILE, METRICS_FILE, SUMMARY_FILE, FINDINGS_FILE,
              REPORT_FILE, INSPECTION_FILE)
-# Files only a run holds: a folder with one of them (or a run's config.json) belongs to a run.
-RUN_MARKERS = (STATE_FILE, METRICS_FILE, SUMMARY_FILE)
-
-
-def is_run_folder(path: Path) -> bool:
-    """A folder holding an lmlab run: a trainer file or a run config. (Its .lock alone is not a mark: other
-    tools name their lock files so too.)"""
-    path = Path(path)
-    if any(os.path.lexists(path / name) for name in RUN_MARKERS):
-        return True
-    try:
-        saved = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(saved, dict) and ("lmlab_version" in saved or {"data", "model", "train"} <= set(saved))
 
 
 def is_run_or_its_start(path: Path) -> bool:
@@ -77,51 +68,6 @@ def is_run_or_its_start(path: Path) -> bool:
     ours = {LOCK_FILE, CHECKPOINTS_DIR, *RUN_FILES, *(f".{name}.tmp" for name in RUN_FILES)}
     names = {p.name for p in path.iterdir()}
     return LOCK_FILE in names and names <= ours
-
-
-class OutputRefused(CheckpointError):
-    """A command was pointed at a folder it must not write into."""
-
-
-def claim_output_folder(out: str | Path, what: str, *, may_replace=None, force_hint: str = "") -> Path:
-    """The rule for every command that writes a folder (train, data prepare, import, export, ladder,
-    forecast, classify, compare's plot), so none destroys work it does not own:
-
-    - `out` is a new folder, or an empty one, or one this command wrote before (`may_replace(out)` says so:
-      a run it resumes under the lock, an earlier export with --force, earlier prepared shards);
-    - never a file, never a run folder it was not given to own, never a folder inside a run;
-    - inside it lmlab writes by rename and never through a symbolic link (files.py).
-
-    `what` names the command's output in the messages ("the export", "the prepared data"). Returns `out`."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputRefused(f"{out} is a file, not a folder; choose another output folder")
-    _refuse_inside_a_run(out, what)
-    if not out.is_dir() or not any(out.iterdir()):
-        return out
-    if may_replace is not None and may_replace(out):
-        return out
-    if is_run_folder(out):
-        raise OutputRefused(f"{out} is a run directory; {what} would overwrite its files; choose a new or empty "
-                            "folder")
-    raise OutputRefused(f"{out} is not empty; {what} goes into a new or empty folder{force_hint}")
-
-
-def claim_output_file(path: str | Path, what: str) -> Path:
-    """A single file a command writes beside its inputs (compare's plot): as for folders, never into a run
-    or a folder inside one; it is written by rename, so a link under its name is replaced, not followed."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputRefused(f"{path} is a folder; {what} needs a file name")
-    _refuse_inside_a_run(path, what)
-    return path
-
-
-def _refuse_inside_a_run(path: Path, what: str) -> None:
-    for parent in path.absolute().parents:
-        if is_run_folder(parent):
-            raise OutputRefused(f"{path} is inside the run {parent}; lmlab writes {what} only outside runs "
-                                "(a run holds what training wrote)")
 
 
 class RunLocked(CheckpointError):
@@ -185,10 +131,6 @@ class RunDir:
             raise CheckpointError(f"{self.path}: the path {str(relative)!r} kept in the checkpoint leads outside "
                                   "the run folder")
         return self.path / path
-
-    def checkpoints(self) -> Path:
-        """RUN/checkpoints, created if missing; refused if it is a link to a folder elsewhere."""
-        return subfolder(self.path, CHECKPOINTS_DIR)
 
     def relative(self, path: str | Path) -> str:
         """`path` relative to the run folder, as a checkpoint keeps it."""
