@@ -58,8 +58,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     # Novelty is counted as samples come: the data's examples are held once, the samples never all at once.
     seen = counts = None
     if run.config.data.mode == "lines":
-        seen = {name: set(texts) for name, texts in prepare_data(run.config.data, run.tokenizer).texts.items()}
-        counts = {f"in_{name}": 0 for name in seen} | {"new": 0}
+        seen = _examples_for_novelty(run)
+        counts = {f"in_{name}": 0 for name in seen} | {"new": 0} if seen is not None else None
     if args.json:  # one object, written as it grows: the same bytes as json.dumps of the whole
         print('{"samples": [', end="")
     for i, text in enumerate(iter_samples(run, options, SAMPLE_BATCH, on_token=on_token)):
@@ -82,6 +82,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif counts:
         print(", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()), file=sys.stderr)
     return 0
+
+
+def _examples_for_novelty(run) -> dict[str, set[str]] | None:
+    """The run's examples by split, to count samples that copy one; None, with a note, when the data is gone
+    or changed: sampling needs only the run folder, novelty is a bonus."""
+    try:
+        data = prepare_data(run.config.data, run.tokenizer)
+        run.run_dir.require_same_data(data.splits["train"], run.config.data.source)
+    except LmlabError as err:
+        print(f"novelty not counted: {err}", file=sys.stderr)
+        return None
+    return {name: set(texts) for name, texts in data.texts.items()}
 
 
 def sample_args(p: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from lmlab.errors import CheckpointError
+from lmlab.errors import CheckpointError, DataError
 from lmlab.files import (
     LOCK_FILE,
     RUN_CONFIG_FILE,
@@ -39,6 +39,7 @@ from lmlab.tokenizers import Tokenizer, load_tokenizer
 from lmlab.training.checkpoint.format import (
     MODEL_FILE,
     STATE_FILE,
+    data_fingerprint,
     load_weights,
     read_json,
     rng_state,
@@ -215,6 +216,18 @@ class RunDir:
 
     def load_tokenizer(self) -> Tokenizer:
         return load_tokenizer(self.path / TOKENIZER_FILE)
+
+    def require_same_data(self, train_split: Any, source: str) -> None:
+        """DataError if the training split rebuilt from `source` is not the one this run trained on (the file
+        changed since), by the fingerprint its checkpoint keeps; runs that keep none (imported) pass."""
+        try:  # mmap: only the fingerprint is read, not the optimizer state
+            state = torch.load(self.path / STATE_FILE, weights_only=True, map_location="cpu", mmap=True)
+        except Exception:  # noqa: BLE001 -- no or unreadable trainer state: nothing to compare against
+            return
+        saved = state.get("data_fingerprint") if isinstance(state, dict) else None
+        if isinstance(saved, str) and saved != data_fingerprint(train_split):
+            raise DataError(f"{source}: the data changed since {self.path} was trained (its training split "
+                            "differs from the one the run kept a fingerprint of); restore the data, or train again")
 
     def read_summary(self) -> dict[str, Any]:
         return self.read_json(SUMMARY_FILE, "summary")

@@ -36,7 +36,7 @@ from lmlab.inspector import Inspector, find_problems
 from lmlab.inspector.report import reinspect, write_inspection
 from lmlab.models import count_parameters
 from lmlab.run.config import RunConfig, merge_layers, resolve_config
-from lmlab.run.data import RunData, context_length, prepare_data, resolved_data_config
+from lmlab.run.data import RunData, absolute_source, context_length, prepare_data, resolved_data_config
 from lmlab.run.fit_defaults import fit_to_data
 from lmlab.run.folder import FINDINGS_FILE, SUMMARY_FILE, LoadedRun, RunDir, is_run_or_its_start, load_run
 from lmlab.sample import SampleOptions, sample_texts
@@ -147,6 +147,10 @@ def train(
                           parallel=parallel, callbacks=[*chosen, _RunFiles(run_dir, config, data, context)])
         if resume:  # a checkpoint that cannot be resumed leaves the run as it was
             trainer.load_checkpoint(run_dir)
+            if trainer.step > config.train.max_steps:
+                raise CheckpointError(f"{run_dir} is at step {trainer.step}, past --max-steps "
+                                      f"{config.train.max_steps}; resume to a later step (or start over with "
+                                      "--force)")
             log.info("resuming %s at step %d", run_dir, trainer.step)
         parallel.barrier()  # every rank has read the folder before rank 0 changes it
         if parallel.is_main and not resume:
@@ -178,7 +182,9 @@ def _resolve_run(run_dir: RunDir, config, resume: bool, force: bool):
         raise CheckpointError(f"{run_dir} is a {saved.model_name} run; --resume continues the run's own data "
                               "and model; change only train.*")
     config = resolve_config(merge_layers(saved.to_dict(), changes))
-    if config.data != saved.data or config.model != saved.model or config.model_name != saved.model_name:
+    same_data = dataclasses.replace(config.data, source=absolute_source(config.data.source)) == \
+        dataclasses.replace(saved.data, source=absolute_source(saved.data.source))  # --data given relative
+    if not same_data or config.model != saved.model or config.model_name != saved.model_name:
         raise CheckpointError(f"{run_dir} is a {saved.model_name} run; --resume continues the run's own data "
                               "and model; change only train.*")
     return config, context, run_dir.load_tokenizer()
