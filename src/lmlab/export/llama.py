@@ -35,6 +35,7 @@ from lmlab.export.hf_convert import ExportError
 from lmlab.export.safety import read_hf_config
 from lmlab.files import claim_output_folder
 from lmlab.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
+from lmlab.models.size import check_model_fits
 from lmlab.run.config import resolve_config
 from lmlab.run.folder import LoadedRun, RunDir
 
@@ -199,6 +200,7 @@ def load_llama_dir(hf_dir: str | Path) -> tuple[Llama, Any]:
     hf_dir = Path(hf_dir)
     hf = read_hf_config(hf_dir)
     config = llama_config_from_hf(hf)
+    check_model_fits(Llama, config, training=False, what=f"{hf_dir}'s model")  # before the weights are read
     weights, tokenizer = read_weights_and_tokenizer(hf_dir, config.vocab_size)
     return fill(Llama(config), from_llama_state_dict(weights, config), hf_dir, f"a {hf['model_type']}"), tokenizer
 

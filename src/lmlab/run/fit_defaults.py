@@ -64,7 +64,7 @@ def fit_to_data(config: RunConfig, data: RunData, context: int) -> tuple[RunConf
     """(config, data, model, context) for a new run: the model built, with the defaulted batch and, in stream
     mode, context scaled to the vocabulary (the data then cut into the chosen windows). Unchanged when the
     user set them, for vocabularies up to CHAR_VOCAB, on CUDA and for counted models."""
-    model = build_model(config, data.tokenizer, context)
+    model = build_model(config, data.tokenizer, context, training=True)
     vocab_size = data.tokenizer.vocab_size
     # The context is the second lever, pulled only by a batch at its floor: a batch the user set stands for
     # the step they chose, so the context is left as it is too.
@@ -83,7 +83,7 @@ def fit_to_data(config: RunConfig, data: RunData, context: int) -> tuple[RunConf
     if block != old_block:
         data = with_block_size(data, block)
         context = context_length(data)
-        model = build_model(config, data.tokenizer, context)  # the position table at the chosen context
+        model = build_model(config, data.tokenizer, context, training=True)  # the position table at the chosen context
     # Lines mode: the context is the longest line, whatever data.block_size says.
     defaults = f"{old_batch} x {old_block if data.mode == 'stream' else context}"
     fixes = [f"train.batch_size={old_batch}"] + ([f"data.block_size={old_block}"] if block != old_block else [])

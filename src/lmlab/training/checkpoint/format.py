@@ -194,7 +194,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> int:
     except (safetensors.SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: unreadable or corrupted checkpoint ({err})") from None
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: the weights do not fit this model ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: the weights do not fit this model ({_first_mismatch(err)})") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: the weights do not fit this model (missing {sorted(missing)[:3]}, "
@@ -202,6 +202,13 @@ def load_weights(model: torch.nn.Module, path: Path) -> int:
         )
     _refuse_nonfinite(model, path)
     return step
+
+
+def _first_mismatch(err: RuntimeError) -> str:
+    """The first line of load_state_dict's error that names a tensor (its first line only says where)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines[1:] if "size mismatch" in line or "Missing" in line or "Unexpected" in line]
+    return (named or lines or [type(err).__name__])[0]
 
 
 def _refuse_nonfinite(model: torch.nn.Module | dict[str, torch.Tensor], path: Path) -> None:
