@@ -37,12 +37,15 @@ def val_curve(run_dir: Path) -> list[tuple[int, float]]:
     except UnicodeDecodeError as err:
         raise CheckpointError(f"{path}: not UTF-8 text (byte {err.start}); corrupted metrics") from None
     points = []
-    for n, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except ValueError:
+            if n == len(lines) and not text.endswith("\n"):  # cut short by a kill mid-write: skipped
+                continue
             raise CheckpointError(f"{path}:{n}: not a JSON record") from None
         if not isinstance(record, dict):
             raise CheckpointError(f"{path}:{n}: not a JSON object")

@@ -143,8 +143,9 @@ def train(
         log.info("%s: %s parameters; data %s (%s mode, vocab %d, %s train tokens) -> %s", config.model_name,
                  f"{count_parameters(model):,}", config.data.source, data.mode, data.tokenizer.vocab_size,
                  f"{data.splits['train'].num_predictions:,}", run_dir)
+        run_files = _RunFiles(run_dir, config, data, context)
         trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=run_dir,
-                          parallel=parallel, callbacks=[*chosen, _RunFiles(run_dir, config, data, context)])
+                          parallel=parallel, callbacks=[*chosen, run_files])
         if resume:  # a checkpoint that cannot be resumed leaves the run as it was
             trainer.load_checkpoint(run_dir)
             if trainer.step > config.train.max_steps:
@@ -155,6 +156,7 @@ def train(
         parallel.barrier()  # every rank has read the folder before rank 0 changes it
         if parallel.is_main and not resume:
             run_dir.clear()  # a previous run's files (with --force) or a killed start's leftovers
+            run_files.write()  # before the first checkpoint: a kill right after it leaves a run that resumes
         interrupted = _fit(trainer, run_dir)
         keep_folder = True
     except TrainingDiverged:
@@ -205,9 +207,10 @@ def _callbacks(config: RunConfig, run_dir: RunDir, inspect: bool | int, extra: S
 
 
 class _RunFiles(Callback):
-    """Writes config.json and tokenizer.json once the first checkpoint is written, so the config in the
-    folder always describes the checkpoint beside it: a failed start or a resume that dies before its first
-    checkpoint leaves the old files as they were."""
+    """Writes config.json and tokenizer.json: a new run before its first checkpoint (a kill just after that
+    checkpoint then leaves a run that resumes, and one before it a run that says it has no checkpoint yet);
+    a resumed run once its first checkpoint is written, so a resume that dies before one leaves the old files
+    describing the checkpoint beside them."""
 
     name = "run_files"
 
@@ -215,10 +218,14 @@ class _RunFiles(Callback):
         self.run_dir, self.config, self.data, self.context = run_dir, config, data, context
         self.written = False
 
+    def write(self) -> None:
+        self.run_dir.write_config(self.config, self.context)
+        self.run_dir.save_tokenizer(self.data.tokenizer)
+        self.written = True
+
     def on_checkpoint(self, trainer: Trainer) -> None:
         if not self.written and trainer.parallel.is_main:
-            self.run_dir.write_config(self.config, self.context)
-            self.run_dir.save_tokenizer(self.data.tokenizer)
+            self.write()
         self.written = True
 
 

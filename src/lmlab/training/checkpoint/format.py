@@ -49,7 +49,12 @@ def _save_model(model: torch.nn.Module, path: Path, step: int) -> None:
 
 
 def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
-    atomic_write(path, lambda tmp: _save_model(model, tmp, step))
+    """A weights file of its own (early stopping's best, ModelCheckpoint's), written as a checkpoint is."""
+    try:
+        atomic_write(path, lambda tmp: _save_model(model, tmp, step))
+    except (OSError, RuntimeError, safetensors.SafetensorError) as err:  # a full disk, whoever reports it
+        _raise_if_out_of_space(path.parent, model, {"step": step}, err)
+        raise
 
 
 def nonfinite_tensors(model: torch.nn.Module | dict[str, torch.Tensor]) -> list[str]:
@@ -80,7 +85,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tens
     except BaseException as err:
         for tmp in pending:
             tmp.unlink(missing_ok=True)
-        if isinstance(err, (OSError, RuntimeError)):  # torch.save reports a full disk as a RuntimeError
+        if isinstance(err, (OSError, RuntimeError, safetensors.SafetensorError)):  # torch.save: RuntimeError
             _raise_if_out_of_space(run_dir, model, state, err)
         raise
     os.replace(temporary_path(weights), weights)
