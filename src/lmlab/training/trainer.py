@@ -180,7 +180,7 @@ class Trainer:
         if capability(self.model, "counted"):
             return self._fit_counts()
         config = self.config
-        self._stop = False
+        self._stop = self._interrupted = False
         self.model.train()
         if self.average is not None and self.average.swapped:  # fit() again: train the raw weights on
             self.average.swap()
