@@ -40,10 +40,10 @@ QUICK = ["--no-inspect", "--set", "train.eval_interval=2"]
 rows: list[tuple[str, str, str, str, str]] = []
 
 
-def lmlab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+def lmlab(*args: str, timeout: float = 600, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **env)
     return subprocess.run([sys.executable, "-m", "lmlab", "-q", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+                          timeout=timeout, stdin=subprocess.DEVNULL, cwd=cwd, errors="backslashreplace")
 
 
 def snapshot(*folders: Path) -> dict[str, str]:
@@ -217,14 +217,213 @@ def failed_resume_cases(work: Path, data: Path) -> None:
              "mlp", "--out", str(bare), "--max-steps", "6", "--no-inspect")
 
 
+# -- never lose work, round 3 (issue 25) ------------------------------------------------------------------------
+
+EARLY_STOPPING_GPT = ["--model", "gpt-nano", "--seed", "7", "--set", "train.eval_interval=5",
+                      "--set", "train.checkpoint_interval=5", "--set", "train.log_interval=5"]
+
+
+def same_files(a: Path, b: Path, names: tuple[str, ...]) -> str:
+    differ = [n for n in names if not (a / n).is_file() or (a / n).read_bytes() != (b / n).read_bytes()]
+    return "identical: " + ", ".join(names) if not differ else "DIFFER: " + ", ".join(differ)
+
+
+def interrupted_resume_cases(work: Path, data: Path) -> None:
+    """Ctrl-C, SIGTERM and kill -9 of the default GPT recipe with early stopping on, resumed, against a run
+    never stopped: the files must be byte-identical."""
+    straight = work / "es-straight"
+    checked(lmlab("train", "--data", str(data), *EARLY_STOPPING_GPT, "--max-steps", "300", "--out", str(straight)),
+            "an uninterrupted early-stopping GPT")
+    stopped_at = json.loads((straight / "summary.json").read_text())["steps"]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        out = work / f"es-{signum.name}"
+        args = ["train", "--data", str(data), *EARLY_STOPPING_GPT, "--max-steps", "300", "--out", str(out)]
+        proc = subprocess.Popen([sys.executable, "-m", "lmlab", "-q", *args], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        target = max(stopped_at - 10, 5)  # after the best step, before early stopping ends the run
+        while proc.poll() is None:
+            try:
+                step = torch.load(out / "trainer_state.pt", weights_only=True)["step"]
+            except Exception:  # noqa: BLE001 -- not written yet, or being replaced
+                step = 0
+            if step >= target:
+                proc.send_signal(signum)
+                break
+            time.sleep(0.01)
+        proc.wait()
+        resumed = lmlab(*args, "--resume")
+        record(f"{signum.name} at step ~{target} with early stopping, then --resume", resumed,
+               same_files(straight, out, ("model.safetensors", "metrics.jsonl", "config.json")),
+               f"first run exit {proc.returncode}")
+
+
+def folder_rule_cases(work: Path, data: Path) -> None:
+    run = work / "r25"
+    checked(lmlab("train", "--data", str(data), "--max-steps", "2", "--out", str(run), *TINY_GPT, *QUICK),
+            "a tiny GPT run")
+    victim = work / "victim.txt"
+    victim.write_text("precious\n")
+    run_case("data prepare --out RUN", [run], "data", "prepare", str(data), "--out", str(run))
+    user = work / "user-model"
+    user.mkdir()
+    (user / "model.safetensors").write_bytes(b"the user's weights")
+    (user / "tokenizer.json").write_text("{}")
+    run_case("import DIR --out USERDIR (no config.json)", [user], "import", str(work / "hf-none"), "--out", str(user))
+    run_case("data prepare into a non-empty folder", [user], "data", "prepare", str(data), "--out", str(user))
+    linked = work / "r25-lock"
+    shutil.copytree(run, linked)
+    (linked / ".lock").unlink(missing_ok=True)
+    (linked / ".lock").symlink_to(victim)
+    run_case("RUN/.lock a symlink: train --resume", [linked, victim], "train", "--out", str(linked), "--resume",
+             "--max-steps", "4", "--no-inspect")
+    run_case("RUN/.lock a symlink: train --force", [linked, victim], "train", "--data", str(data), "--out",
+             str(linked), "--force", "--max-steps", "2", *TINY_GPT, *QUICK)
+    outside = work / "outside"
+    outside.mkdir()
+    (outside / "best-step0000002.safetensors").write_text("a user file named like a checkpoint")
+    ckdir = work / "r25-ckpt"
+    shutil.copytree(run, ckdir)
+    shutil.rmtree(ckdir / "checkpoints", ignore_errors=True)
+    (ckdir / "checkpoints").symlink_to(outside, target_is_directory=True)
+    run_case("RUN/checkpoints a symlink: --resume", [ckdir, outside], "train", "--out", str(ckdir), "--resume",
+             "--max-steps", "6", "--no-inspect")
+    hf = work / "hf-links"
+    checked(lmlab("export", str(run), str(hf)), "an export")
+    for p in [p for p in hf.iterdir() if p.is_file()]:
+        p.unlink()
+        p.symlink_to(victim)
+    run_case("export --force into OUT full of symlinks", [victim], "export", str(run), str(hf), "--force")
+    run_case("export RUN RUN/hf", [run], "export", str(run), str(run / "hf"))
+    run_case("ladder --out RUN", [run], "ladder", "--data", str(data), "--models", "bigram", "--budget", "1",
+             "--out", str(run))
+    run_case("compare RUN (default plot)", [run], "compare", str(run))
+
+
+def size_cases(work: Path, data: Path) -> None:
+    new = work / "size-new"
+    train = ["train", "--data", str(data), "--max-steps", "2", "--out", str(new), "--no-inspect"]
+    for case, extra in [
+        ("bpe data.vocab_size=1e12", ["--set", "data.tokenizer=bpe", "--set", "data.vocab_size=1e12"]),
+        ("gpt model.n_layer=10000", ["--model", "gpt-nano", "--set", "model.n_layer=10000"]),
+        ("gpt model.n_embd=1e6", ["--model", "gpt-nano", "--set", "model.n_embd=1000000", "--set", "model.n_head=4"]),
+        ("mlp model.n_hidden=1e9", ["--model", "mlp", "--set", "model.n_hidden=1000000000"]),
+        ("lstm model.n_hidden=1e6", ["--model", "lstm", "--set", "model.n_hidden=1000000"]),
+        ("gpt preset gpt2-xl (memory)", ["--model", "gpt", "--set", "model.preset=gpt2-xl"]),
+        ("gpt 64 x 4096 (memory)", ["--model", "gpt", "--set", "model.n_layer=64", "--set", "model.n_embd=4096",
+                                    "--set", "model.n_head=32"]),
+        ("train.threads=100000", ["--set", "train.threads=100000"]),
+        ("ngram model.n=1000000", ["--model", "ngram", "--set", "model.n=1000000"]),
+    ]:
+        run_case(case, [new], *train, *extra)
+    run_case("data prepare --vocab-size 1e12", [work / "size-shards"], "data", "prepare", str(data), "--tokenizer",
+             "bpe", "--vocab-size", "1000000000000", "--out", str(work / "size-shards"))
+    run = work / "size-run"
+    checked(lmlab("train", "--data", str(data), "--model", "mlp", "--max-steps", "2", "--out", str(run), *QUICK),
+            "a small MLP run")
+    for case, sizes, command in [("config.json block_size 1e12: eval", {"block_size": 10**12}, "eval"),
+                                 ("config.json block_size 2e7: eval", {"block_size": 2 * 10**7}, "eval"),
+                                 ("config.json n_layer 1e4 x n_embd 1e6: sample", {"n_layer": 10**4, "n_embd": 10**6},
+                                  "sample")]:
+        edited = work / f"size-{len(rows)}"
+        shutil.copytree(run, edited)
+        config = json.loads((edited / "config.json").read_text())
+        config["model"].update(sizes)
+        (edited / "config.json").write_text(json.dumps(config))
+        run_case(case, [edited], command, str(edited))
+    llama = work / "llama-absurd"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 32, "hidden_size": 10**6,
+                                                   "num_hidden_layers": 10000, "num_attention_heads": 8}))
+    (llama / "model.safetensors").write_bytes(b"\0" * 16)
+    (llama / "tokenizer.json").write_text("{}")
+    run_case("import a Llama with hidden_size 1e6, 10,000 layers", [work / "llama-run"], "import", str(llama),
+             "--out", str(work / "llama-run"))
+    run_case("sample --max-new-tokens 1e9", [run], "sample", str(run), "--max-new-tokens", "1000000000")
+    run_case("sample --temperature nan", [run], "sample", str(run), "--temperature", "nan")
+
+
+def run_folder_cases(work: Path, data: Path) -> None:
+    home = work / "home"
+    (home / "data").mkdir(parents=True)
+    names = ["renée", "josé", "zoé", "anna", "bob", "carla", "dena", "eléa", "noé", "léa"] * 3
+    (home / "data" / "n.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    run = home / "run"
+    checked(lmlab("train", "--data", "n.txt", "--model", "bigram", "--max-steps", "3", "--no-inspect", "--out",
+                  str(run), cwd=home / "data"), "a run trained from a relative path")
+    elsewhere = work / "elsewhere"
+    elsewhere.mkdir()
+    result = lmlab("sample", str(run), "-n", "3", cwd=elsewhere)
+    record("sample /abs/RUN from another folder", result, changes({}, {}), "novelty counted" if "new" in
+           result.stderr else "")
+    (home / "data" / "n.txt").rename(home / "data" / "moved.txt")
+    result = lmlab("sample", str(run), "-n", "3", cwd=elsewhere)
+    record("sample /abs/RUN, the data moved away", result, "none", "samples printed" if result.stdout else "")
+    (home / "data" / "moved.txt").rename(home / "data" / "n.txt")
+    result = lmlab("sample", str(run), "-n", "20", "--prompt", "é", cwd=elsewhere, PYTHONIOENCODING="ascii")
+    record("sample to an ASCII stdout (PYTHONIOENCODING=ascii)", result, "none", "escaped" if "\\xe9" in
+           result.stdout else "")
+    result = lmlab("sample", str(run), "-n", "2", "--prompt", "é", cwd=elsewhere, LC_ALL="POSIX", PYTHONUTF8="0",
+                   PYTHONCOERCECLOCALE="0")
+    record("sample --prompt é under LC_ALL=POSIX", result, "none")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    piped = subprocess.run(f"{sys.executable} -m lmlab sample {run} -n 3000 | head -1", shell=True, env=env,
+                           capture_output=True, text=True)
+    rows.append(("sample -n 3000 | head -1", "0" if "Broken pipe" not in piped.stderr else "error",
+                 (piped.stderr.strip().splitlines() or ["-"])[-1][:150], "no" if "Traceback" not in piped.stderr
+                 else "yes", "none"))
+    # the run's own data changed under it
+    (home / "data" / "n.txt").write_text("\n".join(names[::-1] + ["anna"]) + "\n", encoding="utf-8")
+    run_case("eval after the data file changed", [run], "eval", str(run))
+    run_case("--resume --max-steps 1 on a run at step 3", [run], "train", "--out", str(run), "--resume",
+             "--max-steps", "1")
+    u16 = work / "u16.txt"
+    u16.write_text("\n".join(names) + "\n", encoding="utf-16")
+    run_case("train on a UTF-16 file", [work / "u16-run"], "train", "--data", str(u16), "--out",
+             str(work / "u16-run"))
+    metrics_run = work / "cut-metrics"
+    shutil.copytree(run, metrics_run)
+    for name in ("summary.json",):
+        if not (metrics_run / name).is_file():
+            (metrics_run / name).write_text("{}")
+    with open(metrics_run / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 99, "val_lo')
+    run_case("compare a run whose metrics.jsonl ends cut short", [metrics_run], "compare", str(metrics_run),
+             "--plot", "")
+    other = work / "other-tokenizer"
+    shutil.copytree(run, other)
+    tokenizer = json.loads((other / "tokenizer.json").read_text())
+    tokenizer["vocab"] = [*tokenizer["vocab"], "#"]
+    (other / "tokenizer.json").write_text(json.dumps(tokenizer))
+    run_case("sample: weights do not fit the tokenizer", [other], "sample", str(other))
+    first = work / "first-ckpt"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "lmlab", "-q", "train", "--data", str(data), "--model", "mlp",
+                             "--max-steps", "100000", "--out", str(first), *QUICK], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    while proc.poll() is None and not (first / "trainer_state.pt").exists():  # the first checkpoint's rename
+        time.sleep(0.001)
+    proc.kill()
+    proc.wait()
+    run_case("kill -9 at the first checkpoint, then --resume", [first], "train", "--out", str(first), "--resume",
+             "--max-steps", "8", "--no-inspect", note="config.json there: " + str((first / "config.json").is_file()))
+    a, b = work / "twin-a", work / "twin-b"
+    for out in (a, b):
+        checked(lmlab("train", "--data", str(data), "--max-steps", "3", "--out", str(out), *TINY_GPT, *QUICK),
+                "a tiny GPT run")
+    rows.append(("GPT model.safetensors, two runs of one config", "0", "-", "no",
+                 same_files(a, b, ("model.safetensors",))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and print its path")
-    parser.add_argument("--only", default="resume,export,lock,disk",
-                        help="comma-separated groups to run (default: resume,export,lock,disk)")
+    parser.add_argument("--only", default="resume,export,lock,disk,interrupt,folders,sizes,runfolder",
+                        help="comma-separated groups to run (default: all)")
     args = parser.parse_args()
     groups = {"resume": failed_resume_cases, "export": export_cases, "lock": live_writer_cases,
-              "disk": disk_full_cases}
+              "disk": disk_full_cases, "interrupt": interrupted_resume_cases, "folders": folder_rule_cases,
+              "sizes": size_cases, "runfolder": run_folder_cases}
     unknown = set(args.only.split(",")) - set(groups)
     if unknown:
         parser.error(f"unknown group(s) {', '.join(sorted(unknown))}; choose from {', '.join(groups)}")

@@ -74,6 +74,18 @@ def other_tokenizer(run: Path) -> None:
     (run / "tokenizer.json").write_text(json.dumps(vocab))
 
 
+def edit_config(run: Path, **model: int) -> None:
+    """Sizes written into the run's config.json by hand (or by a hostile file)."""
+    config = json.loads((run / "config.json").read_text())
+    config["model"].update(model)
+    (run / "config.json").write_text(json.dumps(config))
+
+
+def reorder_data(tmp: Path) -> None:
+    """The run's data file edited after training: the same characters, other lines."""
+    write(tmp / "names.txt", "\n".join([*NAMES[::-1], "kamisa"]) + "\n")
+
+
 # Each row: (setup(tmp, run) -> argv, what the one line must say). `{run}` and `{new}` are filled in: an
 # existing run that must stay unchanged, and a run directory that must not come into being.
 T = ["train", "--max-steps", "2", "--out", "{new}"]
@@ -130,12 +142,45 @@ CATALOG = {
                            "--max-new-tokens must be at least 1, got 0"),
     "--max-new-tokens < 0": (lambda t, r: ["sample", str(r), "--max-new-tokens", "-4"],
                              "--max-new-tokens must be at least 1, got -4"),
-    "negative temperature": (lambda t, r: ["sample", str(r), "--temperature", "-0.5"], "temperature must be >= 0"),
+    "negative temperature": (lambda t, r: ["sample", str(r), "--temperature", "-0.5"],
+                             "temperature must be a finite number >= 0"),
     "top-p 0": (lambda t, r: ["sample", str(r), "--top-p", "0"], "top_p must be in (0, 1], got 0.0"),
     "top-p above 1": (lambda t, r: ["sample", str(r), "--top-p", "1.5"], "top_p must be in (0, 1], got 1.5"),
     "top-k 0": (lambda t, r: ["sample", str(r), "--top-k", "0"], "top_k must be at least 1, got 0"),
     "-n 0": (lambda t, r: ["sample", str(r), "-n", "0"], "-n must be at least 1"),
     "eval of no run": (lambda t, r: ["eval", str(t / "nowhere")], "no such run directory"),
+    # Sizes: hard limits and the machine's memory, checked before anything is allocated
+    "temperature nan": (lambda t, r: ["sample", str(r), "--temperature", "nan"],
+                        "temperature must be a finite number >= 0, got nan"),
+    "--max-new-tokens 1e9": (lambda t, r: ["sample", str(r), "--max-new-tokens", "1000000000"],
+                             "max_new_tokens must be at most 1,000,000"),
+    "bpe vocab_size 1e12": (lambda t, r: [*T, "--set", "data.tokenizer=bpe", "--set", "data.vocab_size=1e12"],
+                            "data.vocab_size=1,000,000,000,000 is more than any lmlab model uses"),
+    "data prepare --vocab-size 5e9": (lambda t, r: ["data", "prepare", "names", "--tokenizer", "bpe",
+                                                    "--vocab-size", "5000000000", "--out", "{new}"],
+                                      "--vocab-size=5,000,000,000 is more than any lmlab model uses"),
+    "gpt n_layer 10000": (lambda t, r: [*T, "--model", "gpt-nano", "--set", "model.n_layer=10000"],
+                          "model.n_layer=10,000 is larger than any lmlab model can use"),
+    "gpt n_embd 1e6": (lambda t, r: [*T, "--model", "gpt-nano", "--set", "model.n_embd=1000000", "--set",
+                                     "model.n_head=4"], "model.n_embd=1,000,000 is larger than any lmlab model"),
+    "mlp n_hidden 1e9": (lambda t, r: [*T, "--model", "mlp", "--set", "model.n_hidden=1000000000"],
+                         "model.n_hidden=1,000,000,000 is larger than any lmlab model can use"),
+    "lstm n_hidden 1e6": (lambda t, r: [*T, "--model", "lstm", "--set", "model.n_hidden=1000000"],
+                          "to train (weights, gradients, optimizer state), more than the"),
+    "train.threads 100000": (lambda t, r: [*T, "--set", "train.threads=100000"],
+                             "train.threads must be 'auto' or a number of threads in 0..4096"),
+    "ngram n 1e6": (lambda t, r: [*T, "--model", "ngram", "--set", "model.n=1000000"],
+                    "model.n=1,000,000 with"),
+    "config.json block_size 1e12": (lambda t, r: edit_config(r, block_size=10**12) or ["eval", str(r)],
+                                    "model.block_size=1,000,000,000,000 is larger than any lmlab model"),
+    "config.json n_layer 1e4 x n_embd 1e6": (lambda t, r: edit_config(r, n_layer=10**4, n_embd=10**6) or
+                                             ["sample", str(r)], "is larger than any lmlab model can use"),
+    # A run's own data and steps
+    "--resume to fewer steps": (lambda t, r: ["train", "--resume", "--out", str(r), "--max-steps", "3"],
+                                "is at step 6, past --max-steps 3; resume to a later step"),
+    "eval after the data changed": (lambda t, r: reorder_data(t) or ["eval", str(r)], "the data changed since"),
+    "UTF-16 file": (lambda t, r: [*T, "--data", write(t / "u.txt", "anna\nbob\n".encode("utf-16"))],
+                    "looks like UTF-16 text (NUL bytes between the characters); pass --encoding utf-16"),
 }
 
 

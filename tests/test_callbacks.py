@@ -13,6 +13,7 @@ from torch import nn
 
 from lmlab.config import TrainConfig
 from lmlab.training.callbacks import (
+    Callback,
     EarlyStopping,
     LearningRateScheduler,
     ModelCheckpoint,
@@ -176,3 +177,51 @@ def test_callbacks_named_by_the_config_are_in_config_json_and_a_resume_keeps_the
     kinds = {type(c) for c in resumed.trainer.callbacks}
     assert {ModelCheckpoint, ReduceLROnPlateau} <= kinds and resumed.step == 4
     assert any(p.name.startswith("step0000004-") for p in (tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_early_stopping_best_file_on_a_full_disk_is_a_clear_error(tmp_path, monkeypatch):
+    import collections
+
+    import safetensors
+    import safetensors.torch
+
+    from lmlab.errors import CheckpointError
+
+    def full_disk(*args, **kwargs):
+        raise safetensors.SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    trainer = FakeTrainer(run_dir=tmp_path)
+    trainer.parallel = SimpleNamespace(is_main=True)
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: collections.namedtuple("u", "total used free")(1, 1, 0))
+    with pytest.raises(CheckpointError, match="no space left"):
+        _feed(EarlyStopping(patience=2, restore_best_weights=True), trainer, [3.0])
+    assert not [p for p in (tmp_path / "checkpoints").iterdir()]  # no half file, no temporary left
+
+
+def test_an_interrupt_is_not_the_end_of_training(tiny_names, tmp_path):
+    """Ctrl-C or SIGTERM: the callbacks hear on_interrupt, not on_train_end, so early stopping keeps the
+    step's own weights in its checkpoint (restoring the best would make the resumed run differ)."""
+    heard = []
+
+    class Listen(Callback):
+        def on_step_end(self, trainer, record):
+            if trainer.step == 3:
+                trainer.interrupt()
+
+        def on_train_end(self, trainer):
+            heard.append("end")
+
+        def on_interrupt(self, trainer):
+            heard.append("interrupt")
+
+    data = tiny_data(tiny_names)
+    model = tiny_mlp(data)
+    trainer = Trainer(model, data.splits["train"], data.splits["val"],
+                      TrainConfig(max_steps=10, eval_interval=1, device="cpu"), run_dir=tmp_path,
+                      callbacks=[Listen()]).fit()
+    assert trainer.step == 3 and trainer.interrupted and heard == ["interrupt"]
+    trainer.interrupt()  # after the loop: training has ended, nothing to interrupt
+    heard.clear()
+    trainer.fit()  # on from step 3, to the end
+    assert trainer.step == 10 and not trainer.interrupted and heard == ["end"]

@@ -83,7 +83,7 @@ def test_a_crash_inside_a_write_leaves_the_old_checkpoint(target, tiny_names, tm
         raise OSError("disk full")
 
     if target == "weights":
-        monkeypatch.setattr(safetensors.torch, "save_model", torn_write)
+        monkeypatch.setattr(safetensors.torch, "save_file", torn_write)
     else:
         monkeypatch.setattr(torch, "save", torn_write)
     with pytest.raises(OSError, match="disk full"):
@@ -193,3 +193,20 @@ def test_a_nonfinite_loss_skips_the_step(tiny_names, tmp_path):
     trainer.model = trainer.train_model = NaNLoss(trainer.model, {0, 5})
     trainer.fit()
     assert trainer.step == 20 and trainer.nonfinite_steps == 2
+
+
+def test_tied_weights_are_saved_once_with_the_step_as_the_only_metadata(tmp_path):
+    from lmlab.models import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    ckpt.save_weights(model, tmp_path / "a.safetensors", 3)
+    with safetensors.safe_open(str(tmp_path / "a.safetensors"), framework="pt") as fh:
+        assert fh.metadata() == {"step": "3"}  # one key: safetensors' order of several changes per process
+        stored = set(fh.keys())
+    assert len(model.state_dict()) > len(stored)  # the shared embedding and head are stored once
+    fresh = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    assert ckpt.load_weights(fresh, tmp_path / "a.safetensors") == 3
+    assert all(torch.equal(t, fresh.state_dict()[n]) for n, t in model.state_dict().items())
+    ckpt.save_weights(fresh, tmp_path / "b.safetensors", 3)
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()

@@ -62,7 +62,7 @@ def test_import_will_not_overwrite_a_run(tmp_path, tiny_names, capsys):
                *TINY_GPT)[0] == 0
     assert cli(capsys, "export", str(run), str(tmp_path / "hf"))[0] == 0
     code, _, err = cli(capsys, "import", str(tmp_path / "hf"), "--out", str(run))
-    assert code == 2 and "already holds a run" in err
+    assert code == 2 and "is a run directory" in err
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,9 @@ def test_export_cli_refuses_a_busy_folder_and_a_run(tmp_path, lines_run, capsys)
     before = {p.name: p.stat().st_mtime_ns for p in lines_run.iterdir()}
     for extra in ([], ["--force"]):
         code, _, err = cli(capsys, "export", str(lines_run), str(lines_run), *extra)
-        assert code == 2 and "is a run directory" in err
+        assert code == 2 and "is a run directory (the run being exported)" in err
+        code, _, err = cli(capsys, "export", str(lines_run), str(lines_run / "hf"), *extra)  # inside the run
+        assert code == 2 and f"is inside the run {lines_run}" in err
     assert {p.name: p.stat().st_mtime_ns for p in lines_run.iterdir()} == before
 
 

@@ -70,3 +70,15 @@ def test_compare_cli(tiny_runs, cli, tmp_path):
     assert (tiny_runs[0].parent / "val_curves.png").is_file()
     bad = cli("compare", str(tmp_path / "nope"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such run" in bad.stderr
+
+
+def test_a_metrics_line_cut_short_at_the_end_is_skipped(tiny_runs):
+    """What a kill mid-write leaves: the last line without its end. A bad line elsewhere is still an error."""
+    metrics = tiny_runs[1] / "metrics.jsonl"
+    whole = metrics.read_text()
+    full = compare_runs([tiny_runs[1]])[0]["val_curve"]
+    metrics.write_text(whole + '{"step": 99, "val_lo')
+    assert compare_runs([tiny_runs[1]])[0]["val_curve"] == full
+    metrics.write_text('{"step": 1, "lo\n' + whole)
+    with pytest.raises(CheckpointError, match=":1: not a JSON record"):
+        summarize_run(tiny_runs[1])

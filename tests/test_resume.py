@@ -52,9 +52,10 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
 
 
-def kill_after_checkpoint(args: list[str], run_dir: Path, target: int, rng: random.Random) -> int:
+def kill_after_checkpoint(args: list[str], run_dir: Path, target: int, rng: random.Random,
+                          signum: int = signal.SIGKILL) -> int:
     """Start a run, wait until it has checkpointed step `target` or later, let it go on for a random while,
-    SIGKILL it. Returns the step of the checkpoint it left behind."""
+    send it `signum` (SIGKILL unless told). Returns the step of the checkpoint it left behind."""
     proc = start_cli(*args)
     try:
         deadline = time.monotonic() + 120
@@ -63,13 +64,15 @@ def kill_after_checkpoint(args: list[str], run_dir: Path, target: int, rng: rand
             assert time.monotonic() < deadline, f"no checkpoint at step {target} within 120 s"
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.1))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.send_signal(signum)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed; give it more steps"
+        _, stderr = proc.communicate()
+    # SIGINT and SIGTERM: the run saves its state and exits 130, saying how to resume
+    expected = -signal.SIGKILL if signum == signal.SIGKILL else 130
+    assert proc.returncode == expected, f"the run ended before it could be stopped ({proc.returncode}): {stderr}"
     return checkpoint_step(run_dir)
 
 
@@ -129,3 +132,61 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tiny_names, tmp_path)
     resumed = run_cli("train", "--out", str(out), "--resume", "--max-steps", str(step + 20))
     assert resumed.returncode == 0, resumed.stderr
     assert f"at step {step}" in resumed.stderr and f"after {step + 20} steps" in resumed.stdout
+
+
+def assert_same_files(a: Path, b: Path) -> None:
+    """Byte for byte: the weights, the early-stopping's best weights, the metrics and the run's own files;
+    the trainer state tensor for tensor (it also holds the wall-clock time trained)."""
+    assert_same_run(a, b)
+    for name in ("model.safetensors", "metrics.jsonl", "config.json", "tokenizer.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    best_a = sorted(p.name for p in (a / "checkpoints").glob("*"))
+    assert best_a == sorted(p.name for p in (b / "checkpoints").glob("*"))
+    for name in best_a:
+        assert (a / "checkpoints" / name).read_bytes() == (b / "checkpoints" / name).read_bytes(), name
+    state_a, state_b = (torch.load(p / "trainer_state.pt", weights_only=True) for p in (a, b))
+    assert state_a["step"] == state_b["step"] and state_a["callbacks"] == state_b["callbacks"]
+    for group_a, group_b in zip(state_a["optimizer"]["state"].values(), state_b["optimizer"]["state"].values(),
+                                strict=True):
+        for key in group_a:
+            assert torch.equal(group_a[key], group_b[key]), key
+
+
+# The default GPT recipe (weight average, early stopping that keeps the best weights, the inspector), at a
+# size and evaluation interval where early stopping restores weights from before the last step: it stops at
+# step 105 with the best weights of step 90 (val loss best at 70, then 90).
+EARLY_STOPPING_GPT = ["--model", "gpt-nano", "--max-steps", "300", "--seed", "7", "--set", "train.eval_interval=5",
+                      "--set", "train.checkpoint_interval=5", "--set", "train.log_interval=5"]
+
+
+@pytest.fixture(scope="module")
+def straight_early_stopping_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(the data, a run of EARLY_STOPPING_GPT that was never stopped)."""
+    folder = tmp_path_factory.mktemp("early-stopping")
+    data = folder / "names.txt"
+    rng = random.Random(0)  # the tiny_names fixture's names: module-scoped, made here
+    syllables = ["ka", "mi", "lo", "ra", "en", "to", "sa", "li", "na", "ve"]
+    names = {"".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(400)}
+    data.write_text("\n".join(sorted(names)[:200]) + "\n", encoding="utf-8")
+    done = run_cli("train", "--data", str(data), *EARLY_STOPPING_GPT, "--out", str(folder / "straight"))
+    assert done.returncode == 0, done.stderr
+    assert "stopped early at step 105" in done.stdout and "from step 90" in done.stdout, done.stdout
+    return data, folder / "straight"
+
+
+@pytest.mark.parametrize(("signum", "target"), [
+    (signal.SIGINT, 95),  # after the best step: ending the run here would restore step 90's weights
+    # ~70 s each on a loaded 2-core machine: SIGTERM takes SIGINT's path, kill -9 is also tested above
+    pytest.param(signal.SIGTERM, 75, marks=pytest.mark.slow),  # best at 70
+    pytest.param(signal.SIGKILL, 95, marks=pytest.mark.slow),
+], ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_stopped_with_early_stopping_on_resumes_to_identical_files(straight_early_stopping_run, signum, target,
+                                                                    tmp_path):
+    data, straight = straight_early_stopping_run
+    args = ["train", "--data", str(data), *EARLY_STOPPING_GPT, "--out", str(tmp_path / "run")]
+    step = kill_after_checkpoint(args, tmp_path / "run", target, random.Random(target), signum)
+    assert target <= step < 105
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at step {step}" in resumed.stderr
+    assert_same_files(straight, tmp_path / "run")

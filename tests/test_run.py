@@ -1,6 +1,7 @@
 """The run as a library object: lmlab.train / lmlab.load, the run folder's lock, and one pipeline for the
 CLI, the Python API and the ladder (the same bytes whichever way a run is made)."""
 
+import json
 import os
 import re
 import shutil
@@ -146,15 +147,21 @@ def test_a_copied_run_resumes_in_its_own_folder(tmp_path, tiny_names):
     assert len(list((copy / "checkpoints").iterdir())) == 1
 
 
-def test_config_json_is_written_with_the_first_checkpoint(tmp_path, tiny_names):
+def test_config_json_comes_before_a_new_runs_first_checkpoint_and_after_a_resumes(tmp_path, tiny_names):
     seen = []
+    config_file = tmp_path / "run" / "config.json"
 
     class Look(Callback):
         def on_step_end(self, trainer, record):
-            seen.append((trainer.step, (tmp_path / "run" / "config.json").is_file()))
+            saved = json.loads(config_file.read_text()) if config_file.is_file() else None
+            seen.append((trainer.step, saved and saved["train"]["max_steps"]))
 
     lmlab.train(_config(tiny_names, eval_interval=10), out=tmp_path / "run", inspect=False, callbacks=[Look()])
-    assert seen[8] == (9, False) and seen[10] == (11, True)  # the first checkpoint is at the step-10 evaluation
+    # a kill just after the first checkpoint (step 10) must leave a run that resumes
+    assert seen[0] == (1, 20)
+    seen.clear()
+    lmlab.train({"train": {"max_steps": 40}}, out=tmp_path / "run", resume=True, inspect=False, callbacks=[Look()])
+    assert seen[8] == (29, 20) and seen[10] == (31, 40)  # the resumed run's first checkpoint is at step 30
 
 
 def test_a_bad_config_fails_before_the_folder_is_touched(tmp_path):

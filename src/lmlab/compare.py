@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import CheckpointError, LmlabError
+from lmlab.files import atomic_write, claim_output_file
 from lmlab.training.checkpoint.format import read_json
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,15 @@ def val_curve(run_dir: Path) -> list[tuple[int, float]]:
     except UnicodeDecodeError as err:
         raise CheckpointError(f"{path}: not UTF-8 text (byte {err.start}); corrupted metrics") from None
     points = []
-    for n, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except ValueError:
+            if n == len(lines) and not text.endswith("\n"):  # cut short by a kill mid-write: skipped
+                continue
             raise CheckpointError(f"{path}:{n}: not a JSON record") from None
         if not isinstance(record, dict):
             raise CheckpointError(f"{path}:{n}: not a JSON object")
@@ -166,7 +170,7 @@ def plot_val_curves(rows: list[dict[str, Any]], path: str | Path, x: str = "step
     matplotlib.use("Agg")  # no display needed; must come before pyplot
     import matplotlib.pyplot as plt
 
-    path = Path(path)
+    path = claim_output_file(path, "the validation curves")
     fig, ax = plt.subplots(figsize=(8, 5))
     try:
         def at(row: dict[str, Any], step: int) -> float:
@@ -191,7 +195,7 @@ def plot_val_curves(rows: list[dict[str, Any]], path: str | Path, x: str = "step
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
     finally:
         plt.close(fig)
     return path

@@ -30,11 +30,19 @@ def check_finite(config: Any, prefix: str) -> None:
             raise ConfigError(f"{prefix}.{field.name} must be a finite number, got {value}")
 
 
+# No lmlab model uses more tokens; the tokenizer library aborts the process on caps far above it.
+MAX_VOCAB_SIZE = 10_000_000
+# More threads than any machine has cores; torch fails with a SystemError far above it.
+MAX_THREADS = 4096
+
+
 def check_vocab_size(vocab_size: int, tokenizer: str, name: str) -> None:
     """A vocabulary cap is for the word and bpe tokenizers: given with char it meant another tokenizer."""
     if vocab_size < 0 or (tokenizer == "char" and vocab_size):
         raise ConfigError(f"{name} applies to the word and bpe tokenizers and must be >= 0 (char takes every "
                           f"character), got {vocab_size} with {tokenizer}")
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise ConfigError(f"{name}={vocab_size:,} is more than any lmlab model uses (limit {MAX_VOCAB_SIZE:,})")
 
 
 def check_seed(value: int, name: str) -> None:
@@ -136,8 +144,9 @@ class TrainConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.threads != "auto" and not (isinstance(self.threads, int) and self.threads >= 0):
-            raise ConfigError(f"train.threads must be 'auto' or a number of threads >= 0, got {self.threads!r}")
+        if self.threads != "auto" and not (isinstance(self.threads, int) and 0 <= self.threads <= MAX_THREADS):
+            raise ConfigError(f"train.threads must be 'auto' or a number of threads in 0..{MAX_THREADS}, got "
+                              f"{self.threads!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         for name in ("beta1", "beta2", "momentum", "ema_decay"):

@@ -25,6 +25,7 @@ def nll_report(split: str, nll: float, tokens: int) -> dict[str, Any]:
 def evaluate_run(run: LoadedRun, split: str = "val", batch_size: int = 256) -> dict[str, Any]:
     """Rebuild the run's split (same source, same split seed, the run's tokenizer) and score it exactly."""
     data = prepare_data(run.config.data, tokenizer=run.tokenizer)
+    run.run_dir.require_same_data(data.splits["train"], run.config.data.source)
     dataset = data.splits[split]
     if not len(dataset):
         raise DataError(f"the {split} split of this run is empty (data.{split}_fraction = 0?)")

@@ -21,7 +21,7 @@ from typing import Any
 
 from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
 from lmlab.errors import CheckpointError, ConfigError
-from lmlab.files import atomic_write_text
+from lmlab.files import atomic_write_text, claim_output_folder
 from lmlab.models import REGISTRY
 from lmlab.run import train
 from lmlab.run.config import merge_layers, resolve_config
@@ -74,7 +74,7 @@ def run_ladder(
         raise ConfigError(f"unknown model {unknown[0]!r}; choose from {', '.join(REGISTRY)}")
     if budget <= 0:
         raise ConfigError(f"--budget must be positive seconds, got {budget}")
-    out_dir = Path(out_dir)
+    out_dir = claim_output_folder(out_dir, "a ladder", may_replace=_is_ladder_folder)
     taken = [n for n in names if RunDir(out_dir / n).holds_run()]
     if taken and not force:
         raise CheckpointError(f"{out_dir / taken[0]} already holds a run; pass --force to train the ladder again")
@@ -95,6 +95,13 @@ def run_ladder(
     atomic_write_text(out_dir / JSON_FILE, to_json(rows))
     plot_val_curves(rows, out_dir / PLOT_FILE, x="time")  # time-budgeted rungs span the same x
     return rows
+
+
+def _is_ladder_folder(folder: Path) -> bool:
+    """A ladder's own folder: its table, or only runs (a ladder stopped before the table was written)."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    return (folder / JSON_FILE).is_file() or all(p.is_dir() and not p.is_symlink() and RunDir(p).holds_run()
+                                                  for p in entries)
 
 
 def rung_config(source: str, name: str, *, budget: float, mode: str | None = None, seed: int = 1337,

@@ -12,6 +12,7 @@ from lmlab.config import check_seed
 from lmlab.errors import ConfigError
 from lmlab.models.base import capability, model_device
 from lmlab.models.generation import check_sampling_args
+from lmlab.models.size import available_memory
 from lmlab.run.folder import LoadedRun
 
 
@@ -50,6 +51,7 @@ def sample_texts(
     context = capability(run.model, "max_context") or len(prompt_ids) + 1
     max_new = options.max_new_tokens or (max(4 * context, 64) if lines_mode else 500)
     device = model_device(run.model)
+    check_ids_fit(options.num_samples, len(prompt_ids) + max_new)
     input_ids = torch.tensor([prompt_ids] * options.num_samples, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(options.seed)
 
@@ -62,6 +64,19 @@ def sample_texts(
         generator=generator, streamer=streamer if on_token is not None else None,
     )
     return [options.prompt + tok.decode(row[len(prompt_ids):].tolist()) for row in out]
+
+
+# Copies of the token ids a generation holds at once: the growing sequence, and the next one concatenated.
+ID_COPIES = 2
+
+
+def check_ids_fit(rows: int, length: int, available: int | None = None) -> None:
+    """ConfigError when `rows` sequences of `length` token ids (int64) cannot fit in memory."""
+    needed = rows * length * 8 * ID_COPIES
+    available = available_memory() if available is None else available
+    if available is not None and needed > available:
+        raise ConfigError(f"{rows:,} samples of {length:,} tokens need {needed / 2**30:,.1f} GiB for their ids, more "
+                          f"than the {available / 2**30:,.1f} GiB available; lower --max-new-tokens or -n")
 
 
 def batch_seed(seed: int, batch: int) -> int:

@@ -28,6 +28,7 @@ if _policy:  # before any import that loads torch
     os.environ["OMP_WAIT_POLICY"] = _policy
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -48,6 +49,8 @@ from lmlab.cli.ladder import cmd_ladder, ladder_args
 from lmlab.cli.tasks import classify_args, cmd_classify, cmd_data, cmd_forecast, data_args, forecast_args
 from lmlab.cli.train import cmd_lr_find, cmd_train, lr_find_args, train_args
 from lmlab.errors import LmlabError
+
+log = logging.getLogger("lmlab")
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]] = {
     "train": (cmd_train, train_args),
@@ -89,10 +92,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _text_from_the_shell(argv: list[str]) -> list[str]:
+    """Arguments as the user typed them: under a C or POSIX locale Python decodes them as ASCII and keeps
+    other bytes as surrogates ('é' becomes '\\udcc3\\udca9'); UTF-8 is what a terminal sends, so those
+    bytes are decoded again as UTF-8 (arguments that are not UTF-8 stay as they came)."""
+    fixed = []
+    for arg in argv:
+        if any("\udc80" <= c <= "\udcff" for c in arg):
+            with contextlib.suppress(UnicodeError):
+                arg = os.fsencode(arg).decode("utf-8")
+        fixed.append(arg)
+    return fixed
+
+
+def _stdout_that_cannot_fail_on_text() -> None:
+    """Samples may hold any character; a stdout whose encoding cannot show one (PYTHONIOENCODING=ascii, a
+    POSIX locale) writes it as an escape instead of failing, and says so once."""
+    encoding = (getattr(sys.stdout, "encoding", None) or "utf-8").lower().replace("_", "-")
+    if encoding in ("utf-8", "utf8") or not hasattr(sys.stdout, "reconfigure"):
+        return
+    sys.stdout.reconfigure(errors="backslashreplace")
+    log.info("stdout's encoding is %s: characters it cannot show are written as \\x.. escapes (set "
+             "PYTHONIOENCODING=utf-8 or a UTF-8 locale to see them)", encoding)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_text_from_the_shell(sys.argv[1:] if argv is None else argv))
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", handlers=[TqdmLogHandler(sys.stderr)])
+    _stdout_that_cannot_fail_on_text()
     try:
         return COMMANDS[args.command][0](args)
     except LmlabError as err:
@@ -101,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lmlab sample | head`: the reader has what it wanted
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python exits
+        return 0
     except OSError as err:  # the machine's fault, not the program's: disk full, read-only, no permission
         if os.environ.get("LMLAB_DEBUG"):
             raise

@@ -58,8 +58,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     # Novelty is counted as samples come: the data's examples are held once, the samples never all at once.
     seen = counts = None
     if run.config.data.mode == "lines":
-        seen = {name: set(texts) for name, texts in prepare_data(run.config.data, run.tokenizer).texts.items()}
-        counts = {f"in_{name}": 0 for name in seen} | {"new": 0}
+        seen = _examples_for_novelty(run)
+        counts = {f"in_{name}": 0 for name in seen} | {"new": 0} if seen is not None else None
     if args.json:  # one object, written as it grows: the same bytes as json.dumps of the whole
         print('{"samples": [', end="")
     for i, text in enumerate(iter_samples(run, options, SAMPLE_BATCH, on_token=on_token)):
@@ -82,6 +82,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif counts:
         print(", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()), file=sys.stderr)
     return 0
+
+
+def _examples_for_novelty(run) -> dict[str, set[str]] | None:
+    """The run's examples by split, to count samples that copy one; None, with a note, when the data is gone
+    or changed: sampling needs only the run folder, novelty is a bonus."""
+    try:
+        data = prepare_data(run.config.data, run.tokenizer)
+        run.run_dir.require_same_data(data.splits["train"], run.config.data.source)
+    except LmlabError as err:
+        print(f"novelty not counted: {err}", file=sys.stderr)
+        return None
+    return {name: set(texts) for name, texts in data.texts.items()}
 
 
 def sample_args(p: argparse.ArgumentParser) -> None:
@@ -123,11 +135,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Compare finished runs: model, parameters, train/val/test NLL, bits/char, tokens/s, time; plot val curves."""
     rows = compare_runs(args.runs)
     plot = _compare_plot_path(args.runs) if args.plot is None else args.plot
-    if plot:
+    note = None
+    if plot and args.plot is None:  # the default is a convenience: a folder it cannot write costs only the plot
+        try:
+            plot_val_curves(rows, plot, x=args.x)
+        except (OSError, LmlabError) as err:
+            note, plot = f"validation curves not written ({err}); choose a file with --plot", None
+    elif plot:
         plot_val_curves(rows, plot, x=args.x)
     print(to_json(rows) if args.json else format_table(rows), end="")
     if plot:
         print(f"validation curves: {plot}", file=sys.stderr)
+    if note:
+        print(note, file=sys.stderr)
     if args.tensorboard:
         write_tensorboard_runs(args.runs, args.tensorboard)
         print(f"tensorboard --logdir {args.tensorboard}", file=sys.stderr)
@@ -135,17 +155,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _compare_plot_path(runs: list[str]) -> Path:
-    """Beside the runs, never the current folder: in the run for one, in the folder holding them for several."""
+    """Beside the runs, never the current folder and never inside a run: in the folder holding them."""
     dirs = [Path(r).resolve() for r in runs]
-    folder = dirs[0] if len(dirs) == 1 else Path(os.path.commonpath([d.parent for d in dirs]))
-    return folder / "val_curves.png"
+    folder = Path(os.path.commonpath([d.parent for d in dirs]))
+    return folder / (f"{dirs[0].name}-val_curves.png" if len(dirs) == 1 else "val_curves.png")
 
 
 def compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
     p.add_argument("--json", action="store_true", help="print the rows as JSON (with the validation curves)")
     p.add_argument("--plot", metavar="FILE.png", help="where to write the validation curves (default: "
-                   "val_curves.png in the run, or in the folder holding the runs; '' for none)")
+                   "RUN-val_curves.png for one run, val_curves.png for several, in the folder holding them; "
+                   "never inside a run; '' for none)")
     p.add_argument("--x", choices=["step", "time"], default="step",
                    help="x axis of the plot: steps, or training time for runs with a time budget (default: step)")
     p.add_argument("--tensorboard", metavar="DIR", help="also write one TensorBoard folder with a run per RUN")

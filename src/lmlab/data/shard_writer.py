@@ -23,7 +23,7 @@ from lmlab.data import load_corpus
 from lmlab.data.documents import split_documents
 from lmlab.data.shards import FORMAT_VERSION, META_FILE, shard_dtype
 from lmlab.errors import ConfigError, DataError
-from lmlab.files import atomic_write_text
+from lmlab.files import atomic_write, atomic_write_text, claim_output_folder
 from lmlab.tokenizers import CharTokenizer, Tokenizer, encode_joined, fit_tokenizer
 
 
@@ -51,7 +51,8 @@ def _write_split(tokenizer: Tokenizer, pieces: list[str], path: Path, dtype: np.
     if isinstance(tokenizer, CharTokenizer):  # val/test characters unseen in training are left out
         pieces = ["".join(c for c in p if c in tokenizer.char_to_id) for p in pieces]
     count, boundaries = 0, []
-    with open(path, "wb") as fh:
+    path.unlink(missing_ok=True)  # a new file: never through a link planted under this name
+    with open(path, "xb") as fh:
         for ids in encode_joined(tokenizer, pieces):
             if ids is None:
                 boundaries.append(count)
@@ -61,12 +62,24 @@ def _write_split(tokenizer: Tokenizer, pieces: list[str], path: Path, dtype: np.
     return count, boundaries
 
 
+def _save_npy(path: Path, values: np.ndarray) -> None:
+    with open(path, "xb") as fh:  # np.save on a name would add ".npy" to the temporary file's
+        np.save(fh, values, allow_pickle=False)
+
+
+def is_prepared_folder(folder: Path) -> bool:
+    """A folder `data prepare` wrote (its meta.json): preparing it again replaces its shards."""
+    try:
+        meta = json.loads((Path(folder) / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and "lmlab_shards" in meta
+
+
 def prepare_shards(options: PrepareOptions) -> dict[str, Any]:
     """Fit the tokenizer on the training part, write every split's ids, and return meta.json's contents
     (with the tokenization throughput in MB of UTF-8 text per second)."""
-    out = Path(options.out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
+    out = claim_output_folder(options.out, "the prepared data", may_replace=is_prepared_folder)
     corpus = load_corpus(options.source, options.encoding)
     parts = split_documents([d for d in corpus.documents if d], options.val_fraction, options.test_fraction)
     megabytes = sum(len(d.encode("utf-8")) for d in corpus.documents) / 1e6
@@ -83,7 +96,9 @@ def prepare_shards(options: PrepareOptions) -> dict[str, Any]:
         characters = sum(len(p) for p in pieces) + max(len(pieces) - 1, 0)
         splits[name] = {"file": f"{name}.bin", "tokens": tokens, "characters": characters}
         if boundaries:
-            np.save(out / f"{name}.boundaries.npy", np.asarray(boundaries, dtype=np.int64), allow_pickle=False)
+            positions = np.asarray(boundaries, dtype=np.int64)
+            atomic_write(out / f"{name}.boundaries.npy",
+                         lambda tmp, positions=positions: _save_npy(tmp, positions))
             splits[name]["boundaries"] = {"file": f"{name}.boundaries.npy", "count": len(boundaries)}
         else:  # a folder prepared again over an older one of several documents
             (out / f"{name}.boundaries.npy").unlink(missing_ok=True)

@@ -98,6 +98,10 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
         raise DataError(f"unknown encoding {encoding!r}") from None
     nul = -1 if wide else data.find(b"\x00")  # the whole file: a NUL past the first KB is as binary
     if nul >= 0:
+        wide_guess = _wide_encoding_guess(data)
+        if wide_guess:
+            raise DataError(f"{path}: looks like {wide_guess} text (NUL bytes between the characters); pass "
+                            f"--encoding {wide_guess.lower()}")
         raise DataError(f"{path}: looks like a binary file (it contains NUL bytes, the first at byte {nul:,}), "
                         "not text")
     try:
@@ -112,6 +116,20 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     if "\x00" in text:  # a wide encoding's NUL character
         raise DataError(f"{path}: looks like a binary file (it contains NUL characters), not text")
     return text.removeprefix("\ufeff")
+
+
+def _wide_encoding_guess(data: bytes) -> str | None:
+    """'UTF-16' or 'UTF-32' when `data` starts with that encoding's byte-order mark, or when it decodes as
+    UTF-16 with every other byte NUL (ASCII text saved as UTF-16 without one); else None."""
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "UTF-32"
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "UTF-16"
+    head = data[:4096]
+    for zeros in (head[1::2], head[0::2]):
+        if len(head) >= 4 and zeros.count(0) >= 0.9 * len(zeros):
+            return "UTF-16"
+    return None
 
 
 def load_corpus(source: str, encoding: str = "utf-8", text_field: str = "text") -> Corpus:

@@ -30,6 +30,7 @@ from lmlab.export.hf_convert import (
     tokenizer_from_hf,
 )
 from lmlab.export.safety import check_export_target, check_hf_weights, read_hf_config
+from lmlab.files import atomic_write, atomic_write_text, claim_output_folder
 from lmlab.models.gpt import GPT, PRESETS
 from lmlab.run.config import resolve_config
 from lmlab.run.folder import LoadedRun, RunDir
@@ -66,9 +67,10 @@ def write_hf_folder(run: LoadedRun, out: str | Path, hf: dict[str, Any], weights
     files["README.md"] = model_card(run)
     out = check_export_target(Path(out), run.run_dir, force)
     out.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    atomic_write(out / "model.safetensors",
+                 lambda tmp: safetensors.torch.save_file(weights, str(tmp), metadata={"format": "pt"}))
     for name, text in files.items():
-        (out / name).write_text(text, encoding="utf-8")
+        atomic_write_text(out / name, text)
     return out
 
 
@@ -162,10 +164,7 @@ def import_hf(hf_dir: str | Path, out: str | Path, data: dict[str, Any] | None =
 
 def new_run_folder(out: str | Path) -> RunDir:
     """The folder an import writes, refused before anything is read if it already holds a run."""
-    out = RunDir(out)
-    if out.holds_run():
-        raise CheckpointError(f"{out} already holds a run; choose another --out")
-    return out
+    return RunDir(claim_output_folder(out, "the imported model"))
 
 
 def create_imported_run(out: RunDir, name: str, model: torch.nn.Module, tokenizer: Tokenizer, hf_dir: str | Path,

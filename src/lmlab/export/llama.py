@@ -39,6 +39,7 @@ from lmlab.export.hf import (
 from lmlab.export.hf_convert import ExportError
 from lmlab.export.safety import read_hf_config
 from lmlab.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
+from lmlab.models.size import check_model_fits
 from lmlab.run.folder import LoadedRun
 
 MODEL_TYPES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
@@ -202,6 +203,7 @@ def load_llama_dir(hf_dir: str | Path) -> tuple[Llama, Any]:
     hf_dir = Path(hf_dir)
     hf = read_hf_config(hf_dir)
     config = llama_config_from_hf(hf)
+    check_model_fits(Llama, config, training=False, what=f"{hf_dir}'s model")  # before the weights are read
     weights, tokenizer = read_weights_and_tokenizer(hf_dir, config.vocab_size)
     return fill(Llama(config), from_llama_state_dict(weights, config), hf_dir, f"a {hf['model_type']}"), tokenizer
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from lmlab.export.hf_convert import ExportError, hf_tokenizer_files
 from lmlab.export.safety import check_export_target
+from lmlab.files import atomic_write, atomic_write_text
 from lmlab.models.base import capability
 from lmlab.run.folder import LoadedRun
 
@@ -105,7 +106,7 @@ def export_onnx(run: LoadedRun, out: str | Path, check: bool = True, force: bool
         with quiet() as chatter:
             program = torch.onnx.export(model, (example,), input_names=["input_ids"], output_names=["logits"],
                                         dynamic_shapes={"input_ids": dims}, dynamo=True, verbose=False)
-            program.save(str(out / ONNX_FILE))
+            atomic_write(out / ONNX_FILE, lambda tmp: program.save(str(tmp)))
     except Exception as err:  # noqa: BLE001 (the exporter raises many types; all mean "cannot export this")
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ExportError(f"torch.onnx could not export the {run.config.model_name!r} model: {first}") from None
@@ -115,7 +116,7 @@ def export_onnx(run: LoadedRun, out: str | Path, check: bool = True, force: bool
                                      "boundary_token_id": str(run.tokenizer.boundary_id),
                                      "data_mode": str(run.config.data.mode), "model": run.config.model_name})
     for name, text in tokenizer_files.items():
-        (out / name).write_text(text, encoding="utf-8")
+        atomic_write_text(out / name, text)
     run.tokenizer.save(out / "lmlab_tokenizer.json")
     diff = check_onnx(model, out / ONNX_FILE, run.tokenizer.vocab_size, block) if check else None
     return out, diff
@@ -135,7 +136,7 @@ def describe_graph(path: Path, metadata: dict[str, str]) -> None:
         output.shape.dim[i].CopyFrom(given.dim[i])
     for key, value in metadata.items():
         graph_model.metadata_props.add(key=f"lmlab.{key}", value=value)
-    onnx.save(graph_model, str(path))
+    atomic_write(path, lambda tmp: onnx.save(graph_model, str(tmp)))
 
 
 @torch.no_grad()

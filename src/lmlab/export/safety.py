@@ -15,42 +15,23 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from lmlab.errors import CheckpointError, LmlabError
+from lmlab.errors import CheckpointError
+from lmlab.files import OutputRefused, claim_output_folder, is_run_folder
 from lmlab.training.memory import available_memory
 
-RUN_MARKERS = ("trainer_state.pt", "metrics.jsonl", "summary.json")
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
 INT_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
 LIMITS = {"vocab_size": 10_000_000, "n_positions": 1 << 20, "n_embd": 1 << 16, "n_layer": 1024, "n_head": 1024}
 
 
-class ExportTargetError(LmlabError):
-    """The export's output folder holds something it would overwrite."""
-
-
-def is_run_dir(path: Path) -> bool:
-    """A folder holding an lmlab run: its config.json (sections data/model/train) or trainer files."""
-    if any((path / name).exists() for name in RUN_MARKERS):
-        return True
-    try:
-        saved = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(saved, dict) and ("lmlab_version" in saved or {"data", "model", "train"} <= set(saved))
-
-
 def check_export_target(out: Path, run_dir: Path | None, force: bool) -> Path:
-    """`out` if an export may write there: new, or empty, or (with `force`) holding anything but a run."""
-    if out.exists() and not out.is_dir():
-        raise ExportTargetError(f"{out} is a file, not a folder; choose another OUT")
-    same = run_dir is not None and out.exists() and Path(run_dir).exists() and out.samefile(run_dir)
-    if same or (out.is_dir() and is_run_dir(out)):
-        raise ExportTargetError(f"{out} is a run directory; an export would overwrite its config.json and "
-                                "weights; choose another OUT (--force does not apply to runs)")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ExportTargetError(f"{out} is not empty; choose a new OUT, or pass --force to overwrite the "
-                                "export files in it")
-    return out
+    """`out` if an export may write there (files.py's one rule for output folders): new, or empty,
+    or (with `force`) holding anything but a run; never the run itself, a run, or a folder inside one."""
+    out = Path(out)
+    if run_dir is not None and out.exists() and Path(run_dir).exists() and out.samefile(run_dir):
+        raise OutputRefused(f"{out} is a run directory (the run being exported); choose another OUT")
+    return claim_output_folder(out, "the export", may_replace=lambda folder: force and not is_run_folder(folder),
+                               force_hint=", or pass --force to overwrite the export files in it")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -310,6 +310,9 @@ class Inspector(Callback):
     def on_train_end(self, trainer) -> None:
         self.finish(trainer)
 
+    def on_interrupt(self, trainer) -> None:
+        self.finish(trainer)
+
     def _control(self, trainer) -> RunControl:
         if self.stats.run is None:
             self.stats.run = RunControl(planned_steps=self._planned_steps)

@@ -6,6 +6,7 @@ The filters behave as transformers' TopKLogitsWarper / TopPLogitsWarper (checked
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -31,11 +32,17 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(remove, float("-inf"))
 
 
+# Tokens one call may generate: each row's ids are held in full (and a recurrent model's steps run one by one).
+MAX_NEW_TOKENS = 1_000_000
+
+
 def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not (temperature >= 0 and math.isfinite(temperature)):  # NaN fails every comparison: sampled greedily
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    if max_new_tokens > MAX_NEW_TOKENS:
+        raise ValueError(f"max_new_tokens must be at most {MAX_NEW_TOKENS:,}, got {max_new_tokens:,}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:

@@ -7,6 +7,7 @@ Shape legend: B batch, T time, V vocabulary, C = V ** (n - 1) contexts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,10 +33,11 @@ class NGramConfig:
             raise ConfigError(f"model.n must be at least 1, got {self.n}")
         if self.alpha < 0:
             raise ConfigError(f"model.alpha must be >= 0, got {self.alpha}")
-        if self.vocab_size and self.vocab_size**self.n > MAX_TABLE_ENTRIES:
+        # In logarithms: V ** n itself can have millions of digits
+        if self.vocab_size > 1 and self.n * math.log10(self.vocab_size) > math.log10(MAX_TABLE_ENTRIES):
             raise ConfigError(
-                f"model.n={self.n} with {self.vocab_size} tokens needs a table of {self.vocab_size**self.n:,} "
-                f"counts (limit {MAX_TABLE_ENTRIES:,}); lower n"
+                f"model.n={self.n:,} with {self.vocab_size} tokens needs a table of about "
+                f"10^{self.n * math.log10(self.vocab_size):,.0f} counts (limit {MAX_TABLE_ENTRIES:,}); lower n"
             )
 
 

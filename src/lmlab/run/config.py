@@ -18,6 +18,7 @@ from lmlab import __version__
 from lmlab.config import DataConfig, TrainConfig, build_config, merge, to_dict
 from lmlab.errors import ConfigError
 from lmlab.models import DEFAULT_MODEL, REGISTRY
+from lmlab.models.size import check_model_fits
 from lmlab.tokenizers import Tokenizer
 
 SECTIONS = ("data", "model", "train")
@@ -83,10 +84,15 @@ def resolve_config(values: dict[str, Any] | RunConfig) -> RunConfig:
     )
 
 
-def build_model(config: RunConfig, tokenizer: Tokenizer, block_size: int) -> torch.nn.Module:
-    """The registered model with the sizes only the data knows filled in, initialised from train.seed."""
+def build_model(config: RunConfig, tokenizer: Tokenizer, block_size: int, *, training: bool = False) -> torch.nn.Module:
+    """The registered model with the sizes only the data knows filled in, initialised from train.seed; its
+    sizes are checked against hard limits and the machine's memory first (to train it, or to use it)."""
     model_config = dataclasses.replace(
         config.model, vocab_size=tokenizer.vocab_size, block_size=block_size, pad_id=tokenizer.boundary_id
     )
+    model_cls = REGISTRY[config.model_name].model_cls
+    copies = int(bool(config.train.ema_decay)) + int(bool(config.train.early_stopping))  # the average, the best
+    check_model_fits(model_cls, model_config, training=training, extra_copies=copies,
+                     what=f"the {config.model_name} model")
     torch.manual_seed(config.train.seed)
-    return REGISTRY[config.model_name].model_cls(model_config)
+    return model_cls(model_config)

@@ -14,7 +14,9 @@ from pathlib import Path
 from lmlab.config import DataConfig
 from lmlab.data import LinesDataset, StreamDataset, TokenDataset, load_corpus, split_indices
 from lmlab.data.documents import split_documents
+from lmlab.data.records import split_field
 from lmlab.data.shards import is_prepared, open_shards
+from lmlab.data.sources import EMBEDDED
 from lmlab.errors import CheckpointError, ConfigError, DataError, TokenizerError
 from lmlab.tokenizers import CharTokenizer, Tokenizer, encode_documents, fit_tokenizer, load_tokenizer, tokenizer_kind
 
@@ -122,11 +124,25 @@ def _prepared_folder(config: DataConfig, tokenizer: Tokenizer | None) -> RunData
     return RunData(own, "stream", splits, {})
 
 
+def absolute_source(source: str) -> str:
+    """A data source that is a path, made absolute (a field after a colon kept), so a run's config.json
+    names its data wherever the run is read from; an embedded data set's name is kept as it is."""
+    if source in EMBEDDED:
+        return source
+    path, field = split_field(source)
+    full = Path(path).expanduser()
+    if not full.exists():
+        return source
+    return str(full.resolve()) + (f":{field}" if field else "")
+
+
 def resolved_data_config(config: DataConfig, data: RunData) -> DataConfig:
-    """The data config as the run really used it (the mode and, for a prepared folder, its tokenizer)."""
+    """The data config as the run really used it (the source as an absolute path, the mode and, for a
+    prepared folder, its tokenizer)."""
     kind = tokenizer_kind(data.tokenizer)
     vocab_size = 0 if kind == "char" else data.tokenizer.vocab_size
-    return dataclasses.replace(config, mode=data.mode, tokenizer=kind, vocab_size=vocab_size)
+    return dataclasses.replace(config, source=absolute_source(config.source), mode=data.mode, tokenizer=kind,
+                               vocab_size=vocab_size)
 
 
 def with_block_size(data: RunData, block_size: int) -> RunData:

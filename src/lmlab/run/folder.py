@@ -26,13 +26,21 @@ from typing import Any
 import torch
 
 from lmlab.data.sources import EMBEDDED
-from lmlab.errors import CheckpointError
-from lmlab.files import atomic_write_text
+from lmlab.errors import CheckpointError, DataError
+from lmlab.files import (
+    LOCK_FILE,
+    RUN_CONFIG_FILE,
+    atomic_write_text,
+    is_run_folder,
+    open_in_place,
+    refuse_link,
+)
 from lmlab.run.config import RunConfig, build_model, resolve_config
 from lmlab.tokenizers import Tokenizer, load_tokenizer
 from lmlab.training.checkpoint.format import (
     MODEL_FILE,
     STATE_FILE,
+    data_fingerprint,
     load_weights,
     read_json,
     rng_state,
@@ -42,7 +50,7 @@ from lmlab.training.checkpoint.parts import FORMAT
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = RUN_CONFIG_FILE  # named in files.py, whose rule for output folders must recognise a run
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -50,9 +58,18 @@ INSPECTION_FILE = "inspect.json"
 FINDINGS_FILE = "findings.json"
 REPORT_FILE = "report.html"
 CHECKPOINTS_DIR = "checkpoints"
-LOCK_FILE = ".lock"
 RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, MODEL_FILE, STATE_FILE, METRICS_FILE, SUMMARY_FILE, FINDINGS_FILE,
              REPORT_FILE, INSPECTION_FILE)
+
+
+def is_run_or_its_start(path: Path) -> bool:
+    """A run, or what a start killed before its first checkpoint left: lmlab's lock and run files only."""
+    path = Path(path)
+    if is_run_folder(path):
+        return True
+    ours = {LOCK_FILE, CHECKPOINTS_DIR, *RUN_FILES, *(f".{name}.tmp" for name in RUN_FILES)}
+    names = {p.name for p in path.iterdir()}
+    return LOCK_FILE in names and names <= ours
 
 
 class RunLocked(CheckpointError):
@@ -129,8 +146,10 @@ class RunDir:
         Readers (eval, sample, inspect, compare) never lock, so they keep working on a live run."""
         if self._lock_handle is not None:
             return self
+        for name in (LOCK_FILE, CHECKPOINTS_DIR, *RUN_FILES):  # a writer replaces files; it never follows links
+            refuse_link(self.path / name, "in a run folder")
         self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 -- held until unlock()
+        handle = open_in_place(self.path / LOCK_FILE, "a+")  # held until unlock(); a link there is refused
         try:
             import fcntl
         except ImportError:  # Windows: no flock; a second writer is not caught there
@@ -199,13 +218,25 @@ class RunDir:
     def load_tokenizer(self) -> Tokenizer:
         return load_tokenizer(self.path / TOKENIZER_FILE)
 
+    def require_same_data(self, train_split: Any, source: str) -> None:
+        """DataError if the training split rebuilt from `source` is not the one this run trained on (the file
+        changed since), by the fingerprint its checkpoint keeps; runs that keep none (imported) pass."""
+        try:  # mmap: only the fingerprint is read, not the optimizer state
+            state = torch.load(self.path / STATE_FILE, weights_only=True, map_location="cpu", mmap=True)
+        except Exception:  # noqa: BLE001 -- no or unreadable trainer state: nothing to compare against
+            return
+        saved = state.get("data_fingerprint") if isinstance(state, dict) else None
+        if isinstance(saved, str) and saved != data_fingerprint(train_split):
+            raise DataError(f"{source}: the data changed since {self.path} was trained (its training split "
+                            "differs from the one the run kept a fingerprint of); restore the data, or train again")
+
     def read_summary(self) -> dict[str, Any]:
         return self.read_json(SUMMARY_FILE, "summary")
 
     # -- the metrics log ------------------------------------------------------------------------------------
 
     def append_metric(self, record: dict[str, Any]) -> None:
-        with open(self.path / METRICS_FILE, "a", encoding="utf-8") as fh:
+        with open_in_place(self.path / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -247,11 +278,16 @@ class RunDir:
     # -- starting over --------------------------------------------------------------------------------------
 
     def clear(self) -> None:
-        """Remove a previous run's files (and a crashed write's leftovers); other files stay."""
+        """Remove a previous run's files (and a crashed write's leftovers); other files stay. A checkpoints
+        folder that is a link loses the link, never the files it points to."""
         for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
             (self.path / f".{name}.tmp").unlink(missing_ok=True)
-        shutil.rmtree(self.path / CHECKPOINTS_DIR, ignore_errors=True)
+        checkpoints = self.path / CHECKPOINTS_DIR
+        if checkpoints.is_symlink():
+            checkpoints.unlink()
+        else:
+            shutil.rmtree(checkpoints, ignore_errors=True)
 
 
 def default_run_dir(name: str, source: str) -> Path:

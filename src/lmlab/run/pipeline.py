@@ -31,12 +31,21 @@ import torch
 from lmlab.errors import CheckpointError, ConfigError, TrainingDiverged
 from lmlab.evaluate import evaluate_run
 from lmlab.export import export_run
+from lmlab.files import claim_output_folder
 from lmlab.inspector import Finding, Inspector, find_problems, load_findings
 from lmlab.inspector.report import reinspect, write_inspection
 from lmlab.models import count_parameters
 from lmlab.run.config import RunConfig, build_model
 from lmlab.run.data import RunData
-from lmlab.run.folder import FINDINGS_FILE, SUMMARY_FILE, LoadedRun, RunDir, default_run_dir, load_run
+from lmlab.run.folder import (
+    FINDINGS_FILE,
+    SUMMARY_FILE,
+    LoadedRun,
+    RunDir,
+    default_run_dir,
+    is_run_or_its_start,
+    load_run,
+)
 from lmlab.run.plan import Resolved, plan_run, resolve_run
 from lmlab.sample import SampleOptions, sample_texts
 from lmlab.training.budget import train_longer_hint
@@ -163,6 +172,7 @@ def train(
 def _train(resolved: Resolved, run_dir: RunDir, force: bool, callbacks: Sequence[Callback], inspect: bool | int,
            data: RunData | None, parallel: Parallel) -> Run:
     resume = resolved.resume
+    claim_output_folder(run_dir.path, "a new run", may_replace=is_run_or_its_start)
     created = not run_dir.path.exists()
     started = time.perf_counter()
     keep_folder = False  # a folder this call created goes again if it fails before its first checkpoint
@@ -174,19 +184,25 @@ def _train(resolved: Resolved, run_dir: RunDir, force: bool, callbacks: Sequence
                                   "start over")
         plan = plan_run(resolved, run_dir.load_tokenizer() if resume else None, data)
         config, data, context = plan.config, plan.data, plan.context
-        model = build_model(config, data.tokenizer, context)
+        model = build_model(config, data.tokenizer, context, training=True)
         chosen = _callbacks(config, run_dir, inspect, callbacks, parallel)
         log.info("%s: %s parameters; data %s (%s mode, vocab %d, %s train tokens) -> %s", config.model_name,
                  f"{count_parameters(model):,}", config.data.source, data.mode, data.tokenizer.vocab_size,
                  f"{data.splits['train'].num_predictions:,}", run_dir)
+        run_files = _RunFiles(run_dir, config, data, context)
         trainer = Trainer(model, data.splits["train"], data.splits["val"], config.train, run_dir=run_dir,
-                          parallel=parallel, callbacks=[*chosen, _RunFiles(run_dir, config, data, context)])
+                          parallel=parallel, callbacks=[*chosen, run_files])
         if resume:  # a checkpoint that cannot be resumed leaves the run as it was
             trainer.load_checkpoint(run_dir)
+            if trainer.step > config.train.max_steps:
+                raise CheckpointError(f"{run_dir} is at step {trainer.step}, past --max-steps "
+                                      f"{config.train.max_steps}; resume to a later step (or start over with "
+                                      "--force)")
             log.info("resuming %s at step %d", run_dir, trainer.step)
         parallel.barrier()  # every rank has read the folder before rank 0 changes it
         if parallel.is_main and not resume:
             run_dir.clear()  # a previous run's files (with --force) or a killed start's leftovers
+            run_files.write()  # before the first checkpoint: a kill right after it leaves a run that resumes
         interrupted = _fit(trainer, run_dir)
         keep_folder = True
     except TrainingDiverged as err:
@@ -211,7 +227,7 @@ def find_lr(config: dict[str, Any] | RunConfig | None = None, **options: Any) ->
     if resolved.config.train.threads == "auto":
         use_fitting_threads()
     plan = plan_run(resolved)
-    model = build_model(plan.config, plan.data.tokenizer, plan.context)
+    model = build_model(plan.config, plan.data.tokenizer, plan.context, training=True)
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"model {plan.config.model_name!r} is counted, not trained by gradient steps: no LR "
                           "to find")
@@ -234,9 +250,10 @@ def _callbacks(config: RunConfig, run_dir: RunDir, inspect: bool | int, extra: S
 
 
 class _RunFiles(Callback):
-    """Writes config.json and tokenizer.json once the first checkpoint is written, so the config in the
-    folder always describes the checkpoint beside it: a failed start or a resume that dies before its first
-    checkpoint leaves the old files as they were."""
+    """Writes config.json and tokenizer.json: a new run before its first checkpoint (a kill just after that
+    checkpoint then leaves a run that resumes, and one before it a run that says it has no checkpoint yet);
+    a resumed run once its first checkpoint is written, so a resume that dies before one leaves the old files
+    describing the checkpoint beside them."""
 
     name = "run_files"
 
@@ -244,10 +261,14 @@ class _RunFiles(Callback):
         self.run_dir, self.config, self.data, self.context = run_dir, config, data, context
         self.written = False
 
+    def write(self) -> None:
+        self.run_dir.write_config(self.config, self.context)
+        self.run_dir.save_tokenizer(self.data.tokenizer)
+        self.written = True
+
     def on_checkpoint(self, trainer: Trainer) -> None:
         if not self.written and trainer.parallel.is_main:
-            self.run_dir.write_config(self.config, self.context)
-            self.run_dir.save_tokenizer(self.data.tokenizer)
+            self.write()
         self.written = True
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from lmlab.errors import CheckpointError
 from lmlab.run.config import RunConfig, merge_layers, resolve_config
-from lmlab.run.data import RunData, context_length, prepare_data, resolved_data_config
+from lmlab.run.data import RunData, absolute_source, context_length, prepare_data, resolved_data_config
 from lmlab.run.fit_defaults import fit_to_data
 from lmlab.run.folder import RunDir
 from lmlab.tokenizers import Tokenizer
@@ -50,7 +50,9 @@ def resolve_run(layers: dict[str, Any] | RunConfig, run_dir: RunDir | None = Non
         raise CheckpointError(f"{run_dir} is a {saved.model_name} run; --resume continues the run's own data "
                               "and model; change only train.*")
     config = resolve_config(merge_layers(saved.to_dict(), changes))
-    if config.data != saved.data or config.model != saved.model or config.model_name != saved.model_name:
+    same_data = dataclasses.replace(config.data, source=absolute_source(config.data.source)) == \
+        dataclasses.replace(saved.data, source=absolute_source(saved.data.source))  # --data given relative
+    if not same_data or config.model != saved.model or config.model_name != saved.model_name:
         raise CheckpointError(f"{run_dir} is a {saved.model_name} run; --resume continues the run's own data "
                               "and model; change only train.*")
     return Resolved(config=config, saved_context=context, resume=True)

@@ -16,7 +16,8 @@ import torch
 
 from lmlab.config import TrainConfig, build_config, to_dict
 from lmlab.errors import ConfigError, DataError
-from lmlab.run.folder import CONFIG_FILE, SUMMARY_FILE, RunDir
+from lmlab.files import claim_output_folder
+from lmlab.run.folder import CONFIG_FILE, SUMMARY_FILE, RunDir, is_run_or_its_start
 from lmlab.series.baselines import baseline_forecasts, errors
 from lmlab.series.conv_lstm import ConvLSTMForecaster, ConvLSTMForecasterConfig
 from lmlab.series.data import SYNTHETIC, WindowDataset, load_series, split_time
@@ -246,6 +247,7 @@ def run_forecast(
              "model": {"name": model_name, **to_dict(model_config)}, "train": to_dict(train_config)}
     torch.manual_seed(train_config.seed)
     model = model_cls(model_config)
+    claim_output_folder(out, "a forecast run", may_replace=is_run_or_its_start)
     with RunDir(out) as run_dir:  # locked: one writer at a time
         run_dir.clear()
         run_dir.write_json(CONFIG_FILE, saved)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from lmlab.errors import TokenizerError
+from lmlab.files import atomic_write
 from lmlab.tokenizers.base import BOUNDARY, Encoding, checked_ids
 
 DEFAULT_VOCAB_SIZE = 1024
@@ -68,7 +69,7 @@ class BPETokenizer:
         return self.hf.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def save(self, path: str | Path) -> None:
-        self.hf.save(str(path))
+        atomic_write(Path(path), lambda tmp: self.hf.save(str(tmp)))
 
     @classmethod
     def from_file(cls, path: str | Path) -> BPETokenizer:

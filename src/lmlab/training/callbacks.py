@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lmlab.config import TrainConfig
+from lmlab.files import subfolder
+from lmlab.run.folder import CHECKPOINTS_DIR
 from lmlab.training.checkpoint.format import load_weights, save_weights
 from lmlab.training.schedule import lr_at
 
@@ -42,7 +44,12 @@ class Callback:
     def on_checkpoint(self, trainer: Trainer) -> None:
         """Just after the trainer wrote a checkpoint into the run folder."""
 
-    def on_train_end(self, trainer: Trainer) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None:
+        """Training ended (all steps taken, stopped early, or out of time): the place for final actions."""
+
+    def on_interrupt(self, trainer: Trainer) -> None:
+        """Ctrl-C or SIGTERM: the loop stopped and saved the state it was in, to be resumed. Release what
+        you hold (files); change nothing the checkpoint holds, or the resumed run would differ."""
 
     def state_dict(self) -> dict[str, Any]:
         """What this callback needs to resume exactly (JSON-serialisable)."""
@@ -114,7 +121,7 @@ class EarlyStopping(_Monitor):
 
     @staticmethod
     def _file(trainer: Trainer, step: int) -> Path | None:
-        folder = trainer.run_dir.path / "checkpoints" if trainer.run_dir is not None else None
+        folder = subfolder(Path(trainer.run_dir), CHECKPOINTS_DIR) if trainer.run_dir is not None else None
         return folder / f"best-step{step:07d}.safetensors" if folder is not None else None
 
     def update(self, trainer: Trainer, value: float) -> None:
@@ -124,7 +131,6 @@ class EarlyStopping(_Monitor):
                 self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
                 path = self._file(trainer, trainer.step)
                 if path is not None and trainer.parallel.is_main:
-                    path.parent.mkdir(exist_ok=True)
                     save_weights(trainer.model, path, trainer.step)  # before the checkpoint that names it
         elif self.wait >= self.patience:
             self.stopped_step = trainer.step
@@ -176,10 +182,10 @@ class ModelCheckpoint(Callback):
         self._folder: Path | None = None
 
     def _dir(self, trainer: Trainer) -> Path | None:
-        base = self.dirpath or (trainer.run_dir / "checkpoints" if trainer.run_dir is not None else None)
-        if base is not None:
-            Path(base).mkdir(parents=True, exist_ok=True)
-        return Path(base) if base is not None else None
+        if self.dirpath is None:
+            return subfolder(Path(trainer.run_dir), CHECKPOINTS_DIR) if trainer.run_dir is not None else None
+        Path(self.dirpath).mkdir(parents=True, exist_ok=True)
+        return Path(self.dirpath)
 
     def _consider(self, trainer: Trainer, record: dict[str, Any]) -> None:
         value, folder = _monitored(self.monitor, record), self._dir(trainer)

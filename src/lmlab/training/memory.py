@@ -9,28 +9,11 @@ with one line instead of an out-of-memory kill minutes later.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from lmlab.config import TrainConfig
 from lmlab.errors import ConfigError
+from lmlab.models.size import available_memory
 
 LOGIT_COPIES = 3  # logits, softmax/log-softmax inside cross-entropy, and their gradient
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation: MemAvailable on Linux, else physical memory; None if
-    unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def step_memory(config: TrainConfig, block_size: int, vocab_size: int, float_bytes: int = 4) -> int:

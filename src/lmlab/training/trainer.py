@@ -87,6 +87,7 @@ class Trainer:
         self.lr_scale = 1.0  # callbacks (ReduceLROnPlateau, LearningRateScheduler) scale the scheduled rate
         self._stop = False
         self._interrupted = False
+        self._looping = False  # an interrupt counts only while steps are being taken
         self._uncompiled_step = False
         self.last_eval_step: int | None = None
         self.checkpointer = trainer_state.parts(self)
@@ -109,10 +110,13 @@ class Trainer:
         self._stop = True
 
     def interrupt(self) -> None:
-        """Like `stop`, for Ctrl-C or SIGTERM: the loop ends after the current step and saves a checkpoint
-        without the final evaluation, so a resumed run logs exactly what an uninterrupted one would."""
-        self._interrupted = True
-        self._stop = True
+        """Like `stop`, for Ctrl-C or SIGTERM: the loop ends after the current step and saves the state it
+        was in, without the final evaluation and without the callbacks' end of training (`on_interrupt`
+        instead of `on_train_end`), so a resumed run logs and saves exactly what an uninterrupted one would.
+        Once the loop is over, training has ended and an interrupt changes nothing."""
+        if self._looping:
+            self._interrupted = True
+            self._stop = True
 
     @property
     def interrupted(self) -> bool:
@@ -186,7 +190,7 @@ class Trainer:
         if capability(self.model, "counted"):
             return self._fit_counts()
         config = self.config
-        self._stop = False
+        self._stop = self._interrupted = False
         self.model.train()
         if self.average is not None and self.average.swapped:  # fit() again: train the raw weights on
             self.average.swap()
@@ -202,6 +206,7 @@ class Trainer:
         threads = perf.ThreadChooser.for_config(config.threads, self.device)  # train.threads=auto
         # train.time_budget: fit the schedule to it (one process: ranks' clocks would disagree on the plan)
         budget = BudgetFitter.for_config(config) if self.parallel.world_size == 1 else None
+        self._looping = True
         try:
             while self.step < schedule.max_steps and not self.parallel.any(self._stop):
                 out_of_time = config.time_budget and time.perf_counter() - started >= config.time_budget
@@ -238,13 +243,16 @@ class Trainer:
                 if self.step % checkpoint_every == 0 or at_end:
                     self.save_checkpoint()
         finally:
+            self._looping = False
             progress.close()
         if not self._interrupted and self.last_eval_step != self.step:
             self.evaluate(exact=True)
         self.save_checkpoint()
         if self.average is not None:  # as Keras' use_ema: after fit() the model holds the average
             self.average.swap()
-        self._emit("on_train_end")
+        # Training ends only when it really ended: after an interrupt the saved state is the one the loop
+        # was in, and end-of-training actions (restoring the best weights) would save over it.
+        self._emit("on_interrupt" if self._interrupted else "on_train_end")
         return self
 
     def _train_step(self, lr: float) -> dict[str, Any] | None:

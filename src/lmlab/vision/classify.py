@@ -14,8 +14,9 @@ import torch
 
 from lmlab.config import TrainConfig, build_config, to_dict
 from lmlab.errors import ConfigError, DataError
+from lmlab.files import claim_output_folder
 from lmlab.inspector.finding import Finding
-from lmlab.run.folder import CONFIG_FILE, SUMMARY_FILE, RunDir
+from lmlab.run.folder import CONFIG_FILE, SUMMARY_FILE, RunDir, is_run_or_its_start
 from lmlab.training.callbacks import EarlyStopping
 from lmlab.training.trainer import Trainer
 from lmlab.vision.augment import Augment, AugmentedImages
@@ -86,6 +87,7 @@ def run_classify(
              "augment": augmenter.describe() if augmenter else "none", "patience": patience}
     torch.manual_seed(train_config.seed)
     model = ConvNet(model_config)
+    claim_output_folder(out, "a classifier run", may_replace=is_run_or_its_start)
     with RunDir(out) as out:  # locked: one writer at a time
         out.clear()
         out.write_json(CONFIG_FILE, saved)

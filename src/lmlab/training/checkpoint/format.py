@@ -45,12 +45,16 @@ class NonFiniteModel(LmlabError):
 
 
 def _save_model(model: torch.nn.Module, path: Path, step: int) -> None:
-    # save_model (not save_file) copes with tied weights such as a GPT's shared embedding and head.
-    safetensors.torch.save_model(model, str(path), metadata={"step": str(step)})
+    _save_weight_dict(model.state_dict(), path, step)
 
 
 def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
-    atomic_write(path, lambda tmp: _save_model(model, tmp, step))
+    """A weights file of its own (early stopping's best, ModelCheckpoint's), written as a checkpoint is."""
+    try:
+        atomic_write(path, lambda tmp: _save_model(model, tmp, step))
+    except (OSError, RuntimeError, safetensors.SafetensorError) as err:  # a full disk, whoever reports it
+        _raise_if_out_of_space(path.parent, model, {"step": step}, err)
+        raise
 
 
 def nonfinite_tensors(model: torch.nn.Module | dict[str, torch.Tensor]) -> list[str]:
@@ -81,7 +85,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tens
     except BaseException as err:
         for tmp in pending:
             tmp.unlink(missing_ok=True)
-        if isinstance(err, (OSError, RuntimeError)):  # torch.save reports a full disk as a RuntimeError
+        if isinstance(err, (OSError, RuntimeError, safetensors.SafetensorError)):  # torch.save: RuntimeError
             _raise_if_out_of_space(run_dir, model, state, err)
         raise
     os.replace(temporary_path(weights), weights)
@@ -153,15 +157,21 @@ def _save_model_or_dict(model: torch.nn.Module | dict[str, torch.Tensor], path: 
 
 
 def _save_weight_dict(state: dict[str, torch.Tensor], path: Path, step: int) -> None:
-    """A full state dict gathered from shards (FSDP). Tied weights (one tensor object under several names)
-    are stored once, under the alphabetically first name, which is the one safetensors' save_model keeps,
-    so load_model (sampling, evaluation, export) reads the file as it reads any other checkpoint."""
-    seen: set[int] = set()
+    """A model's state dict, or a full one gathered from shards (FSDP). Tied weights (one tensor under several
+    names, such as a GPT's shared embedding and head) are stored once, under the alphabetically first name,
+    which is the one safetensors' load_model looks for. The metadata is the step alone: safetensors writes its
+    metadata map in an order that changes from process to process, and one key keeps the file's bytes a
+    function of the weights and the step (two runs, or a run and its resumed twin, write identical files)."""
+    seen: set[tuple[int, int, tuple[int, ...], tuple[int, ...]]] = set()
     kept = {}
     for name in sorted(state):
-        if id(state[name]) not in seen:
-            seen.add(id(state[name]))
-            kept[name] = state[name].contiguous()
+        tensor = state[name]
+        # state_dict() detaches each entry, so tied names are different objects over the same memory
+        where = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        if tensor.numel() and where in seen:
+            continue
+        seen.add(where)
+        kept[name] = tensor.contiguous()
     safetensors.torch.save_file(kept, str(path), metadata={"step": str(step)})
 
 
@@ -189,7 +199,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> int:
     except (safetensors.SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: unreadable or corrupted checkpoint ({err})") from None
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: the weights do not fit this model ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: the weights do not fit this model ({_first_mismatch(err)})") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: the weights do not fit this model (missing {sorted(missing)[:3]}, "
@@ -197,6 +207,13 @@ def load_weights(model: torch.nn.Module, path: Path) -> int:
         )
     _refuse_nonfinite(model, path)
     return step
+
+
+def _first_mismatch(err: RuntimeError) -> str:
+    """The first line of load_state_dict's error that names a tensor (its first line only says where)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines[1:] if "size mismatch" in line or "Missing" in line or "Unexpected" in line]
+    return (named or lines or [type(err).__name__])[0]
 
 
 def _refuse_nonfinite(model: torch.nn.Module | dict[str, torch.Tensor], path: Path) -> None:

@@ -162,6 +162,9 @@ class MetricLogger(Callback):
         self.close()
         self.active = False
 
+    def on_interrupt(self, trainer: Trainer) -> None:
+        self.on_train_end(trainer)  # what was logged so far goes out; a resumed run logs on from the checkpoint
+
     # -- the inspector's statistics -------------------------------------------------------------------------
 
     def _log_inspection(self, upto: int) -> None:
