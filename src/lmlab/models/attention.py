@@ -26,15 +26,28 @@ KVCache = tuple[Tensor, Tensor]  # (k, v), each (B, nkv, S, hs)
 
 
 def rotary_tables(head_size: int, positions: Tensor, theta: float = 10000.0) -> tuple[Tensor, Tensor]:
-    """(cos, sin) for `positions` (T,), each (T, hs): pair i of a head turns at frequency theta^(-2i/hs)."""
+    """(cos, sin) for `positions` (T,), each (T, hs), or for each row's own positions (B, T), each
+    (B, 1, T, hs) to broadcast over the heads: pair i of a head turns at frequency theta^(-2i/hs)."""
     inv_freq = theta ** -(torch.arange(0, head_size, 2, dtype=torch.float32, device=positions.device) / head_size)
-    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, hs/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, hs): the half-split layout, as HF's rotate_half
+    angles = positions.float()[..., None] * inv_freq  # (T, hs/2) or (B, T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (..., T, hs): the half-split layout, as HF's rotate_half
+    if angles.dim() == 3:
+        angles = angles[:, None]  # (B, 1, T, hs)
     return angles.cos(), angles.sin()
 
 
+def document_mask(position_ids: Tensor) -> Tensor:
+    """(B, 1, T, T) boolean mask of packed rows: query i may see key j when j <= i and both belong to the
+    same example, an example being a run of positions that starts at 0 (data/datasets.py `pack`)."""
+    example = (position_ids == 0).cumsum(dim=1)  # (B, T): which example of its row each token is in
+    same = example[:, :, None] == example[:, None, :]  # (B, T, T)
+    T = position_ids.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=position_ids.device).tril()
+    return (same & causal)[:, None]  # (B, 1, T, T): one mask for every head
+
+
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate (B, nh, T, hs) by (T, hs) tables: dimension i pairs with i + hs/2."""
+    """Rotate (B, nh, T, hs) by (T, hs) or (B, 1, T, hs) tables: dimension i pairs with i + hs/2."""
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)  # (B, nh, T, hs)
     return (x * cos + rotated * sin).to(x.dtype)
@@ -134,12 +147,15 @@ class MultiHeadAttention(nn.Module):
         past_key_value: KVCache | KVBuffer | None = None,
         use_cache: bool = False,
         rope: tuple[Tensor, Tensor] | None = None,
+        attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, KVCache | KVBuffer | None]:
         """x (B, T, C) -> (B, T, C), and the updated (k, v) cache when `use_cache`.
 
         `context` (B, S, C) turns this into cross-attention (never causal: every query sees the whole
         context). With `past_key_value`, x holds only the new tokens and attends to the cached ones too.
-        `rope` is the (cos, sin) tables of the new tokens' positions, (T, hs) each (see `rotary_tables`).
+        `rope` is the (cos, sin) tables of the new tokens' positions, (T, hs) or (B, 1, T, hs) each (see
+        `rotary_tables`). `attn_mask` (B, 1, T, T), True where a query may look, replaces the causal
+        triangle: packed rows' `document_mask`.
         """
         B, T, C = x.shape
         kv = self.kv_width
@@ -165,8 +181,11 @@ class MultiHeadAttention(nn.Module):
             present = (k, v) if use_cache else None
 
         S = k.size(2)
-        mask, is_causal = None, False
-        if causal and T > 1:
+        mask, is_causal = attn_mask, False
+        if attn_mask is not None:
+            if S != T:
+                raise ValueError("attn_mask is for whole packed rows, not for a KV cache")
+        elif causal and T > 1:
             if S == T:
                 is_causal = True  # the fused kernel's own triangle
             else:

@@ -8,7 +8,7 @@ import contextlib
 import torch
 
 from lmlab.config import TrainConfig
-from lmlab.data.datasets import IGNORE_INDEX, next_token_targets
+from lmlab.data.datasets import IGNORE_INDEX, PackedBatch, next_token_targets
 from lmlab.errors import LmlabError
 from lmlab.training.muon import build_muon
 
@@ -42,20 +42,29 @@ def predicted_tokens(labels: torch.Tensor) -> int:
     return int((next_token_targets(labels) != IGNORE_INDEX).sum())
 
 
+def batch_to(batch: tuple, device: torch.device) -> tuple:
+    """A batch's tensors on `device`, the batch's kind (padded pair or PackedBatch) kept."""
+    moved = [t.to(device, non_blocking=True) for t in batch]
+    return PackedBatch(*moved) if isinstance(batch, PackedBatch) else tuple(moved)
+
+
 def accumulate_gradients(model: torch.nn.Module, batches, *, total_tokens: float, world_size: int = 1,
                          autocast=None, no_sync=None, count=predicted_tokens) -> torch.Tensor:
-    """Backward through each (input_ids, labels) micro-batch; returns the detached loss of this rank's part.
+    """Backward through each (input_ids, labels) micro-batch, or PackedBatch (whose positions the model
+    takes); returns the detached loss of this rank's part.
 
     Each micro-batch's mean loss is weighted by its share of `total_tokens` (the step's predicted tokens,
     over all ranks), so the summed gradient equals that of one batch holding them all, even when micro-
     batches predict different numbers of tokens (padded lines). DDP averages over ranks, so each rank's
     part is multiplied by `world_size` to keep the sum."""
     step_loss = torch.zeros(())
-    for i, (input_ids, labels) in enumerate(batches):
+    for i, batch in enumerate(batches):
+        input_ids, labels = batch[0], batch[1]
+        packed = {"position_ids": batch.position_ids} if isinstance(batch, PackedBatch) else {}
         share = count(labels) / total_tokens
         with no_sync(i == len(batches) - 1) if no_sync else contextlib.nullcontext():
             with autocast or contextlib.nullcontext():
-                loss = model(input_ids, labels=labels).loss * share
+                loss = model(input_ids, labels=labels, **packed).loss * share
             (loss * world_size).backward()
         step_loss = step_loss.to(loss.device) + loss.detach()
     return step_loss

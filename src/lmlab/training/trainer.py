@@ -34,7 +34,7 @@ from lmlab.training.progress import Progress, fmt
 from lmlab.training.run_dir import RunDir
 from lmlab.training.schedule import lr_at
 from lmlab.training.scoring import estimate_nll, mean_loss
-from lmlab.training.step import accumulate_gradients, build_optimizer, predicted_tokens, resolve_device
+from lmlab.training.step import accumulate_gradients, batch_to, build_optimizer, predicted_tokens, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,9 @@ class Trainer:
             self.run_dir.path.mkdir(parents=True, exist_ok=True)
         self.callbacks = list(callbacks)
         counted = capability(model, "counted")
+        # Lines-mode batches packed several examples a row (data.packing) for a model that keeps them apart;
+        # the same examples as a padded batch, so the same loss, at a fraction of the positions.
+        self.packing = bool(getattr(train_data, "packing", False)) and capability(model, "packs_examples")
         # The module the step calls: compiled and/or wrapped for DDP/FSDP (FSDP shards self.model in place).
         self.train_model = self.model if counted else self.parallel.wrap(self.model, self.device, config.compile)
         self.optimizer = build_optimizer(self.model, config, fused=perf.fused_adamw_available(self.device))
@@ -220,12 +223,14 @@ class Trainer:
                 at_end = self.step == config.max_steps
                 if self.step % config.eval_interval == 0 or at_end:
                     val = self.evaluate(exact=at_end)
-                    log.info("step %d: loss %.4f, val %s", self.step, record["loss"],
-                             fmt(val["val_loss"] if val else None))
+                    log.info("step %d: loss %.4f, val %s%s", self.step, record["loss"],
+                             fmt(val["val_loss"] if val else None), progress.speed(self.last_record))
                 if self.step % checkpoint_every == 0 or at_end:
                     self.save_checkpoint()
         finally:
             progress.close()
+            if budget is not None:
+                budget.finished(self.step)
         if not self._interrupted and self.last_eval_step != self.step:
             self.evaluate(exact=True)
         self.save_checkpoint()
@@ -240,13 +245,13 @@ class Trainer:
         self._emit("on_step_begin")
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batches = [self.parallel.local_batch(self.train_data, self.config.batch_size, self.data_generator)
+        batches = [self.parallel.local_batch(self.train_data, self.config.batch_size, self.data_generator,
+                                             packed=self.packing)
                    for _ in range(self.config.grad_accum_steps)]
-        batches = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
-                   for x, y in batches]
+        batches = [batch_to(batch, self.device) for batch in batches]
         # Datasets that are not token streams (series, images) say how many targets a batch holds.
         count = getattr(self.train_data, "count_targets", predicted_tokens)
-        local_tokens = sum(count(y) for _, y in batches)
+        local_tokens = sum(count(batch[1]) for batch in batches)
         tokens = int(self.parallel.sum(torch.tensor(float(local_tokens), device=self.device)))
         train_model = self.train_model
         eager = torch.compiler.set_stance("force_eager") if self._uncompiled_step else contextlib.nullcontext()
