@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import CheckpointError, LmlabError
-from lmlab.training.checkpoint import read_json
+from lmlab.training.checkpoint.format import read_json
 
 log = logging.getLogger(__name__)
 
