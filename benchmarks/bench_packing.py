@@ -18,8 +18,8 @@ import time
 import torch
 
 from lmlab.training.performance import cpu_matmul_peak, flops_per_token
-from lmlab.training.run_config import build_model, resolve_config
-from lmlab.training.run_data import prepare_data
+from lmlab.run.config import build_model, resolve_config
+from lmlab.run.data import prepare_data
 from lmlab.training.schedule import lr_at
 from lmlab.training.trainer import Trainer
 

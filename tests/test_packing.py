@@ -52,7 +52,7 @@ def test_packed_batch_holds_the_sampled_examples_with_positions_from_zero():
 
 def test_padding_is_at_most_a_tenth_of_the_positions_on_names():
     from lmlab.config import DataConfig
-    from lmlab.training.run_data import prepare_data
+    from lmlab.run.data import prepare_data
 
     train = prepare_data(DataConfig(source="names")).splits["train"]
     drawn, packed = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
@@ -111,8 +111,8 @@ def test_packed_loss_and_gradients_equal_the_padded_batch(name):
 
 
 def _losses(tiny_names, packing: bool, model: str = "gpt") -> list[float]:
-    from lmlab.training.run_config import build_model, resolve_config
-    from lmlab.training.run_data import prepare_data
+    from lmlab.run.config import build_model, resolve_config
+    from lmlab.run.data import prepare_data
     from lmlab.training.trainer import Trainer
 
     config = resolve_config({"data": {"source": str(tiny_names), "packing": packing},
