@@ -4,7 +4,7 @@ side, and the models that take them (`packs_examples`) compute every example as 
 import pytest
 import torch
 
-from lmlab.data.datasets import IGNORE_INDEX, LinesDataset, best_fit, pack
+from lmlab.data.datasets import IGNORE_INDEX, LinesDataset, best_fit
 from lmlab.models import REGISTRY
 from lmlab.models.attention import document_mask
 from lmlab.models.base import capability

@@ -12,12 +12,13 @@ windows at any offset.
 Packing (lines mode, `data.packing`, for models that declare `packs_examples`): a padded batch gives each
 example a row as wide as the batch's longest, so on names close to half of its positions are padding the
 model computes and throws away. A packed batch lays the same examples side by side in rows a little wider
-than the longest example (`LinesDataset.pack_width`), longest first, each into the fullest row it still fits (best-fit decreasing), each starting at
-its own boundary token. Its `position_ids` (R, W) restart at 0 at each example's first token (HF's
-convention for packed rows); the model takes its positions from them and lets a token attend only to
-earlier tokens of its own example (models/attention.py `document_mask`), so each example is computed as in
-a row of its own and the batch's loss is the padded batch's to rounding. A pad token at a row's end has
-position 0: an example of one token that predicts nothing. Evaluation stays padded.
+than the longest example (`LinesDataset.pack_width`), longest first, each into the fullest row it still
+fits (best-fit decreasing), each starting at its own boundary token. Its `position_ids` (R, W) restart at
+0 at each example's first token (HF's convention for packed rows); the model takes its positions from them
+and lets a token attend only to earlier tokens of its own example (models/attention.py `document_mask`),
+so each example is computed as in a row of its own and the batch's loss is the padded batch's to
+rounding. A pad token at a row's end has position 0: an example of one token that predicts nothing.
+Evaluation stays padded.
 Letters: B rows, T width, N examples, R packed rows, W packed width.
 """
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lmlab.models.dropout import Dropout, dropout
+
 KVCache = tuple[Tensor, Tensor]  # (k, v), each (B, nkv, S, hs)
 
 
@@ -108,6 +110,14 @@ def cache_length(past: KVCache | KVBuffer | None) -> int:
     return past.length if isinstance(past, KVBuffer) else past[0].size(2)
 
 
+def attention_probabilities(q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(hs)) over the keys `mask` lets each query see (all where None): (B, nh, T, S)."""
+    scores = (q @ k.transpose(-2, -1)) / q.size(-1) ** 0.5  # (B, nh, T, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1)
+
+
 class MultiHeadAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, *, bias: bool = True, dropout: float = 0.0,
                  n_kv_head: int | None = None, qk_norm: bool = False, norm_eps: float = 1e-6):
@@ -128,7 +138,7 @@ class MultiHeadAttention(nn.Module):
         self.q_norm = nn.RMSNorm(self.head_size, eps=norm_eps) if qk_norm else None
         self.k_norm = nn.RMSNorm(self.head_size, eps=norm_eps) if qk_norm else None
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
-        self.resid_dropout = nn.Dropout(dropout)
+        self.resid_dropout = Dropout(dropout)
         # The inspector sets record_attention for a sampled step; the fused kernel never materialises the
         # attention matrix, so only then is it computed again, by hand, into last_attention.
         self.record_attention = False
@@ -192,21 +202,25 @@ class MultiHeadAttention(nn.Module):
                 # New queries sit at the end: query i may see keys up to S - T + i. SDPA's is_causal aligns
                 # the triangle to the top-left corner instead, so build the bottom-right one by hand.
                 mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_kv_head != self.n_head,  # query head h reads key/value head h // (nh / nkv)
-        )  # (B, nh, T, hs)
+        drop = self.dropout if self.training else 0.0
+        if drop and x.device.type == "cpu":
+            # SDPA's dropout takes torch's per-element Bernoulli draws, dearer on a CPU than the products
+            # here: the same computation by hand, with dropout.py's cheaper mask on the probabilities
+            rows = self.n_head // self.n_kv_head
+            k_all, v_all = k.repeat_interleave(rows, dim=1), v.repeat_interleave(rows, dim=1)  # (B, nh, S, hs)
+            seen = mask if mask is not None or not is_causal else torch.ones(T, S, dtype=torch.bool,
+                                                                             device=x.device).tril()
+            weights = attention_probabilities(q, k_all, seen)  # (B, nh, T, S)
+            y = dropout(weights, drop, True) @ v_all  # (B, nh, T, hs)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=drop,
+                enable_gqa=self.n_kv_head != self.n_head,  # query head h reads key/value head h // (nh / nkv)
+            )  # (B, nh, T, hs)
         if self.record_attention:
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)  # (B, nh, S, hs)
-            self.last_attention = self._probabilities(q, k, mask if mask is not None or not is_causal else
-                                                      torch.ones(T, S, dtype=torch.bool, device=x.device).tril())
+            self.last_attention = attention_probabilities(
+                q, k, mask if mask is not None or not is_causal else
+                torch.ones(T, S, dtype=torch.bool, device=x.device).tril()).detach()
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y)), present
-
-    @staticmethod
-    def _probabilities(q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
-        """softmax(q k^T / sqrt(hs)) with the same mask SDPA used: (B, nh, T, S), detached."""
-        scores = (q @ k.transpose(-2, -1)) / q.size(-1) ** 0.5  # (B, nh, T, S)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        return scores.softmax(dim=-1).detach()

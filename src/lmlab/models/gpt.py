@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from lmlab.errors import ConfigError
 from lmlab.models.attention import KVBuffer, KVCache, MultiHeadAttention, cache_length, document_mask
 from lmlab.models.base import ModelOutput, causal_lm_loss
+from lmlab.models.dropout import Dropout
 from lmlab.models.generation import GenerationMixin
 
 # Shapes in the spirit of the GPT-3 paper's table (n_layer, n_head, n_embd; head size = n_embd / n_head),
@@ -106,7 +107,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.act = ACTIVATIONS[config.activation]()
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))  # (B, T, 4C) inside, (B, T, C) out
@@ -145,7 +146,7 @@ class GPT(GenerationMixin, nn.Module):
         self.transformer = nn.ModuleDict({
             "wte": nn.Embedding(config.vocab_size, config.n_embd),
             "wpe": nn.Embedding(config.block_size, config.n_embd),
-            "drop": nn.Dropout(config.dropout),
+            "drop": Dropout(config.dropout),
             "h": nn.ModuleList(Block(config) for _ in range(config.n_layer)),
             "ln_f": nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias),
         })

@@ -31,9 +31,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
-from lmlab.models.attention import (KVBuffer, KVCache, MultiHeadAttention, RollingKVBuffer, cache_length,
-                                    document_mask, rotary_tables)
+from lmlab.models.attention import (
+    KVBuffer,
+    KVCache,
+    MultiHeadAttention,
+    RollingKVBuffer,
+    cache_length,
+    document_mask,
+    rotary_tables,
+)
 from lmlab.models.base import ModelOutput, causal_lm_loss
+from lmlab.models.dropout import Dropout
 from lmlab.models.generation import GenerationMixin
 
 # The GPT's shapes (gpt.py), with key/value heads: grouped-query attention at the 124M size, as Llama 3.
@@ -133,7 +141,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, config.hidden, bias=config.bias)
         self.c_gate = nn.Linear(config.n_embd, config.hidden, bias=config.bias) if config.mlp == "swiglu" else None
         self.c_proj = nn.Linear(config.hidden, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         up = self.c_fc(x)  # (B, T, H)
@@ -182,7 +190,7 @@ class Llama(GenerationMixin, nn.Module):
             layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         self.transformer = nn.ModuleDict({
             **layers,
-            "drop": nn.Dropout(config.dropout),
+            "drop": Dropout(config.dropout),
             "h": nn.ModuleList(Block(config) for _ in range(config.n_layer)),
             "ln_f": make_norm(config),
         })
