@@ -34,7 +34,10 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig, fused: bool = F
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused or None)
+    # torch picks its multi-tensor (foreach) kernels by default on CUDA only; on a CPU the per-tensor loop
+    # costs a small model's step more than its arithmetic (benchmarks/RESULTS.md)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused or None,
+                             foreach=None if fused else True)
 
 
 def predicted_tokens(labels: torch.Tensor) -> int:
