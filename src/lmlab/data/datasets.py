@@ -24,6 +24,7 @@ Letters: B rows, T width, N examples, R packed rows, W packed width.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
@@ -75,23 +76,23 @@ class PackedBatch(NamedTuple):
 
 def best_fit(lengths: list[int], width: int) -> tuple[list[int], list[int]]:
     """(row, offset) of each example of `lengths` (each <= width), placed longest first, each into the
-    fullest row it still fits (best-fit decreasing). Rows are kept by their free space, so placing an
-    example looks at W lists at most, not at every row."""
+    fullest row it still fits (best-fit decreasing). The rows are kept sorted by free space, so the row
+    for an example is one bisection away."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    by_space: list[list[int]] = [[] for _ in range(width + 1)]  # by_space[s]: rows with s positions free
+    free: list[tuple[int, int]] = []  # (positions free, row), sorted
     filled: list[int] = []
     row_of, offset_of = [0] * len(lengths), [0] * len(lengths)
     for i in order:
         length = lengths[i]
-        space = next((s for s in range(length, width + 1) if by_space[s]), None)
-        if space is None:
+        at = bisect.bisect_left(free, (length, -1))  # the row with the least room that still fits it
+        if at == len(free):
             row = len(filled)
             filled.append(0)
         else:
-            row = by_space[space].pop()
+            row = free.pop(at)[1]
         row_of[i], offset_of[i] = row, filled[row]
         filled[row] += length
-        by_space[width - filled[row]].append(row)
+        bisect.insort(free, (width - filled[row], row))
     return row_of, offset_of
 
 
@@ -161,15 +162,15 @@ class LinesDataset:
         return pack(input_ids, labels, self.lengths[rows], self.pack_width(batch_size), self.pad_id)
 
     def pack_width(self, batch_size: int) -> int:
-        """The packed rows' width for batches of `batch_size` examples: the narrowest from the longest
-        example's length to twice it at which best fit leaves at most PACKED_PADDING of the positions
-        empty, on batches of this dataset's first examples (else the least padded of those widths).
+        """The packed rows' width for batches of `batch_size` examples: the narrowest of 16 widths from the
+        longest example's length to twice it at which best fit leaves at most PACKED_PADDING of the
+        positions empty, on batches of this dataset's first examples (else the least padded of them).
         Narrow rows waste less attention on masked-out pairs, but rows of exactly the longest length
         hold one example each in most rows wherever the typical example is over half the longest (names)."""
         if batch_size not in self._pack_widths:
             lengths = self.lengths[: 20 * batch_size].tolist()
             chunks = [lengths[i : i + batch_size] for i in range(0, len(lengths), batch_size)]
-            widths = range(self.block_size, 2 * self.block_size + 1)
+            widths = sorted({self.block_size + round(i * self.block_size / 15) for i in range(16)})
 
             def padding(width: int) -> float:
                 rows = sum(max(best_fit(chunk, width)[0]) + 1 for chunk in chunks)
