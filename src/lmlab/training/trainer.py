@@ -73,6 +73,8 @@ class Trainer:
         # Lines-mode batches packed several examples a row (data.packing) for a model that keeps them apart;
         # the same examples as a padded batch, so the same loss, at a fraction of the positions.
         self.packing = bool(getattr(train_data, "packing", False)) and capability(model, "packs_examples")
+        if self.packing:
+            train_data.pack_width(config.batch_size)  # chosen once, here, outside the time budget's clock
         # The module the step calls: compiled and/or wrapped for DDP/FSDP (FSDP shards self.model in place).
         self.train_model = self.model if counted else self.parallel.wrap(self.model, self.device, config.compile)
         self.optimizer = build_optimizer(self.model, config, fused=perf.fused_adamw_available(self.device))
@@ -184,11 +186,12 @@ class Trainer:
         if self.average is not None and self.average.swapped:  # fit() again: train the raw weights on
             self.average.swap()
         self._emit("on_train_begin")
-        started = time.perf_counter() - self.train_seconds
-        checkpoint_every = config.checkpoint_interval or config.eval_interval
+        # before the clock starts: it measures the CPU's peak, which is no part of the time budget
         progress = Progress(self.model, config, step=self.step, block_size=self.train_data.block_size,
                             device=self.device, dtype=self.dtype, world_size=self.parallel.world_size,
                             show=self.parallel.is_main)
+        started = time.perf_counter() - self.train_seconds
+        checkpoint_every = config.checkpoint_interval or config.eval_interval
         threads = perf.ThreadChooser.for_config(config.threads, self.device)  # train.threads=auto
         # train.time_budget: fit the schedule to it (one process: ranks' clocks would disagree on the plan)
         budget = BudgetFitter.for_config(config) if self.parallel.world_size == 1 else None
