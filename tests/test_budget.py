@@ -89,3 +89,23 @@ def test_the_refitted_schedule_is_trainer_state_that_a_resume_takes_back(tiny_na
     plain = Trainer(build_model(config, data.tokenizer, block), data.splits["train"], None, unbudgeted)
     plain.load_checkpoint(tmp_path)
     assert plain.schedule == Schedule.of(unbudgeted)
+
+
+def test_the_log_holds_the_first_fit_large_re_fits_and_the_end(caplog):
+    fitter = BudgetFitter(PLANNED, first=5, window=10, drift=1.05)
+    seconds = 0.02
+    with caplog.at_level("INFO", logger="lmlab.training.budget"):
+        for step in range(1, 200):
+            seconds *= 1.004  # a machine slowing a little all the time: many re-fits, each small
+            fitter.after_step(step, seconds, 0.02 * step)
+        fitter.finished(199)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(fitter.fits) > 5  # it did re-fit often
+    assert lines[0].endswith(f"a step: {fitter.fits[0][2]} steps (warm-up 100, evaluation every 252)")
+    logged = [int(line.split("re-fitted to ")[1].split()[0]) for line in lines if "re-fitted" in line]
+    assert len(logged) < len(fitter.fits) - 1  # the small ones stayed out of the log
+    previous = fitter.fits[0][2]
+    for planned in logged:
+        assert abs(planned - previous) > 0.2 * previous
+        previous = planned
+    assert lines[-1] == f"time budget 60 s: planned {fitter.fits[-1][2]} steps, ran 199"

@@ -125,3 +125,12 @@ print(seen)
         env["OMP_WAIT_POLICY"] = user
     done = subprocess.run([sys.executable, "-c", spy], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == repr([expected])
+
+
+def test_measuring_the_cpu_peak_leaves_the_global_generator_alone():
+    from lmlab.training import performance as perf
+
+    perf._CPU_MATMUL_PEAK = None
+    before = torch.get_rng_state()
+    assert perf.cpu_matmul_peak() > 1e8
+    assert torch.equal(torch.get_rng_state(), before)  # a resumed run draws dropout as the straight one did

@@ -66,6 +66,10 @@ class DataConfig:
     # Stream mode with several documents (files of a folder, records): they are joined by the boundary token,
     # and a window stays inside one document; true lets windows run across them, as nanoGPT's do.
     cross_documents: bool = False
+    # Lines mode: pack several examples into each training row for the models that keep them apart (GPT,
+    # Llama), instead of padding every example to the batch's longest; the same examples and loss, fewer
+    # positions. False: padded batches (the trajectory of runs before packing, dropout's draws included).
+    packing: bool = True
 
     def __post_init__(self) -> None:
         check_finite(self, "data")

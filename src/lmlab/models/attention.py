@@ -22,19 +22,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lmlab.models.dropout import Dropout, dropout
+
 KVCache = tuple[Tensor, Tensor]  # (k, v), each (B, nkv, S, hs)
 
 
 def rotary_tables(head_size: int, positions: Tensor, theta: float = 10000.0) -> tuple[Tensor, Tensor]:
-    """(cos, sin) for `positions` (T,), each (T, hs): pair i of a head turns at frequency theta^(-2i/hs)."""
+    """(cos, sin) for `positions` (T,), each (T, hs), or for each row's own positions (B, T), each
+    (B, 1, T, hs) to broadcast over the heads: pair i of a head turns at frequency theta^(-2i/hs)."""
     inv_freq = theta ** -(torch.arange(0, head_size, 2, dtype=torch.float32, device=positions.device) / head_size)
-    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, hs/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, hs): the half-split layout, as HF's rotate_half
+    angles = positions.float()[..., None] * inv_freq  # (T, hs/2) or (B, T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (..., T, hs): the half-split layout, as HF's rotate_half
+    if angles.dim() == 3:
+        angles = angles[:, None]  # (B, 1, T, hs)
     return angles.cos(), angles.sin()
 
 
+def document_mask(position_ids: Tensor) -> Tensor:
+    """(B, 1, T, T) boolean mask of packed rows: query i may see key j when j <= i and both belong to the
+    same example, an example being a run of positions that starts at 0 (data/datasets.py `pack`)."""
+    example = (position_ids == 0).cumsum(dim=1)  # (B, T): which example of its row each token is in
+    same = example[:, :, None] == example[:, None, :]  # (B, T, T)
+    T = position_ids.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=position_ids.device).tril()
+    return (same & causal)[:, None]  # (B, 1, T, T): one mask for every head
+
+
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate (B, nh, T, hs) by (T, hs) tables: dimension i pairs with i + hs/2."""
+    """Rotate (B, nh, T, hs) by (T, hs) or (B, 1, T, hs) tables: dimension i pairs with i + hs/2."""
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)  # (B, nh, T, hs)
     return (x * cos + rotated * sin).to(x.dtype)
@@ -95,6 +110,14 @@ def cache_length(past: KVCache | KVBuffer | None) -> int:
     return past.length if isinstance(past, KVBuffer) else past[0].size(2)
 
 
+def attention_probabilities(q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(hs)) over the keys `mask` lets each query see (all where None): (B, nh, T, S)."""
+    scores = (q @ k.transpose(-2, -1)) / q.size(-1) ** 0.5  # (B, nh, T, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1)
+
+
 class MultiHeadAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, *, bias: bool = True, dropout: float = 0.0,
                  n_kv_head: int | None = None, qk_norm: bool = False, norm_eps: float = 1e-6):
@@ -115,7 +138,7 @@ class MultiHeadAttention(nn.Module):
         self.q_norm = nn.RMSNorm(self.head_size, eps=norm_eps) if qk_norm else None
         self.k_norm = nn.RMSNorm(self.head_size, eps=norm_eps) if qk_norm else None
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
-        self.resid_dropout = nn.Dropout(dropout)
+        self.resid_dropout = Dropout(dropout)
         # The inspector sets record_attention for a sampled step; the fused kernel never materialises the
         # attention matrix, so only then is it computed again, by hand, into last_attention.
         self.record_attention = False
@@ -134,12 +157,15 @@ class MultiHeadAttention(nn.Module):
         past_key_value: KVCache | KVBuffer | None = None,
         use_cache: bool = False,
         rope: tuple[Tensor, Tensor] | None = None,
+        attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, KVCache | KVBuffer | None]:
         """x (B, T, C) -> (B, T, C), and the updated (k, v) cache when `use_cache`.
 
         `context` (B, S, C) turns this into cross-attention (never causal: every query sees the whole
         context). With `past_key_value`, x holds only the new tokens and attends to the cached ones too.
-        `rope` is the (cos, sin) tables of the new tokens' positions, (T, hs) each (see `rotary_tables`).
+        `rope` is the (cos, sin) tables of the new tokens' positions, (T, hs) or (B, 1, T, hs) each (see
+        `rotary_tables`). `attn_mask` (B, 1, T, T), True where a query may look, replaces the causal
+        triangle: packed rows' `document_mask`.
         """
         B, T, C = x.shape
         kv = self.kv_width
@@ -165,29 +191,36 @@ class MultiHeadAttention(nn.Module):
             present = (k, v) if use_cache else None
 
         S = k.size(2)
-        mask, is_causal = None, False
-        if causal and T > 1:
+        mask, is_causal = attn_mask, False
+        if attn_mask is not None:
+            if S != T:
+                raise ValueError("attn_mask is for whole packed rows, not for a KV cache")
+        elif causal and T > 1:
             if S == T:
                 is_causal = True  # the fused kernel's own triangle
             else:
                 # New queries sit at the end: query i may see keys up to S - T + i. SDPA's is_causal aligns
                 # the triangle to the top-left corner instead, so build the bottom-right one by hand.
                 mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_kv_head != self.n_head,  # query head h reads key/value head h // (nh / nkv)
-        )  # (B, nh, T, hs)
+        drop = self.dropout if self.training else 0.0
+        if drop and x.device.type == "cpu":
+            # SDPA's dropout takes torch's per-element Bernoulli draws, dearer on a CPU than the products
+            # here: the same computation by hand, with dropout.py's cheaper mask on the probabilities
+            rows = self.n_head // self.n_kv_head
+            k_all, v_all = k.repeat_interleave(rows, dim=1), v.repeat_interleave(rows, dim=1)  # (B, nh, S, hs)
+            seen = mask if mask is not None or not is_causal else torch.ones(T, S, dtype=torch.bool,
+                                                                             device=x.device).tril()
+            weights = attention_probabilities(q, k_all, seen)  # (B, nh, T, S)
+            y = dropout(weights, drop, True) @ v_all  # (B, nh, T, hs)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=drop,
+                enable_gqa=self.n_kv_head != self.n_head,  # query head h reads key/value head h // (nh / nkv)
+            )  # (B, nh, T, hs)
         if self.record_attention:
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)  # (B, nh, S, hs)
-            self.last_attention = self._probabilities(q, k, mask if mask is not None or not is_causal else
-                                                      torch.ones(T, S, dtype=torch.bool, device=x.device).tril())
+            self.last_attention = attention_probabilities(
+                q, k, mask if mask is not None or not is_causal else
+                torch.ones(T, S, dtype=torch.bool, device=x.device).tril()).detach()
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y)), present
-
-    @staticmethod
-    def _probabilities(q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
-        """softmax(q k^T / sqrt(hs)) with the same mask SDPA used: (B, nh, T, S), detached."""
-        scores = (q @ k.transpose(-2, -1)) / q.size(-1) ** 0.5  # (B, nh, T, S)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        return scores.softmax(dim=-1).detach()

@@ -43,6 +43,9 @@ class Capabilities:
     supports_cache: bool = False  # generate() may feed one token a step, passing past_key_values back
     max_context: int | None = None  # the most recent tokens a prediction can depend on; None: all of them
     rolling_cache: bool = False  # relative positions: generate(sliding_window=True) may keep a rolling KV cache
+    # forward(position_ids=...) takes packed rows (several examples a row, positions restarting at 0 at each
+    # one's first token) and keeps each example's tokens to themselves: lines-mode batches may be packed
+    packs_examples: bool = False
 
 
 def capability(model: Any, name: str) -> Any:

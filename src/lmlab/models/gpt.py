@@ -8,6 +8,13 @@ weights as (in, out); nn.Linear as (out, in)).
 
 Init as GPT-2: normal(0, 0.02) everywhere, and the projections that write into the residual stream scaled
 by 1/sqrt(2 * n_layer), because each of the 2 * n_layer residual branches adds its variance to the stream.
+Why GPT-2's block is written here though llama.py can express it (its GPT2_SWITCHES): this file is the
+rung a reader meets first and the one exported to GPT-2, so it reads as GPT-2 does, top to bottom with no
+switches, where Llama's block has to branch on each of its seven. The two cannot drift apart unnoticed:
+tests/test_llama.py checks that Llama with GPT-2's switches computes exactly this model's logits from the
+same weights. `GPT.decoder` is not a third copy of the block but the sampler's fast path over the same
+weights, checked against `forward` bit for bit (tests/test_gpt.py); a change to the block is made in
+`Block` and there.
 Shape legend: B batch, T time, C width (n_embd), V vocabulary, L layers.
 """
 
@@ -24,8 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
-from lmlab.models.attention import KVBuffer, KVCache, MultiHeadAttention, cache_length
+from lmlab.models.attention import KVBuffer, KVCache, MultiHeadAttention, cache_length, document_mask
 from lmlab.models.base import ModelOutput, causal_lm_loss
+from lmlab.models.dropout import Dropout
 from lmlab.models.generation import GenerationMixin
 
 # Shapes in the spirit of the GPT-3 paper's table (n_layer, n_head, n_embd; head size = n_embd / n_head),
@@ -99,7 +107,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.act = ACTIVATIONS[config.activation]()
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))  # (B, T, 4C) inside, (B, T, C) out
@@ -116,8 +124,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, past: KVCache | None, use_cache: bool) -> tuple[Tensor, KVCache | None]:
-        attended, present = self.attn(self.ln_1(x), causal=True, past_key_value=past, use_cache=use_cache)
+    def forward(self, x: Tensor, past: KVCache | None, use_cache: bool,
+                attn_mask: Tensor | None = None) -> tuple[Tensor, KVCache | None]:
+        attended, present = self.attn(self.ln_1(x), causal=True, past_key_value=past, use_cache=use_cache,
+                                      attn_mask=attn_mask)
         x = x + attended  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))
         return x, present
@@ -125,6 +135,7 @@ class Block(nn.Module):
 
 class GPT(GenerationMixin, nn.Module):
     supports_cache = True  # generate() feeds one token per step and passes past_key_values back
+    packs_examples = True  # forward(position_ids=...) keeps the examples of a packed row apart
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -135,7 +146,7 @@ class GPT(GenerationMixin, nn.Module):
         self.transformer = nn.ModuleDict({
             "wte": nn.Embedding(config.vocab_size, config.n_embd),
             "wpe": nn.Embedding(config.block_size, config.n_embd),
-            "drop": nn.Dropout(config.dropout),
+            "drop": Dropout(config.dropout),
             "h": nn.ModuleList(Block(config) for _ in range(config.n_layer)),
             "ln_f": nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias),
         })
@@ -203,20 +214,28 @@ class GPT(GenerationMixin, nn.Module):
         labels: Tensor | None = None,
         past_key_values: list[KVCache] | None = None,
         use_cache: bool = False,
+        position_ids: Tensor | None = None,
     ) -> ModelOutput:
+        """`position_ids` (B, T): packed rows (data/datasets.py `pack`), each example's positions from 0 and
+        its attention confined to itself; None: one sequence a row, positions from the cache's length."""
         T = input_ids.size(1)
         start = cache_length(past_key_values[0]) if past_key_values else 0  # tokens already in the cache
-        if start + T > self.config.block_size:
+        attn_mask = None
+        if position_ids is not None:
+            positions = position_ids  # (B, T)
+            attn_mask = document_mask(position_ids)  # (B, 1, T, T), shared by every layer
+        elif start + T > self.config.block_size:
             raise ValueError(
                 f"sequence of {start + T} tokens is longer than the context of {self.config.block_size}; "
                 "generate() slides the window for you"
             )
-        positions = torch.arange(start, start + T, device=input_ids.device)  # (T,)
+        else:
+            positions = torch.arange(start, start + T, device=input_ids.device)  # (T,)
         x = self.transformer.wte(input_ids) + self.transformer.wpe(positions)  # (B, T, C)
         x = self.transformer.drop(x)
         presents: list[KVCache] = []
         for i, block in enumerate(self.transformer.h):
-            x, present = block(x, past_key_values[i] if past_key_values else None, use_cache)
+            x, present = block(x, past_key_values[i] if past_key_values else None, use_cache, attn_mask)
             if use_cache:
                 presents.append(present)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)

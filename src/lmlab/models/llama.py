@@ -31,8 +31,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
-from lmlab.models.attention import KVBuffer, KVCache, MultiHeadAttention, RollingKVBuffer, cache_length, rotary_tables
+from lmlab.models.attention import (
+    KVBuffer,
+    KVCache,
+    MultiHeadAttention,
+    RollingKVBuffer,
+    cache_length,
+    document_mask,
+    rotary_tables,
+)
 from lmlab.models.base import ModelOutput, causal_lm_loss
+from lmlab.models.dropout import Dropout
 from lmlab.models.generation import GenerationMixin
 
 # The GPT's shapes (gpt.py), with key/value heads: grouped-query attention at the 124M size, as Llama 3.
@@ -132,7 +141,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, config.hidden, bias=config.bias)
         self.c_gate = nn.Linear(config.n_embd, config.hidden, bias=config.bias) if config.mlp == "swiglu" else None
         self.c_proj = nn.Linear(config.hidden, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         up = self.c_fc(x)  # (B, T, H)
@@ -158,9 +167,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None, past: KVCache | None,
-                use_cache: bool) -> tuple[Tensor, KVCache | None]:
+                use_cache: bool, attn_mask: Tensor | None = None) -> tuple[Tensor, KVCache | None]:
         attended, present = self.attn(self.ln_1(x), causal=True, past_key_value=past, use_cache=use_cache,
-                                      rope=rope)
+                                      rope=rope, attn_mask=attn_mask)
         x = x + attended  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))
         return x, present
@@ -168,6 +177,7 @@ class Block(nn.Module):
 
 class Llama(GenerationMixin, nn.Module):
     supports_cache = True  # generate() feeds one token per step and passes past_key_values back
+    packs_examples = True  # forward(position_ids=...) keeps the examples of a packed row apart
 
     def __init__(self, config: LlamaConfig):
         super().__init__()
@@ -180,7 +190,7 @@ class Llama(GenerationMixin, nn.Module):
             layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         self.transformer = nn.ModuleDict({
             **layers,
-            "drop": nn.Dropout(config.dropout),
+            "drop": Dropout(config.dropout),
             "h": nn.ModuleList(Block(config) for _ in range(config.n_layer)),
             "ln_f": make_norm(config),
         })
@@ -219,16 +229,23 @@ class Llama(GenerationMixin, nn.Module):
         labels: Tensor | None = None,
         past_key_values: list[KVCache] | None = None,
         use_cache: bool = False,
+        position_ids: Tensor | None = None,
     ) -> ModelOutput:
+        """`position_ids` (B, T): packed rows, as the GPT's forward."""
         config = self.config
         T = input_ids.size(1)
         start = cache_length(past_key_values[0]) if past_key_values else 0  # tokens already seen
-        if config.position == "learned" and start + T > config.block_size:
+        attn_mask = None
+        if position_ids is not None:
+            positions = position_ids  # (B, T)
+            attn_mask = document_mask(position_ids)  # (B, 1, T, T), shared by every layer
+        elif config.position == "learned" and start + T > config.block_size:
             raise ValueError(
                 f"sequence of {start + T} tokens is longer than the context of {config.block_size}; "
                 "generate() slides the window for you"
             )
-        positions = torch.arange(start, start + T, device=input_ids.device)  # (T,)
+        else:
+            positions = torch.arange(start, start + T, device=input_ids.device)  # (T,)
         x = self.transformer.wte(input_ids)  # (B, T, C)
         rope = None
         if config.position == "learned":
@@ -238,7 +255,7 @@ class Llama(GenerationMixin, nn.Module):
         x = self.transformer.drop(x)
         presents: list[KVCache] = []
         for i, block in enumerate(self.transformer.h):
-            x, present = block(x, rope, past_key_values[i] if past_key_values else None, use_cache)
+            x, present = block(x, rope, past_key_values[i] if past_key_values else None, use_cache, attn_mask)
             if use_cache:
                 presents.append(present)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
 from lmlab.models.base import ModelOutput, causal_lm_loss, left_pad_windows
+from lmlab.models.dropout import Dropout
 from lmlab.models.generation import GenerationMixin
 
 
@@ -71,7 +72,7 @@ class MLP(GenerationMixin, nn.Module):
                 layers.append(_Norm(config.norm, config.n_hidden))
             layers.append(nn.Tanh())
             if config.dropout:
-                layers.append(nn.Dropout(config.dropout))
+                layers.append(Dropout(config.dropout))
             width = config.n_hidden
         self.hidden = nn.Sequential(*layers)
         self.head = nn.Linear(width, config.vocab_size)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
 from lmlab.models.base import ModelOutput, causal_lm_loss
+from lmlab.models.dropout import Dropout
 from lmlab.models.generation import GenerationMixin
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -58,7 +59,7 @@ class RNN(GenerationMixin, nn.Module):
             config.n_embd, config.n_hidden, num_layers=config.n_layer, batch_first=True,
             dropout=config.dropout if config.n_layer > 1 else 0.0,
         )
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(config.n_hidden, config.vocab_size)
         with torch.no_grad():
             self.head.weight.mul_(config.output_scale)

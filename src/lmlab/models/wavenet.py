@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
 from lmlab.models.base import ModelOutput, causal_lm_loss
+from lmlab.models.dropout import Dropout
 from lmlab.models.generation import GenerationMixin
 
 MAX_RECEPTIVE_FIELD = 4096
@@ -57,7 +58,7 @@ class CausalConvBlock(nn.Module):
             nn.init.zeros_(self.conv.bias)
         self.norm = _ChannelNorm(norm, width_out) if norm != "none" else nn.Identity()
         self.act = nn.Tanh()  # a module, so the inspector's hooks see it
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.residual = residual and width_in == width_out
         self.shrink = (kernel_size - 1) * dilation
 

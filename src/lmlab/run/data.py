@@ -76,7 +76,7 @@ def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> RunD
             if dropped:
                 log.warning("%s: %d example(s) with characters unseen in training were left out", name, dropped)
             splits[name] = LinesDataset([e + [tokenizer.boundary_id] for e in encoded if e is not None],
-                                        pad_id=tokenizer.boundary_id)
+                                        pad_id=tokenizer.boundary_id, packing=config.packing)
         return RunData(tokenizer, mode, splits, texts)
 
     # Documents stay in order and apart: each split's pieces are encoded one by one and joined by the boundary

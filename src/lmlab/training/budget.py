@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 # Share of the budget the fitted schedule plans to use: the rest covers evaluations, checkpoints and noise
 # in the timing on a shared machine.
 PLANNED_SHARE = 0.85
+# A re-fit is logged when it moves the planned steps by more than this share of the last logged plan; smaller
+# ones (a shared machine's load moving a little) go to the debug log, so a run prints a few lines, not dozens.
+LOGGED_CHANGE = 0.2
 
 
 def _cut(planned: TrainConfig, max_steps: int) -> Schedule:
@@ -57,7 +60,8 @@ class BudgetFitter:
     seconds so far (evaluations included); it returns a new Schedule when the plan changed, else None. The
     first fit needs `first` timed steps (or whatever was timed in the first tenth of the budget); later ones
     happen when the median of the last `window` steps is more than `drift` times off the step time of the
-    last fit (either way).
+    last fit (either way). The log gets the first fit, re-fits that move the plan by more than
+    LOGGED_CHANGE, and `finished(step)`'s line at the end.
     """
 
     def __init__(self, planned: TrainConfig, *, first: int = 5, window: int = 20, drift: float = 1.5):
@@ -66,6 +70,7 @@ class BudgetFitter:
         self.step_seconds: float | None = None  # the step time the current plan assumes
         self.fits: list[tuple[int, float, int]] = []  # (at step, seconds a step, max_steps)
         self._recent: deque[float] = deque(maxlen=window)
+        self._logged_steps: int | None = None  # max_steps of the last plan written to the log
 
     @classmethod
     def for_config(cls, config: TrainConfig) -> BudgetFitter | None:
@@ -87,11 +92,21 @@ class BudgetFitter:
         self.step_seconds = now
         self._recent.clear()
         self.fits.append((step, now, fitted.max_steps))
-        if fitted.max_steps != previous:
-            log.info("time budget %.0f s at %.1f ms a step: %d steps (warm-up %d, evaluation every %d)",
-                     self.planned.time_budget, 1000 * now, fitted.max_steps, fitted.warmup_steps,
-                     fitted.eval_interval)
+        first = self._logged_steps is None
+        if first or abs(fitted.max_steps - self._logged_steps) > LOGGED_CHANGE * self._logged_steps:
+            log.info("time budget %.0f s at %.1f ms a step: %s%d steps (warm-up %d, evaluation every %d)",
+                     self.planned.time_budget, 1000 * now, "" if first else "re-fitted to ", fitted.max_steps,
+                     fitted.warmup_steps, fitted.eval_interval)
+            self._logged_steps = fitted.max_steps
+        elif fitted.max_steps != previous:
+            log.debug("time budget re-fitted at %.1f ms a step: %d steps", 1000 * now, fitted.max_steps)
         return fitted
+
+    def finished(self, step: int) -> None:
+        """Log, once, how the run ended against the plan: a budgeted run's one line after the first fit."""
+        if self.fits:
+            log.info("time budget %.0f s: planned %d steps, ran %d", self.planned.time_budget, self.fits[-1][2],
+                     step)
 
 
 def train_longer_hint(planned_max_steps: int, trainer) -> str | None:

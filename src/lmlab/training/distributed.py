@@ -99,8 +99,11 @@ class Parallel:
 
     # -- data and collectives -------------------------------------------------------------------------------
 
-    def local_batch(self, dataset, batch_size: int, generator: torch.Generator):
-        """This rank's `batch_size` rows of a global batch of batch_size * world_size."""
+    def local_batch(self, dataset, batch_size: int, generator: torch.Generator, packed: bool = False):
+        """This rank's `batch_size` rows of a global batch of batch_size * world_size; `packed`: this rank's
+        `batch_size` examples of it, packed into rows (LinesDataset.sample_packed)."""
+        if packed:
+            return dataset.sample_packed(batch_size, generator, self.rank, self.world_size)
         input_ids, labels = dataset.sample_batch(batch_size * self.world_size, generator)
         rows = slice(self.rank * batch_size, (self.rank + 1) * batch_size)
         return input_ids[rows], labels[rows]

@@ -16,15 +16,19 @@ environment of the process (or by the program's entry point before it imports to
 
 MFU follows the PaLM paper's appendix B (as nanoGPT's `estimate_mfu`): a training token costs 6 FLOPs per
 parameter (forward 2, backward 4) plus, in attention, 12 * n_layer * n_embd * T for the score and value
-products; divide the achieved FLOP rate by the device's peak.
+products; divide the achieved FLOP rate by the device's peak. The tokens are those a step predicts, so
+padding counts for nothing: the rate is useful FLOP/s. A CPU's peak is measured (`cpu_matmul_peak`, one
+thread's rate times the threads in use).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import statistics
+import time
 from collections import deque
 
 import torch
@@ -112,6 +116,32 @@ def peak_flops(device: torch.device, dtype: torch.dtype, override_tflops: float 
     name = torch.cuda.get_device_name(device)
     key = "bfloat16" if dtype == torch.bfloat16 else "float32"
     return next((peaks[key] for fragment, peaks in PEAK_FLOPS.items() if fragment in name), None)
+
+
+_CPU_MATMUL_PEAK: float | None = None
+
+
+def cpu_matmul_peak() -> float:
+    """One CPU thread's float32 matrix-product rate, FLOP/s: the best of a few 512 x 512 products, measured
+    once a process (about 10 ms). What a small model's step is measured against on a CPU, whose peak no
+    table gives; on a shared machine it is lower than the idle figure, as the step's own rate is."""
+    global _CPU_MATMUL_PEAK
+    if _CPU_MATMUL_PEAK is None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            own = torch.Generator().manual_seed(0)  # the global generator's draws belong to the run (dropout)
+            a, b = torch.randn(512, 512, generator=own), torch.randn(512, 512, generator=own)
+            a @ b  # the first product pays for the kernel's set-up
+            best = math.inf
+            for _ in range(5):
+                started = time.perf_counter()
+                a @ b
+                best = min(best, time.perf_counter() - started)
+        finally:
+            torch.set_num_threads(threads)
+        _CPU_MATMUL_PEAK = 2 * 512**3 / best
+    return _CPU_MATMUL_PEAK
 
 
 # -- threads that fit the machine -------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What a training run shows while it runs: the progress bar (whose ETA follows a schedule the time budget
-refits), and the throughput of each logged window: tokens/s and, where the device's peak is known, model
-FLOPs utilisation (performance.py)."""
+refits), and the throughput of each logged window: tokens/s, useful FLOP/s (the tokens predicted, so padding
+excluded) and their share of the device's peak: model FLOPs utilisation where a table gives it, a measured
+single-thread matmul rate on a CPU (performance.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ class Progress:
         self.world_size = world_size
         self.flops = perf.flops_per_token(model, block_size)
         self.peak = perf.peak_flops(device, dtype, config.peak_tflops)
+        # no table gives a CPU's peak: its share of one thread's measured matmul rate per thread in use
+        self.cpu_peak = perf.cpu_matmul_peak() if device.type == "cpu" and not self.peak else None
         self.window_tokens, self.window_start = 0, time.perf_counter()
         log.info("effective batch: %d sequences (batch_size %d x grad_accum_steps %d x %d rank(s)); %s; "
                  "compile %s", config.batch_size * config.grad_accum_steps * world_size, config.batch_size,
@@ -48,12 +51,25 @@ class Progress:
         now = time.perf_counter()
         record["tokens_per_s"] = round(self.window_tokens / max(now - self.window_start, 1e-9))
         self.window_tokens, self.window_start = 0, now
+        record["flops_per_s"] = float(f"{record['tokens_per_s'] * self.flops:.3g}")  # useful: padding excluded
         postfix = {"loss": f"{record['loss']:.4f}", "val": fmt(val_loss), "lr": f"{record['lr']:.2e}",
-                   "tok_s": record["tokens_per_s"]}
+                   "tok_s": record["tokens_per_s"], "GFLOP_s": f"{record['flops_per_s'] / 1e9:.1f}"}
         if self.peak:  # model FLOPs utilisation, per device
-            record["mfu"] = float(f"{record['tokens_per_s'] * self.flops / (self.peak * self.world_size):.3g}")
+            record["mfu"] = float(f"{record['flops_per_s'] / (self.peak * self.world_size):.3g}")
             postfix["mfu"] = f"{record['mfu']:.1%}"
+        elif self.cpu_peak:
+            record["cpu_peak_share"] = float(f"{record['flops_per_s'] / (self.cpu_peak * torch.get_num_threads()):.3g}")
+            postfix["of_peak"] = f"{record['cpu_peak_share']:.0%}"
         self.bar.set_postfix(postfix)
+
+    def speed(self, record: dict[str, Any]) -> str:
+        """The last logged window's throughput for a log line: tokens/s, useful GFLOP/s and its share of
+        the peak."""
+        if "tokens_per_s" not in record:
+            return ""
+        share = record.get("mfu", record.get("cpu_peak_share"))
+        return (f"; {record['tokens_per_s']:,} tokens/s, {record['flops_per_s'] / 1e9:.1f} GFLOP/s"
+                + (f" ({share:.0%} of peak)" if share is not None else ""))
 
     def close(self) -> None:
         self.bar.close()

@@ -34,7 +34,7 @@ from lmlab.training.ema import WeightAverage
 from lmlab.training.progress import Progress, fmt
 from lmlab.training.schedule import Schedule, lr_at
 from lmlab.training.scoring import estimate_nll, mean_loss
-from lmlab.training.step import accumulate_gradients, build_optimizer, predicted_tokens, resolve_device
+from lmlab.training.step import accumulate_gradients, batch_to, build_optimizer, predicted_tokens, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ class Trainer:
             self.run_dir.path.mkdir(parents=True, exist_ok=True)
         self.callbacks = list(callbacks)
         counted = capability(model, "counted")
+        # Lines-mode batches packed several examples a row (data.packing) for a model that keeps them apart;
+        # the same examples as a padded batch, so the same loss, at a fraction of the positions.
+        self.packing = bool(getattr(train_data, "packing", False)) and capability(model, "packs_examples")
+        if self.packing:
+            train_data.pack_width(config.batch_size)  # chosen once, here, outside the time budget's clock
         # The module the step calls: compiled and/or wrapped for DDP/FSDP (FSDP shards self.model in place).
         self.train_model = self.model if counted else self.parallel.wrap(self.model, self.device, config.compile)
         self.optimizer = build_optimizer(self.model, config, fused=perf.fused_adamw_available(self.device))
@@ -195,14 +200,15 @@ class Trainer:
         if self.average is not None and self.average.swapped:  # fit() again: train the raw weights on
             self.average.swap()
         self._emit("on_train_begin")
-        started = time.perf_counter() - self.train_seconds
         schedule = self.schedule
-        checkpoint_every = config.checkpoint_interval or schedule.eval_interval
+        # before the clock starts: it measures the CPU's peak, which is no part of the time budget
         progress = Progress(self.model, config, step=self.step, block_size=self.train_data.block_size,
                             device=self.device, dtype=self.dtype, world_size=self.parallel.world_size,
                             show=self.parallel.is_main)
         if schedule.max_steps != config.max_steps:  # resumed with the schedule a time budget fitted
             progress.replan(schedule.max_steps)
+        started = time.perf_counter() - self.train_seconds
+        checkpoint_every = config.checkpoint_interval or schedule.eval_interval
         threads = perf.ThreadChooser.for_config(config.threads, self.device)  # train.threads=auto
         # train.time_budget: fit the schedule to it (one process: ranks' clocks would disagree on the plan)
         budget = BudgetFitter.for_config(config) if self.parallel.world_size == 1 else None
@@ -238,13 +244,15 @@ class Trainer:
                 at_end = self.step == schedule.max_steps
                 if self.step % schedule.eval_interval == 0 or at_end:
                     val = self.evaluate(exact=at_end)
-                    log.info("step %d: loss %.4f, val %s", self.step, record["loss"],
-                             fmt(val["val_loss"] if val else None))
+                    log.info("step %d: loss %.4f, val %s%s", self.step, record["loss"],
+                             fmt(val["val_loss"] if val else None), progress.speed(self.last_record))
                 if self.step % checkpoint_every == 0 or at_end:
                     self.save_checkpoint()
         finally:
             self._looping = False
             progress.close()
+            if budget is not None:
+                budget.finished(self.step)
         if not self._interrupted and self.last_eval_step != self.step:
             self.evaluate(exact=True)
         self.save_checkpoint()
@@ -261,15 +269,15 @@ class Trainer:
         self._emit("on_step_begin")
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batches = [self.parallel.local_batch(self.train_data, self.config.batch_size, self.data_generator)
+        batches = [self.parallel.local_batch(self.train_data, self.config.batch_size, self.data_generator,
+                                             packed=self.packing)
                    for _ in range(self.config.grad_accum_steps)]
         # Datasets that are not token streams (series, images) say how many targets a batch holds. Counted
         # before the batches go to the device: counting there would make the host wait for the GPU.
         count = getattr(self.train_data, "count_targets", predicted_tokens)
-        counts = [count(y) for _, y in batches]
+        counts = [count(batch[1]) for batch in batches]
         local_tokens = sum(counts)
-        batches = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
-                   for x, y in batches]
+        batches = [batch_to(batch, self.device) for batch in batches]
         tokens = (local_tokens if self.parallel.world_size == 1
                   else int(self.parallel.sum(torch.tensor(float(local_tokens), device=self.device))))
         train_model = self.train_model
