@@ -10,7 +10,9 @@ from pathlib import Path
 
 from lmlab import run as lmlab_run
 from lmlab.cli.common import add_data_model_args, cli_layers, default_out, fmt
+from lmlab.compare import compare_runs, format_table
 from lmlab.errors import ConfigError
+from lmlab.experiments.seeds import parse_seeds, seed_folder, train_seeds
 from lmlab.inspector import Inspector, format_finding, is_problem
 from lmlab.training import callbacks as cb
 from lmlab.training.budget import train_longer_hint
@@ -33,6 +35,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
     if args.inspect_every is not None and args.inspect_every < 1:
         raise ConfigError(f"--inspect-every must be at least 1, got {args.inspect_every}")
+    if args.seeds is not None:
+        return _train_seeds(args, layers)
     parallel = Parallel()
     try:
         if launched_by_torchrun():
@@ -56,6 +60,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         parallel.close()
     return _report(run, parallel)
+
+
+def _train_seeds(args: argparse.Namespace, layers: dict) -> int:
+    """`lmlab train --seeds N`: a seed group (experiments/seeds.py), then its runs and their mean ± SE."""
+    if args.resume or launched_by_torchrun():
+        raise ConfigError("--seeds trains a new seed group on one process; it takes neither --resume nor torchrun "
+                          "(run it again to finish a group that was stopped)")
+    config = resolve_config(layers)
+    seeds = parse_seeds(args.seeds, config.train.seed)
+    out = Path(args.out) if args.out else default_out(config.model_name, config.data.source)
+    inspect = False if args.no_inspect else (args.inspect_every or True)
+
+    def on_seed_end(seed: int, run: lmlab_run.Run) -> None:
+        nll = run.summary["nll"]
+        print(f"seed {seed}: val {fmt(nll.get('val'))}  test {fmt(nll.get('test'))} nats/token", file=sys.stderr,
+              flush=True)
+
+    train_seeds(layers, out=out, seeds=seeds, force=args.force, inspect=inspect, on_seed_end=on_seed_end)
+    rows = compare_runs([out, *(seed_folder(out, s) for s in seeds)])
+    print(format_table(rows), end="")
+    print(f"seed group: {out}")
+    return 0
 
 
 def _train_callbacks(args: argparse.Namespace, parallel: Parallel) -> list:
@@ -109,6 +135,9 @@ def train_args(p: argparse.ArgumentParser) -> None:
     add_data_model_args(p)
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/MODEL-DATA, numbered if taken)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--seeds", metavar="N|A,B,...", help="train N runs differing only in train.seed (counting up "
+                   "from --seed), or the seeds listed, into --out/seed-SEED, and report mean ± SE; run again, it "
+                   "keeps the finished seeds")
     p.add_argument("--force", action="store_true", help="start over in an --out that already holds a run")
     p.add_argument("--inspect-every", type=int, metavar="K", help="inspector: sample layer statistics every K "
                    "steps (default: about 50 samples per run, at most every 100 steps)")
