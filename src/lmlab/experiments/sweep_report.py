@@ -117,7 +117,7 @@ def plot_sweep(rows: list[dict[str, Any]], plan: SweepPlan, path: Path) -> Path:
                 se = row["metric"].se or 0.0
                 ax.errorbar([x], [row["metric"].mean], yerr=[se], fmt="o", color="C1" if row["mark"] == "*" else "C0",
                             capsize=3)
-            if numeric and (axis.log or (min(values) > 0 and max(values) / min(values) >= 20)):
+            if numeric and (axis.log or (min(values) > 0 and max(values) / min(values) >= 8)):
                 ax.set_xscale("log")
             if not numeric:
                 labels = list(dict.fromkeys(map(str, values)))
@@ -125,7 +125,7 @@ def plot_sweep(rows: list[dict[str, Any]], plan: SweepPlan, path: Path) -> Path:
             ax.set_xlabel(axis.key)
             ax.set_ylabel(plan.metric)
             ax.grid(alpha=0.3)
-        fig.suptitle(f"{plan.metric} against each swept value ({len(plan.seeds)} seed(s); orange: best)")
+        fig.suptitle(f"mean ± SE over {len(plan.seeds)} seed(s); orange: best", fontsize="medium")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
     finally:
