@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lmlab.data.datasets import StreamDataset
-from lmlab.training.run_config import build_model, resolve_config
-from lmlab.training.run_data import prepare_data
+from lmlab.run.config import build_model, resolve_config
+from lmlab.run.data import prepare_data
 from lmlab.training.scoring import estimate_nll, mean_nll
 from lmlab.training.trainer import Trainer
 
@@ -71,7 +71,7 @@ def test_char_run_bits_per_byte_equal_bits_per_char_on_ascii(tiny_names, tmp_pat
 def test_bpe_run_bits_per_byte_count_the_utf8_bytes_of_the_scored_text(tmp_path):
     from lmlab.evaluate import evaluate_run
     from lmlab.run import load, train
-    from lmlab.training.run_data import prepare_data
+    from lmlab.run.data import prepare_data
 
     words = ["José", "Zoë", "Łukasz", "Ærøskøbing", "naïve", "Ödön", "Čapek", "Dvořák", "Smith", "Åsa"]
     lines = [f"{a}{b.lower()}" for a in words for b in words]  # 100 lines, many of them non-ASCII

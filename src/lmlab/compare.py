@@ -20,7 +20,7 @@ from typing import Any
 from lmlab.errors import CheckpointError, LmlabError
 from lmlab.experiments.seeds import group_members, is_group
 from lmlab.experiments.stats import Difference, mean_se, paired_by_seed, paired_by_unit, unpaired_over_seeds
-from lmlab.training.checkpoint import read_json
+from lmlab.training.checkpoint.format import read_json
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +235,8 @@ def unit_nll(run_dir: Path, split: str, block_tokens: int = 256) -> tuple[list[f
     import torch.nn.functional as F
 
     from lmlab.data.datasets import IGNORE_INDEX, LinesDataset, next_token_targets
-    from lmlab.training.run_data import prepare_data
-    from lmlab.training.run_dir import load_run
+    from lmlab.run.data import prepare_data
+    from lmlab.run.folder import load_run
 
     run = load_run(run_dir)
     run.model.eval()

@@ -9,7 +9,7 @@ from pathlib import Path
 from lmlab.cli.common import add_data_model_args, cli_layers
 from lmlab.experiments.seeds import parse_seeds
 from lmlab.models import DEFAULT_MODEL
-from lmlab.training.run_config import merge_layers, resolve_config
+from lmlab.run.config import merge_layers, resolve_config
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.files import atomic_write_text
-from lmlab.training.run_config import RunConfig, merge_layers, resolve_config
-from lmlab.training.run_data import RunData, prepare_data
-from lmlab.training.run_dir import RunDir
+from lmlab.run.config import RunConfig, merge_layers, resolve_config
+from lmlab.run.data import RunData, prepare_data
+from lmlab.run.folder import RunDir
 
 if TYPE_CHECKING:
     from lmlab.run import Run

@@ -35,7 +35,7 @@ from lmlab.errors import ConfigError, LmlabError
 from lmlab.experiments.seeds import seed_folder, train_seeds
 from lmlab.experiments.space import Axis, as_layers, grid_points
 from lmlab.files import atomic_write_text
-from lmlab.training.run_config import merge_layers, resolve_config
+from lmlab.run.config import merge_layers, resolve_config
 
 log = logging.getLogger(__name__)
 
