@@ -178,7 +178,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     header = ["run", "model", "params", "train", "val", "test", "bits/char", "bits/byte", "tokens/s", "seconds"]
     body = [
         [
-            Path(row["run"]).name or row["run"],
+            row.get("mark", "") + (Path(row["run"]).name or row["run"]),
             row["model"],
             _cell(row["parameters"], ","),
             *(_nll_cell(row, s) for s in SPLITS),
@@ -196,7 +196,30 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     groups = [row for row in rows if len(row.get("seeds", [])) > 1]
     note = f"; a seed group's NLL is mean±SE over its {'/'.join(sorted({str(len(r['seeds'])) for r in groups}))} " \
         "seeds" if groups else ""
-    return "\n".join(lines) + f"\n\nNLL in nats per token; bits/char and bits/byte from the test split{note}.\n"
+    marked = "; * the best held-out NLL, ~ not distinguishable from it (p >= 0.05)" if any(
+        row.get("mark") for row in rows) else ""
+    return "\n".join(lines) + f"\n\nNLL in nats per token; bits/char and bits/byte from the test split{note}{marked}.\n"
+
+
+def mark_best(rows: list[dict[str, Any]], block_tokens: int = 256) -> None:
+    """Set each row's "mark": "*" the lowest held-out NLL (test, or val), "~" a row whose difference from it is
+    not significant (`difference`'s pairing), "" a worse one or one that cannot be paired with it."""
+    scored = [r for r in rows if r["nll"][held_out_split(r)] is not None]
+    for row in rows:
+        row["mark"] = ""
+    if not scored:
+        return
+    best = min(scored, key=lambda r: r["nll"][held_out_split(r)])
+    best["mark"] = "*"
+    for row in scored:
+        if row is best or held_out_split(row) != held_out_split(best):
+            continue
+        try:
+            found = difference(row, best, held_out_split(best), block_tokens)
+        except LmlabError as err:
+            log.warning("%s: not compared with the best row: %s", row["run"], err)
+            continue
+        row["mark"] = "" if found.significant else "~"
 
 
 # ----------------------------------------------------------------------------------------------------------
