@@ -21,8 +21,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     command run again resumes a stopped sweep; several --workers (or machines on one --storage) share it."""
     from lmlab.experiments.named import EXPERIMENTS, run_experiment
     from lmlab.experiments.space import split_sets
-    from lmlab.experiments.sweep import PLOT_FILE, BEST_FILE, TABLE_FILE, SweepPlan, run_sweep
     from lmlab.errors import ConfigError
+    from lmlab.experiments.sweep import BEST_FILE, PLOT_FILE, TABLE_FILE, SweepPlan, run_sweep
 
     out = Path(args.out or (f"runs/{args.experiment}" if args.experiment else "runs/sweep"))
 
@@ -43,7 +43,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     model_name = (pre.get("model") or {}).get("name") or DEFAULT_MODEL
     axes, fixed = split_sets(args.set, model_name)
     base = merge_layers(*cli_layers(argparse.Namespace(**{**vars(args), "set": fixed})))
-    seeds = parse_seeds(args.seeds, resolve_config(base).train.seed)
+    seeds = parse_seeds(args.seeds or "1", resolve_config(base).train.seed)
     plan = SweepPlan(base=base, axes=tuple(axes), search=args.search, trials=args.trials or 0, seeds=tuple(seeds),
                      metric=args.metric, equal=args.equal, grid_points=args.grid_points,
                      sampler_seed=args.sampler_seed)
@@ -60,8 +60,8 @@ def sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search", choices=["grid", "random", "tpe"], default="grid",
                    help="grid: every combination; random or tpe (Optuna's TPE): --trials N draws (default: grid)")
     p.add_argument("--trials", type=int, metavar="N", help="trials of a random or TPE search")
-    p.add_argument("--seeds", default="1", metavar="N|A,B,...",
-                   help="runs per trial differing only in train.seed (default: 1)")
+    p.add_argument("--seeds", metavar="N|A,B,...",
+                   help="runs per trial differing only in train.seed (default: 1; an --experiment: 3)")
     p.add_argument("--metric", choices=["val_nll", "test_nll", "val_bpb", "test_bpb"], default="val_nll",
                    help="what the search minimises (default: val_nll)")
     p.add_argument("--equal", choices=["steps", "tokens", "time"], default="steps",
