@@ -120,6 +120,7 @@ def summarize(path: str | Path) -> dict[str, Any]:
         "val_curve": first["val_curve"],
         "val_curves": [m["val_curve"] for m in members],
         "seeds": [m.seed for m in group_members(path)],
+        "members": [str(m.path) for m in group_members(path)],
         "per_seed_nll": {split: [m["nll"][split] for m in members] for split in SPLITS},
     }
 
@@ -242,8 +243,8 @@ def difference(a: dict[str, Any], b: dict[str, Any], split: str, block_tokens: i
     if len(seeds_a) > 1 or len(seeds_b) > 1:
         raise LmlabError(f"{a['run']} and {b['run']}: a seed group compares with another seed group (train the "
                          "single run with --seeds too)")
-    sums_a, tokens = unit_nll(Path(a["run"]), split, block_tokens)
-    sums_b, tokens_b = unit_nll(Path(b["run"]), split, block_tokens)
+    sums_a, tokens = unit_nll(Path(a.get("members", [a["run"]])[0]), split, block_tokens)
+    sums_b, tokens_b = unit_nll(Path(b.get("members", [b["run"]])[0]), split, block_tokens)
     if tokens != tokens_b or len(sums_a) != len(sums_b):
         raise LmlabError(f"{a['run']} and {b['run']} score different {split} tokens ({tokens:,} against "
                          f"{tokens_b:,}): pairing needs one split and one tokenizer; compare their bits per byte")
