@@ -119,6 +119,9 @@ def plot_sweep(rows: list[dict[str, Any]], plan: SweepPlan, path: Path) -> Path:
                             capsize=3)
             if numeric and (axis.log or (min(values) > 0 and max(values) / min(values) >= 8)):
                 ax.set_xscale("log")
+                ticks = sorted(set(values))
+                ax.set_xticks(ticks, [_value(v) for v in ticks])
+                ax.minorticks_off()
             if not numeric:
                 labels = list(dict.fromkeys(map(str, values)))
                 ax.set_xticks(range(len(labels)), labels)
