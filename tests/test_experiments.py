@@ -7,8 +7,8 @@ import pytest
 
 from lmlab.cli import main
 from lmlab.compare import compare_runs, difference, format_table
+from lmlab.experiments.groups import GROUP_FILE, parse_seeds
 from lmlab.experiments.named import EXPERIMENTS, run_experiment
-from lmlab.experiments.seeds import GROUP_FILE, parse_seeds
 
 
 def test_parse_seeds():

@@ -6,9 +6,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
-from pathlib import Path
 import pytest
 
 from lmlab.cli import main

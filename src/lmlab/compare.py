@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import CheckpointError, LmlabError
-from lmlab.experiments.seeds import group_members, is_group
+from lmlab.experiments.groups import group_members, is_group
 from lmlab.experiments.stats import Difference, mean_se, paired_by_seed, paired_by_unit, unpaired_over_seeds
 from lmlab.training.checkpoint.format import read_json
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from lmlab.compare import compare_runs, format_table, mark_best, plot_val_curves, summarize, to_json
 from lmlab.errors import CheckpointError, ConfigError
-from lmlab.experiments.seeds import is_group, train_seeds
+from lmlab.experiments.groups import is_group
+from lmlab.experiments.seeds import train_seeds
 from lmlab.files import atomic_write_text
 from lmlab.models import REGISTRY
 from lmlab.run import train

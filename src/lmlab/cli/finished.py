@@ -14,10 +14,10 @@ from lmlab.evaluate import evaluate_run
 from lmlab.inspector import format_finding, is_problem
 from lmlab.inspector.report import reinspect
 from lmlab.run import load
-from lmlab.sample import SampleOptions, iter_samples
-from lmlab.training.performance import use_fitting_threads
 from lmlab.run.data import prepare_data
+from lmlab.sample import SampleOptions, iter_samples
 from lmlab.training.loggers.tensorboard import write_tensorboard_runs
+from lmlab.training.performance import use_fitting_threads
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from lmlab.cli.common import fmt
 from lmlab.compare import format_table
 from lmlab.config import parse_set_args
 from lmlab.data.sources import EMBEDDED
-from lmlab.experiments.seeds import group_members, parse_seeds
+from lmlab.experiments.groups import group_members, parse_seeds
 from lmlab.ladder import JSON_FILE, PLOT_FILE, TABLE_FILE, default_rungs, run_ladder
 from lmlab.training.loggers.tensorboard import write_tensorboard_runs
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from lmlab.cli.common import add_data_model_args, cli_layers
-from lmlab.experiments.seeds import parse_seeds
+from lmlab.experiments.groups import parse_seeds
 from lmlab.models import DEFAULT_MODEL
 from lmlab.run.config import merge_layers, resolve_config
 
@@ -19,9 +19,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     of the metric against each value, the best config (best.toml, for lmlab train --config) and, for random
     and TPE, Optuna's parameter importances. The study lives in OUT/study.db (or --storage URL): the same
     command run again resumes a stopped sweep; several --workers (or machines on one --storage) share it."""
+    from lmlab.errors import ConfigError
     from lmlab.experiments.named import EXPERIMENTS, run_experiment
     from lmlab.experiments.space import split_sets
-    from lmlab.errors import ConfigError
     from lmlab.experiments.sweep import BEST_FILE, PLOT_FILE, TABLE_FILE, SweepPlan, run_sweep
 
     out = Path(args.out or (f"runs/{args.experiment}" if args.experiment else "runs/sweep"))

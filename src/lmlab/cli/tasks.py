@@ -8,11 +8,11 @@ from typing import Any
 
 from lmlab.cli.common import Parser, default_out
 from lmlab.config import parse_set_args
+from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 from lmlab.data.sources import EMBEDDED
 from lmlab.errors import ConfigError
 from lmlab.inspector.findings import format_finding
 from lmlab.series.forecast import run_forecast
-from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 from lmlab.vision.classify import run_classify
 
 

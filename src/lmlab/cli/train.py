@@ -12,17 +12,18 @@ from lmlab import run as lmlab_run
 from lmlab.cli.common import add_data_model_args, cli_layers, default_out, fmt
 from lmlab.compare import compare_runs, format_table
 from lmlab.errors import ConfigError
-from lmlab.experiments.seeds import parse_seeds, seed_folder, train_seeds
+from lmlab.experiments.groups import parse_seeds, seed_folder
+from lmlab.experiments.seeds import train_seeds
 from lmlab.inspector import Inspector, format_finding, is_problem
+from lmlab.run.config import merge_layers, resolve_config
+from lmlab.run.data import context_length, prepare_data
+from lmlab.run.fit_defaults import fit_to_data
+from lmlab.run.folder import FINDINGS_FILE, REPORT_FILE, RunDir
 from lmlab.training import callbacks as cb
 from lmlab.training.budget import train_longer_hint
 from lmlab.training.distributed import Parallel, launched_by_torchrun
-from lmlab.run.fit_defaults import fit_to_data
 from lmlab.training.lr_finder import lr_find
 from lmlab.training.performance import use_fitting_threads
-from lmlab.run.config import merge_layers, resolve_config
-from lmlab.run.data import context_length, prepare_data
-from lmlab.run.folder import FINDINGS_FILE, REPORT_FILE, RunDir
 from lmlab.training.trainer import TrainingDiverged
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.compare import difference, summarize
-from lmlab.experiments.seeds import parse_seeds
+from lmlab.experiments.groups import parse_seeds
 from lmlab.experiments.space import split_sets
 from lmlab.experiments.stats import format_p
 from lmlab.experiments.sweep import PLOT_FILE, SweepPlan, run_sweep

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.compare import summarize
-from lmlab.experiments.seeds import group_members
+from lmlab.experiments.groups import group_members
 
 
 def power_law(xs: list[float], ys: list[float]) -> dict[str, float]:

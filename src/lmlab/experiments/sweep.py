@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import ConfigError, LmlabError
-from lmlab.experiments.seeds import seed_folder, train_seeds
+from lmlab.experiments.groups import seed_folder
+from lmlab.experiments.seeds import train_seeds
 from lmlab.experiments.space import Axis, as_layers, grid_points
 from lmlab.files import atomic_write_text
 from lmlab.run.config import merge_layers, resolve_config

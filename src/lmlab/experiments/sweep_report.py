@@ -92,7 +92,8 @@ def format_sweep_table(rows: list[dict[str, Any]], plan: SweepPlan) -> str:
              for r in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     seeds = len(plan.seeds)
-    how = "paired by seed" if seeds > 1 else "paired by evaluation unit (one seed: the SE does not cover training noise)"
+    how = "paired by seed" if seeds > 1 else \
+        "paired by evaluation unit (one seed: the SE does not cover training noise)"
     return "\n".join(lines) + (f"\n\n* best; ~ not distinguishable from it (p >= 0.05, {how}). {plan.metric} is "
                                f"minimised; {seeds} seed(s) a trial; equal {plan.equal}.\n")
 

@@ -27,6 +27,7 @@ import torch
 
 from lmlab.errors import CheckpointError
 from lmlab.files import atomic_write_text
+from lmlab.run.config import RunConfig, build_model, resolve_config
 from lmlab.tokenizers import Tokenizer, load_tokenizer
 from lmlab.training.checkpoint.format import (
     MODEL_FILE,
@@ -37,7 +38,6 @@ from lmlab.training.checkpoint.format import (
     save_checkpoint,
 )
 from lmlab.training.checkpoint.parts import FORMAT
-from lmlab.run.config import RunConfig, build_model, resolve_config
 
 log = logging.getLogger(__name__)
 

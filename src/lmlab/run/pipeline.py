@@ -34,15 +34,15 @@ from lmlab.export import export_run
 from lmlab.inspector import Inspector, find_problems
 from lmlab.inspector.report import reinspect, write_inspection
 from lmlab.models import count_parameters
+from lmlab.run.config import RunConfig, merge_layers, resolve_config
+from lmlab.run.data import RunData, context_length, prepare_data, resolved_data_config
+from lmlab.run.fit_defaults import fit_to_data
+from lmlab.run.folder import FINDINGS_FILE, SUMMARY_FILE, LoadedRun, RunDir, load_run
 from lmlab.sample import SampleOptions, sample_texts
 from lmlab.training.callbacks import Callback, EarlyStopping
 from lmlab.training.distributed import Parallel
-from lmlab.run.fit_defaults import fit_to_data
 from lmlab.training.loggers import loggers_for
 from lmlab.training.memory import check_step_memory
-from lmlab.run.config import RunConfig, merge_layers, resolve_config
-from lmlab.run.data import RunData, context_length, prepare_data, resolved_data_config
-from lmlab.run.folder import FINDINGS_FILE, SUMMARY_FILE, LoadedRun, RunDir, load_run
 from lmlab.training.scoring import bits_per_byte, mean_nll, scored_bytes, token_bytes
 from lmlab.training.trainer import Trainer, TrainingDiverged
 
