@@ -74,11 +74,17 @@ def _train_seeds(args: argparse.Namespace, layers: dict) -> int:
     inspect = False if args.no_inspect else (args.inspect_every or True)
 
     def on_seed_end(seed: int, run: lmlab_run.Run) -> None:
+        if run.interrupted:
+            return
         nll = run.summary["nll"]
         print(f"seed {seed}: val {fmt(nll.get('val'))}  test {fmt(nll.get('test'))} nats/token", file=sys.stderr,
               flush=True)
 
-    train_seeds(layers, out=out, seeds=seeds, force=args.force, inspect=inspect, on_seed_end=on_seed_end)
+    runs = train_seeds(layers, out=out, seeds=seeds, force=args.force, inspect=inspect, on_seed_end=on_seed_end)
+    if runs[-1].interrupted:
+        print(f"interrupted at seed {seeds[len(runs) - 1]}; run the same command again to finish the group "
+              "(finished seeds are kept)", file=sys.stderr)
+        return 130
     rows = compare_runs([out, *(seed_folder(out, s) for s in seeds)])
     print(format_table(rows), end="")
     print(f"seed group: {out}")

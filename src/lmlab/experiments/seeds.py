@@ -40,7 +40,8 @@ def train_seeds(
     """Train `config` once per seed into out/seed-<seed> through lmlab.train, on one prepared split. A seed
     whose folder already holds a finished run of this config is kept (a killed group, run again, trains only
     what is missing); an unfinished one is trained again from the start, so every seed's result is the same
-    as in a group that was never interrupted."""
+    as in a group that was never interrupted. An interrupted run ends the group early (its Run comes last,
+    with `interrupted=True`)."""
     from lmlab.run import load, train  # the pipeline; reading a group (compare) does not need it
 
     values = config.to_dict() if isinstance(config, RunConfig) else config
@@ -64,6 +65,8 @@ def train_seeds(
         else:
             run = train(seeded, out=folder, force=True, data=data, **train_options)
         runs.append(run)
+        if run.interrupted:  # Ctrl-C or SIGTERM: stop here; the same call again trains what is missing
+            break
         if on_seed_end is not None:
             on_seed_end(seed, run)
     return runs

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import ConfigError, LmlabError
-from lmlab.experiments.groups import seed_folder
 from lmlab.experiments.seeds import train_seeds
 from lmlab.experiments.space import Axis, as_layers, grid_points
 from lmlab.files import atomic_write_text
@@ -298,6 +297,3 @@ def _clear(out: Path) -> None:
         if folder.is_dir():
             shutil.rmtree(folder)
 
-
-def trial_seed_folders(out: Path, folder: str, plan: SweepPlan) -> list[Path]:
-    return [seed_folder(out / folder, s) for s in plan.seeds]
