@@ -39,6 +39,9 @@ def test_equal_tokens_keeps_steps_times_batch():
     plan = SweepPlan(base={"model": {"name": "mlp"}, "train": {"max_steps": 100, "batch_size": 32}}, axes=tuple(axes),
                      equal="tokens")
     assert [trial_config(plan, p)["train"]["max_steps"] for p in plan.points] == [200, 50]
+    timed = SweepPlan(base={"model": {"name": "mlp"}, "train": {"time_budget": 5}}, axes=tuple(axes), equal="time")
+    assert {trial_config(timed, p)["train"]["time_budget"] for p in timed.points} == {5}
+    assert len({trial_config(timed, p)["train"]["max_steps"] for p in timed.points}) == 1  # the budget decides
     with pytest.raises(ConfigError, match="time-budget"):
         SweepPlan(base={"model": {"name": "mlp"}}, axes=tuple(axes), equal="time")
 
