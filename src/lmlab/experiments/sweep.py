@@ -230,6 +230,8 @@ def _objective(trial, plan: SweepPlan, out: Path, on_trial_end) -> float:
         trial.set_user_attr("error", f"the runs report no {plan.metric}")
         raise ConfigError(f"{out / folder}: no {plan.metric} (is that split empty?)")
     trial.set_user_attr("per_seed", values)
+    bpb = [metric_of(run.summary, "val_bpb") for run in runs]
+    trial.set_user_attr("val_bpb", math.fsum(bpb) / len(bpb) if all(b is not None for b in bpb) else None)
     mean = math.fsum(values) / len(values)
     if on_trial_end is not None:
         on_trial_end({"trial": trial.number, "folder": folder, "params": params, "value": mean})

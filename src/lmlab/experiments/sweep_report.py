@@ -42,10 +42,11 @@ def trial_rows(out: Path, study, plan: SweepPlan) -> list[dict[str, Any]]:
         if trial.state == TrialState.COMPLETE:
             per_seed = trial.user_attrs.get("per_seed", [trial.value])
             rows[folder] = {"folder": folder, "trial": trial.number, "params": dict(trial.params),
-                            "metric": mean_se(per_seed), "per_seed": per_seed, "error": None}
+                            "metric": mean_se(per_seed), "per_seed": per_seed, "error": None,
+                            "val_bpb": trial.user_attrs.get("val_bpb")}
         elif trial.state == TrialState.FAIL and "error" in trial.user_attrs and folder not in rows:
             rows[folder] = {"folder": folder, "trial": trial.number, "params": dict(trial.params), "metric": None,
-                            "per_seed": [], "error": trial.user_attrs["error"]}
+                            "per_seed": [], "error": trial.user_attrs["error"], "val_bpb": None}
     ordered = sorted(rows.values(), key=lambda r: (r["metric"] is None, r["metric"].mean if r["metric"] else 0,
                                                    json.dumps(r["params"], sort_keys=True)))
     _mark_best(out, ordered, plan)
@@ -80,13 +81,14 @@ def _value(value: Any) -> str:
 
 def format_sweep_table(rows: list[dict[str, Any]], plan: SweepPlan) -> str:
     keys = [a.key for a in plan.axes]
-    header = ["", *keys, f"{plan.metric} (mean±SE)", "p vs best", "seeds"]
+    header = ["", *keys, f"{plan.metric} (mean±SE)", "p vs best", "val bits/byte", "seeds"]
     body = []
     for row in rows:
         metric = row["metric"].format() if row["metric"] else f"failed: {row['error']}"
         p = row["p_vs_best"]
         body.append([row["mark"], *(_value(row["params"].get(k, "-")) for k in keys), metric,
-                     "-" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}"), str(len(row["per_seed"]))])
+                     "-" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}"),
+                     "-" if row.get("val_bpb") is None else f"{row['val_bpb']:.4f}", str(len(row["per_seed"]))])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
              for r in [header, *body]]
