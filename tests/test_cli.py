@@ -30,7 +30,8 @@ def test_train_eval_sample_on_a_tiny_file(cli, tiny_names, tmp_path):
     assert config["model"]["n_hidden"] == 32 and config["data"]["mode"] == "lines"
 
     report = json.loads(cli("eval", str(run), "--split", "val", "--json").stdout)
-    assert set(report) == {"split", "nll", "perplexity", "bits_per_token", "tokens"}
+    assert set(report) == {"split", "nll", "perplexity", "bits_per_token", "bits_per_byte", "tokens", "bytes"}
+    assert report["bits_per_byte"] == pytest.approx(report["bits_per_token"])  # char tokens on ASCII: 1 byte each
     assert report["nll"] == pytest.approx(json.loads((run / "summary.json").read_text())["nll"]["val"])
 
     sampled = cli("sample", str(run), "-n", "5", "--prompt", "ka", "--seed", "1", "--json")

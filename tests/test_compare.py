@@ -36,7 +36,8 @@ def test_text_json_and_plot(tiny_runs, tmp_path):
     rows = compare_runs(tiny_runs)
     table = format_table(rows)
     header, rule, first, second = table.splitlines()[:4]
-    assert header.split() == ["run", "model", "params", "train", "val", "test", "bits/char", "tokens/s", "seconds"]
+    assert header.split() == ["run", "model", "params", "train", "val", "test", "bits/char", "bits/byte", "tokens/s",
+                             "seconds"]
     assert set(rule) <= {"-", " "}
     assert first.split()[:2] == ["ngram", "ngram"]
     assert f"{rows[1]['nll']['val']:.4f}" in second

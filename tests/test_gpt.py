@@ -99,7 +99,8 @@ def test_sampling_identical_with_and_without_cache():
     assert torch.equal(*runs)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"activation": "gelu_tanh", "bias": False}])
+@pytest.mark.parametrize("kwargs", [{}, {"activation": "gelu_tanh", "bias": False}, {"attn_scale": False},
+                                    {"residual": False}])
 def test_decoder_step_is_forward_for_one_token(kwargs):
     """generate's per-token path: bit for bit the cached forward's logits, and close to a full pass."""
     model = tiny(**kwargs)

@@ -65,3 +65,13 @@ def test_schedule_is_fitted_to_the_budget():
     assert roomy.max_steps == 2000  # never more steps than the rung's own
     short = fit_steps_to_budget(TrainConfig(warmup_steps=100, eval_interval=200), step_seconds=0.1, budget=2)
     assert short.max_steps == 17 and short.warmup_steps == 1 and short.eval_interval == 1
+
+
+def test_ladder_with_seeds_shows_mean_and_se_and_marks_the_best(tiny_names, tmp_path):
+    rows = run_ladder(str(tiny_names), tmp_path / "lad", budget=0.5, models=["ngram", "bigram"], device="cpu",
+                      seeds=[1, 2])
+    assert [r["seeds"] for r in rows] == [[1, 2], [1, 2]]
+    assert (tmp_path / "lad" / "bigram" / "seed-2" / "summary.json").is_file()
+    assert rows[1]["nll_se"]["val"] is not None and rows[0]["nll_se"]["val"] == 0  # counts ignore the seed
+    assert [r["mark"] for r in rows].count("*") == 1
+    assert "±" in (tmp_path / "lad" / "comparison.txt").read_text()

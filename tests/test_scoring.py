@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -53,3 +54,40 @@ def test_periodic_evaluations_are_capped_and_the_last_is_exact(tiny_names, tmp_p
     assert 50 <= evals[0]["val_tokens"] < 50 + val.block_size and evals[0]["val_stderr"] > 0
     assert evals[1]["val_tokens"] == val.num_predictions
     assert evals[1]["val_loss"] == pytest.approx(mean_nll(trainer.model, val)[0], abs=1e-5)
+
+
+# ---- bits per byte ------------------------------------------------------------------------------------------
+
+
+def test_char_run_bits_per_byte_equal_bits_per_char_on_ascii(tiny_names, tmp_path):
+    from lmlab.run import train
+
+    config = {"data": {"source": str(tiny_names)}, "model": {"name": "bigram"}, "train": {"max_steps": 10}}
+    summary = train(config, out=tmp_path / "char", inspect=False).summary
+    for split in ("train", "val", "test"):
+        assert summary["bits_per_byte"][split] == pytest.approx(summary["nll"][split] / math.log(2), rel=1e-12)
+
+
+def test_bpe_run_bits_per_byte_count_the_utf8_bytes_of_the_scored_text(tmp_path):
+    from lmlab.evaluate import evaluate_run
+    from lmlab.run import load, train
+    from lmlab.run.data import prepare_data
+
+    words = ["José", "Zoë", "Łukasz", "Ærøskøbing", "naïve", "Ödön", "Čapek", "Dvořák", "Smith", "Åsa"]
+    lines = [f"{a}{b.lower()}" for a in words for b in words]  # 100 lines, many of them non-ASCII
+    source = tmp_path / "accents.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = {"data": {"source": str(source), "tokenizer": "bpe", "vocab_size": 300}, "model": {"name": "bigram"},
+              "train": {"max_steps": 10}}
+    summary = train(config, out=tmp_path / "bpe", inspect=False).summary
+    run = load(tmp_path / "bpe")
+    texts = prepare_data(run.config.data, run.tokenizer).texts
+    for split in ("val", "test"):
+        report = evaluate_run(run, split)
+        # Each example predicts its tokens and the closing boundary, which stands for the line break.
+        num_bytes = sum(len(t.encode("utf-8")) + 1 for t in texts[split])
+        assert report["bytes"] == num_bytes and num_bytes > sum(len(t) + 1 for t in texts[split])
+        expected = report["nll"] * report["tokens"] / (math.log(2) * num_bytes)
+        assert report["bits_per_byte"] == pytest.approx(expected, rel=1e-12)
+        assert summary["bits_per_byte"][split] == pytest.approx(expected, rel=1e-6)
+        assert report["tokens"] < num_bytes  # merges: fewer tokens than bytes, so bits/byte < bits/token

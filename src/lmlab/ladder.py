@@ -19,8 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
+from lmlab.compare import compare_runs, format_table, mark_best, plot_val_curves, summarize, to_json
 from lmlab.errors import CheckpointError, ConfigError
+from lmlab.experiments.groups import is_group
+from lmlab.experiments.seeds import train_seeds
 from lmlab.files import atomic_write_text, claim_output_folder
 from lmlab.models import REGISTRY
 from lmlab.run import train
@@ -63,11 +65,14 @@ def run_ladder(
     fit_schedule: bool = True,
     overrides: dict[str, Any] | None = None,
     on_rung_end: Callable[[str, dict[str, Any]], None] | None = None,
+    seeds: list[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Train each rung (default_rungs() unless `models` names others) into out_dir/<model> through the same
     pipeline as `lmlab train` (lmlab.run.train); write the comparison table (text and JSON) and the
     validation-curve plot into out_dir; return the comparison rows. `overrides` ({section: {key: value}},
-    as `--set`) apply to every rung."""
+    as `--set`) apply to every rung. With `seeds`, each rung is a seed group (experiments/seeds.py): one run
+    per seed in out_dir/<model>/seed-<seed>, the table's NLL their mean ± SE and the plot's curves a band.
+    The table marks the best rung and those not distinguishable from it."""
     names = list(models) if models else default_rungs()
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
@@ -75,7 +80,7 @@ def run_ladder(
     if budget <= 0:
         raise ConfigError(f"--budget must be positive seconds, got {budget}")
     out_dir = claim_output_folder(out_dir, "a ladder", may_replace=_is_ladder_folder)
-    taken = [n for n in names if RunDir(out_dir / n).holds_run()]
+    taken = [n for n in names if RunDir(out_dir / n).holds_run() or is_group(out_dir / n)]
     if taken and not force:
         raise CheckpointError(f"{out_dir / taken[0]} already holds a run; pass --force to train the ladder again")
 
@@ -85,12 +90,19 @@ def run_ladder(
     run_dirs = []
     for name in names:
         log.info("ladder: %s, budget %g s", name, budget)
-        run = train(configs[name], out=out_dir / name, force=force, inspect=False, data=data)
-        run_dirs.append(run.run_dir.path)
+        if seeds:
+            train_seeds(configs[name], out=out_dir / name, seeds=seeds, force=force, inspect=False, data=data)
+            run_dirs.append(out_dir / name)
+            summary = summarize(out_dir / name)
+        else:
+            run = train(configs[name], out=out_dir / name, force=force, inspect=False, data=data)
+            run_dirs.append(run.run_dir.path)
+            summary = run.summary
         if on_rung_end is not None:
-            on_rung_end(name, run.summary)
+            on_rung_end(name, summary)
 
     rows = compare_runs(run_dirs)
+    mark_best(rows)
     atomic_write_text(out_dir / TABLE_FILE, format_table(rows))
     atomic_write_text(out_dir / JSON_FILE, to_json(rows))
     plot_val_curves(rows, out_dir / PLOT_FILE, x="time")  # time-budgeted rungs span the same x

@@ -46,6 +46,7 @@ from lmlab.cli.finished import (
 )
 from lmlab.cli.interop import cmd_export, cmd_import, export_args, import_args
 from lmlab.cli.ladder import cmd_ladder, ladder_args
+from lmlab.cli.sweep import cmd_sweep, sweep_args
 from lmlab.cli.tasks import classify_args, cmd_classify, cmd_data, cmd_forecast, data_args, forecast_args
 from lmlab.cli.train import cmd_lr_find, cmd_train, lr_find_args, train_args
 from lmlab.errors import LmlabError
@@ -60,6 +61,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "lr-find": (cmd_lr_find, lr_find_args),
     "compare": (cmd_compare, compare_args),
     "ladder": (cmd_ladder, ladder_args),
+    "sweep": (cmd_sweep, sweep_args),
     "export": (cmd_export, export_args),
     "import": (cmd_import, import_args),
     "data": (cmd_data, data_args),

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
+from lmlab.compare import compare_runs, differences, format_differences, format_table, plot_val_curves, to_json
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.evaluate import evaluate_run
 from lmlab.inspector import format_finding, is_problem
@@ -21,14 +21,16 @@ from lmlab.training.performance import use_fitting_threads
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Score a trained run on a split of its data: NLL (nats/token), perplexity and bits per token."""
+    """Score a trained run on a split of its data: NLL (nats/token), perplexity, bits per token and per byte."""
     use_fitting_threads()
     report = evaluate_run(load(args.run), args.split)
     if args.json:
         print(json.dumps(report))
     else:
+        bpb = report["bits_per_byte"]
         print(f"{report['split']}: nll {report['nll']:.4f}  perplexity {report['perplexity']:.3f}  "
-              f"bits/token {report['bits_per_token']:.4f}  ({report['tokens']:,} tokens)")
+              f"bits/token {report['bits_per_token']:.4f}  bits/byte {'-' if bpb is None else f'{bpb:.4f}'}  "
+              f"({report['tokens']:,} tokens, {report['bytes']:,} bytes)")
     return 0
 
 
@@ -132,8 +134,16 @@ def inspect_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Compare finished runs: model, parameters, train/val/test NLL, bits/char, tokens/s, time; plot val curves."""
+    """Compare finished runs or seed groups: model, parameters, train/val/test NLL (mean ± SE over seeds), bits
+    per char and per byte, tokens/s, time; plot val curves. With two or more, each is compared with the first:
+    the difference in val/test NLL with its standard error and a two-sided p-value, paired by seed where the
+    groups share seeds and by the same evaluation tokens where they are single runs."""
+    if args.block_tokens < 1:
+        raise ConfigError(f"--block-tokens must be at least 1, got {args.block_tokens}")
     rows = compare_runs(args.runs)
+    found = differences(rows, block_tokens=args.block_tokens) if len(rows) > 1 and not args.no_differences else []
+    for row in rows:
+        row["differences"] = [d for d in found if d["run"] == row["run"]]
     plot = _compare_plot_path(args.runs) if args.plot is None else args.plot
     note = None
     if plot and args.plot is None:  # the default is a convenience: a folder it cannot write costs only the plot
@@ -143,7 +153,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             note, plot = f"validation curves not written ({err}); choose a file with --plot", None
     elif plot:
         plot_val_curves(rows, plot, x=args.x)
-    print(to_json(rows) if args.json else format_table(rows), end="")
+    print(to_json(rows) if args.json else format_table(rows) + ("\n" + format_differences(found) if found else ""),
+          end="")
     if plot:
         print(f"validation curves: {plot}", file=sys.stderr)
     if note:
@@ -162,7 +173,10 @@ def _compare_plot_path(runs: list[str]) -> Path:
 
 
 def compare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories or seed groups (train --seeds N)")
+    p.add_argument("--no-differences", action="store_true", help="only the table: no paired differences")
+    p.add_argument("--block-tokens", type=int, default=256, metavar="N", help="stream mode: predicted tokens per "
+                   "paired block when single runs are paired by evaluation unit (default: 256)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON (with the validation curves)")
     p.add_argument("--plot", metavar="FILE.png", help="where to write the validation curves (default: "
                    "RUN-val_curves.png for one run, val_curves.png for several, in the folder holding them; "

@@ -11,6 +11,7 @@ from lmlab.cli.common import fmt
 from lmlab.compare import format_table
 from lmlab.config import parse_set_args
 from lmlab.data.sources import EMBEDDED
+from lmlab.experiments.groups import group_members, parse_seeds
 from lmlab.ladder import JSON_FILE, PLOT_FILE, TABLE_FILE, default_rungs, run_ladder
 from lmlab.training.loggers.tensorboard import write_tensorboard_runs
 
@@ -28,11 +29,12 @@ def cmd_ladder(args: argparse.Namespace) -> int:
 
     rows = run_ladder(args.data, out, budget=args.budget, models=models, mode=args.mode, seed=args.seed,
                       device=args.device, force=args.force, fit_schedule=not args.keep_steps,
-                      overrides=parse_set_args(args.set), on_rung_end=on_rung_end)
+                      overrides=parse_set_args(args.set), on_rung_end=on_rung_end,
+                      seeds=parse_seeds(args.seeds, args.seed) if args.seeds else None)
     print(format_table(rows), end="")
     print(f"table: {out / TABLE_FILE}, {out / JSON_FILE}; plot: {out / PLOT_FILE}")
     if args.tensorboard:
-        write_tensorboard_runs([row["run"] for row in rows], args.tensorboard)
+        write_tensorboard_runs([m.path for row in rows for m in group_members(row["run"])], args.tensorboard)
         print(f"tensorboard --logdir {args.tensorboard}")
     return 0
 
@@ -48,6 +50,8 @@ def ladder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", metavar="A,B,...", help="rungs to train (default: one per architecture: "
                    f"{', '.join(default_rungs())})")
     p.add_argument("--seed", type=int, default=1337, help="seed for every rung (default: 1337)")
+    p.add_argument("--seeds", metavar="N|A,B,...", help="train each rung N times, differing only in train.seed "
+                   "(counting up from --seed), or with the seeds listed; the table shows mean ± SE")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train")
     p.add_argument("--force", action="store_true", help="overwrite runs already in --out")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

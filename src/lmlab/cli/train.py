@@ -7,13 +7,17 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from lmlab import run as lmlab_run
 from lmlab.cli.common import add_data_model_args, cli_layers, fmt
+from lmlab.compare import compare_runs, format_table
 from lmlab.errors import ConfigError, TrainingDiverged
+from lmlab.experiments.groups import parse_seeds, seed_folder
+from lmlab.experiments.seeds import train_seeds
 from lmlab.inspector import format_finding, is_problem
-from lmlab.run.config import merge_layers
-from lmlab.run.folder import REPORT_FILE
+from lmlab.run.config import merge_layers, resolve_config
+from lmlab.run.folder import REPORT_FILE, default_run_dir
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -22,6 +26,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     --set train.parallel=fsdp); rank 0 alone logs and writes the run directory."""
     if args.inspect_every is not None and args.inspect_every < 1:
         raise ConfigError(f"--inspect-every must be at least 1, got {args.inspect_every}")
+    if args.seeds is not None:
+        return _train_seeds(args, merge_layers(*cli_layers(args)))
     main_process = os.environ.get("RANK", "0") == "0"  # torchrun's rank: the others log warnings only
     if not main_process:
         logging.getLogger().setLevel(logging.WARNING)
@@ -34,6 +40,34 @@ def cmd_train(args: argparse.Namespace) -> int:
             print("\n".join(format_finding(f) for f in err.findings))
         raise
     return _report(run)
+
+
+def _train_seeds(args: argparse.Namespace, layers: dict) -> int:
+    """`lmlab train --seeds N`: a seed group (experiments/seeds.py), then its runs and their mean ± SE."""
+    if args.resume or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--seeds trains a new seed group on one process; it takes neither --resume nor torchrun "
+                          "(run it again to finish a group that was stopped)")
+    config = resolve_config(layers)
+    seeds = parse_seeds(args.seeds, config.train.seed)
+    out = Path(args.out) if args.out else default_run_dir(config.model_name, config.data.source)
+    inspect = False if args.no_inspect else (args.inspect_every or True)
+
+    def on_seed_end(seed: int, run: lmlab_run.Run) -> None:
+        if run.interrupted:
+            return
+        nll = run.summary["nll"]
+        print(f"seed {seed}: val {fmt(nll.get('val'))}  test {fmt(nll.get('test'))} nats/token", file=sys.stderr,
+              flush=True)
+
+    runs = train_seeds(layers, out=out, seeds=seeds, force=args.force, inspect=inspect, on_seed_end=on_seed_end)
+    if runs[-1].interrupted:
+        print(f"interrupted at seed {seeds[len(runs) - 1]}; run the same command again to finish the group "
+              "(finished seeds are kept)", file=sys.stderr)
+        return 130
+    rows = compare_runs([out, *(seed_folder(out, s) for s in seeds)])
+    print(format_table(rows), end="")
+    print(f"seed group: {out}")
+    return 0
 
 
 def _report(run: lmlab_run.Run) -> int:
@@ -76,6 +110,9 @@ def train_args(p: argparse.ArgumentParser) -> None:
     add_data_model_args(p)
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/MODEL-DATA, numbered if taken)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--seeds", metavar="N|A,B,...", help="train N runs differing only in train.seed (counting up "
+                   "from --seed), or the seeds listed, into --out/seed-SEED, and report mean ± SE; run again, it "
+                   "keeps the finished seeds")
     p.add_argument("--force", action="store_true", help="start over in an --out that already holds a run")
     p.add_argument("--inspect-every", type=int, metavar="K", help="inspector: sample layer statistics every K "
                    "steps (default: about 50 samples per run, at most every 100 steps)")

@@ -110,9 +110,10 @@ def cache_length(past: KVCache | KVBuffer | None) -> int:
     return past.length if isinstance(past, KVBuffer) else past[0].size(2)
 
 
-def attention_probabilities(q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
-    """softmax(q k^T / sqrt(hs)) over the keys `mask` lets each query see (all where None): (B, nh, T, S)."""
-    scores = (q @ k.transpose(-2, -1)) / q.size(-1) ** 0.5  # (B, nh, T, S)
+def attention_probabilities(q: Tensor, k: Tensor, mask: Tensor | None, scale: float | None = None) -> Tensor:
+    """softmax(q k^T * scale) (1/sqrt(hs) when None) over the keys `mask` lets each query see (all where
+    None): (B, nh, T, S)."""
+    scores = (q @ k.transpose(-2, -1)) * (q.size(-1) ** -0.5 if scale is None else scale)  # (B, nh, T, S)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return scores.softmax(dim=-1)
@@ -120,7 +121,8 @@ def attention_probabilities(q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor
 
 class MultiHeadAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, *, bias: bool = True, dropout: float = 0.0,
-                 n_kv_head: int | None = None, qk_norm: bool = False, norm_eps: float = 1e-6):
+                 n_kv_head: int | None = None, qk_norm: bool = False, norm_eps: float = 1e-6,
+                 scale: float | None = None):
         super().__init__()
         if n_embd % n_head:
             raise ValueError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
@@ -133,6 +135,7 @@ class MultiHeadAttention(nn.Module):
         self.head_size = n_embd // n_head
         self.kv_width = n_kv_head * self.head_size
         self.dropout = dropout
+        self.scale = scale  # of the scores q k^T; None: 1/sqrt(head size), what keeps the softmax from saturating
         self.c_attn = nn.Linear(n_embd, n_embd + 2 * self.kv_width, bias=bias)
         # Qwen3's q_norm / k_norm: one gain per head dimension, shared by all heads.
         self.q_norm = nn.RMSNorm(self.head_size, eps=norm_eps) if qk_norm else None
@@ -210,17 +213,18 @@ class MultiHeadAttention(nn.Module):
             k_all, v_all = k.repeat_interleave(rows, dim=1), v.repeat_interleave(rows, dim=1)  # (B, nh, S, hs)
             seen = mask if mask is not None or not is_causal else torch.ones(T, S, dtype=torch.bool,
                                                                              device=x.device).tril()
-            weights = attention_probabilities(q, k_all, seen)  # (B, nh, T, S)
+            weights = attention_probabilities(q, k_all, seen, self.scale)  # (B, nh, T, S)
             y = dropout(weights, drop, True) @ v_all  # (B, nh, T, hs)
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=drop,
                 enable_gqa=self.n_kv_head != self.n_head,  # query head h reads key/value head h // (nh / nkv)
+                scale=self.scale,
             )  # (B, nh, T, hs)
         if self.record_attention:
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)  # (B, nh, S, hs)
             self.last_attention = attention_probabilities(
                 q, k, mask if mask is not None or not is_causal else
-                torch.ones(T, S, dtype=torch.bool, device=x.device).tril()).detach()
+                torch.ones(T, S, dtype=torch.bool, device=x.device).tril(), self.scale).detach()
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y)), present

@@ -73,6 +73,11 @@ class GPTConfig:
     activation: Literal["gelu_tanh", "gelu"] | None = None
     layer_norm_eps: float = 1e-5
     tie_embeddings: bool = True
+    # Ablations for the notes' lessons (lmlab sweep --experiment attention-scaling / residual): attention
+    # scores without the 1/sqrt(head size) scale, and blocks whose branches replace the stream instead of
+    # adding to it (no identity path for the gradient).
+    attn_scale: bool = True
+    residual: bool = True
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -120,16 +125,18 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
-        self.attn = MultiHeadAttention(config.n_embd, config.n_head, bias=config.bias, dropout=config.dropout)
+        self.attn = MultiHeadAttention(config.n_embd, config.n_head, bias=config.bias, dropout=config.dropout,
+                                       scale=None if config.attn_scale else 1.0)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
+        self.residual = config.residual
 
     def forward(self, x: Tensor, past: KVCache | None, use_cache: bool,
                 attn_mask: Tensor | None = None) -> tuple[Tensor, KVCache | None]:
         attended, present = self.attn(self.ln_1(x), causal=True, past_key_value=past, use_cache=use_cache,
                                       attn_mask=attn_mask)
-        x = x + attended  # (B, T, C)
-        x = x + self.mlp(self.ln_2(x))
+        x = x + attended if self.residual else attended  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x)) if self.residual else self.mlp(self.ln_2(x))
         return x, present
 
 
@@ -176,6 +183,7 @@ class GPT(GenerationMixin, nn.Module):
         """
         config = self.config
         C, nh, eps = config.n_embd, config.n_head, config.layer_norm_eps
+        scale, keep = (None if config.attn_scale else 1.0), (1.0 if config.residual else 0.0)
         approximate = "tanh" if config.activation == "gelu_tanh" else "none"
         wte, wpe, ln_f = self.transformer.wte.weight, self.transformer.wpe.weight, self.transformer.ln_f
         layers = [(b.ln_1.weight, b.ln_1.bias, b.attn.c_attn.weight, b.attn.c_attn.bias, b.attn.c_proj.weight,
@@ -193,10 +201,10 @@ class GPT(GenerationMixin, nn.Module):
                 qkv = F.linear(F.layer_norm(x, (C,), ln1_w, ln1_b, eps), attn_w, attn_b)  # (B, 3C)
                 q, k, v = qkv.view(B, 3, nh, 1, C // nh).unbind(1)  # 3 x (B, nh, 1, hs)
                 k, v = buffer.append(k, v)  # (B, nh, S, hs)
-                y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, 1, hs): one query needs no mask
-                x = x + F.linear(y.reshape(B, C), proj_w, proj_b)
+                y = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (B, nh, 1, hs): one query needs no mask
+                x = keep * x + F.linear(y.reshape(B, C), proj_w, proj_b)
                 h = F.gelu(F.linear(F.layer_norm(x, (C,), ln2_w, ln2_b, eps), fc_w, fc_b), approximate=approximate)
-                x = x + F.linear(h, fc_proj_w, fc_proj_b)  # (B, C)
+                x = keep * x + F.linear(h, fc_proj_w, fc_proj_b)  # (B, C)
             return F.linear(F.layer_norm(x, (C,), ln_f_weight, ln_f_bias, eps), lm_head)  # (B, V)
 
         return step

@@ -54,7 +54,7 @@ from lmlab.training.distributed import Parallel
 from lmlab.training.loggers import loggers_for
 from lmlab.training.lr_finder import LRFindResult, lr_find
 from lmlab.training.performance import use_fitting_threads
-from lmlab.training.scoring import mean_nll
+from lmlab.training.scoring import bits_per_byte, mean_nll, scored_bytes, token_bytes
 from lmlab.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -297,12 +297,19 @@ def _fit(trainer: Trainer, run_dir: RunDir) -> bool:
     return bool(interrupted)
 
 
-def split_nll(trainer: Trainer, splits: dict) -> dict[str, float]:
-    """NLL of the trained model on every non-empty split: exact for val and test, the training split capped
-    at train.eval_max_tokens (a large corpus' train split would cost more than the run)."""
-    return {name: mean_nll(trainer.model, ds, device=trainer.device,
-                           max_tokens=trainer.config.eval_max_tokens if name == "train" else None)[0]
-            for name, ds in splits.items() if len(ds)}
+def split_scores(trainer: Trainer, data: RunData) -> tuple[dict[str, float], dict[str, float | None]]:
+    """(NLL per token, bits per byte) of the trained model on every non-empty split: exact for val and test,
+    the training split capped at train.eval_max_tokens (a large corpus' train split would cost more than the
+    run). Bits per byte count the UTF-8 bytes of the scored tokens' text (training/scoring.py)."""
+    nll, bpb = {}, {}
+    byte_lengths = token_bytes(data.tokenizer)
+    for name, ds in data.splits.items():
+        if not len(ds):
+            continue
+        cap = trainer.config.eval_max_tokens if name == "train" else None
+        nll[name], tokens = mean_nll(trainer.model, ds, device=trainer.device, max_tokens=cap)
+        bpb[name] = bits_per_byte(nll[name], tokens, scored_bytes(ds, byte_lengths, max_tokens=cap))
+    return nll, bpb
 
 
 def _finished_run(run_dir: RunDir, config: RunConfig, data: RunData, trainer: Trainer, parallel: Parallel,
@@ -310,8 +317,9 @@ def _finished_run(run_dir: RunDir, config: RunConfig, data: RunData, trainer: Tr
     """summary.json and the inspector's findings (rank 0), then the run as the folder now holds it."""
     if trainer.interrupted or not parallel.is_main:
         if not trainer.interrupted and parallel.sharded:
-            split_nll(trainer, data.splits)  # FSDP's forward is collective: take part in rank 0's evaluation
+            split_scores(trainer, data)  # FSDP's forward is collective: take part in rank 0's evaluation
         return Run(run_dir, config, data.tokenizer, trainer.model, trainer.step, trainer=trainer)
+    nll, bpb = split_scores(trainer, data)
     summary = {
         "model": config.model_name,
         "parameters": count_parameters(trainer.model),
@@ -321,7 +329,8 @@ def _finished_run(run_dir: RunDir, config: RunConfig, data: RunData, trainer: Tr
         "wall_seconds": round(wall_seconds, 3),
         "tokens_per_s": round(trainer.tokens_seen / max(trainer.train_seconds, 1e-9)),
         "nonfinite_steps": trainer.nonfinite_steps,
-        "nll": split_nll(trainer, data.splits),
+        "nll": nll,
+        "bits_per_byte": bpb,
     }
     run_dir.write_json(SUMMARY_FILE, summary)
     write_inspection(run_dir.path, trainer)

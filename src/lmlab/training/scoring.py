@@ -1,6 +1,8 @@
 """Mean negative log-likelihood of a model over a dataset, in eval mode with no gradients: exact over the
 whole dataset (`mean_nll`), or estimated from a fixed random sample of its examples with a standard error
-(`estimate_nll`), which is what periodic evaluations during training use.
+(`estimate_nll`), which is what periodic evaluations during training use; and the UTF-8 bytes of text the
+scored tokens stand for (`scored_bytes`), so runs with different tokenizers of one text compare in bits per
+byte.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch.nn.functional as F
 
 from lmlab.data.datasets import IGNORE_INDEX, TokenDataset, next_token_targets
 from lmlab.models.base import causal_lm_loss
+from lmlab.tokenizers import BPETokenizer, CharTokenizer, HFTokenizer, Tokenizer
 
 
 @torch.no_grad()
@@ -118,3 +121,48 @@ def _sampled_batches(dataset: TokenDataset, batch_size: int, max_tokens: int, ge
         input_ids, labels = input_ids[:keep], labels[:keep]
         yield input_ids, labels
         seen += int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def token_bytes(tokenizer: Tokenizer) -> torch.Tensor:
+    """(V,) the UTF-8 bytes of text each token id stands for. The boundary token counts one byte: it is the
+    line break (lines mode) or the break between documents that the text file holds in its place, so a char
+    run on ASCII text scores exactly one byte per predicted token. Byte-level BPE tokens are counted in
+    bytes (each symbol of its alphabet is one byte, so a token that ends inside a character counts its own
+    share); other tokenizers' tokens by the text they decode to (a word tokenizer's unknown token counts the
+    five bytes of `<unk>`, so its bits per byte are approximate)."""
+    lengths = torch.zeros(tokenizer.vocab_size, dtype=torch.long)
+    if isinstance(tokenizer, CharTokenizer):
+        for i, piece in enumerate(tokenizer.vocab):
+            lengths[i] = len(piece.encode("utf-8"))
+    else:
+        backend = tokenizer.hf if isinstance(tokenizer, BPETokenizer) else getattr(tokenizer, "backend", None)
+        byte_symbols = _byte_level_alphabet() if isinstance(tokenizer, (BPETokenizer, HFTokenizer)) else set()
+        for i in range(tokenizer.vocab_size):
+            piece = backend.id_to_token(i) if backend is not None else None
+            if piece is not None and byte_symbols and all(c in byte_symbols for c in piece):
+                lengths[i] = len(piece)
+            else:
+                lengths[i] = len(tokenizer.decode([i]).encode("utf-8"))
+    lengths[tokenizer.boundary_id] = 1
+    return lengths
+
+
+def _byte_level_alphabet() -> set[str]:
+    from tokenizers import pre_tokenizers
+
+    return set(pre_tokenizers.ByteLevel.alphabet())
+
+
+def scored_bytes(dataset: TokenDataset, byte_lengths: torch.Tensor, *, batch_size: int = 256,
+                 max_tokens: int | None = None) -> int:
+    """UTF-8 bytes of the tokens `mean_nll` predicts with the same `batch_size` and `max_tokens`."""
+    total = 0
+    for _, labels in dataset.iter_batches(batch_size, max_tokens):
+        targets = next_token_targets(labels)
+        total += int(byte_lengths[targets[targets != IGNORE_INDEX]].sum())
+    return total
+
+
+def bits_per_byte(nll: float, tokens: int, num_bytes: int) -> float | None:
+    """Mean NLL per token (nats) over `tokens` predictions that cover `num_bytes` bytes, in bits per byte."""
+    return nll * tokens / (math.log(2) * num_bytes) if num_bytes and math.isfinite(nll) else None

@@ -1,0 +1,1 @@
+"""Experiments you can trust: seeds, statistics, sweeps (on Optuna) and the named experiments."""
