@@ -9,7 +9,7 @@ import lmlab
 
 PACKAGE = Path(lmlab.__file__).parent
 ORDER = ["errors", "files", "config", "data", "tokenizers", "models", "training", "inspector", "series", "vision",
-         "sample", "evaluate", "compare", "export", "run", "ladder", "cli", "__main__"]
+         "sample", "evaluate", "notebook", "compare", "export", "run", "ladder", "cli", "__main__"]
 
 
 def _layer(module: str) -> int:

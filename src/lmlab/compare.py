@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import CheckpointError, LmlabError
+from lmlab.notebook import Comparison
 from lmlab.training.checkpoint import read_json
 
 log = logging.getLogger(__name__)
@@ -96,10 +97,11 @@ def _check_summary(summary: Any, path: Path) -> None:
         raise CheckpointError(f"{path}: corrupted summary (model is not a name)")
 
 
-def compare_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
-    """One row per readable run. A run that cannot be read (unfinished, or a corrupted summary.json,
-    config.json or metrics.jsonl) is left out with a warning, so one bad folder does not hide the others;
-    when none can be read, the (first) reason is the error."""
+def compare_runs(run_dirs: list[str | Path]) -> Comparison:
+    """One row per readable run, as a list that shows as a table with the curves in Jupyter. A run that
+    cannot be read (unfinished, or a corrupted summary.json, config.json or metrics.jsonl) is left out with a
+    warning, so one bad folder does not hide the others; when none can be read, the (first) reason is the
+    error."""
     if not run_dirs:
         raise LmlabError("give at least one run directory to compare")
     rows, errors = [], []
@@ -114,7 +116,7 @@ def compare_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
         raise CheckpointError(f"none of the {len(errors)} runs can be compared; the first: {errors[0]}")
     for err in errors:
         log.warning("skipping a run: %s", err)
-    return rows
+    return Comparison(rows)
 
 
 def _cell(value: Any, fmt: str) -> str:

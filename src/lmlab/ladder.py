@@ -23,6 +23,7 @@ from lmlab.compare import compare_runs, format_table, plot_val_curves, to_json
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.files import atomic_write_text
 from lmlab.models import REGISTRY
+from lmlab.notebook import Comparison
 from lmlab.run import train
 from lmlab.training.run_config import merge_layers, resolve_config
 from lmlab.training.run_data import prepare_data
@@ -63,7 +64,7 @@ def run_ladder(
     fit_schedule: bool = True,
     overrides: dict[str, Any] | None = None,
     on_rung_end: Callable[[str, dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
+) -> Comparison:
     """Train each rung (default_rungs() unless `models` names others) into out_dir/<model> through the same
     pipeline as `lmlab train` (lmlab.run.train); write the comparison table (text and JSON) and the
     validation-curve plot into out_dir; return the comparison rows. `overrides` ({section: {key: value}},

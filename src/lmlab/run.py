@@ -32,8 +32,9 @@ from lmlab.errors import CheckpointError
 from lmlab.evaluate import evaluate_run
 from lmlab.export import export_run
 from lmlab.inspector import Inspector, find_problems
-from lmlab.inspector.report import reinspect, write_inspection
+from lmlab.inspector.report import REPORT_FILE, reinspect, write_inspection
 from lmlab.models import count_parameters
+from lmlab.notebook import Findings, LiveCurves, Report, in_notebook, run_html
 from lmlab.sample import SampleOptions, sample_texts
 from lmlab.training.callbacks import Callback, EarlyStopping
 from lmlab.training.distributed import Parallel
@@ -68,10 +69,10 @@ class Run(LoadedRun):
         return self.run_dir.read_metrics()
 
     @property
-    def findings(self) -> list[dict[str, Any]] | None:
+    def findings(self) -> Findings | None:
         """The inspector's findings as written at the end of training (None if it did not watch)."""
         path = self.run_dir / FINDINGS_FILE
-        return self.run_dir.read_json(FINDINGS_FILE, "findings", list) if path.is_file() else None
+        return Findings(self.run_dir.read_json(FINDINGS_FILE, "findings", list)) if path.is_file() else None
 
     def evaluate(self, split: str = "val") -> dict[str, Any]:
         """NLL, perplexity and bits per token on a split of the run's own data (`lmlab eval`)."""
@@ -81,9 +82,20 @@ class Run(LoadedRun):
         """`n` samples (`lmlab sample`); options: max_new_tokens, temperature, top_k, top_p, seed."""
         return sample_texts(self, SampleOptions(num_samples=n, prompt=prompt, **options))
 
-    def inspect(self, rebuild_report: bool = False) -> list[dict[str, Any]]:
+    def inspect(self, rebuild_report: bool = False) -> Findings:
         """The health findings, recomputed from the inspector's statistics (`lmlab inspect`)."""
-        return reinspect(self.run_dir.path, rebuild_report=rebuild_report)
+        return Findings(reinspect(self.run_dir.path, rebuild_report=rebuild_report))
+
+    def report(self) -> Report:
+        """The inspector's report.html: shown inline when it is the last value of a notebook cell (its path
+        elsewhere). Built from the inspector's statistics first if the folder lacks it."""
+        if not (self.run_dir / REPORT_FILE).is_file():
+            reinspect(self.run_dir.path, rebuild_report=True)
+        return Report(self.run_dir / REPORT_FILE)
+
+    def _repr_html_(self) -> str:
+        """How a run shows in Jupyter: its summary, loss curves and findings."""
+        return run_html(self)
 
     def export(self, format: str = "hf", out: str | Path = "", **options: Any) -> Path:  # noqa: A002
         """Write the run for other tools (`lmlab export`): "hf" (transformers) or "onnx"; returns the folder."""
@@ -193,7 +205,9 @@ def _callbacks(config: RunConfig, run_dir: RunDir, inspect: bool | int, extra: S
     loggers = loggers_for(config.train, run_dir, config.to_dict(), findings=find_problems)
     stopper = [EarlyStopping(patience=config.train.early_stopping, restore_best_weights=True)] \
         if config.train.early_stopping and not any(isinstance(c, EarlyStopping) for c in extra) else []
-    return [*watch, *loggers, *stopper, *extra]
+    # In Jupyter the curves redraw in the cell; a terminal shows the progress bar and log lines only.
+    live = [LiveCurves(config.model_name)] if in_notebook() and parallel.is_main else []
+    return [*watch, *loggers, *stopper, *live, *extra]
 
 
 class _RunFiles(Callback):

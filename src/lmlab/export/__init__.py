@@ -10,8 +10,8 @@ from lmlab.models.llama import Llama
 
 
 def export_run(run, format: str, out: str | Path, force: bool = False) -> Path:  # noqa: A002 -- the CLI's --format
-    """Write `run` in `format` ("hf", "onnx" or "transformer-lens") into `out` (a non-empty `out` only with `force`, never a run
-    folder); returns the folder."""
+    """Write `run` in `format` ("hf", "onnx" or "transformer-lens") into `out` (a non-empty `out` only with
+    `force`, never a run folder); returns the folder."""
     if format == "hf":
         exporter = export_llama if isinstance(run.model, Llama) else export_hf
         return exporter(run, out, force=force)
