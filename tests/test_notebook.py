@@ -140,3 +140,22 @@ def test_curves_png_draws_lines_levels_and_nothing():
     assert curves_png([("a", [], "-")]) is None
     png = curves_png([("train", [(1, 3.0), (2, 2.5)], "-"), ("bigram", [(0, 2.4)], "--")])
     assert base64.b64decode(png).startswith(b"\x89PNG")
+
+
+def test_drawing_leaves_a_notebooks_plot_backend_alone(runs, tmp_path):
+    """The report's plots and the comparison's PNG draw on their own canvas: after them, pyplot still uses
+    the backend the user had (a notebook's inline one), so the user's own plt.show() still shows."""
+    import matplotlib
+
+    from lmlab.compare import plot_val_curves
+
+    gpt, mlp = runs
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    try:
+        gpt.inspect(rebuild_report=True)
+        plot_val_curves(compare_runs([gpt.run_dir.path, mlp.run_dir.path]), tmp_path / "curves.png")
+        assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+        assert matplotlib.get_backend() == "pdf"
+    finally:
+        matplotlib.use(before)

@@ -164,36 +164,35 @@ def plot_val_curves(rows: list[dict[str, Any]], path: str | Path, x: str = "step
     if x not in ("step", "time"):
         raise LmlabError(f"x must be 'step' or 'time', got {x!r}")
     import matplotlib
-
-    matplotlib.use("Agg")  # no display needed; must come before pyplot
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    try:
-        def at(row: dict[str, Any], step: int) -> float:
-            return _seconds(row, step) if x == "time" else step
+    fig = Figure(figsize=(8, 5))  # its own canvas: pyplot's backend (a notebook's inline one) is left alone
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
 
-        last_step = max((at(row, p[0]) for row in rows for p in row["val_curve"]), default=1)
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for i, row in enumerate(rows):
-            name = Path(row["run"]).name
-            label = row["model"] if row["model"] == name else f"{row['model']} ({name})"
-            color = colors[i % len(colors)]
-            points = row["val_curve"]
-            if len(points) == 1:
-                ax.axhline(points[0][1], linestyle="--", linewidth=1, color=color, label=label)
-            elif points:
-                steps, losses = zip(*points, strict=False)
-                ax.plot([at(row, st) for st in steps], losses, marker=".", color=color, label=label)
-        ax.set_xlim(0, max(last_step, 1e-9 if x == "time" else 1))
-        ax.set_xlabel("training time (s)" if x == "time" else "step")
-        ax.set_ylabel("validation NLL (nats/token)")
-        ax.set_title("validation curves")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    def at(row: dict[str, Any], step: int) -> float:
+        return _seconds(row, step) if x == "time" else step
+
+    last_step = max((at(row, p[0]) for row in rows for p in row["val_curve"]), default=1)
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, row in enumerate(rows):
+        name = Path(row["run"]).name
+        label = row["model"] if row["model"] == name else f"{row['model']} ({name})"
+        color = colors[i % len(colors)]
+        points = row["val_curve"]
+        if len(points) == 1:
+            ax.axhline(points[0][1], linestyle="--", linewidth=1, color=color, label=label)
+        elif points:
+            steps, losses = zip(*points, strict=False)
+            ax.plot([at(row, st) for st in steps], losses, marker=".", color=color, label=label)
+    ax.set_xlim(0, max(last_step, 1e-9 if x == "time" else 1))
+    ax.set_xlabel("training time (s)" if x == "time" else "step")
+    ax.set_ylabel("validation NLL (nats/token)")
+    ax.set_title("validation curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     return path

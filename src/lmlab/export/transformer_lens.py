@@ -62,15 +62,22 @@ def load_transformer_lens(hf_dir: str | Path, device: str | torch.device = "cpu"
     import transformers
     from transformer_lens.model_bridge import TransformerBridge
 
-    with contextlib.nullcontext() if show_loading else quiet():
-        # Eager attention, as the bridge forces on its own loads: its hooks read the attention pattern.
-        model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True,
-                                                                  attn_implementation="eager")
-        tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
-        bridge = TransformerBridge.boot_transformers(str(hf_dir), hf_model=model, tokenizer=tokenizer,
-                                                     device=device)
-        if compatibility:
-            bridge.enable_compatibility_mode()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    if not show_loading:  # a notebook shows transformers' bar as a widget, which no stream capture stops
+        transformers.utils.logging.disable_progress_bar()
+    try:
+        with contextlib.nullcontext() if show_loading else quiet():
+            # Eager attention, as the bridge forces on its own loads: its hooks read the attention pattern.
+            model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True,
+                                                                      attn_implementation="eager")
+            tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
+            bridge = TransformerBridge.boot_transformers(str(hf_dir), hf_model=model, tokenizer=tokenizer,
+                                                         device=device)
+            if compatibility:
+                bridge.enable_compatibility_mode()
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     return bridge
 
 
