@@ -79,8 +79,8 @@ def unit_nll(run_dir: Path, block_tokens: int) -> tuple[str, torch.Tensor, int]:
     """(split, summed NLL of each paired unit, number of predicted tokens) on the run's test split, or its
     val split when it has no test split. Units: examples in lines mode, blocks of the stream in stream mode."""
     from lmlab.data.datasets import IGNORE_INDEX, LinesDataset, next_token_targets
-    from lmlab.training.run_data import prepare_data
-    from lmlab.training.run_dir import load_run
+    from lmlab.run.data import prepare_data
+    from lmlab.run.folder import load_run
 
     run = load_run(run_dir)
     run.model.eval()

@@ -14,8 +14,8 @@ import platform
 import time
 from pathlib import Path
 
-from lmlab.training.run_config import build_model, resolve_config
-from lmlab.training.run_data import prepare_data
+from lmlab.run.config import build_model, resolve_config
+from lmlab.run.data import prepare_data
 from lmlab.training.scoring import mean_nll
 from lmlab.training.trainer import Trainer
 

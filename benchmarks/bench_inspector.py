@@ -19,8 +19,8 @@ import torch
 
 from lmlab.inspector import Inspector
 from lmlab.inspector.probes import default_interval
-from lmlab.training.run_config import build_model, resolve_config
-from lmlab.training.run_data import prepare_data
+from lmlab.run.config import build_model, resolve_config
+from lmlab.run.data import prepare_data
 from lmlab.training.schedule import lr_at
 from lmlab.training.trainer import Trainer
 

@@ -23,7 +23,7 @@ from lmlab.config import DataConfig, TrainConfig
 from lmlab.inspector import Inspector, find_problems
 from lmlab.models import REGISTRY
 from lmlab.training import loggers as lg
-from lmlab.training.run_data import prepare_data
+from lmlab.run.data import prepare_data
 from lmlab.training.trainer import Trainer
 
 NAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "names.txt"

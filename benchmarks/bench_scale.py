@@ -45,9 +45,9 @@ def bench_tokenize() -> dict:
 
 
 def bench_bigram() -> dict:
-    from lmlab.training.run_config import build_model, resolve_config
-    from lmlab.training.run_data import prepare_data
-    from lmlab.training.shard_writer import PrepareOptions, prepare_shards
+    from lmlab.run.config import build_model, resolve_config
+    from lmlab.run.data import prepare_data
+    from lmlab.data.shard_writer import PrepareOptions, prepare_shards
     from lmlab.training.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:

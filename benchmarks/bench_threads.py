@@ -30,8 +30,8 @@ def one_run(threads: str, steps: int) -> None:
     """In a child process: train the default GPT for `steps` steps and print seconds per step as JSON."""
     import torch
 
-    from lmlab.training.run_config import build_model, resolve_config
-    from lmlab.training.run_data import prepare_data
+    from lmlab.run.config import build_model, resolve_config
+    from lmlab.run.data import prepare_data
     from lmlab.training.trainer import Trainer
 
     config = resolve_config({"model": {"name": "gpt"}, "train": {

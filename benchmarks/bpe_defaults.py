@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("lmlab.training.fit_defaults").setLevel(logging.INFO)
+    logging.getLogger("lmlab.run.fit_defaults").setLevel(logging.INFO)
     tmp = Path(tempfile.mkdtemp(prefix="bpe_defaults_"))
     env = dict(os.environ, PYTHONPATH=sys.path[0], OMP_NUM_THREADS="1")
     for name, extra in (("bpe", ["--tokenizer", "bpe", "--vocab-size", str(args.vocab)]), ("char", [])):

@@ -21,7 +21,7 @@ from lmlab.config import TrainConfig
 from lmlab.data import StreamDataset
 from lmlab.models import REGISTRY
 from lmlab.training import loggers as lg
-from lmlab.training.tensorboard_logger import TENSORBOARD_DIR
+from lmlab.training.loggers.tensorboard import TENSORBOARD_DIR
 from lmlab.training.trainer import Trainer
 
 

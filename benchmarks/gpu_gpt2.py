@@ -19,7 +19,7 @@ import torch
 from lmlab.data import StreamDataset
 from lmlab.training import performance as perf
 from lmlab.training.callbacks import Callback
-from lmlab.training.run_config import build_model, resolve_config
+from lmlab.run.config import build_model, resolve_config
 from lmlab.training.trainer import Trainer
 
 VOCAB = 50_304  # GPT-2's 50,257 padded to a multiple of 64, as nanoGPT does

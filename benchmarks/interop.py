@@ -33,7 +33,7 @@ def cli(*args: str) -> None:
 def prompts_for(run, count: int) -> list[str]:
     """Short prompts from the validation text: the first two characters of names (lines mode), or a few
     words of prose (stream mode)."""
-    from lmlab.training.run_data import prepare_data
+    from lmlab.run.data import prepare_data
 
     data = prepare_data(run.config.data, run.tokenizer)
     if run.config.data.mode == "lines":
@@ -49,8 +49,8 @@ def measure(run_dir: Path, hf_dir: Path, num_prompts: int) -> tuple[float, int, 
     import transformers
 
     from lmlab.sample import SampleOptions, sample_texts
-    from lmlab.training.run_data import prepare_data
-    from lmlab.training.run_dir import load_run
+    from lmlab.run.data import prepare_data
+    from lmlab.run.folder import load_run
 
     run = load_run(run_dir)
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True).eval()

@@ -30,8 +30,8 @@ import torch
 
 from lmlab.config import parse_set_args
 from lmlab.models import count_parameters
-from lmlab.training.run_config import build_model, merge_layers, resolve_config
-from lmlab.training.run_data import prepare_data
+from lmlab.run.config import build_model, merge_layers, resolve_config
+from lmlab.run.data import prepare_data
 from lmlab.training.scoring import mean_nll
 from lmlab.training.trainer import Trainer
 

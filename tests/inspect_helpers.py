@@ -12,7 +12,7 @@ from lmlab.inspector import Inspector, find_problems
 from lmlab.models.base import ModelOutput, causal_lm_loss
 from lmlab.models.mlp import MLP, MLPConfig
 from lmlab.training.callbacks import Callback
-from lmlab.training.run_data import prepare_data
+from lmlab.run.data import prepare_data
 from lmlab.training.trainer import Trainer, TrainingDiverged
 
 

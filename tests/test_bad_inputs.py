@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from lmlab.cli import main
-from lmlab.training.run_config import build_model, resolve_config
-from lmlab.training.run_data import prepare_data
-from lmlab.training.run_dir import RunDir
+from lmlab.run.config import build_model, resolve_config
+from lmlab.run.data import prepare_data
+from lmlab.run.folder import RunDir
 from lmlab.training.trainer import Trainer
 
 # Made of a few syllables, so every split uses the same characters and no warning about unseen ones appears.

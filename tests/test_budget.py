@@ -7,8 +7,8 @@ import pytest
 
 from lmlab.config import TrainConfig
 from lmlab.training.budget import BudgetFitter, fit_remaining, fit_steps_to_budget
-from lmlab.training.run_config import build_model, resolve_config
-from lmlab.training.run_data import prepare_data
+from lmlab.run.config import build_model, resolve_config
+from lmlab.run.data import prepare_data
 from lmlab.training.schedule import lr_at
 from lmlab.training.trainer import Trainer
 

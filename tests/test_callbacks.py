@@ -19,7 +19,7 @@ from lmlab.training.callbacks import (
     ReduceLROnPlateau,
     TerminateOnNaN,
 )
-from lmlab.training.checkpoint import load_weights
+from lmlab.training.checkpoint.format import load_weights
 from lmlab.training.trainer import Trainer
 
 

@@ -14,9 +14,9 @@ import torch
 from lmlab.config import DataConfig, TrainConfig
 from lmlab.errors import CheckpointError
 from lmlab.models.mlp import MLP, MLPConfig
-from lmlab.training import checkpoint as ckpt
+from lmlab.training.checkpoint import format as ckpt
 from lmlab.training.callbacks import Callback
-from lmlab.training.run_data import prepare_data
+from lmlab.run.data import prepare_data
 from lmlab.training.trainer import MAX_NONFINITE_IN_A_ROW, Trainer, TrainingDiverged
 
 

@@ -147,7 +147,7 @@ def test_readme_round_trip_import_sample_finetune_export_bpe(tmp_path, tiny_name
     import torch
     import transformers
 
-    from lmlab.training.run_dir import load_run
+    from lmlab.run.folder import load_run
 
     hf, run, again = tmp_path / "hf", tmp_path / "run", tmp_path / "again"
     gpt2_with_byte_level_bpe(hf, tiny_names.read_text().splitlines())

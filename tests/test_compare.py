@@ -7,7 +7,7 @@ from lmlab.compare import compare_runs, format_table, plot_val_curves, summarize
 from lmlab.errors import CheckpointError
 from lmlab.evaluate import evaluate_run
 from lmlab.ladder import run_ladder
-from lmlab.training.run_dir import load_run
+from lmlab.run.folder import load_run
 
 
 @pytest.fixture

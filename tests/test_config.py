@@ -2,7 +2,7 @@ import pytest
 
 from lmlab.config import TrainConfig, build_config, parse_set_args
 from lmlab.errors import ConfigError
-from lmlab.training.run_config import resolve_config
+from lmlab.run.config import resolve_config
 
 
 def test_set_args_are_typed():

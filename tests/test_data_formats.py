@@ -68,7 +68,7 @@ def test_every_format_reads_back_the_records(tmp_path, kind):
 @pytest.mark.parametrize("kind", ["csv", "parquet", "datasets"])
 def test_record_formats_train_a_tiny_model(tmp_path, kind):
     from lmlab.models import REGISTRY
-    from lmlab.training.run_data import prepare_data
+    from lmlab.run.data import prepare_data
     from lmlab.training.trainer import Trainer
 
     data = prepare_data(DataConfig(source=write_source(kind, tmp_path, NAMES)))
@@ -174,7 +174,7 @@ def test_text_field_is_checked():
 
 def test_data_prepare_reads_records(tmp_path):
     from lmlab.data.shards import open_shards
-    from lmlab.training.shard_writer import PrepareOptions, prepare_shards
+    from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 
     docs = [f"document {i}: " + "some running text here. " * 5 for i in range(20)]
     source = _jsonl(tmp_path / "docs.jsonl", [{"id": i, "body": d} for i, d in enumerate(docs)])

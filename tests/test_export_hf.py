@@ -12,8 +12,8 @@ from lmlab.export import export_hf, import_hf, load_hf_dir
 from lmlab.export.hf_convert import hf_tokenizer_files
 from lmlab.models import REGISTRY
 from lmlab.tokenizers import CharTokenizer, load_tokenizer
-from lmlab.training.run_config import build_model, resolve_config
-from lmlab.training.run_dir import LoadedRun, load_run
+from lmlab.run.config import build_model, resolve_config
+from lmlab.run.folder import LoadedRun, load_run
 
 transformers = pytest.importorskip("transformers")
 

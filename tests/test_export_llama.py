@@ -11,8 +11,8 @@ import torch
 from lmlab.errors import LmlabError
 from lmlab.export.llama import export_llama, import_llama, is_llama_dir, llama_config_from_hf
 from lmlab.tokenizers import CharTokenizer
-from lmlab.training.run_config import build_model, resolve_config
-from lmlab.training.run_dir import LoadedRun, load_run
+from lmlab.run.config import build_model, resolve_config
+from lmlab.run.folder import LoadedRun, load_run
 
 transformers = pytest.importorskip("transformers")
 

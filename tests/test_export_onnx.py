@@ -11,8 +11,8 @@ from lmlab.errors import LmlabError
 from lmlab.export import onnx as onnx_export
 from lmlab.models.gpt import GPT, GPTConfig
 from lmlab.tokenizers import CharTokenizer
-from lmlab.training.run_config import resolve_config
-from lmlab.training.run_dir import LoadedRun
+from lmlab.run.config import resolve_config
+from lmlab.run.folder import LoadedRun
 
 
 def tiny_run(tmp_path) -> LoadedRun:
@@ -79,7 +79,7 @@ def test_recurrent_model_graph_takes_any_length_without_warnings(tmp_path, capfd
     import onnx
     import onnxruntime
 
-    from lmlab.training.run_config import build_model
+    from lmlab.run.config import build_model
 
     config = resolve_config({"model": {"name": "lstm", "n_embd": 8, "n_hidden": 16}})
     tokenizer = CharTokenizer.fit(["emma", "olivia", "ava"])

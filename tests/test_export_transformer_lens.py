@@ -12,9 +12,9 @@ import lmlab
 from lmlab.cli import main
 from lmlab.errors import LmlabError
 from lmlab.export import export_run
+from lmlab.run.config import build_model, resolve_config
+from lmlab.run.folder import LoadedRun
 from lmlab.tokenizers import CharTokenizer
-from lmlab.training.run_config import build_model, resolve_config
-from lmlab.training.run_dir import LoadedRun
 
 pytest.importorskip("transformer_lens", reason="TransformerLens is not installed (pip install 'lmlab[interp]')")
 from lmlab.export.transformer_lens import LOGIT_TOLERANCE, load_transformer_lens  # noqa: E402

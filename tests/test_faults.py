@@ -22,10 +22,10 @@ from lmlab.config import DataConfig, TrainConfig, build_config
 from lmlab.data.shards import open_shards
 from lmlab.data.sources import read_text_file
 from lmlab.errors import CheckpointError, ConfigError, DataError
-from lmlab.training.checkpoint_checks import check_run_config_dict
+from lmlab.training.checkpoint.checks import check_run_config_dict
 from lmlab.training.memory import check_step_memory, step_memory
-from lmlab.training.run_data import prepare_data
-from lmlab.training.shard_writer import PrepareOptions, prepare_shards
+from lmlab.run.data import prepare_data
+from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 
 NAMES = sorted({a + b + c for a in ("ka", "mi", "lo") for b in ("ra", "en", "to") for c in ("", "sa", "li")})
 
@@ -327,7 +327,7 @@ def test_encode_to_tensor_equals_the_whole_encoding_on_one_long_line(kind, vocab
 
 def test_iter_samples_batches_reproduce_sample_texts(run):
     from lmlab.sample import SampleOptions, batch_seed, iter_samples, sample_texts
-    from lmlab.training.run_dir import load_run
+    from lmlab.run.folder import load_run
 
     loaded = load_run(run)
     options = SampleOptions(num_samples=7, seed=3)
@@ -366,7 +366,7 @@ def test_sample_json_is_the_same_object_as_before(run, capsys):
     """--json streams its one object; the bytes equal json.dumps of the samples and novelty, computed the
     old way (all samples at once)."""
     from lmlab.sample import SampleOptions, novelty, sample_texts
-    from lmlab.training.run_dir import load_run
+    from lmlab.run.folder import load_run
 
     code, out, err = run_main(capsys, "sample", str(run), "-n", "5", "--seed", "4", "--json")
     assert code == 0, err
@@ -380,7 +380,7 @@ def test_sample_json_is_the_same_object_as_before(run, capsys):
 
 def test_optimizer_state_checked_against_the_optimizer_it_goes_into(tmp_path):
     """Resuming an AdamW run with train.optimizer=sgd: two saved groups, one in the optimizer."""
-    from lmlab.training.checkpoint_checks import check_optimizer_state
+    from lmlab.training.checkpoint.checks import check_optimizer_state
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
     params = list(model.parameters())

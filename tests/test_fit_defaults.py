@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 import lmlab
 from lmlab.ladder import rung_config
 from lmlab.models import GPT, GPTConfig
-from lmlab.training import fit_defaults
-from lmlab.training.fit_defaults import choose_step, fit_to_data, vocab_cost_ratio
-from lmlab.training.run_config import resolve_config
-from lmlab.training.run_data import context_length, prepare_data
+from lmlab.run import fit_defaults
+from lmlab.run.fit_defaults import choose_step, fit_to_data, vocab_cost_ratio
+from lmlab.run.config import resolve_config
+from lmlab.run.data import context_length, prepare_data
 
 TINY_GPT = {"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}
 QUICK = {"max_steps": 2, "eval_interval": 2, "log_interval": 1, "time_budget": 0.0, "threads": 1,
@@ -75,7 +75,7 @@ def test_choose_step_cuts_the_batch_to_its_floor_then_the_context():
 
 
 def test_large_vocabulary_gets_a_smaller_batch_written_to_config_json(tmp_path, many_words, caplog):
-    with caplog.at_level(logging.INFO, logger="lmlab.training.fit_defaults"):
+    with caplog.at_level(logging.INFO, logger="lmlab.run.fit_defaults"):
         run = lmlab.train(_values(many_words), out=tmp_path / "run", inspect=False)
     vocab = run.tokenizer.vocab_size
     assert vocab > fit_defaults.CHAR_VOCAB

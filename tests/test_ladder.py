@@ -7,7 +7,7 @@ from lmlab.errors import ConfigError
 from lmlab.ladder import default_rungs, run_ladder
 from lmlab.models import REGISTRY
 from lmlab.sample import SampleOptions, sample_texts
-from lmlab.training.run_dir import load_run
+from lmlab.run.folder import load_run
 
 
 def test_ladder_end_to_end(cli, tiny_names, tmp_path):

@@ -8,13 +8,20 @@ from pathlib import Path
 import lmlab
 
 PACKAGE = Path(lmlab.__file__).parent
-ORDER = ["errors", "files", "config", "data", "tokenizers", "models", "training", "inspector", "series", "vision",
-         "sample", "evaluate", "notebook", "compare", "export", "run", "ladder", "cli", "__main__"]
+# A package's place is its own unless one of its modules is named with a place of its own (the longest name
+# wins): the run folder and config sit below the trainer that writes into the folder, the pipeline above all.
+ORDER = ["errors", "files", "config", "data", "tokenizers", "data.shard_writer", "models", "run.config", "run.data",
+         "training.checkpoint.checks", "training.checkpoint.parts", "training.checkpoint.format", "run.folder",
+         "training", "run.fit_defaults", "inspector", "series", "vision", "sample", "evaluate", "notebook", "compare",
+         "export", "run", "ladder", "cli", "__main__"]
 
 
 def _layer(module: str) -> int:
-    head = module.split(".")[1] if module.startswith("lmlab.") else module
-    return ORDER.index(head) if head in ORDER else -1
+    parts = module.removeprefix("lmlab.").split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in ORDER:
+            return ORDER.index(".".join(parts[:n]))
+    return -1
 
 
 def imported_modules(tree: ast.AST, module: str, is_package: bool) -> list[str]:

@@ -1,4 +1,4 @@
-"""TensorBoard and W&B loggers (training/loggers.py), read back with each tool's own reader and compared with
+"""TensorBoard and W&B loggers (training/loggers/), read back with each tool's own reader and compared with
 metrics.jsonl and the inspector's statistics; resume without duplicated or missing steps."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from lmlab.config import DataConfig, TrainConfig
 from lmlab.errors import ConfigError
 from lmlab.training import loggers as lg
 from lmlab.training.callbacks import Callback
-from lmlab.training.metric_logger import MissingPackage
-from lmlab.training.tensorboard_logger import TENSORBOARD_DIR, write_tensorboard_runs
+from lmlab.training.loggers.base import MissingPackage
+from lmlab.training.loggers.tensorboard import TENSORBOARD_DIR, write_tensorboard_runs
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -61,7 +61,7 @@ class Crash(Callback):
 def tiny(tiny_names):
     """A one-hidden-layer MLP on 200 names: something for the inspector to look into, in well under a second."""
     from lmlab.models import REGISTRY
-    from lmlab.training.run_data import prepare_data
+    from lmlab.run.data import prepare_data
 
     data = prepare_data(DataConfig(source=str(tiny_names)))
     spec = REGISTRY["mlp"]

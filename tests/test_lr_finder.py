@@ -89,8 +89,8 @@ def test_suggestion_trains_about_as_well_as_the_best_rate_on_a_grid(tiny_names):
 @pytest.mark.slow
 def test_default_mlp_gets_a_rate_near_the_one_it_trains_well_at():
     pytest.importorskip("names")
-    from lmlab.training.run_config import build_model, resolve_config
-    from lmlab.training.run_data import prepare_data
+    from lmlab.run.config import build_model, resolve_config
+    from lmlab.run.data import prepare_data
 
     config = resolve_config({"model": {"name": "mlp"}, "data": {"source": "names"}, "train": {"device": "cpu"}})
     data = prepare_data(config.data)

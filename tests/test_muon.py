@@ -13,7 +13,7 @@ from lmlab.config import DataConfig, TrainConfig
 from lmlab.models import Llama, LlamaConfig
 from lmlab.training.callbacks import Callback
 from lmlab.training.muon import Muon, MuonWithAdamW, orthogonalize, split_hidden_matrices
-from lmlab.training.run_data import prepare_data
+from lmlab.run.data import prepare_data
 from lmlab.training.step import build_optimizer
 from lmlab.training.trainer import Trainer
 

@@ -125,7 +125,7 @@ def test_live_curves_update_one_display_in_place(tmp_path, monkeypatch, runs):
 
     monkeypatch.setattr(ipython, "display", display)
     monkeypatch.setattr("lmlab.notebook.LIVE_REDRAW_SECONDS", 0.0)
-    monkeypatch.setattr("lmlab.run.in_notebook", lambda: True)
+    monkeypatch.setattr("lmlab.run.pipeline.in_notebook", lambda: True)
     gpt, _ = runs
     run = lmlab.train({"data": {"source": gpt.config.data.source}, **TINY_GPT}, out=tmp_path / "live",
                       inspect=False)

@@ -17,7 +17,7 @@ from lmlab.cli import main
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.ladder import run_ladder
 from lmlab.training.callbacks import Callback, ModelCheckpoint
-from lmlab.training.run_dir import RunDir, RunLocked
+from lmlab.run.folder import RunDir, RunLocked
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MLP = {"model": {"name": "mlp", "n_embd": 4, "n_hidden": 16},
@@ -89,7 +89,7 @@ def test_a_second_writer_is_refused_and_readers_are_not(tmp_path, tiny_names, ca
 
 
 def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
-    code = (f"from lmlab.training.run_dir import RunDir; held = RunDir({str(tmp_path)!r}).lock(); "
+    code = (f"from lmlab.run.folder import RunDir; held = RunDir({str(tmp_path)!r}).lock(); "
             "print('locked', flush=True); import time; time.sleep(60)")
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from lmlab.data.datasets import StreamDataset
-from lmlab.training.run_config import build_model, resolve_config
-from lmlab.training.run_data import prepare_data
+from lmlab.run.config import build_model, resolve_config
+from lmlab.run.data import prepare_data
 from lmlab.training.scoring import estimate_nll, mean_nll
 from lmlab.training.trainer import Trainer
 

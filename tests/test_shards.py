@@ -11,8 +11,8 @@ import torch
 from lmlab.config import DataConfig
 from lmlab.data.shards import ShardDataset, open_shards, shard_dtype
 from lmlab.errors import DataError
-from lmlab.training.run_data import prepare_data
-from lmlab.training.shard_writer import PrepareOptions, prepare_shards
+from lmlab.run.data import prepare_data
+from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 
 TEXT = "".join(f"line {i}: the quick brown fox, {i * 7 % 13} jumps.\n" for i in range(300))
 
@@ -82,7 +82,7 @@ def test_cli_prepare_then_train(tmp_path, corpus, cli):
 
 
 def test_fingerprint_tells_prepared_corpora_apart(tmp_path, corpus):
-    from lmlab.training.checkpoint import data_fingerprint
+    from lmlab.training.checkpoint.format import data_fingerprint
 
     prepare_shards(PrepareOptions(source=str(corpus), out=str(tmp_path / "a")))
     other = tmp_path / "other.txt"

@@ -17,10 +17,10 @@ from lmlab.data.shards import ShardDataset, open_shards
 from lmlab.errors import DataError
 from lmlab.models.gpt import GPT, GPTConfig
 from lmlab.tokenizers import HFTokenizer, encode_documents, encode_to_tensor, fit_tokenizer
-from lmlab.training.run_config import build_model, resolve_config
-from lmlab.training.run_data import prepare_data
+from lmlab.run.config import build_model, resolve_config
+from lmlab.run.data import prepare_data
 from lmlab.training.scoring import mean_nll
-from lmlab.training.shard_writer import PrepareOptions, prepare_shards
+from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 from lmlab.training.trainer import Trainer
 
 DOCS = [

@@ -114,7 +114,7 @@ def test_config_vocab_size_checks():
 
 
 def test_prepare_data_with_word_and_bpe(tmp_path):
-    from lmlab.training.run_data import prepare_data
+    from lmlab.run.data import prepare_data
 
     path = tmp_path / "corpus.txt"
     path.write_text(TEXT * 10, encoding="utf-8")

@@ -8,9 +8,9 @@ from inspect_helpers import StopAt
 
 from lmlab.config import TrainConfig
 from lmlab.training.callbacks import Callback
-from lmlab.training.run_config import build_model, resolve_config
-from lmlab.training.run_data import prepare_data
-from lmlab.training.run_dir import RunDir, load_run
+from lmlab.run.config import build_model, resolve_config
+from lmlab.run.data import prepare_data
+from lmlab.run.folder import RunDir, load_run
 from lmlab.training.schedule import lr_at
 from lmlab.training.scoring import mean_nll
 from lmlab.training.trainer import Trainer

@@ -16,7 +16,7 @@ from typing import Any
 
 from lmlab.errors import CheckpointError, LmlabError
 from lmlab.notebook import Comparison
-from lmlab.training.checkpoint import read_json
+from lmlab.training.checkpoint.format import read_json
 
 log = logging.getLogger(__name__)
 

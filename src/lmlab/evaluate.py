@@ -7,8 +7,8 @@ from typing import Any
 
 from lmlab.errors import DataError
 from lmlab.models.base import model_device
-from lmlab.training.run_data import prepare_data
-from lmlab.training.run_dir import LoadedRun
+from lmlab.run.data import prepare_data
+from lmlab.run.folder import LoadedRun
 from lmlab.training.scoring import mean_nll
 
 

@@ -3,7 +3,7 @@ directory, then compare them in one table and one plot.
 
 All rungs share one split and one tokenizer (prepared once), so their NLLs are comparable. Each rung keeps
 its own training defaults from the registry (its batch, and context, fitted to a large vocabulary as in
-`lmlab train`: training/fit_defaults.py) and trains through the same pipeline as `lmlab train`, with the
+`lmlab train`: run/fit_defaults.py) and trains through the same pipeline as `lmlab train`, with the
 budget as `train.time_budget`: when a rung's registered `max_steps` would not fit, the trainer shortens them
 from the step times it measures while training (training/budget.py), again when the machine's speed drifts,
 so the learning-rate schedule still decays to its end within the budget instead of being cut off at a high
@@ -25,9 +25,9 @@ from lmlab.files import atomic_write_text
 from lmlab.models import REGISTRY
 from lmlab.notebook import Comparison
 from lmlab.run import train
-from lmlab.training.run_config import merge_layers, resolve_config
-from lmlab.training.run_data import prepare_data
-from lmlab.training.run_dir import RunDir
+from lmlab.run.config import merge_layers, resolve_config
+from lmlab.run.data import prepare_data
+from lmlab.run.folder import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from lmlab.config import check_seed
 from lmlab.errors import ConfigError
 from lmlab.models.base import capability, model_device
 from lmlab.models.generation import check_sampling_args
-from lmlab.training.run_dir import LoadedRun
+from lmlab.run.folder import LoadedRun
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -16,8 +16,8 @@ from lmlab.inspector.report import reinspect
 from lmlab.run import load
 from lmlab.sample import SampleOptions, iter_samples
 from lmlab.training.performance import use_fitting_threads
-from lmlab.training.run_data import prepare_data
-from lmlab.training.tensorboard_logger import write_tensorboard_runs
+from lmlab.run.data import prepare_data
+from lmlab.training.loggers.tensorboard import write_tensorboard_runs
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from lmlab.compare import format_table
 from lmlab.config import parse_set_args
 from lmlab.data.sources import EMBEDDED
 from lmlab.ladder import JSON_FILE, PLOT_FILE, TABLE_FILE, default_rungs, run_ladder
-from lmlab.training.tensorboard_logger import write_tensorboard_runs
+from lmlab.training.loggers.tensorboard import write_tensorboard_runs
 
 
 def cmd_ladder(args: argparse.Namespace) -> int:

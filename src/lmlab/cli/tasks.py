@@ -12,7 +12,7 @@ from lmlab.data.sources import EMBEDDED
 from lmlab.errors import ConfigError
 from lmlab.inspector.findings import format_finding
 from lmlab.series.forecast import run_forecast
-from lmlab.training.shard_writer import PrepareOptions, prepare_shards
+from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 from lmlab.vision.classify import run_classify
 
 

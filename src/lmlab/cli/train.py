@@ -15,12 +15,12 @@ from lmlab.inspector import Inspector, format_finding, is_problem
 from lmlab.training import callbacks as cb
 from lmlab.training.budget import train_longer_hint
 from lmlab.training.distributed import Parallel, launched_by_torchrun
-from lmlab.training.fit_defaults import fit_to_data
+from lmlab.run.fit_defaults import fit_to_data
 from lmlab.training.lr_finder import lr_find
 from lmlab.training.performance import use_fitting_threads
-from lmlab.training.run_config import merge_layers, resolve_config
-from lmlab.training.run_data import context_length, prepare_data
-from lmlab.training.run_dir import FINDINGS_FILE, REPORT_FILE, RunDir
+from lmlab.run.config import merge_layers, resolve_config
+from lmlab.run.data import context_length, prepare_data
+from lmlab.run.folder import FINDINGS_FILE, REPORT_FILE, RunDir
 from lmlab.training.trainer import TrainingDiverged
 
 

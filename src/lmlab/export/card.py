@@ -10,8 +10,8 @@ from typing import Any
 
 from lmlab.models import count_parameters
 from lmlab.tokenizers import CharTokenizer, tokenizer_kind
-from lmlab.training.run_config import RunConfig, resolve_config
-from lmlab.training.run_dir import LoadedRun
+from lmlab.run.config import RunConfig, resolve_config
+from lmlab.run.folder import LoadedRun
 
 
 def generation_config(boundary_id: int, context: int, lines_mode: bool) -> dict[str, Any]:

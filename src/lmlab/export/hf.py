@@ -32,8 +32,8 @@ from lmlab.export.hf_convert import (
 from lmlab.export.safety import check_export_target, check_hf_weights, read_hf_config
 from lmlab.models.gpt import GPT, PRESETS
 from lmlab.tokenizers import Tokenizer, tokenizer_kind
-from lmlab.training.run_config import resolve_config
-from lmlab.training.run_dir import LoadedRun, RunDir
+from lmlab.run.config import resolve_config
+from lmlab.run.folder import LoadedRun, RunDir
 
 
 def export_metadata(run: LoadedRun) -> dict[str, Any]:

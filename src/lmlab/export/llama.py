@@ -35,8 +35,8 @@ from lmlab.export.hf import export_metadata, fill, imported_data_values, read_we
 from lmlab.export.hf_convert import ExportError
 from lmlab.export.safety import read_hf_config
 from lmlab.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
-from lmlab.training.run_config import resolve_config
-from lmlab.training.run_dir import LoadedRun, RunDir
+from lmlab.run.config import resolve_config
+from lmlab.run.folder import LoadedRun, RunDir
 
 MODEL_TYPES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 RENAMES = [  # (lmlab, HF) name pieces, applied to whole dotted components

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from lmlab.export.hf_convert import ExportError, hf_tokenizer_files
 from lmlab.export.safety import check_export_target
 from lmlab.models.base import capability
-from lmlab.training.run_dir import LoadedRun
+from lmlab.run.folder import LoadedRun
 
 log = logging.getLogger(__name__)
 

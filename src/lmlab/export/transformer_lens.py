@@ -32,7 +32,7 @@ from lmlab.export.hf_convert import ExportError
 from lmlab.export.llama import export_llama
 from lmlab.export.onnx import quiet
 from lmlab.models.llama import Llama
-from lmlab.training.run_dir import LoadedRun
+from lmlab.run.folder import LoadedRun
 
 log = logging.getLogger(__name__)
 

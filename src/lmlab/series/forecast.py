@@ -25,7 +25,7 @@ from lmlab.series.linear import LinearForecaster, LinearForecasterConfig
 from lmlab.series.mlp import MLPForecaster, MLPForecasterConfig
 from lmlab.training.callbacks import EarlyStopping
 from lmlab.training.lr_finder import lr_find
-from lmlab.training.run_dir import CONFIG_FILE, SUMMARY_FILE, RunDir
+from lmlab.run.folder import CONFIG_FILE, SUMMARY_FILE, RunDir
 from lmlab.training.trainer import Trainer
 
 # Huber rather than MSE by default: the score is the MAE, and a season's sudden jumps (the synthetic series has

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lmlab.training.checkpoint import load_weights, save_weights
+from lmlab.training.checkpoint.format import load_weights, save_weights
 from lmlab.training.schedule import lr_at
 
 if TYPE_CHECKING:

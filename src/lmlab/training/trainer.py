@@ -25,13 +25,13 @@ from lmlab.data.datasets import TokenDataset
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.models.base import capability
 from lmlab.training import performance as perf
-from lmlab.training import trainer_state
+from lmlab.training.checkpoint import trainer_state
 from lmlab.training.budget import BudgetFitter
 from lmlab.training.callbacks import Callback
 from lmlab.training.distributed import Parallel
 from lmlab.training.ema import WeightAverage
 from lmlab.training.progress import Progress, fmt
-from lmlab.training.run_dir import RunDir
+from lmlab.run.folder import RunDir
 from lmlab.training.schedule import lr_at
 from lmlab.training.scoring import estimate_nll, mean_loss
 from lmlab.training.step import accumulate_gradients, build_optimizer, predicted_tokens, resolve_device

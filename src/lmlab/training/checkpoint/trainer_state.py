@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lmlab.training import checkpoint as ckpt
-from lmlab.training.checkpointer import CallbackStates, Checkpointer, StateOf
-from lmlab.training.run_dir import RunDir
+from lmlab.training.checkpoint import format as ckpt
+from lmlab.training.checkpoint.parts import CallbackStates, Checkpointer, StateOf
+from lmlab.run.folder import RunDir
 
 if TYPE_CHECKING:
     from lmlab.training.trainer import Trainer

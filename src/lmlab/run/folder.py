@@ -28,7 +28,7 @@ import torch
 from lmlab.errors import CheckpointError
 from lmlab.files import atomic_write_text
 from lmlab.tokenizers import Tokenizer, load_tokenizer
-from lmlab.training.checkpoint import (
+from lmlab.training.checkpoint.format import (
     MODEL_FILE,
     STATE_FILE,
     load_weights,
@@ -36,8 +36,8 @@ from lmlab.training.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from lmlab.training.checkpointer import FORMAT
-from lmlab.training.run_config import RunConfig, build_model, resolve_config
+from lmlab.training.checkpoint.parts import FORMAT
+from lmlab.run.config import RunConfig, build_model, resolve_config
 
 log = logging.getLogger(__name__)
 

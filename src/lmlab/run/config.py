@@ -3,7 +3,7 @@ that config names, built with the sizes only the data knows.
 
 Layers, weakest first: TrainConfig's defaults < the model's own training defaults (models.REGISTRY) <
 a config file < named command-line options < `--set section.key=value`. The batch and context that took a
-default are noted (RunConfig.defaulted), so a run may fit them to its vocabulary (training/fit_defaults.py).
+default are noted (RunConfig.defaulted), so a run may fit them to its vocabulary (run/fit_defaults.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from lmlab.models import DEFAULT_MODEL, REGISTRY
 from lmlab.tokenizers import Tokenizer
 
 SECTIONS = ("data", "model", "train")
-# The values a run may fit to its data when the user left them to the defaults (training/fit_defaults.py).
+# The values a run may fit to its data when the user left them to the defaults (run/fit_defaults.py).
 FITTED_KEYS = ("train.batch_size", "data.block_size")
 
 

@@ -19,8 +19,8 @@ import math
 
 import torch
 
-from lmlab.training.run_config import RunConfig, build_model
-from lmlab.training.run_data import RunData, context_length, with_block_size
+from lmlab.run.config import RunConfig, build_model
+from lmlab.run.data import RunData, context_length, with_block_size
 from lmlab.training.step import resolve_device
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.errors import LmlabError
-from lmlab.training.metric_logger import FLUSH_SECONDS, TRAIN_KEYS, Findings, MetricLogger, MissingPackage, _finite
-from lmlab.training.run_dir import METRICS_FILE, RunDir
+from lmlab.training.loggers.base import FLUSH_SECONDS, TRAIN_KEYS, Findings, MetricLogger, MissingPackage, _finite
+from lmlab.run.folder import METRICS_FILE, RunDir
 
 TENSORBOARD_DIR = "tensorboard"  # inside the run directory
 

@@ -6,11 +6,11 @@ whose methods mirror the command line: `.evaluate(split)`, `.sample(...)`, `.ins
     run = lmlab.train({"train": {"max_steps": 1000}}, out="runs/mlp", resume=True)   # go on to step 1000
     lmlab.load("runs/mlp").sample(n=5, temperature=0.8)
 
-How a run flows (each step's file): config layers -> RunConfig (training/run_config.py) -> data, tokenizer
-and splits (training/run_data.py) -> model (training/run_config.py:build_model), with a defaulted batch and
-context fitted to the vocabulary (training/fit_defaults.py) -> Trainer with its
-callbacks (training/trainer.py, callbacks.py, inspector/) -> checkpoints (training/checkpointer.py,
-checkpoint.py) into the run folder (training/run_dir.py) -> summary.json and findings (here).
+How a run flows (each step's file): config layers -> RunConfig (run/config.py) -> data, tokenizer
+and splits (run/data.py) -> model (run/config.py:build_model), with a defaulted batch and
+context fitted to the vocabulary (run/fit_defaults.py) -> Trainer with its
+callbacks (training/trainer.py, callbacks.py, inspector/) -> checkpoints (training/checkpoint/parts.py,
+format.py) into the run folder (run/folder.py) -> summary.json and findings (here).
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from lmlab.notebook import Findings, LiveCurves, Report, in_notebook, run_html
 from lmlab.sample import SampleOptions, sample_texts
 from lmlab.training.callbacks import Callback, EarlyStopping
 from lmlab.training.distributed import Parallel
-from lmlab.training.fit_defaults import fit_to_data
+from lmlab.run.fit_defaults import fit_to_data
 from lmlab.training.loggers import loggers_for
 from lmlab.training.memory import check_step_memory
-from lmlab.training.run_config import RunConfig, merge_layers, resolve_config
-from lmlab.training.run_data import RunData, context_length, prepare_data, resolved_data_config
-from lmlab.training.run_dir import FINDINGS_FILE, SUMMARY_FILE, LoadedRun, RunDir, load_run
+from lmlab.run.config import RunConfig, merge_layers, resolve_config
+from lmlab.run.data import RunData, context_length, prepare_data, resolved_data_config
+from lmlab.run.folder import FINDINGS_FILE, SUMMARY_FILE, LoadedRun, RunDir, load_run
 from lmlab.training.scoring import mean_nll
 from lmlab.training.trainer import Trainer, TrainingDiverged
 

@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from lmlab.training.metric_logger import Findings, MetricLogger, MissingPackage
+from lmlab.training.loggers.base import Findings, MetricLogger, MissingPackage
 
 log = logging.getLogger(__name__)
 

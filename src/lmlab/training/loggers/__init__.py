@@ -1,6 +1,6 @@
 """Metric loggers for the tools people already watch training in: TensorBoard and Weights & Biases.
 train.log's names ('tensorboard,wandb') become logger callbacks here; what they log and when is described in
-metric_logger.py, each backend in tensorboard_logger.py and wandb_logger.py.
+base.py, each backend in tensorboard.py and wandb.py.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 
 from lmlab.config import TrainConfig
 from lmlab.training.callbacks import Callback
-from lmlab.training.metric_logger import Findings, MetricLogger
-from lmlab.training.tensorboard_logger import TensorBoardLogger
-from lmlab.training.wandb_logger import WandbLogger
+from lmlab.training.loggers.base import Findings, MetricLogger
+from lmlab.training.loggers.tensorboard import TensorBoardLogger
+from lmlab.training.loggers.wandb import WandbLogger
 
 LOGGERS: dict[str, type[MetricLogger]] = {"tensorboard": TensorBoardLogger, "wandb": WandbLogger}
 

@@ -1,5 +1,5 @@
 """What the metric loggers share (MetricLogger): which values go out at which step. The backends are
-tensorboard_logger.py and wandb_logger.py; loggers.py builds the ones train.log names.
+tensorboard.py and wandb.py; __init__.py builds the ones train.log names.
 
 Each is a Callback that logs, at the same steps as metrics.jsonl: train loss, learning rate, tokens/s,
 grad norm (and MFU where the trainer measures it) as `train/*`, and the validation loss as `val/loss`. If an

@@ -21,14 +21,14 @@ import torch
 
 from lmlab.errors import CheckpointError, LmlabError
 from lmlab.files import atomic_write, sync_dir, temporary_path, write_synced
-from lmlab.training.checkpoint_checks import (
+from lmlab.training.checkpoint.checks import (
     _apply_rng_state,
     check_optimizer_state,
     check_rng_state,
     check_run_config_dict,
     check_state,
 )
-from lmlab.training.checkpointer import upgrade
+from lmlab.training.checkpoint.parts import upgrade
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
