@@ -7,6 +7,7 @@ import base64
 import html
 import re
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 
@@ -159,3 +160,13 @@ def test_drawing_leaves_a_notebooks_plot_backend_alone(runs, tmp_path):
         assert matplotlib.get_backend() == "pdf"
     finally:
         matplotlib.use(before)
+
+
+def test_an_unfinished_run_says_where_it_stopped(runs):
+    from lmlab.notebook import run_html
+
+    gpt, _ = runs
+    unfinished = SimpleNamespace(run_dir=gpt.run_dir, config=gpt.config, tokenizer=gpt.tokenizer, step=7,
+                                 summary=None, metrics=gpt.metrics[:3], findings=None, interrupted=True)
+    page = run_html(unfinished)
+    assert "not finished: checkpoint at step 7 (interrupted)" in page and "val NLL" not in page
