@@ -36,7 +36,8 @@ def test_the_tour_runs_headless(tmp_path, monkeypatch):
 
     code = [c for c in notebook.cells if c.cell_type == "code"]
     shown = [outputs(c)[0] for c in code]
-    assert sum("run <code>" in page for page in shown) == 3  # the bigram, the MLP and the GPT show as runs
+    assert sum("of 40: loss" in page for page in shown) == 3  # each training cell drew its live curves
+    assert sum("gpt run <code>gpt</code>" in page for page in shown) == 1  # the GPT shows as a run
     assert any("<th" in page and "fix</th>" in page or "No problems found" in page for page in shown)
     assert any(page.startswith("<iframe srcdoc=") for page in shown)  # the report, inline
     assert any("bits/char</th>" in page for page in shown)  # the comparison

@@ -54,11 +54,13 @@ def _number(value: Any, fmt: str) -> str:
     return format(value, fmt) if isinstance(value, (int, float)) else html.escape(str(value))
 
 
-def table_html(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A small bordered table; the cells are HTML already (escape text before)."""
-    head = "".join(f'<th style="{CELL_STYLE}">{html.escape(h)}</th>' for h in header)
+def table_html(header: Sequence[str] | None, rows: Iterable[Sequence[str]]) -> str:
+    """A small bordered table (no header row when `header` is None); the cells are HTML already (escape
+    text before)."""
+    head = "" if header is None else \
+        "<tr>" + "".join(f'<th style="{CELL_STYLE}">{html.escape(h)}</th>' for h in header) + "</tr>"
     body = "".join("<tr>" + "".join(f'<td style="{CELL_STYLE}">{c}</td>' for c in row) + "</tr>" for row in rows)
-    return f'<table style="{TABLE_STYLE}"><tr>{head}</tr>{body}</table>'
+    return f'<table style="{TABLE_STYLE}">{head}{body}</table>'
 
 
 def _numbers_text(numbers: Any) -> str:
@@ -74,8 +76,8 @@ def findings_html(findings: Sequence[Any] | None) -> str:
     problems = [f for f in findings if _field(f, "severity") != "note"]
     if not findings:
         return '<p style="color:#070">No problems found: every check passed.</p>'
-    counts = ", ".join(f"{sum(_field(f, 'severity') == s for f in findings)} {s}(s)" for s in SEVERITY_COLOURS
-                       if any(_field(f, "severity") == s for f in findings))
+    counted = {s: sum(_field(f, "severity") == s for f in findings) for s in SEVERITY_COLOURS}
+    counts = ", ".join(f"{n} {s}{'s' if n > 1 else ''}" for s, n in counted.items() if n)
     lead = "Fix the first one first." if problems else "No problems found; notes put the numbers in context."
     rows = []
     for f in findings:
@@ -160,7 +162,7 @@ def run_html(run: Any) -> str:
     facts.append(["folder", f"<code>{html.escape(str(run.run_dir.path))}</code>"])
     curves = img_html(curves_png(metric_curves(run.metrics), title="loss"), "loss curves")
     return (f"<div>{title}<div style=\"display:flex;gap:1.5em;flex-wrap:wrap;align-items:flex-start\">"
-            f"{table_html(['', ''], facts)}{curves}</div><h4 style=\"margin:.4em 0\">Findings</h4>"
+            f"{table_html(None, facts)}{curves}</div><h4 style=\"margin:.4em 0\">Findings</h4>"
             f"{findings_html(run.findings)}</div>")
 
 
