@@ -5,6 +5,8 @@ hold."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -12,12 +14,13 @@ import lmlab
 from lmlab.cli import main
 from lmlab.errors import LmlabError
 from lmlab.export import export_run
+from lmlab.export.transformer_lens import LOGIT_TOLERANCE, load_transformer_lens
 from lmlab.run.config import build_model, resolve_config
 from lmlab.run.folder import LoadedRun
 from lmlab.tokenizers import CharTokenizer
 
-pytest.importorskip("transformer_lens", reason="TransformerLens is not installed (pip install 'lmlab[interp]')")
-from lmlab.export.transformer_lens import LOGIT_TOLERANCE, load_transformer_lens  # noqa: E402
+needs_transformer_lens = pytest.mark.skipif(importlib.util.find_spec("transformer_lens") is None,
+                                            reason="TransformerLens is not installed (pip install 'lmlab[interp]')")
 
 TEXTS = ["emma", "olivia", "ava", "isabella", "sophia", "mia"]
 
@@ -67,6 +70,7 @@ def assert_same_as_lmlab(run: LoadedRun, bridge) -> None:
     assert cache[f"blocks.{last}.hook_resid_post"].shape == (1, block, run.model.config.n_embd)
 
 
+@needs_transformer_lens
 @pytest.mark.parametrize("name, values", [
     ("gpt", {}),
     ("gpt-mini", {}),
@@ -75,6 +79,7 @@ def assert_same_as_lmlab(run: LoadedRun, bridge) -> None:
     ("llama", {"n_kv_head": 2, "tie_embeddings": False, "bias": True, "rope_theta": 500.0}),  # grouped-query
     ("llama", {"qk_norm": True}),  # Qwen3ForCausalLM
 ])
+@needs_transformer_lens
 def test_transformer_lens_gives_lmlabs_logits(tmp_path, name, values):
     run = random_run(tmp_path, name, **values)
     out = export_run(run, "transformer-lens", tmp_path / "tl")
@@ -84,6 +89,7 @@ def test_transformer_lens_gives_lmlabs_logits(tmp_path, name, values):
     assert_same_as_lmlab(run, bridge)
 
 
+@needs_transformer_lens
 def test_compatibility_mode_keeps_the_log_probabilities(tmp_path):
     run = random_run(tmp_path, "gpt")
     bridge = load_transformer_lens(export_run(run, "transformer-lens", tmp_path / "tl"), compatibility=True)
@@ -94,6 +100,7 @@ def test_compatibility_mode_keeps_the_log_probabilities(tmp_path):
     assert (theirs - ours).abs().max() > LOGIT_TOLERANCE  # the centred unembedding really is on
 
 
+@needs_transformer_lens
 def test_cli_exports_a_trained_run(tmp_path, tiny_names, capsys):
     config = {"data": {"source": str(tiny_names)}, "model": {"name": "gpt", "n_layer": 2, "n_embd": 32},
               "train": {"max_steps": 6, "eval_interval": 3, "log_interval": 3, "batch_size": 8}}
@@ -103,17 +110,34 @@ def test_cli_exports_a_trained_run(tmp_path, tiny_names, capsys):
     assert_same_as_lmlab(trained, load_transformer_lens(tmp_path / "tl"))
 
 
+@needs_transformer_lens
 @pytest.mark.parametrize("name, values, message", [
     ("gpt+rope", {}, "model.norm='layernorm'"),  # an ablation rung: rotary with GPT-2's LayerNorm
     ("gpt", {"bias": False}, "bias=false"),
     ("mlp", {}, "cannot be expressed"),
 ])
+@needs_transformer_lens
 def test_refuses_what_transformer_lens_cannot_hold(tmp_path, name, values, message):
     run = random_run(tmp_path, name, **values)
     with pytest.raises(LmlabError, match=message):
         export_run(run, "transformer-lens", tmp_path / "tl")
 
 
+@needs_transformer_lens
 def test_a_folder_without_a_config_is_one_clear_error(tmp_path):
     with pytest.raises(LmlabError, match="no config.json"):
         load_transformer_lens(tmp_path)
+
+
+def test_without_transformer_lens_the_command_says_what_to_install(tmp_path, tiny_names, capsys, monkeypatch):
+    config = {"data": {"source": str(tiny_names)}, "model": {"name": "gpt", "n_layer": 1, "n_embd": 16},
+              "train": {"max_steps": 2, "eval_interval": 2, "log_interval": 2, "batch_size": 4}}
+    trained = lmlab.train(config, out=tmp_path / "run", inspect=False)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformer_lens"
+                        else find_spec(name, *a))
+    assert main(["export", str(trained.run_dir.path), "--format", "transformer-lens", str(tmp_path / "tl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lmlab export: error: TransformerLens needs the transformer_lens package(s): pip install "
+                   "'lmlab[interp]'"]
+    assert not (tmp_path / "tl").exists()  # nothing written
