@@ -21,6 +21,7 @@ from lmlab.errors import CheckpointError, LmlabError
 from lmlab.experiments.groups import group_members, is_group
 from lmlab.experiments.stats import Difference, mean_se, paired_by_seed, paired_by_unit, unpaired_over_seeds
 from lmlab.files import atomic_write, claim_output_file
+from lmlab.notebook import Comparison
 from lmlab.training.checkpoint.format import read_json
 
 log = logging.getLogger(__name__)
@@ -143,10 +144,11 @@ def _check_summary(summary: Any, path: Path) -> None:
         raise CheckpointError(f"{path}: corrupted summary (model is not a name)")
 
 
-def compare_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
-    """One row per readable run. A run that cannot be read (unfinished, or a corrupted summary.json,
-    config.json or metrics.jsonl) is left out with a warning, so one bad folder does not hide the others;
-    when none can be read, the (first) reason is the error."""
+def compare_runs(run_dirs: list[str | Path]) -> Comparison:
+    """One row per readable run, as a list that shows as a table with the curves in Jupyter. A run that
+    cannot be read (unfinished, or a corrupted summary.json, config.json or metrics.jsonl) is left out with a
+    warning, so one bad folder does not hide the others; when none can be read, the (first) reason is the
+    error."""
     if not run_dirs:
         raise LmlabError("give at least one run directory to compare")
     rows, errors = [], []
@@ -161,7 +163,7 @@ def compare_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
         raise CheckpointError(f"none of the {len(errors)} runs can be compared; the first: {errors[0]}")
     for err in errors:
         log.warning("skipping a run: %s", err)
-    return rows
+    return Comparison(rows)
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -338,46 +340,45 @@ def plot_val_curves(rows: list[dict[str, Any]], path: str | Path, x: str = "step
     if x not in ("step", "time"):
         raise LmlabError(f"x must be 'step' or 'time', got {x!r}")
     import matplotlib
-
-    matplotlib.use("Agg")  # no display needed; must come before pyplot
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     path = claim_output_file(path, "the validation curves")
-    fig, ax = plt.subplots(figsize=(8, 5))
-    try:
-        def at(row: dict[str, Any], step: int) -> float:
-            return _seconds(row, step) if x == "time" else step
+    fig = Figure(figsize=(8, 5))  # its own canvas: pyplot's backend (a notebook's inline one) is left alone
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
 
-        last_step = max((at(row, p[0]) for row in rows for p in row["val_curve"]), default=1)
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for i, row in enumerate(rows):
-            name = Path(row["run"]).name
-            label = row["model"] if row["model"] == name else f"{row['model']} ({name})"
-            color = colors[i % len(colors)]
-            points = row["val_curve"]
-            curves = [c for c in row.get("val_curves", []) if c]
-            if len(curves) > 1 and len(curves[0]) > 1:  # a seed group: the mean, and a band over its seeds
-                steps = sorted(set.intersection(*(set(s for s, _ in c) for c in curves)))
-                at_step = [dict(c) for c in curves]
-                lows = [min(c[st] for c in at_step) for st in steps]
-                highs = [max(c[st] for c in at_step) for st in steps]
-                means = [sum(c[st] for c in at_step) / len(at_step) for st in steps]
-                xs = [at(row, st) for st in steps]
-                ax.fill_between(xs, lows, highs, color=color, alpha=0.2, linewidth=0)
-                ax.plot(xs, means, marker=".", color=color, label=f"{label}, {len(curves)} seeds")
-            elif len(points) == 1:
-                ax.axhline(points[0][1], linestyle="--", linewidth=1, color=color, label=label)
-            elif points:
-                steps, losses = zip(*points, strict=False)
-                ax.plot([at(row, st) for st in steps], losses, marker=".", color=color, label=label)
-        ax.set_xlim(0, max(last_step, 1e-9 if x == "time" else 1))
-        ax.set_xlabel("training time (s)" if x == "time" else "step")
-        ax.set_ylabel("validation NLL (nats/token)")
-        ax.set_title("validation curves")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
+    def at(row: dict[str, Any], step: int) -> float:
+        return _seconds(row, step) if x == "time" else step
+
+    last_step = max((at(row, p[0]) for row in rows for p in row["val_curve"]), default=1)
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, row in enumerate(rows):
+        name = Path(row["run"]).name
+        label = row["model"] if row["model"] == name else f"{row['model']} ({name})"
+        color = colors[i % len(colors)]
+        points = row["val_curve"]
+        curves = [c for c in row.get("val_curves", []) if c]
+        if len(curves) > 1 and len(curves[0]) > 1:  # a seed group: the mean, and a band over its seeds
+            steps = sorted(set.intersection(*(set(s for s, _ in c) for c in curves)))
+            at_step = [dict(c) for c in curves]
+            lows = [min(c[st] for c in at_step) for st in steps]
+            highs = [max(c[st] for c in at_step) for st in steps]
+            means = [sum(c[st] for c in at_step) / len(at_step) for st in steps]
+            xs = [at(row, st) for st in steps]
+            ax.fill_between(xs, lows, highs, color=color, alpha=0.2, linewidth=0)
+            ax.plot(xs, means, marker=".", color=color, label=f"{label}, {len(curves)} seeds")
+        elif len(points) == 1:
+            ax.axhline(points[0][1], linestyle="--", linewidth=1, color=color, label=label)
+        elif points:
+            steps, losses = zip(*points, strict=False)
+            ax.plot([at(row, st) for st in steps], losses, marker=".", color=color, label=label)
+    ax.set_xlim(0, max(last_step, 1e-9 if x == "time" else 1))
+    ax.set_xlabel("training time (s)" if x == "time" else "step")
+    ax.set_ylabel("validation NLL (nats/token)")
+    ax.set_title("validation curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
     return path

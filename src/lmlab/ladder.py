@@ -25,6 +25,7 @@ from lmlab.experiments.groups import is_group
 from lmlab.experiments.seeds import train_seeds
 from lmlab.files import atomic_write_text, claim_output_folder
 from lmlab.models import REGISTRY
+from lmlab.notebook import Comparison
 from lmlab.run import train
 from lmlab.run.config import merge_layers, resolve_config
 from lmlab.run.data import prepare_data
@@ -66,7 +67,7 @@ def run_ladder(
     overrides: dict[str, Any] | None = None,
     on_rung_end: Callable[[str, dict[str, Any]], None] | None = None,
     seeds: list[int] | None = None,
-) -> list[dict[str, Any]]:
+) -> Comparison:
     """Train each rung (default_rungs() unless `models` names others) into out_dir/<model> through the same
     pipeline as `lmlab train` (lmlab.run.train); write the comparison table (text and JSON) and the
     validation-curve plot into out_dir; return the comparison rows. `overrides` ({section: {key: value}},

@@ -1,4 +1,5 @@
-"""`lmlab export` and `lmlab import`: runs to and from the HF transformers and ONNX formats."""
+"""`lmlab export` and `lmlab import`: runs to and from the HF transformers and ONNX formats, and out to
+TransformerLens."""
 
 from __future__ import annotations
 
@@ -11,11 +12,21 @@ from lmlab.run import load
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write a trained run for other tools: the HF transformers format (GPT-2, Llama or Qwen3), or ONNX.
+    """Write a trained run for other tools: the HF transformers format (GPT-2, Llama or Qwen3), ONNX, or
+    TransformerLens.
 
     hf: config.json, model.safetensors and tokenizer files that AutoModelForCausalLM and AutoTokenizer
-    load offline. onnx: model.onnx (input_ids -> logits), checked against onnxruntime when installed."""
+    load offline. onnx: model.onnx (input_ids -> logits), checked against onnxruntime when installed.
+    transformer-lens: the hf folder, opened in TransformerLens and its logits checked against lmlab's."""
     run = load(args.run)
+    if args.format == "transformer-lens":
+        from lmlab.export.transformer_lens import LOGIT_TOLERANCE, export_transformer_lens
+
+        out, diff = export_transformer_lens(run, args.out, force=args.force)
+        print(f"wrote {out}: TransformerLens logits match lmlab's (max |difference| {diff:.1e} <= "
+              f"{LOGIT_TOLERANCE:g}); open it with lmlab.export.transformer_lens.load_transformer_lens("
+              f"{str(out)!r}), then bridge.run_with_cache(ids)")
+        return 0
     if args.format == "onnx":
         from lmlab.export.onnx import export_onnx, max_length
 
@@ -37,9 +48,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="a run directory")
-    p.add_argument("--format", choices=["hf", "onnx"], default="hf",
+    p.add_argument("--format", choices=["hf", "onnx", "transformer-lens"], default="hf",
                    help="hf: transformers GPT-2, or Llama/Qwen3 for the llama rungs (default); onnx: an ONNX graph "
-                   "(needs lmlab[onnx])")
+                   "(needs lmlab[onnx]); transformer-lens: the hf folder, checked in TransformerLens (needs "
+                   "lmlab[interp])")
     p.add_argument("out", metavar="OUT", help="directory to write (new or empty; never a run directory)")
     p.add_argument("--force", action="store_true", help="write into a non-empty OUT, replacing the export "
                    "files there (a run directory is refused even so)")

@@ -22,22 +22,19 @@ ACTIVATIONS = ("tanh", "sigmoid", "relu", "gelu", "norm", "attention")
 
 
 def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _figure(ncols: int = 1, nrows: int = 1, height: float = 3.2):
-    import matplotlib
+    """A bare Figure on its own Agg canvas: pyplot's backend (a notebook's inline one) is left alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, height * nrows), squeeze=False)
-    return fig, axes
+    fig = Figure(figsize=(5.5 * ncols, height * nrows))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
 def _legend(ax, fontsize: int = 7) -> None:

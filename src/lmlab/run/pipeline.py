@@ -32,9 +32,10 @@ from lmlab.errors import CheckpointError, ConfigError, TrainingDiverged
 from lmlab.evaluate import evaluate_run
 from lmlab.export import export_run
 from lmlab.files import claim_output_folder
-from lmlab.inspector import Finding, Inspector, find_problems, load_findings
+from lmlab.inspector import Inspector, find_problems, load_findings
 from lmlab.inspector.report import reinspect, write_inspection
 from lmlab.models import count_parameters
+from lmlab.notebook import Findings, LiveCurves, Report, in_notebook, run_html
 from lmlab.run.config import RunConfig, build_model
 from lmlab.run.data import RunData
 from lmlab.run.folder import (
@@ -79,10 +80,10 @@ class Run(LoadedRun):
         return self.run_dir.read_metrics()
 
     @property
-    def findings(self) -> list[Finding] | None:
+    def findings(self) -> Findings | None:
         """The inspector's findings as written at the end of training (None if it did not watch)."""
         path = self.run_dir / FINDINGS_FILE
-        return load_findings(path) if path.is_file() else None
+        return Findings(load_findings(path)) if path.is_file() else None
 
     @property
     def inspected(self) -> bool:
@@ -110,9 +111,20 @@ class Run(LoadedRun):
         """`n` samples (`lmlab sample`); options: max_new_tokens, temperature, top_k, top_p, seed."""
         return sample_texts(self, SampleOptions(num_samples=n, prompt=prompt, **options))
 
-    def inspect(self, rebuild_report: bool = False) -> list[Finding]:
+    def inspect(self, rebuild_report: bool = False) -> Findings:
         """The health findings, recomputed from the inspector's statistics (`lmlab inspect`)."""
-        return reinspect(self.run_dir.path, rebuild_report=rebuild_report)
+        return Findings(reinspect(self.run_dir.path, rebuild_report=rebuild_report))
+
+    def report(self) -> Report:
+        """The inspector's report.html: shown inline when it is the last value of a notebook cell (its path
+        elsewhere). Built from the inspector's statistics first if the folder lacks it."""
+        if not (self.run_dir / REPORT_FILE).is_file():
+            reinspect(self.run_dir.path, rebuild_report=True)
+        return Report(self.run_dir / REPORT_FILE)
+
+    def _repr_html_(self) -> str:
+        """How a run shows in Jupyter: its summary, loss curves and findings."""
+        return run_html(self)
 
     def export(self, format: str = "hf", out: str | Path = "", **options: Any) -> Path:  # noqa: A002
         """Write the run for other tools (`lmlab export`): "hf" (transformers) or "onnx"; returns the folder."""
@@ -246,7 +258,9 @@ def _callbacks(config: RunConfig, run_dir: RunDir, inspect: bool | int, extra: S
     # Loggers (train.log) after the inspector: each sampled step goes out complete, with its findings at the end.
     loggers = loggers_for(train, run_dir, config.to_dict(), findings=find_problems)
     named = callbacks_for(train, writes_files=parallel.is_main, given=extra)
-    return [*watch, *loggers, *named, *extra]
+    # In Jupyter the curves redraw in the cell; a terminal shows the progress bar and log lines only.
+    live = [LiveCurves(config.model_name)] if in_notebook() and parallel.is_main else []
+    return [*watch, *loggers, *named, *live, *extra]
 
 
 class _RunFiles(Callback):
