@@ -12,9 +12,9 @@ PACKAGE = Path(lmlab.__file__).parent
 # wins): the run folder and config sit below the trainer that writes into the folder, the pipeline above all.
 ORDER = ["errors", "files", "config", "data", "tokenizers", "data.shard_writer", "models", "run.config", "run.data",
          "training.schedule", "training.checkpoint.checks", "training.checkpoint.parts", "training.checkpoint.format",
-         "run.folder", "training", "run.fit_defaults", "inspector", "series", "vision", "sample", "evaluate", "notebook",
-         "experiments.stats", "experiments.groups", "compare", "export", "run", "experiments", "ladder", "cli",
-         "__main__"]
+         "run.folder", "training", "run.fit_defaults", "inspector", "series", "vision", "sample", "evaluate",
+         "notebook", "experiments.stats", "experiments.groups", "compare", "export", "run", "experiments", "ladder",
+         "cli", "__main__"]
 
 
 def _layer(module: str) -> int:

@@ -40,6 +40,7 @@ from lmlab.run.config import RunConfig, build_model
 from lmlab.run.data import RunData
 from lmlab.run.folder import (
     FINDINGS_FILE,
+    REPORT_FILE,
     SUMMARY_FILE,
     LoadedRun,
     RunDir,
