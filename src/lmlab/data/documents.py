@@ -58,7 +58,7 @@ class DocumentWindows:
     may lie up to B - 2 before the segment or end up to B - 2 after it (L + B - 3 equally likely places,
     each holding at least one target), cut to the segment. Every target then lies in exactly K of the
     places of its segment, and every place weighs one, so every target of the stream is equally likely
-    to be in a sampled window (tests/test_stream_documents.py counts it exactly). The cost: a window cut
+    to be in a sampled window (tests/data/test_stream_documents.py counts it exactly). The cost: a window cut
     at a document's edge is shorter and padded, about 2K/L of the windows drawn from a document of L
     tokens. Windows are left-aligned (padding on the right, where no real position attends to it)."""
 

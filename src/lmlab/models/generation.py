@@ -55,7 +55,7 @@ def sample_next(logits: Tensor, temperature: float, top_k: int | None, top_p: fl
 
     The draw is torch.multinomial's own algorithm for one sample, an exponential race (the argmax of p / E
     with E ~ Exp(1), the Gumbel-max trick), written out: the same tokens from the same generator, bit for bit
-    (tests/test_generation.py), without multinomial's input checks, which read the probabilities back to
+    (tests/models/test_generation.py), without multinomial's input checks, which read the probabilities back to
     the host twice a token. Those checks refused NaN probabilities; here a NaN row gives an arbitrary token.
     """
     if not do_sample or temperature == 0:

@@ -173,7 +173,7 @@ class GPT(GenerationMixin, nn.Module):
     def decoder(self) -> Callable[[Tensor, list[KVBuffer]], Tensor]:
         """`step(token_ids, cache)`: logits (B, V) for one new token per row, `token_ids` (B,), at the next
         position of `cache`, which takes its keys and values. What `forward` computes for T = 1, written as
-        functions of the same weights, bit for bit the same logits (tests/test_gpt.py).
+        functions of the same weights, bit for bit the same logits (tests/models/test_gpt.py).
 
         `generate` makes one per call and steps it once per token. At the sizes a CPU samples, a token's
         arithmetic costs less than what surrounds it in `forward`: module calls, (B, T, C) reshapes, a position

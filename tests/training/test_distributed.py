@@ -12,7 +12,7 @@ import pytest
 
 from lmlab.training.distributed import Parallel
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMON = ["--device", "cpu", "--set", "train.eval_interval=3", "--set", "train.log_interval=1",
           "--set", "train.warmup_steps=0", "--set", "train.grad_accum_steps=2",
           "--set", "train.schedule=constant"]  # constant: the lr must not depend on max_steps across a resume

@@ -20,7 +20,7 @@ from lmlab.ladder import run_ladder
 from lmlab.run.folder import RunDir, RunLocked
 from lmlab.training.callbacks import Callback, ModelCheckpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_MLP = {"model": {"name": "mlp", "n_embd": 4, "n_hidden": 16},
             "train": {"max_steps": 20, "eval_interval": 5, "log_interval": 5, "batch_size": 16}}
 

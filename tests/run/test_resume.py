@@ -17,7 +17,7 @@ import pytest
 import safetensors.torch
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cli_env() -> dict[str, str]:
