@@ -15,8 +15,8 @@ import torch
 from lmlab.config import TrainConfig, build_config, to_dict
 from lmlab.errors import ConfigError, DataError
 from lmlab.inspector.finding import Finding
-from lmlab.training.callbacks import EarlyStopping
 from lmlab.run.folder import CONFIG_FILE, SUMMARY_FILE, RunDir
+from lmlab.training.callbacks import EarlyStopping
 from lmlab.training.trainer import Trainer
 from lmlab.vision.augment import Augment, AugmentedImages
 from lmlab.vision.convnet import ConvNet, ConvNetConfig
