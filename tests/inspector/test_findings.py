@@ -25,6 +25,13 @@ def test_healthy_runs_raise_nothing(data):
     assert findings == [], [format_finding(f) for f in findings]
     _, findings, _ = train(tiny_mlp(data, norm="batch", n_layer=2), data, steps=30, every=5)
     assert findings == [], [format_finding(f) for f in findings]
+    from lmlab.models import GPT, GPTConfig  # attention, GELU, weight decay, warm-up: the new probes stay quiet
+
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    stats, findings, _ = train(gpt, data, steps=60, every=5, lr=3e-3, weight_decay=0.1, warmup_steps=10)
+    assert findings == [], [format_finding(f) for f in findings]
+    assert stats.targets.checked and stats.batch_coupling.checked and stats.overlap.checked
 
 
 def test_over_confident_initial_logits(data):
