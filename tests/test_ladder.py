@@ -6,8 +6,8 @@ import pytest
 from lmlab.errors import ConfigError
 from lmlab.ladder import default_rungs, run_ladder
 from lmlab.models import REGISTRY
-from lmlab.sample import SampleOptions, sample_texts
 from lmlab.run.folder import load_run
+from lmlab.sample import SampleOptions, sample_texts
 
 
 def test_ladder_end_to_end(cli, tiny_names, tmp_path):
