@@ -75,8 +75,12 @@ def _two_sided_t(t: float, df: float) -> float:
         return 1.0
     if math.isinf(df):
         return math.erfc(abs(t) / math.sqrt(2))
-    from scipy import stats
+    try:
+        from scipy import stats
+    except ImportError:
+        from lmlab.errors import ConfigError
 
+        raise ConfigError("p-values over a few seeds need scipy (Student's t): pip install 'lmlab[sweep]'") from None
     return float(2 * stats.t.sf(abs(t), df))
 
 
