@@ -75,6 +75,14 @@ def test_export_refuses_gpt_without_biases(tmp_path):
         export_hf(make_run(tmp_path, bias=False), tmp_path / "hf")
 
 
+@pytest.mark.parametrize("ablation", ["attn_scale", "residual"])
+def test_export_refuses_an_ablated_gpt(tmp_path, ablation):
+    """GPT-2 has no switch for either ablation: an export would load in transformers and compute another model."""
+    with pytest.raises(LmlabError, match=f"model.{ablation}=false"):
+        export_hf(make_run(tmp_path, **{ablation: False}), tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
 def small_hf_gpt2(path, vocab_size: int, **config):
     torch.manual_seed(0)
     hf_config = transformers.GPT2Config(vocab_size=vocab_size, n_positions=24, n_embd=32, n_layer=2, n_head=4,

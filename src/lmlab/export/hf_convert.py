@@ -46,6 +46,11 @@ def check_expressible(model: torch.nn.Module, model_name: str) -> GPTConfig:
     if not config.bias:
         raise ExportError("a GPT trained with model.bias=false cannot be expressed as GPT-2, whose Linear "
                           "layers and LayerNorms always have biases")
+    ablated = [key for key in ("attn_scale", "residual") if not getattr(config, key, True)]
+    if ablated:
+        raise ExportError(f"a GPT trained with model.{ablated[0]}=false (an ablation) cannot be expressed as GPT-2, "
+                          "whose attention always scales by 1/sqrt(head size) and whose blocks always add to the "
+                          "residual stream")
     return config
 
 
