@@ -372,11 +372,11 @@ def run_folder_cases(work: Path, data: Path) -> None:
     rows.append(("sample -n 3000 | head -1", "0" if "Broken pipe" not in piped.stderr else "error",
                  (piped.stderr.strip().splitlines() or ["-"])[-1][:150], "no" if "Traceback" not in piped.stderr
                  else "yes", "none"))
+    run_case("--resume --max-steps 1 on a run at step 3", [run], "train", "--out", str(run), "--resume",
+             "--max-steps", "1")
     # the run's own data changed under it
     (home / "data" / "n.txt").write_text("\n".join(names[::-1] + ["anna"]) + "\n", encoding="utf-8")
     run_case("eval after the data file changed", [run], "eval", str(run))
-    run_case("--resume --max-steps 1 on a run at step 3", [run], "train", "--out", str(run), "--resume",
-             "--max-steps", "1")
     u16 = work / "u16.txt"
     u16.write_text("\n".join(names) + "\n", encoding="utf-16")
     run_case("train on a UTF-16 file", [work / "u16-run"], "train", "--data", str(u16), "--out",

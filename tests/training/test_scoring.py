@@ -56,6 +56,21 @@ def test_periodic_evaluations_are_capped_and_the_last_is_exact(tiny_names, tmp_p
     assert evals[1]["val_loss"] == pytest.approx(mean_nll(trainer.model, val)[0], abs=1e-5)
 
 
+def test_evaluation_batches_shrink_where_their_logits_would_not_fit():
+    from types import SimpleNamespace
+
+    from lmlab.training.scoring import EVAL_LOGITS_BUDGET, LOGIT_COPIES, batch_rows
+
+    def model(vocab):
+        return SimpleNamespace(config=SimpleNamespace(vocab_size=vocab))
+
+    windows = SimpleNamespace(block_size=128)
+    assert batch_rows(model(30), windows, 1024) == 1024  # a character vocabulary: the batch asked for
+    rows = batch_rows(model(8192), windows, 1024)  # a word vocabulary: 0.75 GiB of logits at 64 rows
+    assert rows < 1024 and rows * 128 * 8192 * 4 * LOGIT_COPIES <= EVAL_LOGITS_BUDGET
+    assert batch_rows(model(10**7), windows, 1024) == 1  # never zero
+
+
 # ---- bits per byte ------------------------------------------------------------------------------------------
 
 

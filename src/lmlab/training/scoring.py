@@ -16,6 +16,18 @@ from lmlab.data.datasets import IGNORE_INDEX, TokenDataset, next_token_targets
 from lmlab.models.base import causal_lm_loss
 from lmlab.tokenizers import BPETokenizer, CharTokenizer, HFTokenizer, Tokenizer
 
+# Bytes of logits one evaluation batch may hold (with the softmax and loss, three copies of B x T x V floats):
+# a word or BPE vocabulary makes a batch of full-context windows far larger than the model.
+EVAL_LOGITS_BUDGET = 1 << 28
+LOGIT_COPIES = 3
+
+
+def batch_rows(model: torch.nn.Module, dataset, batch_size: int) -> int:
+    """`batch_size`, or fewer rows where their logits would pass EVAL_LOGITS_BUDGET."""
+    vocab = getattr(getattr(model, "config", None), "vocab_size", 0) or 0
+    per_row = max(getattr(dataset, "block_size", 0) or 0, 1) * vocab * 4 * LOGIT_COPIES
+    return max(1, min(batch_size, EVAL_LOGITS_BUDGET // per_row)) if per_row else batch_size
+
 
 @torch.no_grad()
 def mean_nll(
@@ -31,7 +43,7 @@ def mean_nll(
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for input_ids, labels in dataset.iter_batches(batch_size, max_tokens):
+    for input_ids, labels in dataset.iter_batches(batch_rows(model, dataset, batch_size), max_tokens):
         input_ids, labels = input_ids.to(device), labels.to(device)
         total += float(causal_lm_loss(model(input_ids).logits, labels, reduction="sum"))
         count += int((next_token_targets(labels) != IGNORE_INDEX).sum())
@@ -84,6 +96,7 @@ def estimate_nll(
     estimator (sum of losses over sum of tokens): how far another sample of this size could land."""
     was_training = model.training
     model.eval()
+    batch_size = batch_rows(model, dataset, batch_size)
     if dataset.num_predictions <= max_tokens:
         batches = dataset.iter_batches(batch_size)
     else:
