@@ -281,3 +281,18 @@ def test_train_log_tensorboard_from_the_command_line(cli, tiny_names, tmp_path):
     _close(_scalars(acc, "val/loss"), _series(records, "val_loss"))
     assert [s for s, _ in _scalars(acc, "inspect/act_std/head")] == [1, 6, 11, 16]
     assert "findings/text_summary" in acc.Tags()["tensors"]
+
+
+def test_tensorboard_logs_validation_bits_per_byte(tiny_names, tmp_path):
+    """A char run on ASCII text predicts one byte a token (the boundary stands for the line break), so its
+    bits per byte are its validation NLL in bits; the final point is summary.json's exact figure."""
+    import math
+
+    import lmlab
+
+    run = lmlab.train({"data": {"source": str(tiny_names)}, "model": {"name": "mlp"},
+                       "train": {"max_steps": 6, "eval_interval": 3, "log": "tensorboard", "threads": 1}},
+                      out=tmp_path / "run", inspect=False)
+    acc = _events(tmp_path / "run" / TENSORBOARD_DIR)
+    _close(_scalars(acc, "val/bits_per_byte"), [(s, v / math.log(2)) for s, v in _scalars(acc, "val/loss")])
+    assert _scalars(acc, "val/bits_per_byte")[-1][1] == pytest.approx(run.summary["bits_per_byte"]["val"], rel=1e-5)

@@ -198,7 +198,7 @@ def _train(resolved: Resolved, run_dir: RunDir, force: bool, callbacks: Sequence
         plan = plan_run(resolved, run_dir.load_tokenizer() if resume else None, data)
         config, data, context = plan.config, plan.data, plan.context
         model = build_model(config, data.tokenizer, context, training=True)
-        chosen = _callbacks(config, run_dir, inspect, callbacks, parallel)
+        chosen = _callbacks(config, data, run_dir, inspect, callbacks, parallel)
         log.info("%s: %s parameters; data %s (%s mode, vocab %d, %s train tokens) -> %s", config.model_name,
                  f"{count_parameters(model):,}", config.data.source, data.mode, data.tokenizer.vocab_size,
                  f"{data.splits['train'].num_predictions:,}", run_dir)
@@ -247,7 +247,7 @@ def find_lr(config: dict[str, Any] | RunConfig | None = None, **options: Any) ->
     return lr_find(model, plan.data.splits["train"], plan.config.train, **options)
 
 
-def _callbacks(config: RunConfig, run_dir: RunDir, inspect: bool | int, extra: Sequence[Callback],
+def _callbacks(config: RunConfig, data: RunData, run_dir: RunDir, inspect: bool | int, extra: Sequence[Callback],
                parallel: Parallel) -> list:
     """The inspector first (unless off), the loggers, the callbacks train.* names, then the caller's. The
     inspector watches on rank 0 only, and not under FSDP (its statistics would read one rank's shards);
@@ -257,7 +257,14 @@ def _callbacks(config: RunConfig, run_dir: RunDir, inspect: bool | int, extra: S
     watch = [] if inspect is False or parallel.sharded or not parallel.is_main else \
         [Inspector(every=None if inspect is True else int(inspect))]
     # Loggers (train.log) after the inspector: each sampled step goes out complete, with its findings at the end.
-    loggers = loggers_for(train, run_dir, config.to_dict(), findings=find_problems)
+    val = data.splits.get("val")
+
+    def val_bytes_per_token() -> float | None:  # one pass over the val split, only when a logger is on
+        tokens = val.num_predictions if val is not None else 0
+        return scored_bytes(val, token_bytes(data.tokenizer)) / tokens if tokens else None
+
+    loggers = loggers_for(train, run_dir, config.to_dict(), findings=find_problems,
+                          val_bytes_per_token=val_bytes_per_token)
     named = callbacks_for(train, writes_files=parallel.is_main, given=extra)
     # In Jupyter the curves redraw in the cell; a terminal shows the progress bar and log lines only.
     live = [LiveCurves(config.model_name)] if in_notebook() and parallel.is_main else []

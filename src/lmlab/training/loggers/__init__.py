@@ -23,8 +23,11 @@ def logger_names(value: str) -> list[str]:
 
 
 def loggers_for(train_config: TrainConfig, run_dir: str | Path, run_config_dict: dict[str, Any], *,
-                findings: Findings | None = None) -> list[Callback]:
+                findings: Findings | None = None, val_bytes_per_token=None) -> list[Callback]:
     """The loggers train.log names, for the trainer's callbacks (after the Inspector, so each sampled step
     goes out as soon as it is complete, and the findings see the inspector's closing statistics). A missing
-    package is one MissingPackage line naming the extra."""
-    return [LOGGERS[name](run_dir, run_config_dict, findings=findings) for name in logger_names(train_config.log)]
+    package is one MissingPackage line naming the extra. `val_bytes_per_token()` (called only when a logger
+    is named) gives the validation split's UTF-8 bytes per predicted token, for val/bits_per_byte."""
+    names = logger_names(train_config.log)
+    ratio = val_bytes_per_token() if names and val_bytes_per_token is not None else None
+    return [LOGGERS[name](run_dir, run_config_dict, findings=findings, val_bytes_per_token=ratio) for name in names]

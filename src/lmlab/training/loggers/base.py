@@ -92,8 +92,10 @@ class MetricLogger(Callback):
     name = ""
 
     def __init__(self, run_dir: str | Path, config: dict[str, Any] | None = None, *,
-                 findings: Findings | None = None):
+                 findings: Findings | None = None, val_bytes_per_token: float | None = None):
         self.run_dir = Path(run_dir)
+        # Bits per byte compare runs whose tokenizers differ on the same text (nats per token do not).
+        self.val_bytes_per_token = val_bytes_per_token
         self.config = config or {}
         self.findings = findings
         self.active = False
@@ -147,7 +149,10 @@ class MetricLogger(Callback):
 
     def on_eval_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if self.active and is_finite_number(record.get("val_loss")):
-            self.scalars({"val/loss": float(record["val_loss"])}, record["step"])
+            values = {"val/loss": float(record["val_loss"])}
+            if self.val_bytes_per_token:
+                values["val/bits_per_byte"] = values["val/loss"] / (math.log(2) * self.val_bytes_per_token)
+            self.scalars(values, record["step"])
             self.flush()
 
     def on_train_end(self, trainer: Trainer) -> None:
