@@ -38,7 +38,8 @@ class TensorBoardLogger(MetricLogger):
     name = "tensorboard"
 
     def __init__(self, run_dir: str | Path, config: dict[str, Any] | None = None, *,
-                 findings: Findings | None = None, log_dir: str | Path | None = None, val_bytes_per_token: float | None = None):
+                 findings: Findings | None = None, log_dir: str | Path | None = None,
+                 val_bytes_per_token: float | None = None):
         super().__init__(run_dir, config, findings=findings, val_bytes_per_token=val_bytes_per_token)
         self.log_dir = Path(log_dir) if log_dir is not None else self.run_dir / TENSORBOARD_DIR
         self._writer_cls = _summary_writer()

@@ -44,7 +44,8 @@ class WandbLogger(MetricLogger):
     name = "wandb"
 
     def __init__(self, run_dir: str | Path, config: dict[str, Any] | None = None, *,
-                 findings: Findings | None = None, project: str | None = None, val_bytes_per_token: float | None = None):
+                 findings: Findings | None = None, project: str | None = None,
+                 val_bytes_per_token: float | None = None):
         super().__init__(run_dir, config, findings=findings, val_bytes_per_token=val_bytes_per_token)
         self.wandb = _wandb()
         self.project = project or os.environ.get("WANDB_PROJECT") or "lmlab"
