@@ -65,7 +65,7 @@ def fit_to_data(config: RunConfig, data: RunData, context: int) -> tuple[RunConf
     vocabularies up to CHAR_VOCAB, on CUDA and for counted models. The model is measured on the meta device
     (shapes, no memory, no initialisation): the run builds its one real model from the result."""
     with torch.device("meta"):
-        model = build_model(config, data.tokenizer, context)
+        model = build_model(config, data.tokenizer, context, training=True)
     vocab_size = data.tokenizer.vocab_size
     # The context is the second lever, pulled only by a batch at its floor: a batch the user set stands for
     # the step they chose, so the context is left as it is too.

@@ -12,7 +12,7 @@ from lmlab.compare import difference, summarize, unit_nll
 from lmlab.experiments.stats import mean_se, paired_by_seed, paired_by_unit, unpaired_over_seeds
 from lmlab.run import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_mean_se():

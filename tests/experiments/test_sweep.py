@@ -17,7 +17,7 @@ from lmlab.errors import ConfigError
 from lmlab.experiments.space import grid_points, split_sets
 from lmlab.experiments.sweep import STUDY_NAME, SweepPlan, run_sweep, trial_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 
