@@ -32,9 +32,10 @@ CELL_STYLE = "border:1px solid #ccc;padding:.15em .5em;text-align:left;vertical-
 def in_notebook() -> bool:
     """Whether this process is a Jupyter kernel (not a terminal IPython). IPython is never imported here:
     a kernel has imported it already."""
-    if "ipykernel" not in sys.modules or "IPython" not in sys.modules:
+    ipython = sys.modules.get("IPython")
+    if sys.modules.get("ipykernel") is None or ipython is None:
         return False
-    shell = sys.modules["IPython"].get_ipython()
+    shell = ipython.get_ipython()
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 

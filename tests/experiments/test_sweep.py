@@ -115,3 +115,12 @@ def test_bad_sweep_input_is_one_line_and_exit_2(tiny_names, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "error:" in err, err
     assert not (tmp_path / "bad").exists()
+
+
+def test_without_optuna_a_sweep_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if lmlab[sweep] were not installed
+    out = tmp_path / "sweep"
+    code = main(["sweep", "--model", "bigram", "--set", "train.lr=1e-3,3e-3", "--max-steps", "2", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["lmlab sweep: error: lmlab sweep keeps its study in Optuna: pip install 'lmlab[sweep]'"]
+    assert not out.exists()

@@ -252,6 +252,10 @@ def run_sweep(plan: SweepPlan, out: str | Path, *, storage: str | None = None, w
     """Run (or resume) the sweep in `out` and write its table, plot and best config; return the report."""
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    try:  # the study is Optuna's: without it, one line before anything is written
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ConfigError("lmlab sweep keeps its study in Optuna: pip install 'lmlab[sweep]'") from None
     out = Path(out)
     plan_path = out / PLAN_FILE
     if plan_path.is_file() and force:
