@@ -122,5 +122,6 @@ def test_without_optuna_a_sweep_is_one_line_naming_the_extra(tmp_path, monkeypat
     out = tmp_path / "sweep"
     code = main(["sweep", "--model", "bigram", "--set", "train.lr=1e-3,3e-3", "--max-steps", "2", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == ["lmlab sweep: error: lmlab sweep keeps its study in Optuna: pip install 'lmlab[sweep]'"]
+    assert code == 2
+    assert err == ["lmlab sweep: error: lmlab sweep keeps its study in Optuna: pip install 'lmlab[sweep]'"]
     assert not out.exists()
