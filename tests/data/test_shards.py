@@ -69,7 +69,7 @@ def test_cli_prepare_then_train(tmp_path, corpus, cli):
     assert done.returncode == 0, done.stderr
     assert "MB/s" in done.stdout and "word tokenizer, vocab 50" in done.stdout
     done = cli("train", "--data", str(tmp_path / "prep"), "--max-steps", "3", "--set", "data.block_size=16",
-               "--set", "train.eval_interval=3", "--out", str(tmp_path / "run"))
+               "--set", "train.eval_interval=3", "--out", str(tmp_path / "run"), "--no-inspect")
     assert done.returncode == 0, done.stderr
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["data"]["tokenizer"] == "word" and saved["data"]["vocab_size"] == 50
