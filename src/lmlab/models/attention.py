@@ -206,15 +206,18 @@ class MultiHeadAttention(nn.Module):
                 # the triangle to the top-left corner instead, so build the bottom-right one by hand.
                 mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
         drop = self.dropout if self.training else 0.0
-        if drop and x.device.type == "cpu":
-            # SDPA's dropout takes torch's per-element Bernoulli draws, dearer on a CPU than the products
-            # here: the same computation by hand, with dropout.py's cheaper mask on the probabilities
-            rows = self.n_head // self.n_kv_head
-            k_all, v_all = k.repeat_interleave(rows, dim=1), v.repeat_interleave(rows, dim=1)  # (B, nh, S, hs)
+        by_hand = bool(drop) and x.device.type == "cpu"
+        weights = None
+        if by_hand or self.record_attention:
+            # the keys each query may see, as the boolean mask SDPA takes (or builds from is_causal)
             seen = mask if mask is not None or not is_causal else torch.ones(T, S, dtype=torch.bool,
                                                                              device=x.device).tril()
-            weights = attention_probabilities(q, k_all, seen, self.scale)  # (B, nh, T, S)
-            y = dropout(weights, drop, True) @ v_all  # (B, nh, T, hs)
+            rows = self.n_head // self.n_kv_head
+            weights = attention_probabilities(q, k.repeat_interleave(rows, dim=1), seen, self.scale)  # (B, nh, T, S)
+        if by_hand:
+            # SDPA's dropout takes torch's per-element Bernoulli draws, dearer on a CPU than the products
+            # here: the same computation by hand, with dropout.py's cheaper mask on the probabilities
+            y = dropout(weights, drop, True) @ v.repeat_interleave(rows, dim=1)  # (B, nh, T, hs)
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=drop,
@@ -222,9 +225,6 @@ class MultiHeadAttention(nn.Module):
                 scale=self.scale,
             )  # (B, nh, T, hs)
         if self.record_attention:
-            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)  # (B, nh, S, hs)
-            self.last_attention = attention_probabilities(
-                q, k, mask if mask is not None or not is_causal else
-                torch.ones(T, S, dtype=torch.bool, device=x.device).tril(), self.scale).detach()
+            self.last_attention = weights.detach()
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y)), present
