@@ -46,13 +46,13 @@ RUNGS = "gpt,gpt+rope,gpt+rmsnorm,gpt+swiglu,gpt+qknorm,gpt+gqa,gpt+muon,llama,l
 
 # nanoGPT's config/train_shakespeare_char.py with the README's CPU overrides (benchmarks/shakespeare_char.py)
 PRESETS: dict[str, list[str]] = {
-    "registry": ["train.time_budget=0"],
+    "registry": [],
     "nanogpt-cpu": [
         "data.mode=stream", "data.block_size=64", "data.val_fraction=0.1", "data.test_fraction=0",
         "model.n_layer=4", "model.n_head=4", "model.n_embd=128", "model.dropout=0", "model.bias=false",
         "train.batch_size=12", "train.lr=1e-3", "train.min_lr_ratio=0.1", "train.schedule=cosine",
         "train.warmup_steps=100", "train.weight_decay=0.1", "train.beta1=0.9", "train.beta2=0.99",
-        "train.grad_clip=1.0", "train.ema_decay=0", "train.time_budget=0",
+        "train.grad_clip=1.0", "train.ema_decay=0",
     ],
 }
 
@@ -63,7 +63,7 @@ def train(rung: str, args: argparse.Namespace) -> dict:
     sets = PRESETS[args.preset] + [f"train.eval_interval={max(args.steps // 2, 1)}", "train.threads=1"]
     if muon:
         sets.append("train.optimizer=muon")
-    sets += args.set  # last: the user's overrides win (e.g. train.time_budget=W)
+    sets += args.set  # last: the user's overrides win (e.g. train.budget=Ws)
     cmd = [sys.executable, "-m", "lmlab", "train", "--model", model, "--data", args.data, "--max-steps",
            str(args.steps), "--out", str(out), "--force", "--device", "cpu", "--seed", str(args.seed),
            "--no-inspect"]

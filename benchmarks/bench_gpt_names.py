@@ -77,7 +77,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
-        base = {"data": {"source": args.data}, "model": {"name": args.model}, "train": {"time_budget": args.budget}}
+        base = {"data": {"source": args.data}, "model": {"name": args.model}, "train": {"budget": f"{args.budget:g}s"}}
         if args.split == "makemore":
             train_file, test_file = makemore_split(Path(args.data), Path(scratch))
             base["data"] = {"source": str(train_file), "val_fraction": 0.0, "test_fraction": 0.0}

@@ -90,7 +90,7 @@ def main() -> None:
           f"total-time ratio {total_ratio:+.1%}")
     # A short run end to end, as `lmlab train` makes it: fit() with the default (widening) interval, the
     # probes at the start and the end, beside the same fit() without the inspector; alternating pairs.
-    short_config = dataclasses.replace(config.train, max_steps=args.short_run, time_budget=0.0)
+    short_config = dataclasses.replace(config.train, max_steps=args.short_run, budget="")
     fits: dict[str, list[float]] = {"plain": [], "inspected": []}
     samples = 0
     for _ in range(args.pairs):

@@ -26,7 +26,7 @@ from lmlab.training.trainer import Trainer
 
 def trainer_for(model: str, data: str, packing: bool, threads: int) -> Trainer:
     config = resolve_config({"data": {"source": data, "packing": packing}, "model": {"name": model},
-                             "train": {"time_budget": 0, "threads": threads, "ema_decay": 0}})
+                             "train": {"budget": "", "threads": threads, "ema_decay": 0}})
     prepared = prepare_data(config.data)
     net = build_model(config, prepared.tokenizer, prepared.splits["train"].block_size)
     return Trainer(net, prepared.splits["train"], None, config.train)

@@ -35,7 +35,7 @@ def one_run(threads: str, steps: int) -> None:
     from lmlab.training.trainer import Trainer
 
     config = resolve_config({"model": {"name": "gpt"}, "train": {
-        "max_steps": steps, "time_budget": 0, "eval_interval": 10**6, "threads": threads, "device": "cpu"}})
+        "max_steps": steps, "eval_interval": 10**6, "threads": threads, "device": "cpu"}})
     data = prepare_data(config.data)
     model = build_model(config, data.tokenizer, data.splits["train"].block_size)
     trainer = Trainer(model, data.splits["train"], None, config.train)

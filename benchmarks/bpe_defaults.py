@@ -48,7 +48,7 @@ def timed(data: dict, out: Path, train: dict, steps: int) -> dict:
     """Median seconds a step and tokens/s of `steps` steps of the default GPT."""
     clock = StepClock()
     values = {"data": data, "model": {"name": "gpt"},
-              "train": {"max_steps": steps, "eval_interval": 10**6, "time_budget": 0, "threads": 1, "device": "cpu",
+              "train": {"max_steps": steps, "eval_interval": 10**6, "threads": 1, "device": "cpu",
                         "eval_max_tokens": 2048, **train}}
     run = lmlab.train(values, out=out, force=True, inspect=False, callbacks=[clock])
     gaps = [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)]
@@ -90,7 +90,7 @@ def main() -> None:
         print(f"\n| setting, {args.budget:g} s of training | steps | val NLL (nats/token) | load |\n|---|---|---|---|")
         for name, train in (("old defaults", {"batch_size": 128}), ("chosen", {})):
             values = {"data": {"source": str(tmp / "bpe"), **({"block_size": 128} if train else {})},
-                      "model": {"name": "gpt"}, "train": {"time_budget": args.budget, "threads": 1, "device": "cpu",
+                      "model": {"name": "gpt"}, "train": {"budget": f"{args.budget:g}s", "threads": 1, "device": "cpu",
                                                          **train}}
             before = load()
             run = lmlab.train(values, out=tmp / name.replace(" ", "_"), force=True, inspect=False)

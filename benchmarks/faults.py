@@ -92,7 +92,7 @@ def live_writer_cases(work: Path, data: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
     first = subprocess.Popen([sys.executable, "-m", "lmlab", "-q", "train", "--data", str(data), "--model", "mlp",
                               "--out", str(live), "--seed", "1", "--max-steps", "1000000", "--no-inspect",
-                              "--set", "train.eval_interval=20", "--set", "train.time_budget=300"],
+                              "--set", "train.eval_interval=20", "--set", "train.budget=300s"],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120

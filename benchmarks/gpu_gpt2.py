@@ -54,7 +54,7 @@ def main() -> None:
     config = resolve_config({"model": {"name": "gpt2", "dropout": 0.0},
                              "train": {"batch_size": args.batch, "max_steps": args.steps, "eval_interval": 10**6,
                                        "log_interval": 10**6, "compile": args.compile, "ema_decay": 0.0,
-                                       "time_budget": 0.0, "device": "cuda", "warmup_steps": 10}})
+                                       "device": "cuda", "warmup_steps": 10}})
     tokens = torch.randint(0, VOCAB, (args.batch * args.context * 50,), generator=torch.Generator().manual_seed(0))
     data = StreamDataset(tokens, args.context)
     model = build_model(config, _Vocab(), args.context)

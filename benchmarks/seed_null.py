@@ -34,7 +34,7 @@ def main() -> None:
     from lmlab.run.data import prepare_data
 
     config = {"data": {"source": args.data}, "model": {"name": args.model},
-              "train": {"max_steps": args.steps, "threads": 1, "time_budget": 0, "early_stopping": 0}}
+              "train": {"max_steps": args.steps, "threads": 1, "early_stopping": 0}}
     data = prepare_data(resolve_config(config).data)
     out = Path(args.out)
     started, load = time.time(), os.getloadavg()[0]

@@ -87,7 +87,7 @@ def main() -> None:
     preset = PRESETS[args.preset]
     train = {"lr": 1e-3, "min_lr_ratio": 0.1, "schedule": "cosine", "warmup_steps": 100, "weight_decay": 0.1,
              "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0, "device": args.device, "compile": args.compile,
-             "log_interval": 50, "time_budget": 0.0, **preset["train"]}
+             "log_interval": 50, **preset["train"]}
     if args.steps:
         train["max_steps"] = args.steps
     config = resolve_config(merge_layers({

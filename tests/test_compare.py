@@ -14,7 +14,7 @@ from lmlab.run.folder import load_run
 def tiny_runs(tiny_names, tmp_path):
     """Two real, tiny runs (a counted bigram and a few steps of the neural one) in one ladder folder."""
     out = tmp_path / "ladder"
-    run_ladder(str(tiny_names), out, budget=0.5, models=["ngram", "bigram"], device="cpu")
+    run_ladder(str(tiny_names), out, budget="2e4tokens", models=["ngram", "bigram"], device="cpu")
     return [out / "ngram", out / "bigram"]
 
 
@@ -36,8 +36,8 @@ def test_text_json_and_plot(tiny_runs, tmp_path):
     rows = compare_runs(tiny_runs)
     table = format_table(rows)
     header, rule, first, second = table.splitlines()[:4]
-    assert header.split() == ["run", "model", "params", "train", "val", "test", "bits/char", "bits/byte", "tokens/s",
-                             "seconds"]
+    assert header.split() == ["run", "model", "params", "steps", "tokens", "train", "val", "test", "bits/char",
+                              "bits/byte", "tokens/s", "seconds"]
     assert set(rule) <= {"-", " "}
     assert first.split()[:2] == ["ngram", "ngram"]
     assert f"{rows[1]['nll']['val']:.4f}" in second

@@ -39,4 +39,4 @@ def test_model_defaults_sit_between_trainconfig_and_user():
 def test_config_round_trips_through_json():
     config = resolve_config({"model": {"name": "mlp", "n_hidden": 64}, "train": {"seed": 7}})
     assert resolve_config(config.to_dict()) == config
-    assert build_config(TrainConfig, {"time_budget": "30"}, "train").time_budget == 30.0
+    assert build_config(TrainConfig, {"budget": "30s"}, "train").budget == "30s"

@@ -84,7 +84,7 @@ def one_line(capsys, command: str, *argv: str) -> str:
 @pytest.mark.parametrize(("setting", "message"), [
     ("train.lr=nan", "train.lr must be a finite number, got 'nan'"),
     ("train.lr=inf", "train.lr must be a finite number, got 'inf'"),
-    ("train.time_budget=inf", "train.time_budget must be a finite number"),
+    ("train.budget=inf", "train.budget takes a number and its unit"),
     ("data.val_fraction=nan", "data.val_fraction must be a finite number"),
     ("model.dropout=nan", "model.dropout must be a finite number"),
     ("train.batch_size=1e9", "train.batch_size must be at most 1,048,576, got 1,000,000,000"),

@@ -163,7 +163,7 @@ def test_export_force_replaces_links_in_out_and_refuses_a_folder_inside_a_run(tr
 
 def test_ladder_refuses_a_run_as_its_folder(trained, tiny_names, capsys):
     before = fingerprint(trained)
-    code, _, err = cli(capsys, "ladder", "--data", str(tiny_names), "--models", "bigram", "--budget", "1",
+    code, _, err = cli(capsys, "ladder", "--data", str(tiny_names), "--models", "bigram", "--budget", "1e6flops",
                        "--out", str(trained))
     assert code == 2 and "is a run directory" in err, err
     assert fingerprint(trained) == before

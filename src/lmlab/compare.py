@@ -91,6 +91,8 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
         "bits_per_byte": {split: bpb.get(split) for split in SPLITS},
         "tokens_per_s": summary.get("tokens_per_s"),
         "train_seconds": summary.get("train_seconds"),
+        "tokens": summary.get("tokens"),  # runs written before work budgets have none
+        "flops": summary.get("flops"),
         "val_curve": val_curve(run_dir),
         "seeds": [config.get("train", {}).get("seed")],
         "per_seed_nll": {split: [nll[split]] for split in SPLITS},
@@ -122,6 +124,8 @@ def summarize(path: str | Path) -> dict[str, Any]:
         "bits_per_byte": {split: mean_of([m["bits_per_byte"][split] for m in members]) for split in SPLITS},
         "tokens_per_s": mean_of([m["tokens_per_s"] for m in members]),
         "train_seconds": mean_of([m["train_seconds"] for m in members]),
+        "tokens": mean_of([m["tokens"] for m in members]),
+        "flops": mean_of([m["flops"] for m in members]),
         "val_curve": first["val_curve"],
         "val_curves": [m["val_curve"] for m in members],
         "seeds": [m.seed for m in group_members(path)],
@@ -182,12 +186,15 @@ def held_out_split(row: dict[str, Any]) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A fixed-width text table; bits/char and bits/byte are from the test split (val when there is none).
     A seed group's NLL reads mean±SE over its seeds."""
-    header = ["run", "model", "params", "train", "val", "test", "bits/char", "bits/byte", "tokens/s", "seconds"]
+    header = ["run", "model", "params", "steps", "tokens", "train", "val", "test", "bits/char", "bits/byte",
+              "tokens/s", "seconds"]
     body = [
         [
             row.get("mark", "") + (Path(row["run"]).name or row["run"]),
             row["model"],
             _cell(row["parameters"], ","),
+            _cell(None if row.get("steps") is None else round(row["steps"]), ","),
+            _cell(None if row.get("tokens") is None else round(row["tokens"]), ","),
             *(_nll_cell(row, s) for s in SPLITS),
             _cell(row["bits_per_char"], ".4f"),
             _cell(row["bits_per_byte"][held_out_split(row)], ".4f"),
@@ -321,24 +328,27 @@ def format_differences(found: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+X_AXES = {"step": "step", "tokens": "training tokens", "time": "training time (s)"}  # the plots' x axes and labels
+
+
 def to_json(rows: list[dict[str, Any]]) -> str:
     return json.dumps(rows, indent=2) + "\n"
 
 
-def _seconds(row: dict[str, Any], step: int) -> float:
-    """Training seconds at `step`, from the run's total time spread evenly over its steps (metrics.jsonl
-    does not time evaluations)."""
-    steps, seconds = row.get("steps") or 0, row.get("train_seconds") or 0.0
-    return step / steps * seconds if steps else 0.0
+def _spread(row: dict[str, Any], step: int, total: str) -> float:
+    """The run's `total` (train_seconds, tokens) at `step`, spread evenly over its steps (metrics.jsonl does
+    not time evaluations, and a lines-mode step's tokens vary a little)."""
+    steps, amount = row.get("steps") or 0, row.get(total) or 0.0
+    return step / steps * amount if steps else 0.0
 
 
 def plot_val_curves(rows: list[dict[str, Any]], path: str | Path, x: str = "step") -> Path:
-    """A PNG of validation NLL against step (x="step") or training time (x="time": runs with a time budget
-    side by side, where steps would squeeze the slower models to the left), one line per run. A run evaluated
-    once (a counted n-gram) is a dashed horizontal line, so the rungs it should be beaten by can be read
-    against it."""
-    if x not in ("step", "time"):
-        raise LmlabError(f"x must be 'step' or 'time', got {x!r}")
+    """A PNG of validation NLL against step (x="step"), training tokens (x="tokens": runs of different batch
+    sizes side by side, as a ladder's are) or training time (x="time": runs with a time budget), one line per
+    run. A run evaluated once (a counted n-gram) is a dashed horizontal line, so the rungs it should be beaten
+    by can be read against it."""
+    if x not in X_AXES:
+        raise LmlabError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -349,7 +359,7 @@ def plot_val_curves(rows: list[dict[str, Any]], path: str | Path, x: str = "step
     ax = fig.add_subplot()
 
     def at(row: dict[str, Any], step: int) -> float:
-        return _seconds(row, step) if x == "time" else step
+        return step if x == "step" else _spread(row, step, "train_seconds" if x == "time" else "tokens")
 
     last_step = max((at(row, p[0]) for row in rows for p in row["val_curve"]), default=1)
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -373,8 +383,8 @@ def plot_val_curves(rows: list[dict[str, Any]], path: str | Path, x: str = "step
         elif points:
             steps, losses = zip(*points, strict=False)
             ax.plot([at(row, st) for st in steps], losses, marker=".", color=color, label=label)
-    ax.set_xlim(0, max(last_step, 1e-9 if x == "time" else 1))
-    ax.set_xlabel("training time (s)" if x == "time" else "step")
+    ax.set_xlim(0, max(last_step, 1))
+    ax.set_xlabel(X_AXES[x])
     ax.set_ylabel("validation NLL (nats/token)")
     ax.set_title("validation curves")
     ax.grid(alpha=0.3)

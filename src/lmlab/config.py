@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -89,14 +90,67 @@ class DataConfig:
             raise ConfigError("data.text_field must name a field or column, got an empty string")
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Budgets: how much training a run gets, as a number with its unit
+
+
+BUDGET_UNITS = {"flops": "flops", "tokens": "tokens", "steps": "steps", "s": "seconds", "min": "seconds",
+                "h": "seconds"}
+_SECONDS_PER = {"s": 1.0, "min": 60.0, "h": 3600.0}
+_BUDGET = re.compile(r"(\d+\.?\d*(?:e[+-]?\d+)?|\.\d+(?:e[+-]?\d+)?) ?(flops|tokens|steps|s|min|h)")
+BUDGET_HELP = "a number and its unit: 2e13flops, 3e6tokens, 1500steps, or time: 90s, 5min, 1h"
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A parsed `train.budget`. Work (flops, tokens, steps) is turned into a step count once, before the
+    first step, so a run is the same on any machine; time (seconds) stops the run when the clock says so."""
+
+    amount: float
+    unit: Literal["flops", "tokens", "steps", "seconds"]
+
+    @property
+    def is_time(self) -> bool:
+        return self.unit == "seconds"
+
+    def __str__(self) -> str:  # as a user types it: 2e13flops, 3e6tokens, 1500steps, 90s
+        number = f"{self.amount:.4g}".replace("e+0", "e").replace("e+", "e")
+        return f"{number}s" if self.is_time else f"{number}{self.unit}"
+
+
+def parse_budget(text: str, name: str = "train.budget") -> Budget | None:
+    """'3e6tokens' -> Budget(3e6, 'tokens'); '' -> None. A bare number is an error naming the units: a budget
+    in seconds and one in steps differ by orders of magnitude, and guessing between them is never safe."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{name} takes {BUDGET_HELP}; got {text!r}")
+    text = text.strip().lower().replace("_", "")
+    if not text:
+        return None
+    match = _BUDGET.fullmatch(text)
+    amount = float(match[1]) if match else math.nan
+    if not match or not math.isfinite(amount) or amount <= 0:
+        raise ConfigError(f"{name} takes {BUDGET_HELP}; got {text!r}")
+    suffix = match[2]
+    if suffix in _SECONDS_PER:
+        return Budget(amount * _SECONDS_PER[suffix], "seconds")
+    if suffix == "steps" and not amount.is_integer():
+        raise ConfigError(f"{name}: a number of steps is a whole number, got {text!r}")
+    return Budget(amount, BUDGET_UNITS[suffix])
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TrainConfig:
     optimizer: Literal["adamw", "sgd", "muon"] = "adamw"  # muon: Muon on hidden matrices, AdamW on the rest
     lr: float = 1e-3
     muon_lr: float = 0.02  # optimizer muon: the peak rate of the hidden matrices (train.lr is AdamW's)
     min_lr_ratio: float = 0.1  # the schedule decays to lr * min_lr_ratio
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    # wsd: warm-up, a stable rate, then a linear decay over the last decay_share of the steps (or of a time
+    # budget: the decay starts once, when that share of the time is left, and never moves again)
+    schedule: Literal["cosine", "step", "constant", "wsd"] = "cosine"
     warmup_steps: int = 100
+    decay_share: float = 0.2  # wsd: the share of the run spent decaying
+    decay_start: int = 0  # wsd: the step the decay starts at; 0: max_steps less decay_share of them
+    decay_steps: int = 0  # wsd: the decay's length in steps; 0: from decay_start to max_steps
     step_decay_every: int = 1000  # schedule "step": multiply by step_decay_factor every this many steps
     step_decay_factor: float = 0.1
     weight_decay: float = 0.01
@@ -106,8 +160,10 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global grad norm; 0 turns clipping off
     batch_size: int = 32
     max_steps: int = 2000
-    time_budget: float = 0.0  # seconds; 0 means no limit
-    fit_schedule: bool = True  # with a time budget: fit max_steps, warm-up and evaluations to it as steps are timed
+    # How much training: work ("2e13flops", "3e6tokens", "1500steps") becomes max_steps once, before the first
+    # step (run/plan.py), so a run is the same on any machine; time ("90s", "5min") stops the run by the clock
+    # and, with the wsd schedule, starts its decay once. "": max_steps as given.
+    budget: str = ""
     eval_interval: int = 200
     # Periodic evaluations score a fixed random sample of this many val tokens and report its standard error
     # (training/scoring.py estimate_nll); the final evaluation is exact.
@@ -128,10 +184,9 @@ class TrainConfig:
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the model
     peak_tflops: float = 0.0  # the device's peak, for MFU; 0: looked up for known GPUs
     ema_decay: float = 0.0  # > 0: evaluate and save a moving average of the weights (e.g. 0.995); 0: off
-    # CPU threads for torch's kernels. "auto": time real steps at 1 thread and at torch's default (one per
-    # core) and keep the faster, again when the speed drifts (training/performance.py; not bitwise
-    # reproducible); N: exactly N, bitwise reproducible; 0: torch's default. On a busy machine fewer
-    # threads than cores avoid oversubscription, which slows small models many times over.
+    # CPU threads for torch's kernels. "auto": one for a small step, one per core for a large one, from the
+    # step's FLOPs and never the machine's load (training/performance.py), so a config trains the same
+    # numbers on a busy machine as on an idle one; N: exactly N; 0: torch's default (one per core).
     threads: int | Literal["auto"] = "auto"
     log: str = ""  # metric loggers beside metrics.jsonl, comma-separated: "tensorboard", "wandb" or both
 
@@ -143,14 +198,17 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
-        non_negative = ("warmup_steps", "weight_decay", "grad_clip", "time_budget", "checkpoint_interval",
-                        "peak_tflops", "early_stopping", "reduce_lr_on_plateau", "save_top_k")
+        non_negative = ("warmup_steps", "weight_decay", "grad_clip", "checkpoint_interval", "peak_tflops",
+                        "early_stopping", "reduce_lr_on_plateau", "save_top_k", "decay_start", "decay_steps")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.threads != "auto" and not (isinstance(self.threads, int) and 0 <= self.threads <= MAX_THREADS):
             raise ConfigError(f"train.threads must be 'auto' or a number of threads in 0..{MAX_THREADS}, got "
                               f"{self.threads!r}")
+        parse_budget(self.budget)
+        if not 0.0 < self.decay_share <= 1.0:
+            raise ConfigError(f"train.decay_share must be in (0, 1], got {self.decay_share}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         for name in ("beta1", "beta2", "momentum", "ema_decay"):

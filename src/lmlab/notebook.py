@@ -201,7 +201,10 @@ class Findings(list):
 
 
 class Comparison(list):
-    """Comparison rows (one dict per run): a plain list, shown in Jupyter as a table with the curves."""
+    """Comparison rows (one dict per run): a plain list, shown in Jupyter as a table with the curves. `notes`:
+    the lines a ladder writes under its table (the budget compared at, undertrained rungs)."""
+
+    notes: tuple[str, ...] = ()
 
     def _repr_html_(self) -> str:
         return comparison_html(self)

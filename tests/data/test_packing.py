@@ -117,7 +117,7 @@ def _losses(tiny_names, packing: bool, model: str = "gpt") -> list[float]:
 
     config = resolve_config({"data": {"source": str(tiny_names), "packing": packing},
                              "model": {"name": model, "n_layer": 1, "n_embd": 16, "n_head": 2, "dropout": 0.0},
-                             "train": {"max_steps": 6, "log_interval": 1, "batch_size": 16, "time_budget": 0,
+                             "train": {"max_steps": 6, "log_interval": 1, "batch_size": 16,
                                        "threads": 1, "eval_interval": 100}})
     data = prepare_data(config.data)
     net = build_model(config, data.tokenizer, data.splits["train"].block_size)

@@ -39,11 +39,16 @@ def test_equal_tokens_keeps_steps_times_batch():
     plan = SweepPlan(base={"model": {"name": "mlp"}, "train": {"max_steps": 100, "batch_size": 32}}, axes=tuple(axes),
                      equal="tokens")
     assert [trial_config(plan, p)["train"]["max_steps"] for p in plan.points] == [200, 50]
-    timed = SweepPlan(base={"model": {"name": "mlp"}, "train": {"time_budget": 5}}, axes=tuple(axes), equal="time")
-    assert {trial_config(timed, p)["train"]["time_budget"] for p in timed.points} == {5}
+    timed = SweepPlan(base={"model": {"name": "mlp"}, "train": {"budget": "5s"}}, axes=tuple(axes), equal="time")
+    assert {trial_config(timed, p)["train"]["budget"] for p in timed.points} == {"5s"}
     assert len({trial_config(timed, p)["train"]["max_steps"] for p in timed.points}) == 1  # the budget decides
-    with pytest.raises(ConfigError, match="time-budget"):
+    with pytest.raises(ConfigError, match="--budget SECONDSs"):
         SweepPlan(base={"model": {"name": "mlp"}}, axes=tuple(axes), equal="time")
+    with pytest.raises(ConfigError, match="not reproducible|--equal time"):  # a time budget must be meant
+        SweepPlan(base={"model": {"name": "mlp"}, "train": {"budget": "5s"}}, axes=tuple(axes))
+    # a work budget in the base (the GPT's default) gives every trial the same work, whatever it varies
+    worked = SweepPlan(base={"model": {"name": "gpt"}}, axes=tuple(axes), equal="tokens")
+    assert all(trial_config(worked, p)["train"].get("max_steps") is None for p in worked.points)
 
 
 def _sweep_args(data, out, *extra):

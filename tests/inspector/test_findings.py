@@ -340,10 +340,11 @@ def test_a_warm_up_spike_the_clip_held_is_a_note():
 def test_learning_rate_scaled_by_a_callback_and_a_cut_budget_are_notes():
     from lmlab.inspector.loss_rules import run_control
 
-    stats = _memorising(lr_scales=[[300, 0.1]], time_budget=60.0, fitted_steps=600, planned_steps=5000)
+    stats = _memorising(lr_scales=[[300, 0.1]], time_budget=60.0, fitted_steps=700, planned_steps=5000)
     notes = run_control(stats)
     assert [n.severity for n in notes] == ["note", "note"]
-    assert "x0.1 at step 300" in notes[0].what and "600 of the 5,000 planned" in notes[1].what
+    assert "x0.1 at step 300" in notes[0].what and "step 600 of the 700 its schedule planned" in notes[1].what
+    assert run_control(_memorising(time_budget=60.0, fitted_steps=600)) == []  # it ended on its schedule
 
 
 def test_the_inspector_reads_what_early_stopping_did(data):

@@ -22,7 +22,7 @@ from lmlab.training.trainer import Trainer
 # The smallest sizes each family accepts, for the fields its config has (wavenet keeps its dilation depth).
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 16, "n_hidden": 16}
 BLOCK = 16
-QUICK = {"max_steps": 4, "eval_interval": 2, "log_interval": 1, "batch_size": 4, "threads": 1, "time_budget": 0.0,
+QUICK = {"max_steps": 4, "eval_interval": 2, "log_interval": 1, "batch_size": 4, "threads": 1,
          "early_stopping": 0, "warmup_steps": 1}
 
 

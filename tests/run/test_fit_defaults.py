@@ -16,12 +16,12 @@ import lmlab
 from lmlab.ladder import rung_config
 from lmlab.models import GPT, GPTConfig
 from lmlab.run import fit_defaults
-from lmlab.run.config import resolve_config
+from lmlab.run.config import FITTED_KEYS, resolve_config
 from lmlab.run.data import context_length, prepare_data
 from lmlab.run.fit_defaults import choose_step, fit_to_data, vocab_cost_ratio
 
 TINY_GPT = {"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}
-QUICK = {"max_steps": 2, "eval_interval": 2, "log_interval": 1, "time_budget": 0.0, "threads": 1,
+QUICK = {"max_steps": 2, "eval_interval": 2, "log_interval": 1, "threads": 1,
          "eval_max_tokens": 256}
 
 
@@ -131,8 +131,8 @@ def test_char_vocabulary_cuda_and_a_hand_built_config_keep_the_defaults(many_wor
 
 
 def test_the_ladder_resolves_the_same_defaulted_keys(many_words):
-    plain = resolve_config(rung_config(str(many_words), "gpt", budget=10))
-    assert plain.defaulted == {"train.batch_size", "data.block_size"}
-    pinned = resolve_config(rung_config(str(many_words), "gpt", budget=10,
+    plain = resolve_config(rung_config(str(many_words), "gpt", budget="1e9flops"))
+    assert plain.defaulted == set(FITTED_KEYS)
+    pinned = resolve_config(rung_config(str(many_words), "gpt", budget="1e9flops",
                                         overrides={"train": {"batch_size": 64}, "data": {"block_size": 64}}))
-    assert pinned.defaulted == frozenset()
+    assert pinned.defaulted == set(FITTED_KEYS) - {"train.batch_size", "data.block_size"}

@@ -47,11 +47,10 @@ def test_python_train_and_resume_give_the_cli_bytes(tmp_path, tiny_names):
 
 
 def test_a_ladder_rung_and_lmlab_train_give_the_same_metrics(tmp_path, tiny_names):
-    overrides = {"model": TINY_MLP["model"], "train": TINY_MLP["train"]}
-    run_ladder(str(tiny_names), tmp_path / "ladder", budget=600, models=["mlp"], fit_schedule=False,
+    overrides = {"model": TINY_MLP["model"], "train": {k: v for k, v in TINY_MLP["train"].items() if k != "max_steps"}}
+    run_ladder(str(tiny_names), tmp_path / "ladder", budget="20steps", size="default", models=["mlp"],
                overrides=overrides)
-    assert main(_cli_args(tiny_names, tmp_path / "cli", "--time-budget", "600", "--max-steps", "20",
-                          "--set", "train.fit_schedule=false")) == 0
+    assert main(_cli_args(tiny_names, tmp_path / "cli", "--budget", "20steps")) == 0
     ladder = (tmp_path / "ladder" / "mlp" / "metrics.jsonl").read_bytes()
     assert ladder == (tmp_path / "cli" / "metrics.jsonl").read_bytes() and ladder.count(b"val_loss") == 4
 

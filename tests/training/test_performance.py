@@ -1,4 +1,4 @@
-"""Threads that fit the machine: the chooser's decisions on scripted step times (no timing in tests)."""
+"""Threads: train.threads=auto chosen from the work, short commands from the load (no timing in tests)."""
 
 from __future__ import annotations
 
@@ -21,68 +21,13 @@ def restore_threads(monkeypatch):
     torch.set_num_threads(threads)
 
 
-def IDLE() -> float:  # noqa: N802 -- a constant load average
-    return 0.0
-
-
-def drive(chooser: perf.ThreadChooser, seconds_at: dict[int, float], steps: int) -> list[int]:
-    """Run `steps` fake steps whose time depends on the thread count in force; returns the counts used."""
-    used = []
-    for _ in range(steps):
-        chooser.before_step()
-        used.append(torch.get_num_threads())
-        chooser.after_step(seconds_at[torch.get_num_threads()])
-    return used
-
-
-def test_chooser_alternates_then_keeps_the_faster(restore_threads):
-    chooser = perf.ThreadChooser([1, 2], load=IDLE, rounds=3, warmup=1)
-    used = drive(chooser, {1: 0.18, 2: 0.40}, 7 + 20)
-    assert used[:7] == [1, 1, 2, 1, 2, 1, 2]  # warm-up at the fewest threads, then alternating
-    assert chooser.chosen == 1 and set(used[7:]) == {1}
-    assert chooser.chosen_seconds == pytest.approx(0.18)
-
-
-def test_a_hopeless_count_is_not_timed_again(restore_threads):
-    chooser = perf.ThreadChooser([1, 2], load=IDLE, rounds=3, warmup=1)
-    used = drive(chooser, {1: 0.78, 2: 10.0}, 10)
-    assert used[:5] == [1, 1, 2, 1, 1] and chooser.chosen == 1  # 2 threads timed once, then dropped
-
-
-def test_counts_the_load_rules_out_are_not_timed(restore_threads):
-    restore_threads.setattr(perf.os, "cpu_count", lambda: 2)
-    chooser = perf.ThreadChooser([1, 2], load=lambda: 3.5)
-    used = drive(chooser, {1: 0.3, 2: 13.0}, 5)
-    assert used == [1] * 5 and chooser.chosen == 1 and chooser.chosen_seconds == 0.3
-
-
-def test_more_threads_must_win_by_the_margin(restore_threads):
-    close = perf.ThreadChooser([1, 2], load=IDLE, margin=0.1)
-    drive(close, {1: 0.100, 2: 0.095}, 7)
-    assert close.chosen == 1  # 5% faster is within the margin: keep the cores free
-    clear = perf.ThreadChooser([1, 2], load=IDLE, margin=0.1)
-    drive(clear, {1: 0.100, 2: 0.060}, 7)
-    assert clear.chosen == 2
-
-
-def test_a_drift_in_step_time_measures_again(restore_threads):
-    chooser = perf.ThreadChooser([1, 2], load=IDLE, window=10, min_gap=20)
-    drive(chooser, {1: 0.10, 2: 0.06}, 7)
-    assert chooser.chosen == 2
-    drive(chooser, {1: 0.10, 2: 0.07}, 40)  # small changes: no new measurement
-    assert len(chooser.choices) == 1
-    drive(chooser, {1: 0.20, 2: 0.80}, 20 + 6)  # another job started: 2 threads now lose
-    assert len(chooser.choices) == 2 and chooser.chosen == 1
-
-
-def test_auto_chooses_only_on_a_cpu_with_threads_to_spare(restore_threads):
+def test_auto_threads_follow_the_work_never_the_load(restore_threads):
     restore_threads.setattr(perf, "_BASE_THREADS", 4)
-    chooser = perf.ThreadChooser.for_config("auto", torch.device("cpu"))
-    assert chooser is not None and chooser.all_candidates == [1, 2, 4]
-    assert perf.ThreadChooser.for_config(3, torch.device("cpu")) is None
-    assert perf.ThreadChooser.for_config("auto", torch.device("cuda")) is None
-    restore_threads.setattr(perf, "_BASE_THREADS", 1)
-    assert perf.ThreadChooser.for_config("auto", torch.device("cpu")) is None
+    restore_threads.setattr(perf.os, "getloadavg", lambda: (12.0, 12.0, 12.0))  # a busy machine changes nothing
+    cpu = torch.device("cpu")
+    assert perf.setup_device(cpu, "auto", perf.AUTO_THREADS_MIN_FLOPS / 10) == 1 and torch.get_num_threads() == 1
+    assert perf.setup_device(cpu, "auto", perf.AUTO_THREADS_MIN_FLOPS * 10) == 4 and torch.get_num_threads() == 4
+    assert perf.setup_device(cpu, 3, 1.0) == 3 and perf.setup_device(cpu, 0, 1.0) == 4
 
 
 def test_fitting_threads_follow_the_load(restore_threads):

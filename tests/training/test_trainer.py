@@ -89,7 +89,7 @@ def test_resume_continues_step_lr_and_optimizer(tmp_path, tiny_names):
 
 
 def test_time_budget_stops_early(tiny_names):
-    config, data, net = _setup(tiny_names, "mlp", max_steps=10_000_000, time_budget=0.5)
+    config, data, net = _setup(tiny_names, "mlp", max_steps=10_000_000, budget="0.5s")
     trainer = Trainer(net, data.splits["train"], None, config.train).fit()
     assert 0 < trainer.step < 10_000_000
 

@@ -181,6 +181,7 @@ def compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="FILE.png", help="where to write the validation curves (default: "
                    "RUN-val_curves.png for one run, val_curves.png for several, in the folder holding them; "
                    "never inside a run; '' for none)")
-    p.add_argument("--x", choices=["step", "time"], default="step",
-                   help="x axis of the plot: steps, or training time for runs with a time budget (default: step)")
+    p.add_argument("--x", choices=["step", "tokens", "time"], default="step",
+                   help="x axis of the plot: steps, training tokens (runs of different batch sizes), or training "
+                   "time (runs with a time budget) (default: step)")
     p.add_argument("--tensorboard", metavar="DIR", help="also write one TensorBoard folder with a run per RUN")

@@ -47,6 +47,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     plan = SweepPlan(base=base, axes=tuple(axes), search=args.search, trials=args.trials or 0, seeds=tuple(seeds),
                      metric=args.metric, equal=args.equal, grid_points=args.grid_points,
                      sampler_seed=args.sampler_seed)
+    if plan.equal == "time":
+        print("warning: a time budget gives each trial the steps this machine's speed allows, so trials are not "
+              "reproducible and their differences mix in the load; a work budget (--budget ...tokens) is",
+              file=sys.stderr)
     report = run_sweep(plan, out, storage=args.storage, workers=args.workers, force=args.force,
                        on_trial_end=on_trial_end)
     print(report["table"], end="")
@@ -66,7 +70,9 @@ def sweep_args(p: argparse.ArgumentParser) -> None:
                    help="what the search minimises (default: val_nll)")
     p.add_argument("--equal", choices=["steps", "tokens", "time"], default="steps",
                    help="what every trial gets the same of when the batch size varies: steps, tokens (max_steps x "
-                   "batch_size of the fixed options, so a smaller batch trains more steps) or time (--time-budget)")
+                   "batch_size of the fixed options, so a smaller batch trains more steps) or time (--budget Ns; "
+                   "not reproducible). A work budget (--budget, or the GPT rungs' default) gives every trial the "
+                   "same work whatever it varies")
     p.add_argument("--grid-points", type=int, default=4, metavar="K", help="values of each range in a grid "
                    "(default: 4)")
     p.add_argument("--sampler-seed", type=int, default=0, help="seed of the random/TPE search (default: 0)")

@@ -86,6 +86,11 @@ def _report(run: lmlab_run.Run) -> int:
     nll = summary["nll"]
     print(f"{run.config.model_name}: train {nll['train']:.4f}  val {fmt(nll.get('val'))}  test "
           f"{fmt(nll.get('test'))} nats/token after {trainer.step} steps ({summary['train_seconds']:.0f} s)")
+    budget = summary.get("budget")
+    if budget:
+        print(f"budget {budget['requested']}: {summary['tokens']:,} tokens, {summary['flops']:.3g} FLOPs, "
+              f"{summary['threads']} thread(s)" + ("" if budget["unit"] == "seconds" else
+                                                  " (work: the same steps and numbers on any machine)"))
     print("samples:")
     for text in run.sample(n=10 if run.config.data.mode == "lines" else 1):
         print(f"  {text}")
@@ -100,8 +105,6 @@ def _report(run: lmlab_run.Run) -> int:
         print(f"stopped early at step {stopper.stopped_step:,}: val loss had not improved for {stopper.patience} "
               f"evaluations; the run keeps the best weights, from step {stopper.best_step:,} (--early-stopping 0 "
               "trains every step)")
-    if run.train_longer_hint:
-        print(run.train_longer_hint)
     print(f"run directory: {run.run_dir}")
     return 0
 

@@ -20,9 +20,10 @@ from lmlab.experiments.space import split_sets
 from lmlab.experiments.stats import format_p
 from lmlab.experiments.sweep import PLOT_FILE, SweepPlan, run_sweep
 
-# Small models on the names, without the time budget or early stopping, so every trial trains its steps.
-_MLP = {"model": {"name": "mlp"}, "train": {"time_budget": 0, "early_stopping": 0}}
-_GPT = {"model": {"name": "gpt", "dropout": 0.0}, "train": {"time_budget": 0, "early_stopping": 0, "lr": 3e-3}}
+# Small models on the names, without early stopping, so every trial trains its steps (each experiment gives
+# max_steps, which replaces the GPT's budget).
+_MLP = {"model": {"name": "mlp"}, "train": {"early_stopping": 0}}
+_GPT = {"model": {"name": "gpt", "dropout": 0.0}, "train": {"early_stopping": 0, "lr": 3e-3}}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

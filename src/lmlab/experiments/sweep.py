@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmlab.config import parse_budget
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.experiments.seeds import train_seeds
 from lmlab.experiments.space import Axis, as_layers, grid_points
@@ -50,7 +51,7 @@ METRICS = {"val_nll": ("nll", "val"), "test_nll": ("nll", "test"), "val_bpb": ("
 # A worker writes a heartbeat for its trial this often; a trial whose heartbeat is older than the grace
 # period was killed, and is queued again.
 HEARTBEAT_SECONDS, GRACE_SECONDS = 1, 4
-# An equal-time sweep trains for as many steps as the budget allows (the trainer fits its schedule to it).
+# An equal-time sweep trains for as many steps as the budget allows (the trainer fixes its decay by the clock).
 UNBOUNDED_STEPS = 10_000_000
 
 
@@ -81,8 +82,12 @@ class SweepPlan:
             raise ConfigError(f"--equal must be one of {', '.join(EQUAL)}, got {self.equal!r}")
         if self.grid_points < 1:
             raise ConfigError(f"--grid-points must be at least 1, got {self.grid_points}")
-        if self.equal == "time" and resolve_config(self.base).train.time_budget <= 0:
-            raise ConfigError("--equal time needs --time-budget SECONDS: the time every trial trains for")
+        budget = parse_budget(resolve_config(self.base).train.budget)
+        if self.equal == "time" and (budget is None or not budget.is_time):
+            raise ConfigError("--equal time needs --budget SECONDSs: the time every trial trains for")
+        if budget is not None and budget.is_time and self.equal != "time":
+            raise ConfigError(f"a time budget ({budget}) gives each trial the steps the machine's speed allows: "
+                              "say --equal time to mean it, or give a work budget (tokens, flops, steps)")
 
     @property
     def points(self) -> list[dict[str, Any]]:
@@ -105,9 +110,9 @@ def trial_config(plan: SweepPlan, params: dict[str, Any]) -> dict[str, Any]:
     """The config layers of the trial with `params`: the base, its values, one thread (bitwise reproducible
     and fair to parallel workers, unless the base names train.threads), and the steps of an equal budget."""
     layers = merge_layers({"train": {"threads": 1}}, plan.base, as_layers(params))
-    if plan.equal == "steps":
-        return layers
     reference, this = resolve_config(plan.base).train, resolve_config(layers).train
+    if plan.equal == "steps" or (reference.budget and plan.equal != "time"):
+        return layers  # a work budget gives every trial the same work, whatever it varies
     if plan.equal == "time":
         return merge_layers(layers, {"train": {"max_steps": UNBOUNDED_STEPS}})
     sequences = reference.max_steps * reference.batch_size * reference.grad_accum_steps

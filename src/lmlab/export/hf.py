@@ -174,7 +174,8 @@ def create_imported_run(out: RunDir, name: str, model: torch.nn.Module, tokenize
     data = {"block_size": min(model.config.block_size, DataConfig().block_size),
             **imported_data_values(hf_dir, tokenizer, data)}
     model_values = {"name": name, **dataclasses.asdict(model.config)}
-    config = resolve_config({"data": data, "model": model_values, "train": {"device": "cpu"}})
+    # No budget: an imported model was trained elsewhere, and a fine-tune names its own (or --max-steps).
+    config = resolve_config({"data": data, "model": model_values, "train": {"device": "cpu", "budget": ""}})
     if config.data.block_size > model.config.block_size:
         raise ExportError(f"data.block_size {config.data.block_size} exceeds the model's context of "
                           f"{model.config.block_size}")

@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from lmlab.config import parse_budget
 from lmlab.data.datasets import IGNORE_INDEX
 from lmlab.inspector.layer_kinds import FunctionWatch, is_watched, layer_kind
 from lmlab.inspector.measure import (
@@ -324,8 +325,9 @@ class Inspector(Callback):
         control = self._control(trainer)
         control.planned_steps = max(control.planned_steps, getattr(self, "_planned_steps", 0))
         control.steps = trainer.step
-        control.fitted_steps = trainer.config.max_steps
-        control.time_budget = float(trainer.config.time_budget or 0.0)
+        control.fitted_steps = trainer.schedule.max_steps
+        budget = parse_budget(trainer.config.budget)
+        control.time_budget = budget.amount if budget is not None and budget.is_time else 0.0
         stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
         if stopper is not None:
             control.monitor, control.best, control.best_step = stopper.monitor, stopper.best, stopper.best_step

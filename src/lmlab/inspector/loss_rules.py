@@ -212,7 +212,7 @@ def overfitting(stats: InspectorStats) -> list[Finding]:
 @rule(priority=99)
 def run_control(stats: InspectorStats) -> list[Finding]:
     """Notes on what the callbacks and the trainer did to the schedule: learning-rate scaling by a callback
-    (ReduceLROnPlateau) and a time budget that cut the planned steps."""
+    (ReduceLROnPlateau) and a time budget that stopped the run before its schedule ended."""
     control = stats.run
     if control is None:
         return []
@@ -223,10 +223,12 @@ def run_control(stats: InspectorStats) -> list[Finding]:
             "note", None, f"a callback scaled the learning rate during the run ({steps}; ReduceLROnPlateau does "
             "when the monitored loss plateaus): the update:data ratios after that step are smaller by as much",
             {"lr_scales": control.lr_scales}))
-    if control.time_budget and control.fitted_steps and control.fitted_steps < control.planned_steps:
+    if control.time_budget and control.fitted_steps and control.steps < control.fitted_steps:
         out.append(run_control.finding(
-            "note", None, f"the time budget ({control.time_budget:g} s) fitted the schedule to "
-            f"{control.fitted_steps:,} of the {control.planned_steps:,} planned steps; the run took {control.steps:,}",
+            "note", None, f"the time budget ({control.time_budget:g} s) stopped the run at step {control.steps:,} of "
+            f"the {control.fitted_steps:,} its schedule planned, before the learning rate reached its floor: the "
+            "machine was slower than the steps before the decay said; config.json holds the schedule as it ran, "
+            "and a work budget (--budget ...tokens) gives the same run on any machine",
             {"time_budget": control.time_budget, "planned_steps": control.planned_steps,
              "fitted_steps": control.fitted_steps, "steps": control.steps}))
     return out

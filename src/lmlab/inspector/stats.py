@@ -144,10 +144,10 @@ class DataOverlap:
 class RunControl:
     """What the run's callbacks and the trainer did to the run, read at its end: early stopping (the step it
     stopped at, the best step and whether its weights became the model), learning-rate scales set by a
-    callback (ReduceLROnPlateau), and a time budget that cut the planned steps."""
+    callback (ReduceLROnPlateau), and a time budget that stopped the run before its schedule ended."""
 
     planned_steps: int = 0  # max_steps when training began
-    fitted_steps: int = 0  # max_steps when it ended (the time budget refits it)
+    fitted_steps: int = 0  # the schedule's steps when it ended (a time budget fixes its decay while training)
     steps: int = 0
     time_budget: float = 0.0
     stopped_step: int | None = None  # early stopping ended the run here

@@ -56,14 +56,14 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 # The GPT at each named size; `--set model.preset=...` reaches the larger GPT-2 shapes too.
-# Tuned on names.txt for 5 minutes of 2 CPU cores (benchmarks/RESULTS.md): a high rate, GPT-2's weight decay
-# and a little more dropout than GPT-2 against over-fitting 25K names, and the weight average.
-# A default time budget keeps the first `lmlab train` within 5 minutes on 2 cores, idle or busy, with time
-# left for start-up, the exact final evaluations, samples and the report: the trainer fits its schedule to
-# it (training/budget.py); `--time-budget 0` trains all max_steps. Early stopping keeps the best weights once
-# val loss rises, which it does on the small embedded names long before max_steps (RESULTS.md has the runs).
-_GPT_TRAIN = {"lr": 6e-3, "weight_decay": 0.1, "warmup_steps": 100, "batch_size": 128, "max_steps": 7000,
-              "eval_interval": 500, "beta2": 0.99, "ema_decay": 0.995, "time_budget": 255.0, "early_stopping": 3}
+# Tuned on names.txt (benchmarks/RESULTS.md): a high rate, GPT-2's weight decay and a little more dropout than
+# GPT-2 against over-fitting 25K names, and the weight average. A work budget sizes the first `lmlab train`
+# (about 3 minutes on 2 idle CPU cores, the same numbers on a busy machine): FLOPs, so each size trains about
+# as long; `--max-steps N` or `--budget` replace it. Early stopping keeps the best weights once val loss
+# rises, which it does on the small embedded names.
+GPT_BUDGET = "1.2e13flops"
+_GPT_TRAIN = {"lr": 6e-3, "weight_decay": 0.1, "warmup_steps": 100, "batch_size": 128, "eval_interval": 500,
+              "beta2": 0.99, "ema_decay": 0.995, "budget": GPT_BUDGET, "early_stopping": 3}
 for _name, _about in [
     ("gpt", "makemore-sized"), ("gpt-nano", "tiny"), ("gpt-micro", "nanoGPT CPU-sized"), ("gpt-mini", "small"),
     ("gpt-small", "nanoGPT Shakespeare-sized"), ("gpt2", "the GPT-2 124M shape"),

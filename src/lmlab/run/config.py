@@ -15,15 +15,17 @@ from typing import Any
 import torch
 
 from lmlab import __version__
-from lmlab.config import DataConfig, TrainConfig, build_config, merge, to_dict
+from lmlab.config import DataConfig, TrainConfig, build_config, merge, parse_budget, to_dict
 from lmlab.errors import ConfigError
 from lmlab.models import DEFAULT_MODEL, REGISTRY
 from lmlab.models.size import check_model_fits
 from lmlab.tokenizers import Tokenizer
 
 SECTIONS = ("data", "model", "train")
-# The values a run may fit to its data when the user left them to the defaults (run/fit_defaults.py).
-FITTED_KEYS = ("train.batch_size", "data.block_size")
+# The values a run may fit to its data (run/fit_defaults.py) or its budget (run/plan.py) when the user left
+# them to the defaults.
+FITTED_KEYS = ("train.batch_size", "data.block_size", "train.warmup_steps", "train.eval_interval",
+               "train.eval_max_tokens")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -73,8 +75,9 @@ def resolve_config(values: dict[str, Any] | RunConfig) -> RunConfig:
     if not isinstance(name, str) or name not in REGISTRY:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(REGISTRY)}")
     spec = REGISTRY[name]
-    train_values = merge({"train": spec.train_defaults}, {"train": values.get("train", {})})["train"]
     given = {f"{section}.{key}" for section in ("data", "train") for key in values.get(section, {})}
+    train_values = merge({"train": spec.train_defaults}, {"train": values.get("train", {})})["train"]
+    train_values = _budget_values(train_values, given)
     return RunConfig(
         data=build_config(DataConfig, dict(values.get("data", {})), "data"),
         model_name=name,
@@ -82,6 +85,47 @@ def resolve_config(values: dict[str, Any] | RunConfig) -> RunConfig:
         train=build_config(TrainConfig, train_values, "train"),
         defaulted=frozenset(FITTED_KEYS) - given,
     )
+
+
+def upgrade_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's config.json in today's keys. Before work budgets (lmlab 0.1.0 wrote no budget key) a time
+    budget (`time_budget`, re-fitted while training by `fit_schedule`) is dropped: the schedule it last fitted
+    is in the run's checkpoint and a resume follows it to its end, where a new clock would change the run. A
+    work budget a run folder holds (written by hand) is spent already: its steps are the run's max_steps."""
+    train = saved.get("train")
+    if not isinstance(train, dict):
+        return saved
+    train = {k: v for k, v in train.items() if k not in ("time_budget", "fit_schedule")}
+    try:
+        budget = parse_budget(train.get("budget", ""))
+    except ConfigError:
+        return {**saved, "train": train}  # resolving it names what is wrong
+    if budget is not None and not budget.is_time:
+        train["budget"] = ""
+    return {**saved, "train": train}
+
+
+def _budget_values(train: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """The train values with the budget's rules applied: a max_steps the user gave wins over a budget the
+    model's defaults name; a work budget and max_steps both given is a contradiction; a time budget runs the
+    wsd schedule unless the user chose one (cosine and step decay need the steps known before the run)."""
+    train = dict(train)
+    if "train.max_steps" in given and "train.budget" not in given:
+        train["budget"] = ""
+    if not isinstance(train.get("budget", ""), str):
+        return train  # build_config names the wrong type
+    budget = parse_budget(train.get("budget", ""))
+    if budget is None:
+        return train
+    if not budget.is_time and "train.max_steps" in given:
+        raise ConfigError(f"train.budget={train['budget']} and train.max_steps both say how long to train; give one")
+    if budget.is_time and "train.schedule" not in given:
+        train["schedule"] = "wsd"
+    elif budget.is_time and train["schedule"] not in ("wsd", "constant"):
+        raise ConfigError(f"a time budget ({train['budget']}) runs the wsd or constant schedule, whose rate never "
+                          f"jumps when the clock decides; train.schedule={train['schedule']} needs the steps known "
+                          "before the run: give a work budget (tokens, flops, steps)")
+    return train
 
 
 def build_model(config: RunConfig, tokenizer: Tokenizer, block_size: int, *, training: bool = False) -> torch.nn.Module:

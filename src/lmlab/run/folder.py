@@ -35,7 +35,7 @@ from lmlab.files import (
     open_in_place,
     refuse_link,
 )
-from lmlab.run.config import RunConfig, build_model, resolve_config
+from lmlab.run.config import RunConfig, build_model, resolve_config, upgrade_config
 from lmlab.tokenizers import Tokenizer, load_tokenizer
 from lmlab.training.checkpoint.format import (
     MODEL_FILE,
@@ -205,7 +205,7 @@ class RunDir:
                                   "train sections)")
         context = saved["model"].get("block_size", 0)
         try:
-            return resolve_config(saved), context if isinstance(context, int) else 0
+            return resolve_config(upgrade_config(saved)), context if isinstance(context, int) else 0
         except CheckpointError:
             raise
         except Exception as err:  # noqa: BLE001 -- ConfigError or a value no config accepts: one line either way

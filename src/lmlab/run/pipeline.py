@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from lmlab.config import parse_budget
 from lmlab.errors import CheckpointError, ConfigError, TrainingDiverged
 from lmlab.evaluate import evaluate_run
 from lmlab.export import export_run
@@ -48,14 +49,13 @@ from lmlab.run.folder import (
     is_run_or_its_start,
     load_run,
 )
-from lmlab.run.plan import Resolved, plan_run, resolve_run
+from lmlab.run.plan import Resolved, RunPlan, plan_run, resolve_run
 from lmlab.sample import SampleOptions, sample_texts
-from lmlab.training.budget import train_longer_hint
 from lmlab.training.callbacks import Callback, EarlyStopping, callbacks_for
 from lmlab.training.distributed import Parallel
 from lmlab.training.loggers import loggers_for
 from lmlab.training.lr_finder import LRFindResult, lr_find
-from lmlab.training.performance import use_fitting_threads
+from lmlab.training.performance import flops_per_token, use_fitting_threads
 from lmlab.training.scoring import bits_per_byte, mean_nll, scored_bytes, token_bytes
 from lmlab.training.trainer import Trainer
 
@@ -96,13 +96,6 @@ class Run(LoadedRun):
         """The early stopping that ended this training (its stopped_step, patience, best_step), else None."""
         callbacks = self.trainer.callbacks if self.trainer is not None else []
         return next((c for c in callbacks if isinstance(c, EarlyStopping) and c.stopped_step), None)
-
-    @property
-    def train_longer_hint(self) -> str | None:
-        """How to train the full schedule, where a time budget shortened it (None otherwise)."""
-        if self.trainer is None or self.stopped_early is not None:
-            return None
-        return train_longer_hint(self.config.train.max_steps, self.trainer)
 
     def evaluate(self, split: str = "val") -> dict[str, Any]:
         """NLL, perplexity and bits per token on a split of the run's own data (`lmlab eval`)."""
@@ -195,7 +188,7 @@ def _train(resolved: Resolved, run_dir: RunDir, force: bool, callbacks: Sequence
         if not resume and run_dir.holds_run() and not force:
             raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or --force to "
                                   "start over")
-        plan = plan_run(resolved, run_dir.load_tokenizer() if resume else None, data)
+        plan = plan_run(resolved, run_dir.load_tokenizer() if resume else None, data, parallel.world_size)
         config, data, context = plan.config, plan.data, plan.context
         model = build_model(config, data.tokenizer, context, training=True)
         chosen = _callbacks(config, data, run_dir, inspect, callbacks, parallel)
@@ -217,6 +210,9 @@ def _train(resolved: Resolved, run_dir: RunDir, force: bool, callbacks: Sequence
             run_dir.clear()  # a previous run's files (with --force) or a killed start's leftovers
             run_files.write()  # before the first checkpoint: a kill right after it leaves a run that resumes
         interrupted = _fit(trainer, run_dir)
+        if not trainer.interrupted and parallel.is_main:
+            config = _as_ran(config, trainer)
+            run_dir.write_config(config, context)
         keep_folder = True
     except TrainingDiverged as err:
         keep_folder = True  # its findings say what went wrong
@@ -228,7 +224,7 @@ def _train(resolved: Resolved, run_dir: RunDir, force: bool, callbacks: Sequence
         run_dir.unlock()
         if not keep_folder and created and parallel.is_main and not run_dir.has_checkpoint():
             shutil.rmtree(run_dir.path, ignore_errors=True)  # it holds only what this failed command wrote
-    run = _finished_run(run_dir, config, data, trainer, parallel, time.perf_counter() - started)
+    run = _finished_run(run_dir, config, plan, trainer, parallel, time.perf_counter() - started)
     run.interrupted = interrupted
     return run
 
@@ -319,6 +315,17 @@ def _fit(trainer: Trainer, run_dir: RunDir) -> bool:
     return bool(interrupted)
 
 
+def _budget_summary(plan: RunPlan) -> dict[str, Any] | None:
+    """What the run's budget was and what it bought, for summary.json (None without a budget)."""
+    work = plan.work
+    if work is not None:
+        return {"requested": str(work.budget), "unit": work.budget.unit, "steps": work.steps,
+                "tokens_per_step": round(work.tokens_per_step, 2), "flops_per_token": round(work.flops_per_token),
+                "eval_flops_share": round(work.eval_flops / work.flops, 4)}
+    budget = parse_budget(plan.config.train.budget)
+    return {"requested": str(budget), "unit": budget.unit} if budget is not None else None
+
+
 def split_scores(trainer: Trainer, data: RunData) -> tuple[dict[str, float], dict[str, float | None]]:
     """(NLL per token, bits per byte) of the trained model on every non-empty split: exact for val and test,
     the training split capped at train.eval_max_tokens (a large corpus' train split would cost more than the
@@ -334,9 +341,21 @@ def split_scores(trainer: Trainer, data: RunData) -> tuple[dict[str, float], dic
     return nll, bpb
 
 
-def _finished_run(run_dir: RunDir, config: RunConfig, data: RunData, trainer: Trainer, parallel: Parallel,
+def _as_ran(config: RunConfig, trainer: Trainer) -> RunConfig:
+    """The config of a finished run as it ran: a time budget's schedule written out as plain steps (where
+    the decay started, how many steps it had, where the clock stopped the run), so running that config.json
+    again, on any machine, reproduces the run without a clock."""
+    budget = parse_budget(config.train.budget)
+    if budget is None or not budget.is_time:
+        return config
+    ran = {**trainer.schedule.config_values(), "max_steps": trainer.step}
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, budget="", **ran))
+
+
+def _finished_run(run_dir: RunDir, config: RunConfig, plan: RunPlan, trainer: Trainer, parallel: Parallel,
                   wall_seconds: float) -> Run:
     """summary.json and the inspector's findings (rank 0), then the run as the folder now holds it."""
+    data = plan.data
     if trainer.interrupted or not parallel.is_main:
         if not trainer.interrupted and parallel.sharded:
             split_scores(trainer, data)  # FSDP's forward is collective: take part in rank 0's evaluation
@@ -346,7 +365,11 @@ def _finished_run(run_dir: RunDir, config: RunConfig, data: RunData, trainer: Tr
         "model": config.model_name,
         "parameters": count_parameters(trainer.model),
         "steps": trainer.step,
-        "planned_steps": trainer.schedule.max_steps,  # after the time budget's fitting, if any
+        "planned_steps": trainer.schedule.max_steps,  # after a time budget fixed its decay, if it did
+        "budget": _budget_summary(plan),
+        "tokens": trainer.tokens_seen,
+        "flops": float(f"{trainer.tokens_seen * flops_per_token(trainer.model, plan.context):.4g}"),
+        "threads": trainer.threads,
         "train_seconds": round(trainer.train_seconds, 3),
         "wall_seconds": round(wall_seconds, 3),
         "tokens_per_s": round(trainer.tokens_seen / max(trainer.train_seconds, 1e-9)),

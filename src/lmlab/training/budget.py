@@ -1,118 +1,141 @@
-"""Time budgets that fit the schedule: when `train.time_budget` is set, the trainer measures its step time
-and shortens `max_steps` (and the warm-up and evaluation interval with it) so the learning rate decays to
-its end within the budget, instead of being cut off near its peak.
+"""Budgets: how much training a run gets (`train.budget`, parsed by lmlab.config.parse_budget).
 
-The first fit comes after a few timed steps; the trainer fits again whenever the median step time of a
-recent window drifts from the one the last fit used (another job started or ended), planning the steps
-left from the budget left. It never plans more steps than the config asks for: the registered counts
-suit their data, and the budget stays a hard cap on training time.
+Work (flops, tokens, steps) is the unit of comparison: `work_plan` turns it into a step count once, before
+the first step, from the tokens a step predicts (padding excluded) and the model's training FLOPs a token
+(6 per parameter plus attention, performance.flops_per_token), so the same config trains the same steps on
+any machine, idle or busy. The same plan holds the periodic evaluations to EVAL_SHARE of the training work.
 
-Budgeted runs are not bitwise reproducible: the number of steps, and so the learning rate at each step,
-depends on how fast the machine was. Runs without a budget never call this and stay exact.
+Time (seconds) is a convenience: `TimeBudget` stops the run when the clock says so and, with the wsd
+schedule, starts the decay once, when `decay_share` of the time is left, planning its length from the step
+times measured so far. The rate never rises after warm-up and is never cut twice; if the machine slows
+down during the decay, the run stops on time with the rate partway down. What the run ran is written back
+as a plain schedule (Schedule.config_values), so its config.json reproduces it without any budget.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import statistics
 from collections import deque
+from dataclasses import dataclass
 
-from lmlab.config import TrainConfig
+from lmlab.config import Budget, TrainConfig
 from lmlab.training.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
-# Share of the budget the fitted schedule plans to use: the rest covers evaluations, checkpoints and noise
-# in the timing on a shared machine.
-PLANNED_SHARE = 0.85
-# A re-fit is logged when it moves the planned steps by more than this share of the last logged plan; smaller
-# ones (a shared machine's load moving a little) go to the debug log, so a run prints a few lines, not dozens.
-LOGGED_CHANGE = 0.2
+# A forward pass costs a third of a training step's FLOPs a token (2 of 6 per parameter).
+FORWARD_SHARE = 1 / 3
+# Periodic evaluations may cost at most this share of the training work.
+EVAL_SHARE = 0.1
+EVALS_PER_RUN = 10  # when the evaluation interval was left to the default: enough for early stopping's patience
+MIN_EVAL_TOKENS = 500  # a smaller sample's standard error would hide the differences early stopping acts on
+# Share of the decay's time that a time budget plans steps for: the rest absorbs a slower machine.
+PLANNED_SHARE = 0.9
 
 
-def _cut(planned: TrainConfig, max_steps: int) -> Schedule:
-    """The config's schedule cut to `max_steps`: warm-up at most a tenth of them, evaluations as often."""
-    return Schedule(max_steps=max_steps, warmup_steps=min(planned.warmup_steps, max_steps // 10),
-                    eval_interval=min(planned.eval_interval, max(max_steps // 10, 1)))
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkPlan:
+    """A work budget turned into steps, and the evaluations fitted to it."""
+
+    budget: Budget
+    tokens_per_step: float  # predicted tokens a step (all ranks, all micro-batches), padding excluded
+    flops_per_token: float  # training FLOPs a predicted token
+    steps: int
+    eval_interval: int
+    eval_max_tokens: int
+
+    @property
+    def tokens(self) -> float:
+        return self.steps * self.tokens_per_step
+
+    @property
+    def flops(self) -> float:
+        return self.tokens * self.flops_per_token
+
+    @property
+    def eval_flops(self) -> float:
+        """The periodic evaluations' work, as planned (each scores eval_max_tokens tokens, forward only)."""
+        return self.steps // self.eval_interval * self.eval_max_tokens * FORWARD_SHARE * self.flops_per_token
+
+    def describe(self) -> str:
+        return (f"budget {self.budget}: {self.steps:,} steps of {self.tokens_per_step:,.0f} tokens "
+                f"({self.tokens:,.0f} tokens, {self.flops:.3g} FLOPs at {self.flops_per_token:,.0f} a token)")
 
 
-def fit_steps_to_budget(train: TrainConfig, step_seconds: float, budget: float) -> Schedule:
-    """The steps that fit in the budget at the measured speed (never more than the config's own); warm-up
-    at most a tenth of them."""
-    return _cut(train, max(1, min(train.max_steps, int(PLANNED_SHARE * budget / max(step_seconds, 1e-9)))))
+def steps_for(budget: Budget, tokens_per_step: float, flops_per_token: float) -> int:
+    """The steps a work budget buys: the nearest whole number, at least one."""
+    if budget.unit == "steps":
+        return int(budget.amount)
+    if budget.is_time:
+        raise ValueError("a time budget has no step count before the run")
+    tokens = budget.amount if budget.unit == "tokens" else budget.amount / flops_per_token
+    return max(1, round(tokens / tokens_per_step))
 
 
-def fit_remaining(planned: TrainConfig, step: int, step_seconds: float, seconds_left: float) -> Schedule:
-    """The schedule of `planned` (the run's own config) with max_steps = `step` plus the steps that fit in the
-    seconds left, never more than planned; warm-up and evaluation interval cut as in fit_steps_to_budget.
-    When all planned steps fit, the config's own schedule."""
-    left = max(1, int(PLANNED_SHARE * max(seconds_left, 0.0) / max(step_seconds, 1e-9)))
-    max_steps = min(planned.max_steps, step + left)
-    if max_steps == planned.max_steps:  # it all fits: the run's own plan, warm-up and evaluations included
-        return Schedule.of(planned)
-    return _cut(planned, max_steps)
+def evaluation_plan(steps: int, tokens_per_step: float, eval_interval: int | None, eval_max_tokens: int,
+                    val_tokens: int) -> tuple[int, int]:
+    """(eval_interval, eval_max_tokens) whose periodic evaluations cost at most EVAL_SHARE of the training
+    work. `eval_interval` None (left to the default) asks for EVALS_PER_RUN evaluations; the sample shrinks
+    first, to MIN_EVAL_TOKENS, then the evaluations thin out."""
+    allowed = EVAL_SHARE * steps * tokens_per_step / FORWARD_SHARE  # forward-only tokens
+    interval = eval_interval or max(1, steps // EVALS_PER_RUN)
+    evals = max(steps // interval, 1)
+    sample = min(eval_max_tokens, max(val_tokens, 1), int(allowed / evals))
+    if sample < MIN_EVAL_TOKENS and allowed >= MIN_EVAL_TOKENS:  # fewer evaluations, each large enough
+        sample = min(eval_max_tokens, max(val_tokens, 1), MIN_EVAL_TOKENS)
+        interval = max(interval, math.ceil(steps / int(allowed / sample)))
+    elif sample < MIN_EVAL_TOKENS:  # a run this short affords no more than the final evaluation
+        interval = steps
+    return interval, max(sample, 1)
 
 
-class BudgetFitter:
-    """Fits the schedule to `planned.time_budget` from measured step times.
+def work_plan(budget: Budget, train: TrainConfig, *, tokens_per_step: float, flops_per_token: float,
+              val_tokens: int, eval_defaulted: bool) -> WorkPlan:
+    """The steps `budget` buys and the evaluations that fit them (the interval and sample only where the
+    user left them to the defaults: `eval_defaulted`)."""
+    steps = steps_for(budget, tokens_per_step, flops_per_token)
+    interval, sample = (evaluation_plan(steps, tokens_per_step, None, train.eval_max_tokens, val_tokens)
+                        if eval_defaulted else (train.eval_interval, train.eval_max_tokens))
+    return WorkPlan(budget=budget, tokens_per_step=tokens_per_step, flops_per_token=flops_per_token, steps=steps,
+                    eval_interval=interval, eval_max_tokens=sample)
 
-    `after_step(step, seconds, elapsed)` takes the step just finished, its wall time and the run's training
-    seconds so far (evaluations included); it returns a new Schedule when the plan changed, else None. The
-    first fit needs `first` timed steps (or whatever was timed in the first tenth of the budget); later ones
-    happen when the median of the last `window` steps is more than `drift` times off the step time of the
-    last fit (either way). The log gets the first fit, re-fits that move the plan by more than
-    LOGGED_CHANGE, and `finished(step)`'s line at the end.
-    """
 
-    def __init__(self, planned: TrainConfig, *, first: int = 5, window: int = 20, drift: float = 1.5):
-        self.planned = planned
-        self.first, self.drift = first, drift
-        self.step_seconds: float | None = None  # the step time the current plan assumes
-        self.fits: list[tuple[int, float, int]] = []  # (at step, seconds a step, max_steps)
+class TimeBudget:
+    """A time budget while training. `out_of_time(elapsed)` says when to stop; `after_step(step, elapsed)`
+    returns the schedule with its decay fixed the one time it starts (wsd only), else None. A step's time is
+    the clock between two steps, evaluations and checkpoints included: the decay has to pay for them too."""
+
+    def __init__(self, config: TrainConfig, schedule: Schedule, seconds: float, *, window: int = 20):
+        self.config, self.seconds = config, seconds
+        # A resumed run whose decay was already fixed keeps it: the checkpoint holds the fitted schedule.
+        self.decided = config.schedule != "wsd" or schedule != Schedule.of(config)
         self._recent: deque[float] = deque(maxlen=window)
-        self._logged_steps: int | None = None  # max_steps of the last plan written to the log
+        self._schedule = schedule
+        self._last: float | None = None  # the clock at the previous step's end
 
-    @classmethod
-    def for_config(cls, config: TrainConfig) -> BudgetFitter | None:
-        return cls(config) if config.time_budget and config.fit_schedule else None
+    def out_of_time(self, elapsed: float) -> bool:
+        return elapsed >= self.seconds
 
-    def after_step(self, step: int, seconds: float, elapsed: float) -> Schedule | None:
-        self._recent.append(seconds)
-        if self.step_seconds is None:
-            # A tenth of the budget gone before `first` steps: fit on what was timed, or the run never does.
-            if len(self._recent) < self.first and elapsed < 0.1 * self.planned.time_budget:
-                return None
-        elif len(self._recent) < self._recent.maxlen:
+    def after_step(self, step: int, elapsed: float) -> Schedule | None:
+        if self._last is not None:
+            self._recent.append(elapsed - self._last)
+        self._last = elapsed
+        if self.decided or not self._recent:
             return None
-        now = statistics.median(self._recent)
-        if self.step_seconds is not None and self.step_seconds / self.drift <= now <= self.step_seconds * self.drift:
+        left = self.seconds - elapsed
+        start = max(step, self._schedule.warmup_steps)
+        if start >= self._schedule.decay_start:  # the planned steps' own decay comes first: it stays
+            self.decided = True
             return None
-        fitted = fit_remaining(self.planned, step, now, self.planned.time_budget - elapsed)
-        previous = self.fits[-1][2] if self.fits else self.planned.max_steps
-        self.step_seconds = now
-        self._recent.clear()
-        self.fits.append((step, now, fitted.max_steps))
-        first = self._logged_steps is None
-        if first or abs(fitted.max_steps - self._logged_steps) > LOGGED_CHANGE * self._logged_steps:
-            log.info("time budget %.0f s at %.1f ms a step: %s%d steps (warm-up %d, evaluation every %d)",
-                     self.planned.time_budget, 1000 * now, "" if first else "re-fitted to ", fitted.max_steps,
-                     fitted.warmup_steps, fitted.eval_interval)
-            self._logged_steps = fitted.max_steps
-        elif fitted.max_steps != previous:
-            log.debug("time budget re-fitted at %.1f ms a step: %d steps", 1000 * now, fitted.max_steps)
+        if left > self.config.decay_share * self.seconds:
+            return None
+        self.decided = True
+        per_step = statistics.median(self._recent)
+        decay = max(1, min(math.floor(PLANNED_SHARE * left / max(per_step, 1e-9)), self._schedule.max_steps - start))
+        fitted = dataclasses.replace(self._schedule, decay_start=start, decay_steps=decay, max_steps=start + decay)
+        log.info("time budget %.0f s: %.0f s left at step %d (%.1f ms a step); the learning rate decays over the "
+                 "next %d steps", self.seconds, left, step, 1000 * per_step, decay)
         return fitted
-
-    def finished(self, step: int) -> None:
-        """Log, once, how the run ended against the plan: a budgeted run's one line after the first fit."""
-        if self.fits:
-            log.info("time budget %.0f s: planned %d steps, ran %d", self.planned.time_budget, self.fits[-1][2],
-                     step)
-
-
-def train_longer_hint(planned_max_steps: int, trainer) -> str | None:
-    """A line for the CLI to print after a run whose schedule the time budget shortened: how to train the
-    full schedule. None when the run did all `planned_max_steps`."""
-    if not trainer.config.time_budget or trainer.step >= planned_max_steps:
-        return None
-    return (f"the {trainer.config.time_budget:g} s time budget fitted {trainer.step:,} of {planned_max_steps:,} "
-            f"steps; to train longer: --time-budget 0 --max-steps {planned_max_steps}")

@@ -1,13 +1,11 @@
 """Speed on one device: CPU threads that fit the machine, TF32 and bf16 autocast on CUDA, fused AdamW,
 optional torch.compile, and the arithmetic behind model FLOPs utilisation (MFU).
 
-Threads (`train.threads=auto`, the default): torch starts one thread per core, which is fastest on an idle
-machine and many times slower on a shared one (a step of a 4x4x128 GPT took 803 ms with 2 threads against
-180 ms with 1 on a busy 2-core machine: a spinning OpenMP thread waits for a core another job holds).
-`ThreadChooser` times a few real training steps at 1 thread and at torch's default (alternating, medians)
-and keeps the faster; it measures again when the step time drifts (another job started or ended). The
-choice changes the order of floating-point sums, so `auto` runs agree with each other to rounding, not
-bitwise: set `train.threads=N` for runs that must reproduce (or resume) bit for bit.
+Threads (`train.threads=auto`, the default): one for a small step, one per core for a large one, chosen from
+the step's FLOPs, never from the machine's load: the thread count changes the order of floating-point sums,
+so a choice that followed the load would make two runs of one config differ. On a shared machine more
+threads than free cores cost time (a spinning OpenMP thread waits for a core another job holds), never
+numbers; `train.threads=N` sets the count.
 
 OpenMP's wait policy: threads that finish a parallel region spin for a while before they sleep, which on
 a shared core takes time from whoever else runs there. `OMP_WAIT_POLICY=PASSIVE` makes them sleep at once,
@@ -27,9 +25,7 @@ import contextlib
 import logging
 import math
 import os
-import statistics
 import time
-from collections import deque
 
 import torch
 
@@ -58,16 +54,27 @@ def base_threads() -> int:
     return _BASE_THREADS
 
 
-def setup_device(device: torch.device, threads: int | str = 0) -> None:
-    """CPU threads if a number is asked for ('auto' and 0 leave torch's default; see ThreadChooser); TF32
-    for float32 matrix products on CUDA: ~8x the fp32 rate on Ampere and later for a 10-bit mantissa in the
+# train.threads=auto: a step of fewer FLOPs than this runs on one thread (more threads spend longer waking
+# and joining than they save; benchmarks/RESULTS.md, "Threads"), a larger one on every core torch found.
+AUTO_THREADS_MIN_FLOPS = 5e8
+
+
+def setup_device(device: torch.device, threads: int | str = 0, step_flops: float = 0.0) -> int:
+    """Set and return the CPU threads: N if asked for, torch's default for 0, and for 'auto' one thread for a
+    step under AUTO_THREADS_MIN_FLOPS, else torch's default: from the work, never the load, so the choice
+    (and the order of sums it implies) is the same whenever this config runs on this machine. TF32 for
+    float32 matrix products on CUDA: ~8x the fp32 rate on Ampere and later for a 10-bit mantissa in the
     products, which training does not notice (PyTorch leaves it off)."""
-    base_threads()  # remember the default before anything lowers it
-    if isinstance(threads, int) and threads > 0:
-        torch.set_num_threads(threads)
+    n = base_threads()
+    if threads == "auto":
+        n = 1 if device.type == "cpu" and step_flops < AUTO_THREADS_MIN_FLOPS else n
+    elif isinstance(threads, int) and threads > 0:
+        n = threads
+    torch.set_num_threads(n)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return n
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -144,120 +151,7 @@ def cpu_matmul_peak() -> float:
     return _CPU_MATMUL_PEAK
 
 
-# -- threads that fit the machine -------------------------------------------------------------------------
-
-
-class ThreadChooser:
-    """Picks the faster thread count from real training steps, and picks again when the speed drifts.
-
-    Call `before_step()` before each optimizer step and `after_step(seconds)` with its wall time. The first
-    `warmup` steps run at the fewest threads and are not timed (lazy initialisation), then each candidate
-    runs `rounds` steps, alternating, so a change in load hits all candidates alike; the lowest median
-    wins, where more threads must beat fewer by `margin` (fewer threads leave cores to other jobs, and
-    lose less when a job starts); a count `hopeless` times slower than the best at its first step is not
-    timed again, and counts above the cores the load average leaves free are not timed at all. After
-    that, if the median of the last `window` steps moves more than `drift` times away from the winner's
-    median (either way), and `min_gap` steps have passed since the last choice, it measures again. Cost:
-    `rounds` steps at the slower count per choice.
-    """
-
-    def __init__(self, candidates, *, rounds: int = 3, warmup: int = 1, window: int = 30, drift: float = 2.0,
-                 min_gap: int = 200, margin: float = 0.1, hopeless: float = 3.0, load=None):
-        self.all_candidates = sorted(set(candidates))
-        self.candidates = self.all_candidates
-        self.hopeless = hopeless
-        self._load = load if load is not None else _load_average
-        self.rounds, self.window, self.drift, self.min_gap, self.margin = rounds, window, drift, min_gap, margin
-        self.chosen: int | None = None
-        self.chosen_seconds = 0.0
-        self.choices: list[tuple[int, int, dict[int, float]]] = []  # (step count, threads, medians)
-        self._recent: deque[float] = deque(maxlen=window)
-        self._steps = 0
-        self._since_choice = 0
-        self._plan: list[tuple[int, bool]] = []
-        self._samples: dict[int, list[float]] = {}
-        self._measure(warmup)
-
-    @classmethod
-    def for_config(cls, threads: int | str, device: torch.device) -> ThreadChooser | None:
-        """A chooser when `threads` is 'auto' on a CPU with more than one thread to choose from, else None."""
-        if threads != "auto" or device.type != "cpu" or base_threads() <= 1:
-            return None
-        n = base_threads()
-        return cls(sorted({1, n // 2, n} - {0}))
-
-    def _measure(self, warmup: int) -> None:
-        # Counts the load average already rules out are not timed: on a busy machine one step at 2 threads
-        # cost 13 s against 0.3 s at 1. Our own threads count in the load once we run, so they come off.
-        others = self._load() - (torch.get_num_threads() if self.chosen else 0)
-        free = max(1, int((os.cpu_count() or self.all_candidates[-1]) - others + 0.5))
-        self.candidates = [c for c in self.all_candidates if c <= free] or self.all_candidates[:1]
-        # warm-up at the fewest threads: on a busy machine a step at many can cost 10x
-        fewest = self.candidates[0]
-        self._plan = [(fewest, False)] * warmup + [(c, True) for _ in range(self.rounds) for c in self.candidates]
-        if len(self.candidates) == 1:  # nothing to compare: one timed step gives the reference for drift
-            self._plan = [(fewest, False)] * warmup + [(fewest, True)]
-        self._samples = {c: [] for c in self.candidates}
-
-    @property
-    def measuring(self) -> bool:
-        return bool(self._plan)
-
-    def before_step(self) -> None:
-        threads = self._plan[0][0] if self._plan else self.chosen
-        if threads and torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-
-    def after_step(self, seconds: float) -> None:
-        self._steps += 1
-        if self._plan:
-            threads, timed = self._plan.pop(0)
-            if timed:
-                self._samples[threads].append(seconds)
-                self._drop_hopeless()
-            if not self._plan:
-                self._choose()
-            return
-        self._since_choice += 1
-        self._recent.append(seconds)
-        if len(self._recent) == self.window and self._since_choice >= self.min_gap:
-            now = statistics.median(self._recent)
-            if not self.chosen_seconds / self.drift <= now <= self.chosen_seconds * self.drift:
-                log.info("threads: step time drifted from %.1f to %.1f ms; measuring again",
-                         1000 * self.chosen_seconds, 1000 * now)
-                self._measure(warmup=0)
-
-    def _drop_hopeless(self) -> None:
-        """Stop timing a count whose fastest step is `hopeless` times the best one's: on a busy machine a
-        step at 2 threads can take 10x one at 1, and each further trial of it would waste seconds."""
-        best = min(min(s) for s in self._samples.values() if s)
-        lost = {c for c, s in self._samples.items() if s and min(s) > self.hopeless * best}
-        self._plan = [(c, timed) for c, timed in self._plan if c not in lost]
-
-    def _choose(self) -> None:
-        medians = {c: statistics.median(s) for c, s in self._samples.items() if s}
-        timed = sorted(medians)
-        best = timed[0]
-        for c in timed[1:]:  # more threads must win clearly
-            if medians[c] < medians[best] * (1 - self.margin):
-                best = c
-        previous, self.chosen, self.chosen_seconds = self.chosen, best, medians[best]
-        self._recent.clear()
-        self._since_choice = 0
-        self.choices.append((self._steps, best, medians))
-        timings = ", ".join(f"{c}: {1000 * m:.1f} ms" for c, m in medians.items())
-        if previous is None:
-            log.info("threads: %d (step time by thread count: %s; train.threads=N fixes it)", best, timings)
-        elif previous != best:
-            log.info("threads: %d -> %d (%s)", previous, best, timings)
-        torch.set_num_threads(best)
-
-
-def _load_average() -> float:
-    try:
-        return os.getloadavg()[0]
-    except OSError:  # not on this platform: assume the cores are free
-        return 0.0
+# -- threads for short commands -------------------------------------------------------------------------
 
 
 def use_fitting_threads(load: float | None = None) -> int:

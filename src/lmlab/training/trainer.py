@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 
-from lmlab.config import TrainConfig
+from lmlab.config import TrainConfig, parse_budget
 from lmlab.data.datasets import TokenDataset
 from lmlab.errors import ConfigError, TrainingDiverged
 from lmlab.models.base import capability
 from lmlab.run.folder import RunDir
 from lmlab.training import performance as perf
-from lmlab.training.budget import BudgetFitter
+from lmlab.training.budget import TimeBudget
 from lmlab.training.callbacks import Callback
 from lmlab.training.checkpoint import trainer_state
 from lmlab.training.distributed import Parallel
@@ -59,10 +59,13 @@ class Trainer:
         self.config = config  # and self.schedule, the steps it plans
         self.parallel = parallel or Parallel()
         self.device = self.parallel.device(resolve_device(config.device))
-        perf.setup_device(self.device, config.threads)
         self.dtype = perf.resolve_dtype(config.dtype, self.device)
         self.model = model.to(self.device)
         self.train_data = train_data
+        # train.threads=auto: from the step's work and the cores, never from the load, so the count, and with
+        # it the order of floating-point sums, is the same on every run of this config on this machine
+        step_flops = perf.flops_per_token(model, train_data.block_size) * config.batch_size * train_data.block_size
+        self.threads = perf.setup_device(self.device, config.threads, step_flops * config.grad_accum_steps)
         self.val_data = val_data if val_data is not None and len(val_data) else None
         self.run_dir = RunDir(run_dir) if run_dir is not None else None
         if self.run_dir is not None:  # from the Python API the folder need not exist yet
@@ -89,6 +92,7 @@ class Trainer:
         self.last_record: dict[str, Any] = {}
         self.last_val_loss: float | None = None
         self.train_seconds = 0.0
+        self.clock = time.perf_counter  # what a time budget reads (a test may pass a fake one)
         self.lr_scale = 1.0  # callbacks (ReduceLROnPlateau, LearningRateScheduler) scale the scheduled rate
         self._stop = False
         self._interrupted = False
@@ -205,31 +209,28 @@ class Trainer:
         progress = Progress(self.model, config, step=self.step, block_size=self.train_data.block_size,
                             device=self.device, dtype=self.dtype, world_size=self.parallel.world_size,
                             show=self.parallel.is_main)
-        if schedule.max_steps != config.max_steps:  # resumed with the schedule a time budget fitted
-            progress.replan(schedule.max_steps)
-        started = time.perf_counter() - self.train_seconds
+        progress.replan(schedule.max_steps)
+        clock = self.clock
+        started = clock() - self.train_seconds
         checkpoint_every = config.checkpoint_interval or schedule.eval_interval
-        threads = perf.ThreadChooser.for_config(config.threads, self.device)  # train.threads=auto
-        # train.time_budget: fit the schedule to it (one process: ranks' clocks would disagree on the plan)
-        budget = BudgetFitter.for_config(config) if self.parallel.world_size == 1 else None
+        budget = parse_budget(config.budget)
+        # A work budget became max_steps before the run (run/plan.py); a time budget runs on the clock. Its
+        # decay is fixed on one process only: ranks' clocks would disagree on the plan.
+        timed = TimeBudget(config, schedule, budget.amount) if budget is not None and budget.is_time else None
+        if budget is not None and not budget.is_time:
+            log.warning("train.budget=%s is turned into steps by lmlab.train's plan; this Trainer trains "
+                        "train.max_steps=%d", budget, config.max_steps)
         self._looping = True
         try:
             while self.step < schedule.max_steps and not self.parallel.any(self._stop):
-                out_of_time = config.time_budget and time.perf_counter() - started >= config.time_budget
-                if self.parallel.any(bool(out_of_time)):
-                    log.info("time budget of %.0f s reached at step %d", config.time_budget, self.step)
+                if self.parallel.any(bool(timed and timed.out_of_time(clock() - started))):
+                    log.info("time budget of %s reached at step %d", budget, self.step)
                     break
-                if threads is not None:
-                    threads.before_step()
-                step_started = time.perf_counter()
                 record = self._train_step(lr_at(self.step, config, schedule) * self.lr_scale)
-                self.train_seconds = time.perf_counter() - started
-                step_seconds = self.train_seconds + started - step_started
-                if threads is not None:
-                    threads.after_step(step_seconds)
-                if budget is not None and record is not None and not (threads and threads.measuring):
-                    fitted = budget.after_step(self.step, step_seconds, self.train_seconds)
-                    if fitted is not None:  # the same run, fewer steps
+                self.train_seconds = clock() - started
+                if timed is not None and record is not None and self.parallel.world_size == 1:
+                    fitted = timed.after_step(self.step, self.train_seconds)
+                    if fitted is not None:  # the decay starts now, once
                         schedule = self.schedule = fitted
                         checkpoint_every = config.checkpoint_interval or schedule.eval_interval
                         progress.replan(schedule.max_steps)
@@ -251,8 +252,6 @@ class Trainer:
         finally:
             self._looping = False
             progress.close()
-            if budget is not None:
-                budget.finished(self.step)
         if not self._interrupted and self.last_eval_step != self.step:
             self.evaluate(exact=True)
         self.save_checkpoint()

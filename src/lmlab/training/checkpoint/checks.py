@@ -76,8 +76,9 @@ def check_state(state: dict[str, Any], path: Path) -> None:
     if progress.get("last_eval_step") is not None and not _is_int(progress["last_eval_step"]):
         raise bad(f"last_eval_step is {progress['last_eval_step']!r}")
     schedule = progress.get("schedule")
-    if schedule is not None and not (isinstance(schedule, dict) and schedule.keys() == set(SCHEDULE_KEYS)
-                                     and all(_is_int(schedule[k]) and schedule[k] >= 0 for k in SCHEDULE_KEYS)):
+    if schedule is not None and not (isinstance(schedule, dict) and set(schedule) in (set(SCHEDULE_KEYS),
+                                                                                      set(SCHEDULE_KEYS[:3]))
+                                     and all(_is_int(v) and v >= 0 for v in schedule.values())):
         raise bad(f"the schedule is {schedule!r}, not counts of {', '.join(SCHEDULE_KEYS)}")
     if not isinstance(state.get("data_fingerprint"), (str, type(None))):
         raise bad("data_fingerprint is not a string")

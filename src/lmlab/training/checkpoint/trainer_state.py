@@ -29,12 +29,13 @@ def _load_progress(trainer: Trainer, state: dict[str, Any]) -> None:
     for k in PROGRESS_KEYS:
         if k in state:
             setattr(trainer, k, state[k])
-    # A re-fitted schedule goes on where it was while the run still has its budget; a resume that changed the
-    # plan (more max_steps, no budget) starts from its own config, as the budget re-fits from there anyway.
+    # A schedule a time budget fixed goes on where it was; a resume that asks for more steps than it planned
+    # starts from its own config. Checkpoints from before the wsd schedule kept three of its counts (a cosine
+    # plan): the decay's two take their config values.
     saved = state.get("schedule")
     config = trainer.config
-    if saved is not None and config.time_budget and config.fit_schedule and saved["max_steps"] <= config.max_steps:
-        trainer.schedule = Schedule(**saved)
+    if saved is not None and saved["max_steps"] <= config.max_steps:
+        trainer.schedule = Schedule(**{**dataclasses.asdict(Schedule.of(config)), **saved})
 
 
 def parts(trainer: Trainer) -> Checkpointer:
