@@ -30,8 +30,13 @@ if _policy:  # before any import that loads torch
 import argparse
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Callable
+
+# The command modules import only argparse and torch-free lmlab modules at their top (names, config, data
+# sources, errors); each command imports the library code it runs, so `lmlab --help` and `lmlab COMMAND
+# --help` load no torch (tests/cli/test_cli.py checks it).
 
 from lmlab.cli.common import Parser
 from lmlab.cli.finished import (
@@ -83,6 +88,14 @@ class TqdmLogHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+def first_sentence(doc: str) -> str:
+    """The docstring's first sentence, on one line: what the command listing shows. A sentence ends at a
+    full stop, ? or ! before a capital, a backtick or a dash (so 'e.g. x' does not end one), or with its
+    paragraph."""
+    text = " ".join(doc.strip().split("\n\n")[0].split())
+    return re.split(r"(?<=[.?!])\s+(?=[A-Z`-])", text, maxsplit=1)[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="lmlab", description="Train, look inside, compare and sample language models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -90,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, (func, add_args) in COMMANDS.items():
         doc = (func.__doc__ or "").strip()
-        add_args(sub.add_parser(name, help=doc.splitlines()[0], description=doc))
+        add_args(sub.add_parser(name, help=first_sentence(doc), description=doc))
     return parser
 
 

@@ -8,20 +8,18 @@ import os
 import sys
 from pathlib import Path
 
-from lmlab.compare import compare_runs, differences, format_differences, format_table, plot_val_curves, to_json
 from lmlab.errors import ConfigError, LmlabError
-from lmlab.evaluate import evaluate_run
-from lmlab.inspector import format_finding, is_problem
-from lmlab.inspector.report import reinspect
-from lmlab.run import load
-from lmlab.run.data import prepare_data
-from lmlab.sample import SampleOptions, iter_samples
-from lmlab.training.loggers.tensorboard import write_tensorboard_runs
-from lmlab.training.performance import use_fitting_threads
+
+# Each command imports what it uses when it runs (torch for all of them, matplotlib for compare's plot), so
+# that `--help` starts at once and `lmlab inspect` loads no sampler.
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score a trained run on a split of its data: NLL (nats/token), perplexity, bits per token and per byte."""
+    from lmlab.evaluate import evaluate_run
+    from lmlab.run import load
+    from lmlab.training.performance import use_fitting_threads
+
     use_fitting_threads()
     report = evaluate_run(load(args.run), args.split)
     if args.json:
@@ -45,6 +43,10 @@ SAMPLE_BATCH = 256  # most samples generated at once (fewer where KV caches woul
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Sample text from a trained run (temperature, top-k, top-p, prompt); lines mode reports novelty."""
+    from lmlab.run import load
+    from lmlab.sample import SampleOptions, iter_samples
+    from lmlab.training.performance import use_fitting_threads
+
     use_fitting_threads()
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
@@ -89,6 +91,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _examples_for_novelty(run) -> dict[str, set[str]] | None:
     """The run's examples by split, to count samples that copy one; None, with a note, when the data is gone
     or changed: sampling needs only the run folder, novelty is a bonus."""
+    from lmlab.run.data import prepare_data
+
     try:
         data = prepare_data(run.config.data, run.tokenizer)
         run.run_dir.require_same_data(data.splits["train"], run.config.data.source)
@@ -117,6 +121,9 @@ def sample_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Show a run's health findings again (and rebuild report.html with --report)."""
+    from lmlab.inspector import format_finding, is_problem
+    from lmlab.inspector.report import reinspect
+
     findings = reinspect(Path(args.run), rebuild_report=args.report)
     if args.json:
         print(json.dumps([f.to_dict() for f in findings], indent=2))
@@ -140,6 +147,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     groups share seeds and by the same evaluation tokens where they are single runs."""
     if args.block_tokens < 1:
         raise ConfigError(f"--block-tokens must be at least 1, got {args.block_tokens}")
+    from lmlab.compare import compare_runs, differences, format_differences, format_table, plot_val_curves, to_json
+
     rows = compare_runs(args.runs)
     found = differences(rows, block_tokens=args.block_tokens) if len(rows) > 1 and not args.no_differences else []
     for row in rows:
@@ -160,6 +169,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if note:
         print(note, file=sys.stderr)
     if args.tensorboard:
+        from lmlab.training.loggers.tensorboard import write_tensorboard_runs
+
         write_tensorboard_runs(args.runs, args.tensorboard)
         print(f"tensorboard --logdir {args.tensorboard}", file=sys.stderr)
     return 0

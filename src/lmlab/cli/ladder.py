@@ -8,17 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.cli.common import fmt
-from lmlab.compare import format_table
 from lmlab.config import parse_set_args
 from lmlab.data.sources import EMBEDDED
 from lmlab.experiments.groups import group_members, parse_seeds
-from lmlab.ladder import JSON_FILE, PLOT_FILE, TABLE_FILE, default_rungs, run_ladder
-from lmlab.training.loggers.tensorboard import write_tensorboard_runs
+from lmlab.names import LADDER_RUNGS
 
 
 def cmd_ladder(args: argparse.Namespace) -> int:
     """Train every rung (counted bigram to the largest model) on one data set, each within a time budget,
     then write the comparison table and validation curves into one folder."""
+    from lmlab.compare import format_table
+    from lmlab.ladder import JSON_FILE, PLOT_FILE, TABLE_FILE, run_ladder
+
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     out = Path(args.out)
 
@@ -34,6 +35,8 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     print(format_table(rows), end="")
     print(f"table: {out / TABLE_FILE}, {out / JSON_FILE}; plot: {out / PLOT_FILE}")
     if args.tensorboard:
+        from lmlab.training.loggers.tensorboard import write_tensorboard_runs
+
         write_tensorboard_runs([m.path for row in rows for m in group_members(row["run"])], args.tensorboard)
         print(f"tensorboard --logdir {args.tensorboard}")
     return 0
@@ -48,7 +51,7 @@ def ladder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", default="runs/ladder", help="folder for the runs, table and plot "
                    "(default: runs/ladder)")
     p.add_argument("--models", metavar="A,B,...", help="rungs to train (default: one per architecture: "
-                   f"{', '.join(default_rungs())})")
+                   f"{', '.join(LADDER_RUNGS)})")
     p.add_argument("--seed", type=int, default=1337, help="seed for every rung (default: 1337)")
     p.add_argument("--seeds", metavar="N|A,B,...", help="train each rung N times, differing only in train.seed "
                    "(counting up from --seed), or with the seeds listed; the table shows mean ± SE")
