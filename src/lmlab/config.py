@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lmlab.errors import ConfigError
+from lmlab.names import did_you_mean
 
 MAX_SEED = 2**63  # torch takes seeds below 2**64, numpy below 2**32; one range for all: [0, 2**63)
 MAX_BATCH_SIZE = 1 << 20  # sequences per micro-batch; far above what fits any machine's memory at T >= 2
@@ -259,7 +260,8 @@ def build_config(cls: type, values: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ConfigError(
-            f"unknown key {prefix}.{unknown[0]}; {prefix} takes: {', '.join(sorted(fields))}"
+            f"unknown key {prefix}.{unknown[0]}; {did_you_mean(unknown[0], fields, f'{prefix}.')}{prefix} takes: "
+            f"{', '.join(sorted(fields))}"
         )
     kwargs = {k: coerce(v, hints[k], f"{prefix}.{k}") for k, v in values.items()}
     return cls(**kwargs)

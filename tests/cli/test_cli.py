@@ -63,6 +63,17 @@ def test_the_command_listing_shows_whole_first_sentences():
     assert listed["lr-find"].endswith("suggest a learning rate (valley rule by default).")
 
 
+def test_an_unknown_command_suggests_the_closest(capsys):
+    assert main(["-q", "trian"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'trian'; did you mean 'train'?" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_misspelt_model_suggests_the_closest(capsys):
+    assert main(["train", "--model", "gtp", "--max-steps", "1"]) == 2
+    assert "unknown model 'gtp'; did you mean 'gpt'?" in capsys.readouterr().err
+
+
 def test_train_eval_sample_on_a_tiny_file(cli, tiny_names, tmp_path):
     run = tmp_path / "run"
     result = cli("train", "--data", str(tiny_names), "--model", "mlp", "--max-steps", "60", "--out", str(run),

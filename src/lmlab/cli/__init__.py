@@ -55,6 +55,7 @@ from lmlab.cli.sweep import cmd_sweep, sweep_args
 from lmlab.cli.tasks import classify_args, cmd_classify, cmd_data, cmd_forecast, data_args, forecast_args
 from lmlab.cli.train import cmd_lr_find, cmd_train, lr_find_args, train_args
 from lmlab.errors import LmlabError
+from lmlab.names import did_you_mean
 
 log = logging.getLogger("lmlab")
 
@@ -131,8 +132,24 @@ def _stdout_that_cannot_fail_on_text() -> None:
              "PYTHONIOENCODING=utf-8 or a UTF-8 locale to see them)", encoding)
 
 
+def _unknown_command(argv: list[str]) -> str | None:
+    """The error for a command lmlab lacks, with the closest one ('trian': did you mean 'train'?), which
+    argparse before Python 3.14 does not offer; None when the command is known or missing. The top-level
+    options take no value, so the first word not starting with '-' is the command."""
+    name = next((arg for arg in argv if not arg.startswith("-")), None)
+    if name is None or name in COMMANDS:
+        return None
+    return (f"lmlab: error: unknown command {name!r}; {did_you_mean(name, COMMANDS)}choose one of: "
+            f"{', '.join(COMMANDS)}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(_text_from_the_shell(sys.argv[1:] if argv is None else argv))
+    argv = _text_from_the_shell(sys.argv[1:] if argv is None else argv)
+    unknown = _unknown_command(argv)
+    if unknown:
+        print(unknown, file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", handlers=[TqdmLogHandler(sys.stderr)])
     _stdout_that_cannot_fail_on_text()

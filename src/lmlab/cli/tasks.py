@@ -10,6 +10,7 @@ from lmlab.cli.common import Parser
 from lmlab.config import parse_set_args
 from lmlab.data.sources import EMBEDDED
 from lmlab.errors import ConfigError
+from lmlab.names import did_you_mean
 
 # Each command imports its task's code (torch) when it runs, so that `--help` starts at once.
 
@@ -47,7 +48,8 @@ def _model_train_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[
     overrides = parse_set_args(args.set)
     unknown = sorted(set(overrides) - {"model", "train"})
     if unknown:
-        raise ConfigError(f"--set: {args.command} takes model.* and train.* keys, got {unknown[0]}.*")
+        raise ConfigError(f"--set: {args.command} takes model.* and train.* keys, got {unknown[0]}.*; "
+                          f"{did_you_mean(unknown[0], ('model', 'train'))}".rstrip("; "))
     train = dict(overrides.get("train", {}))
     train.update({k: getattr(args, k) for k in ("max_steps", "seed", "device") if getattr(args, k) is not None})
     return overrides.get("model", {}), train
