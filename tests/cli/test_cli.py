@@ -74,6 +74,22 @@ def test_a_misspelt_model_suggests_the_closest(capsys):
     assert "unknown model 'gtp'; did you mean 'gpt'?" in capsys.readouterr().err
 
 
+def test_ctrl_c_while_a_command_starts_is_one_line_and_exit_130(monkeypatch, capsys):
+    def starting(args):
+        raise KeyboardInterrupt  # as if pressed while torch or the data loads
+
+    monkeypatch.setitem(COMMANDS, "eval", (starting, COMMANDS["eval"][1]))
+    assert main(["eval", "some-run"]) == 130
+    assert capsys.readouterr().err == "lmlab eval: interrupted\n"
+
+    def parsing():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lmlab.cli, "build_parser", parsing)  # before the command is known
+    assert main(["eval", "some-run"]) == 130
+    assert capsys.readouterr().err == "lmlab: interrupted\n"
+
+
 def test_train_eval_sample_on_a_tiny_file(cli, tiny_names, tmp_path):
     run = tmp_path / "run"
     result = cli("train", "--data", str(tiny_names), "--model", "mlp", "--max-steps", "60", "--out", str(run),

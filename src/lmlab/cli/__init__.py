@@ -144,6 +144,17 @@ def _unknown_command(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Ctrl-C anywhere in it, importing torch or loading data included, is one line and exit
+    status 130 (while training, run/pipeline.py's signal handler ends the loop after the step and saves a
+    checkpoint instead)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("lmlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     argv = _text_from_the_shell(sys.argv[1:] if argv is None else argv)
     unknown = _unknown_command(argv)
     if unknown:
@@ -159,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmlab {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("lmlab: interrupted", file=sys.stderr)
+        print(f"lmlab {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `lmlab sample | head`: the reader has what it wanted
         with contextlib.suppress(OSError):
