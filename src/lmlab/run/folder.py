@@ -291,13 +291,19 @@ class RunDir:
 
 
 def default_run_dir(name: str, source: str) -> Path:
-    """runs/NAME-DATA for a run given no folder, numbered (-2, -3, ...) when that one is taken."""
+    """runs/NAME-DATA for a run given no folder, numbered (-2, -3, ...) when that one is taken; a numbered
+    one is said at once, as a run that lands beside the one it was meant to follow is easily missed."""
     stem = Path(source).stem if source not in EMBEDDED else source
     base = Path("runs") / f"{name}-{stem}"
     out, n = base, 1
     while out.exists():
         n += 1
         out = base.with_name(f"{base.name}-{n}")
+    if n == 2:
+        log.info("%s is taken; writing to %s (--out picks the folder)", base, out)
+    elif n > 2:
+        log.info("%s to %s are taken; writing to %s (--out picks the folder)", base,
+                 base.with_name(f"{base.name}-{n - 1}"), out)
     return out
 
 
