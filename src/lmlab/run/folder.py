@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import torch
 
 from lmlab.data.sources import EMBEDDED
@@ -262,6 +263,18 @@ class RunDir:
         kept = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
                 if _record_step(line) is not None and _record_step(line) <= step]
         atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+    def is_untrained_import(self) -> bool:
+        """Whether the run is a model made elsewhere (`create_untrained`: `lmlab import`) that has not been
+        trained here: weights saved at step 0 and no metrics. A run trained here logs and checkpoints only
+        after its first step, so an unfinished one is never mistaken for an import."""
+        if (self.path / METRICS_FILE).exists():
+            return False
+        try:
+            with safetensors.safe_open(str(self.path / MODEL_FILE), framework="pt") as fh:
+                return (fh.metadata() or {}).get("step") == "0"
+        except (safetensors.SafetensorError, OSError):
+            return False
 
     def create_untrained(self, config: RunConfig, tokenizer: Tokenizer, model: torch.nn.Module) -> None:
         """A run at step 0 from a model made elsewhere (an imported GPT-2): config, tokenizer, the weights and
