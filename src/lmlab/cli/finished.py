@@ -17,11 +17,11 @@ from lmlab.errors import ConfigError, LmlabError
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score a trained run on a split of its data: NLL (nats/token), perplexity, bits per token and per byte."""
     from lmlab.evaluate import evaluate_run
-    from lmlab.run import load
+    from lmlab.run.folder import load_run  # the folder alone: not the pipeline, the inspector or the exporters
     from lmlab.training.performance import use_fitting_threads
 
     use_fitting_threads()
-    report = evaluate_run(load(args.run), args.split)
+    report = evaluate_run(load_run(args.run), args.split)
     if args.json:
         print(json.dumps(report))
     else:
@@ -43,7 +43,7 @@ SAMPLE_BATCH = 256  # most samples generated at once (fewer where KV caches woul
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Sample text from a trained run (temperature, top-k, top-p, prompt); lines mode reports novelty."""
-    from lmlab.run import load
+    from lmlab.run.folder import load_run  # the folder alone: not the pipeline, the inspector or the exporters
     from lmlab.sample import SampleOptions, iter_samples
     from lmlab.training.performance import use_fitting_threads
 
@@ -52,7 +52,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     options = SampleOptions(num_samples=args.n, prompt=args.prompt, max_new_tokens=args.max_new_tokens or 0,
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-    run = load(args.run)
+    run = load_run(args.run)
     try:
         run.tokenizer(args.prompt)
     except LmlabError as err:
