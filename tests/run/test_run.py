@@ -186,7 +186,7 @@ def test_a_bug_is_one_line_unless_debugging(tmp_path, tiny_names, capsys, monkey
     def broken(*args, **kwargs):
         raise ZeroDivisionError("planted")
 
-    monkeypatch.setattr("lmlab.cli.train.lmlab_run.train", broken)
+    monkeypatch.setattr("lmlab.run.pipeline.train", broken)  # what `lmlab train` calls, through lmlab.run
     assert main(_cli_args(tiny_names, tmp_path / "run")) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["lmlab train: internal error: ZeroDivisionError: planted (re-run with LMLAB_DEBUG=1 for the "
