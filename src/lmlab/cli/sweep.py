@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lmlab.cli.common import add_data_model_args, cli_layers
 from lmlab.experiments.groups import parse_seeds
-from lmlab.names import DEFAULT_MODEL
+from lmlab.names import DEFAULT_MODEL, did_you_mean
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -32,7 +32,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.experiment:
         if args.experiment not in EXPERIMENTS:
-            raise ConfigError(f"unknown --experiment {args.experiment!r}; choose from {', '.join(EXPERIMENTS)}")
+            raise ConfigError(f"unknown --experiment {args.experiment!r}; {did_you_mean(args.experiment, EXPERIMENTS)}"
+                              f"choose from {', '.join(EXPERIMENTS)}")
         result = run_experiment(args.experiment, out, data=args.data or "names", seeds=args.seeds,
                                 scale=args.scale, workers=args.workers, force=args.force, on_trial_end=on_trial_end)
         print(result["table"], end="")
