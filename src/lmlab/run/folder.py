@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import safetensors
 import torch
 
 from lmlab.data.sources import EMBEDDED
@@ -266,15 +265,14 @@ class RunDir:
 
     def is_untrained_import(self) -> bool:
         """Whether the run is a model made elsewhere (`create_untrained`: `lmlab import`) that has not been
-        trained here: weights saved at step 0 and no metrics. A run trained here logs and checkpoints only
-        after its first step, so an unfinished one is never mistaken for an import."""
-        if (self.path / METRICS_FILE).exists():
+        trained here: its trainer state is the one `create_untrained` writes, without an optimizer. Every
+        checkpoint a Trainer saves holds its optimizer, even one at step 0 (a run stopped before its first
+        step), so an unfinished run is never taken for an import."""
+        try:  # mmap: the keys, not the tensors
+            state = torch.load(self.path / STATE_FILE, weights_only=True, map_location="cpu", mmap=True)
+        except Exception:  # noqa: BLE001 -- no or unreadable trainer state: nothing says it is an import
             return False
-        try:
-            with safetensors.safe_open(str(self.path / MODEL_FILE), framework="pt") as fh:
-                return (fh.metadata() or {}).get("step") == "0"
-        except (safetensors.SafetensorError, OSError):
-            return False
+        return isinstance(state, dict) and state.get("step") == 0 and "optimizer" not in state
 
     def create_untrained(self, config: RunConfig, tokenizer: Tokenizer, model: torch.nn.Module) -> None:
         """A run at step 0 from a model made elsewhere (an imported GPT-2): config, tokenizer, the weights and
