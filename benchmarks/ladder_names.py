@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from lmlab.config import parse_set_args
-from lmlab.ladder import DEFAULT_BUDGET, run_ladder
+from lmlab.config import LADDER_BUDGET
+from lmlab.ladder import run_ladder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +79,7 @@ def table(rows: list[dict], seconds: float, load: tuple[float, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="names")
-    parser.add_argument("--budget", default=DEFAULT_BUDGET)
+    parser.add_argument("--budget", default=LADDER_BUDGET)
     parser.add_argument("--models", help="comma-separated rungs (default: one per architecture)")
     parser.add_argument("--set", action="append", default=[], help="a config value for every rung")
     parser.add_argument("--out", default=str(REPO / "runs" / "ladder-bench"))

@@ -83,3 +83,36 @@ def test_a_metrics_line_cut_short_at_the_end_is_skipped(tiny_runs):
     metrics.write_text('{"step": 1, "lo\n' + whole)
     with pytest.raises(CheckpointError, match=":1: not a JSON record"):
         summarize_run(tiny_runs[1])
+
+
+def test_an_imported_run_is_called_imported_not_unfinished(tmp_path):
+    """An import (a model made elsewhere, at step 0) has no summary; --resume would fine-tune it."""
+    from lmlab.run.config import build_model, resolve_config
+    from lmlab.run.folder import RunDir
+    from lmlab.tokenizers import CharTokenizer
+
+    config = resolve_config({"model": {"name": "bigram"}})
+    tokenizer = CharTokenizer.fit(["ab", "ba"])
+    imported = RunDir(tmp_path / "imported")
+    imported.create_untrained(config, tokenizer, build_model(config, tokenizer, 8))
+    with pytest.raises(CheckpointError, match="an imported model") as raised:
+        summarize_run(imported.path)
+    assert "--resume" not in str(raised.value) and "did not finish" not in str(raised.value)
+
+
+def test_a_run_stopped_before_its_first_step_is_not_called_imported(tiny_names, tmp_path):
+    """A checkpoint the trainer saves at step 0 (a stop before the first step) holds its optimizer: with its
+    summary gone, the run is unfinished, not imported."""
+    import lmlab
+    from lmlab.training.callbacks import Callback
+
+    class StopAtOnce(Callback):
+        def on_train_begin(self, trainer):
+            trainer.stop()
+
+    run = lmlab.train({"data": {"source": str(tiny_names)}, "model": {"name": "bigram"}}, out=tmp_path / "run",
+                      inspect=False, callbacks=[StopAtOnce()])
+    assert run.trainer.step == 0
+    (tmp_path / "run" / "summary.json").unlink()
+    with pytest.raises(CheckpointError, match="did not finish"):
+        summarize_run(tmp_path / "run")

@@ -22,6 +22,7 @@ from lmlab.experiments.groups import group_members, is_group
 from lmlab.experiments.stats import Difference, mean_se, paired_by_seed, paired_by_unit, unpaired_over_seeds
 from lmlab.files import atomic_write, claim_output_file
 from lmlab.notebook import Comparison
+from lmlab.run.folder import RunDir
 from lmlab.training.checkpoint.format import read_json
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
     if not (run_dir / "summary.json").is_file():
+        if RunDir(run_dir).is_untrained_import():  # --resume would fine-tune it: not what a comparison wants
+            raise CheckpointError(f"{run_dir}: an imported model (lmlab import), not trained here, has no "
+                                  f"summary.json to compare; lmlab eval {run_dir} scores it")
         raise CheckpointError(f"{run_dir}: no summary.json; the run did not finish (resume it with lmlab train "
                               f"--out {run_dir} --resume)")
     summary = read_json(run_dir / "summary.json", "summary")

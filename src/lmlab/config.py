@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lmlab.errors import ConfigError
+from lmlab.names import did_you_mean
 
 MAX_SEED = 2**63  # torch takes seeds below 2**64, numpy below 2**32; one range for all: [0, 2**63)
 MAX_BATCH_SIZE = 1 << 20  # sequences per micro-batch; far above what fits any machine's memory at T >= 2
@@ -99,6 +100,9 @@ BUDGET_UNITS = {"flops": "flops", "tokens": "tokens", "steps": "steps", "s": "se
 _SECONDS_PER = {"s": 1.0, "min": 60.0, "h": 3600.0}
 _BUDGET = re.compile(r"(\d+\.?\d*(?:e[+-]?\d+)?|\.\d+(?:e[+-]?\d+)?) ?(flops|tokens|steps|s|min|h)")
 BUDGET_HELP = "a number and its unit: 2e13flops, 3e6tokens, 1500steps, or time: 90s, 5min, 1h"
+# `lmlab ladder`'s budget for each rung: about 10 minutes for the default rungs on the embedded names on 2 idle
+# CPU cores (benchmarks/RESULTS.md). Here, not in ladder.py, so the command's help needs no torch.
+LADDER_BUDGET = "1e12flops"
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +321,8 @@ def build_config(cls: type, values: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ConfigError(
-            f"unknown key {prefix}.{unknown[0]}; {prefix} takes: {', '.join(sorted(fields))}"
+            f"unknown key {prefix}.{unknown[0]}; {did_you_mean(unknown[0], fields, f'{prefix}.')}{prefix} takes: "
+            f"{', '.join(sorted(fields))}"
         )
     kwargs = {k: coerce(v, hints[k], f"{prefix}.{k}") for k, v in values.items()}
     return cls(**kwargs)

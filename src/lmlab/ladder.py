@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from lmlab.compare import compare_runs, format_table, held_out_split, mark_best, plot_val_curves, summarize, to_json
-from lmlab.config import Budget, parse_budget
+from lmlab.config import LADDER_BUDGET, Budget, parse_budget
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.experiments.groups import is_group
 from lmlab.experiments.seeds import train_seeds
@@ -49,8 +49,6 @@ log = logging.getLogger(__name__)
 TABLE_FILE, JSON_FILE, PLOT_FILE = "comparison.txt", "comparison.json", "val_curves.png"
 LADDER_FILE = "ladder.json"  # what the ladder in a folder was asked for: a rerun of the same one continues it
 
-# About 10 minutes for the default rungs on the embedded names on 2 idle CPU cores (benchmarks/RESULTS.md).
-DEFAULT_BUDGET = "1e12flops"
 # Tokens a parameter is trained on at the size a budget buys: Chinchilla's 20, and the registry's defaults,
 # tuned on names.txt by measurement, sit at 20-30 (the GPT's 5.5M tokens for 203K parameters, the LSTM's 2.2M
 # for 87K; benchmarks/RESULTS.md).
@@ -86,7 +84,7 @@ def run_ladder(
     source: str,
     out_dir: str | Path,
     *,
-    budget: str = DEFAULT_BUDGET,
+    budget: str = LADDER_BUDGET,
     size: str = "auto",
     models: list[str] | None = None,
     mode: str | None = None,

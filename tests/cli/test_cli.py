@@ -1,10 +1,16 @@
 """The `lmlab` command end to end, as a user runs it (subprocesses on tiny data)."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
-from lmlab.cli import COMMANDS, main
+import lmlab.cli
+from lmlab.cli import COMMANDS, build_parser, main
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -24,6 +30,64 @@ def test_help_from_the_shell(cli):
     result = cli("--help")
     assert result.returncode == 0 and "usage: lmlab" in result.stdout
     assert all(command in result.stdout for command in COMMANDS)
+
+
+HEAVY = ("torch", "matplotlib", "transformers")
+
+
+def test_help_imports_no_torch_matplotlib_or_transformers():
+    """`lmlab --help` and every `lmlab COMMAND --help` start at once: in one fresh process, the help of each
+    command in turn, and the heavy modules looked for after each."""
+    script = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from lmlab.cli import COMMANDS, main
+        for command in [None, *COMMANDS]:
+            with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):
+                main([*([command] if command else []), "--help"])
+            loaded = [m for m in {HEAVY!r} if m in sys.modules]
+            if loaded:
+                sys.exit(f"{{command or 'lmlab'}} --help imported {{loaded}}")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(Path(lmlab.cli.__file__).parents[2]))  # this checkout's sources
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_command_listing_shows_whole_first_sentences():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    listed = {choice.dest: choice.help for choice in sub._choices_actions}
+    assert set(listed) == set(COMMANDS)
+    for name, text in listed.items():
+        doc = " ".join(COMMANDS[name][0].__doc__.split())
+        assert text.endswith(".") and doc.startswith(text), (name, text)
+    assert listed["lr-find"].endswith("suggest a learning rate (valley rule by default).")
+
+
+def test_an_unknown_command_suggests_the_closest(capsys):
+    assert main(["-q", "trian"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'trian'; did you mean 'train'?" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_misspelt_model_suggests_the_closest(capsys):
+    assert main(["train", "--model", "gtp", "--max-steps", "1"]) == 2
+    assert "unknown model 'gtp'; did you mean 'gpt'?" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_a_command_starts_is_one_line_and_exit_130(monkeypatch, capsys):
+    def starting(args):
+        raise KeyboardInterrupt  # as if pressed while torch or the data loads
+
+    monkeypatch.setitem(COMMANDS, "eval", (starting, COMMANDS["eval"][1]))
+    assert main(["eval", "some-run"]) == 130
+    assert capsys.readouterr().err == "lmlab eval: interrupted\n"
+
+    def parsing():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lmlab.cli, "build_parser", parsing)  # before the command is known
+    assert main(["eval", "some-run"]) == 130
+    assert capsys.readouterr().err == "lmlab: interrupted\n"
 
 
 def test_train_eval_sample_on_a_tiny_file(cli, tiny_names, tmp_path):

@@ -19,6 +19,7 @@ def test_train_prints_findings_and_inspect_repeats_them(cli, tiny_names, tmp_pat
         assert (out / name).is_file()
     saved = json.loads((out / "findings.json").read_text())
     assert "lr_too_low" in {f["rule"] for f in saved}
+    assert json.loads((out / "summary.json").read_text())["inspector"] == "on"
     shown = cli("inspect", str(out), "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout) == saved
     assert main(["inspect", str(out), "--report"]) == 0 and "too low" in capsys.readouterr().out
@@ -26,7 +27,7 @@ def test_train_prints_findings_and_inspect_repeats_them(cli, tiny_names, tmp_pat
     assert "not an lmlab run" in capsys.readouterr().err
 
 
-def test_no_inspect_and_lr_find(cli, tiny_names, tmp_path):
+def test_no_inspect_and_lr_find(cli, tiny_names, tmp_path, capsys):
     out = tmp_path / "run"
     done = cli("train", "--data", str(tiny_names), "--max-steps", "5", "--no-inspect", "--out", str(out), *SMALL,
                "--early-stopping", "3", "--reduce-lr-on-plateau", "2", "--save-top-k", "1")
@@ -36,6 +37,13 @@ def test_no_inspect_and_lr_find(cli, tiny_names, tmp_path):
     # the last and the single best (--save-top-k 1), and early stopping's best, kept for a resume
     top = {k for k in kept if k.startswith("step0000005-val_loss")}
     assert kept == {"last.safetensors", "best-step0000005.safetensors", *top} and len(top) == 1
+    # lmlab inspect says why there is nothing to show, from what the run recorded, never a guess
+    assert json.loads((out / "summary.json").read_text())["inspector"] == "off: inspect=False"
+    assert main(["inspect", str(out)]) == 2
+    assert "turned off for this run (inspect=False: `lmlab train --no-inspect`, and `lmlab ladder`" in \
+        capsys.readouterr().err
+    (out / "summary.json").unlink()
+    assert main(["inspect", str(out)]) == 2 and "has not finished" in capsys.readouterr().err
     plot = tmp_path / "runs" / "lr_find.png"  # the default: beside the runs, not in the current folder
     found = cli("lr-find", "--data", str(tiny_names), "--json", *SMALL, "--num-iter", "30", cwd=tmp_path)
     assert found.returncode == 0, found.stderr

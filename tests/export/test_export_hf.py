@@ -279,3 +279,41 @@ def test_import_refuses_a_model_larger_than_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(safety, "available_memory", lambda: 1000)
     with pytest.raises(LmlabError, match=r"needs about .* GiB of memory"):
         load_hf_dir(path)
+
+
+def test_an_export_generates_without_a_warning(tmp_path):
+    """The model card's example and plain generate() calls, with and without an attention mask, raise no
+    warning and log none: transformers drops an all-ones mask, so a pad id in config.json made every
+    lines-mode prompt (BOS first) look padded; a max_new_tokens beside generation_config's max_length
+    made it say both were set."""
+    import logging
+    import re
+    import warnings
+
+    out = export_hf(lines_run(tmp_path), tmp_path / "hf")
+    card = (out / "README.md").read_text()
+    example = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    assert "max_new_tokens" not in example
+    example = example.replace("PATH/TO/THIS/FOLDER", str(out)).replace("PROMPT", "em")
+    logged: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            logged.append(record.getMessage())
+
+    hf_logger, keep = logging.getLogger("transformers"), Keep(logging.WARNING)
+    hf_logger.addHandler(keep)
+    logging.Logger.warning_once.cache_clear()  # a warning given once earlier in this process is given again
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            exec(compile(example, "README.md example", "exec"), {"print": lambda *a: None})
+            hf_model, hf_tok = load_hf(out)
+            inputs = hf_tok("em", return_tensors="pt")
+            with torch.no_grad():
+                hf_model.generate(**inputs)
+                hf_model.generate(inputs.input_ids)
+                hf_model.generate(**inputs, max_length=8)
+    finally:
+        hf_logger.removeHandler(keep)
+    assert not logged, logged

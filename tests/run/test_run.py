@@ -185,7 +185,7 @@ def test_a_bug_is_one_line_unless_debugging(tmp_path, tiny_names, capsys, monkey
     def broken(*args, **kwargs):
         raise ZeroDivisionError("planted")
 
-    monkeypatch.setattr("lmlab.cli.train.lmlab_run.train", broken)
+    monkeypatch.setattr("lmlab.run.pipeline.train", broken)  # what `lmlab train` calls, through lmlab.run
     assert main(_cli_args(tiny_names, tmp_path / "run")) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["lmlab train: internal error: ZeroDivisionError: planted (re-run with LMLAB_DEBUG=1 for the "
@@ -193,3 +193,18 @@ def test_a_bug_is_one_line_unless_debugging(tmp_path, tiny_names, capsys, monkey
     monkeypatch.setenv("LMLAB_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         main(_cli_args(tiny_names, tmp_path / "run"))
+
+
+def test_a_taken_default_folder_is_said_at_once(tmp_path, monkeypatch, caplog):
+    from lmlab.run.folder import default_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level("INFO", logger="lmlab")
+    assert default_run_dir("gpt", "names") == Path("runs/gpt-names") and not caplog.messages
+    (tmp_path / "runs" / "gpt-names").mkdir(parents=True)
+    assert default_run_dir("gpt", "names") == Path("runs/gpt-names-2")
+    assert caplog.messages == ["runs/gpt-names is taken; writing to runs/gpt-names-2 (--out picks the folder)"]
+    (tmp_path / "runs" / "gpt-names-2").mkdir()
+    assert default_run_dir("gpt", "names") == Path("runs/gpt-names-3")
+    assert caplog.messages[-1] == ("runs/gpt-names to runs/gpt-names-2 are taken; writing to runs/gpt-names-3 "
+                                   "(--out picks the folder)")

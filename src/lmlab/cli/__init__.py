@@ -30,8 +30,13 @@ if _policy:  # before any import that loads torch
 import argparse
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Callable
+
+# The command modules import only argparse and torch-free lmlab modules at their top (names, config, data
+# sources, errors); each command imports the library code it runs, so `lmlab --help` and `lmlab COMMAND
+# --help` load no torch (tests/cli/test_cli.py checks it).
 
 from lmlab.cli.common import Parser
 from lmlab.cli.finished import (
@@ -50,6 +55,7 @@ from lmlab.cli.sweep import cmd_sweep, sweep_args
 from lmlab.cli.tasks import classify_args, cmd_classify, cmd_data, cmd_forecast, data_args, forecast_args
 from lmlab.cli.train import cmd_lr_find, cmd_train, lr_find_args, train_args
 from lmlab.errors import LmlabError
+from lmlab.names import did_you_mean
 
 log = logging.getLogger("lmlab")
 
@@ -83,6 +89,14 @@ class TqdmLogHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+def first_sentence(doc: str) -> str:
+    """The docstring's first sentence, on one line: what the command listing shows. A sentence ends at a
+    full stop, ? or ! before a capital, a backtick or a dash (so 'e.g. x' does not end one), or with its
+    paragraph."""
+    text = " ".join(doc.strip().split("\n\n")[0].split())
+    return re.split(r"(?<=[.?!])\s+(?=[A-Z`-])", text, maxsplit=1)[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="lmlab", description="Train, look inside, compare and sample language models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -90,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, (func, add_args) in COMMANDS.items():
         doc = (func.__doc__ or "").strip()
-        add_args(sub.add_parser(name, help=doc.splitlines()[0], description=doc))
+        add_args(sub.add_parser(name, help=first_sentence(doc), description=doc))
     return parser
 
 
@@ -118,8 +132,35 @@ def _stdout_that_cannot_fail_on_text() -> None:
              "PYTHONIOENCODING=utf-8 or a UTF-8 locale to see them)", encoding)
 
 
+def _unknown_command(argv: list[str]) -> str | None:
+    """The error for a command lmlab lacks, with the closest one ('trian': did you mean 'train'?), which
+    argparse before Python 3.14 does not offer; None when the command is known or missing. The top-level
+    options take no value, so the first word not starting with '-' is the command."""
+    name = next((arg for arg in argv if not arg.startswith("-")), None)
+    if name is None or name in COMMANDS:
+        return None
+    return (f"lmlab: error: unknown command {name!r}; {did_you_mean(name, COMMANDS)}choose one of: "
+            f"{', '.join(COMMANDS)}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(_text_from_the_shell(sys.argv[1:] if argv is None else argv))
+    """Run one command. Ctrl-C anywhere in it, importing torch or loading data included, is one line and exit
+    status 130 (while training, run/pipeline.py's signal handler ends the loop after the step and saves a
+    checkpoint instead)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("lmlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    argv = _text_from_the_shell(sys.argv[1:] if argv is None else argv)
+    unknown = _unknown_command(argv)
+    if unknown:
+        print(unknown, file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", handlers=[TqdmLogHandler(sys.stderr)])
     _stdout_that_cannot_fail_on_text()
@@ -129,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmlab {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("lmlab: interrupted", file=sys.stderr)
+        print(f"lmlab {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `lmlab sample | head`: the reader has what it wanted
         with contextlib.suppress(OSError):

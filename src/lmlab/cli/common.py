@@ -9,7 +9,7 @@ from typing import Any
 from lmlab.config import BUDGET_HELP, load_config_file, parse_set_args
 from lmlab.errors import ConfigError
 from lmlab.data.sources import EMBEDDED
-from lmlab.models import DEFAULT_MODEL, REGISTRY
+from lmlab.names import DEFAULT_MODEL, MODEL_NAMES
 
 log = logging.getLogger("lmlab")
 
@@ -26,7 +26,7 @@ def add_data_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["lines", "stream"], help="one example per line, or one long stream cut "
                    "into windows (default: the data set's own)")
     p.add_argument("--encoding", help="text encoding of the data files (default: utf-8)")
-    p.add_argument("--model", metavar="NAME", help=f"one of: {', '.join(REGISTRY)} (default: {DEFAULT_MODEL})")
+    p.add_argument("--model", metavar="NAME", help=f"one of: {', '.join(MODEL_NAMES)} (default: {DEFAULT_MODEL})")
     p.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps to train for")
     p.add_argument("--budget", metavar="AMOUNT", help=f"how much to train: {BUDGET_HELP}. Work (flops, tokens, "
                    "steps) becomes a step count before the run, the same on any machine; time stops the run by the "

@@ -8,22 +8,20 @@ import os
 import sys
 from pathlib import Path
 
-from lmlab.compare import compare_runs, differences, format_differences, format_table, plot_val_curves, to_json
 from lmlab.errors import ConfigError, LmlabError
-from lmlab.evaluate import evaluate_run
-from lmlab.inspector import format_finding, is_problem
-from lmlab.inspector.report import reinspect
-from lmlab.run import load
-from lmlab.run.data import prepare_data
-from lmlab.sample import SampleOptions, iter_samples
-from lmlab.training.loggers.tensorboard import write_tensorboard_runs
-from lmlab.training.performance import use_fitting_threads
+
+# Each command imports what it uses when it runs (torch for all of them, matplotlib for compare's plot), so
+# that `--help` starts at once and `lmlab inspect` loads no sampler.
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score a trained run on a split of its data: NLL (nats/token), perplexity, bits per token and per byte."""
+    from lmlab.evaluate import evaluate_run
+    from lmlab.run.folder import load_run  # the folder alone: not the pipeline, the inspector or the exporters
+    from lmlab.training.performance import use_fitting_threads
+
     use_fitting_threads()
-    report = evaluate_run(load(args.run), args.split)
+    report = evaluate_run(load_run(args.run), args.split)
     if args.json:
         print(json.dumps(report))
     else:
@@ -45,12 +43,16 @@ SAMPLE_BATCH = 256  # most samples generated at once (fewer where KV caches woul
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Sample text from a trained run (temperature, top-k, top-p, prompt); lines mode reports novelty."""
+    from lmlab.run.folder import load_run  # the folder alone: not the pipeline, the inspector or the exporters
+    from lmlab.sample import SampleOptions, iter_samples
+    from lmlab.training.performance import use_fitting_threads
+
     use_fitting_threads()
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     options = SampleOptions(num_samples=args.n, prompt=args.prompt, max_new_tokens=args.max_new_tokens or 0,
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-    run = load(args.run)
+    run = load_run(args.run)
     try:
         run.tokenizer(args.prompt)
     except LmlabError as err:
@@ -89,6 +91,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _examples_for_novelty(run) -> dict[str, set[str]] | None:
     """The run's examples by split, to count samples that copy one; None, with a note, when the data is gone
     or changed: sampling needs only the run folder, novelty is a bonus."""
+    from lmlab.run.data import prepare_data
+
     try:
         data = prepare_data(run.config.data, run.tokenizer)
         run.run_dir.require_same_data(data.splits["train"], run.config.data.source)
@@ -117,6 +121,9 @@ def sample_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Show a run's health findings again (and rebuild report.html with --report)."""
+    from lmlab.inspector import format_finding, is_problem
+    from lmlab.inspector.report import reinspect
+
     findings = reinspect(Path(args.run), rebuild_report=args.report)
     if args.json:
         print(json.dumps([f.to_dict() for f in findings], indent=2))
@@ -140,6 +147,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     groups share seeds and by the same evaluation tokens where they are single runs."""
     if args.block_tokens < 1:
         raise ConfigError(f"--block-tokens must be at least 1, got {args.block_tokens}")
+    from lmlab.compare import compare_runs, differences, format_differences, format_table, plot_val_curves, to_json
+
     rows = compare_runs(args.runs)
     found = differences(rows, block_tokens=args.block_tokens) if len(rows) > 1 and not args.no_differences else []
     for row in rows:
@@ -160,6 +169,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if note:
         print(note, file=sys.stderr)
     if args.tensorboard:
+        from lmlab.training.loggers.tensorboard import write_tensorboard_runs
+
         write_tensorboard_runs(args.runs, args.tensorboard)
         print(f"tensorboard --logdir {args.tensorboard}", file=sys.stderr)
     return 0

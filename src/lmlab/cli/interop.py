@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmlab.export import export_run, import_hf
-from lmlab.export.llama import import_llama, is_llama_dir
-from lmlab.models import count_parameters
-from lmlab.run import load
+# The exporters and the run loader (torch) are imported by the commands, so that `--help` starts at once.
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -18,6 +15,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     hf: config.json, model.safetensors and tokenizer files that AutoModelForCausalLM and AutoTokenizer
     load offline. onnx: model.onnx (input_ids -> logits), checked against onnxruntime when installed.
     transformer-lens: the hf folder, opened in TransformerLens and its logits checked against lmlab's."""
+    from lmlab.run import load
+
     run = load(args.run)
     if args.format == "transformer-lens":
         from lmlab.export.transformer_lens import LOGIT_TOLERANCE, export_transformer_lens
@@ -37,6 +36,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"max |logit difference| vs lmlab {diff:.1e}"
         print(f"wrote {out / 'model.onnx'}: input_ids (B, T) -> logits (B, T, V), {length}; {checked}")
         return 0
+
+    from lmlab.export import export_run
 
     out = export_run(run, "hf", args.out, force=args.force)
     context = run.model.config.block_size
@@ -60,6 +61,10 @@ def export_args(p: argparse.ArgumentParser) -> None:
 def cmd_import(args: argparse.Namespace) -> int:
     """Turn a local HF GPT-2, Llama or Qwen3 directory into an lmlab run that samples, evaluates and fine-tunes
     (--resume)."""
+    from lmlab.export import import_hf
+    from lmlab.export.llama import import_llama, is_llama_dir
+    from lmlab.models import count_parameters
+
     data = {k: v for k, v in {"source": args.data, "mode": args.mode}.items() if v is not None}
     run = (import_llama if is_llama_dir(args.hf_dir) else import_hf)(args.hf_dir, args.out, data)
     print(f"{run.run_dir}: {type(run.model).__name__}, {count_parameters(run.model):,} parameters, "

@@ -8,18 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.cli.common import fmt
-from lmlab.compare import format_table
-from lmlab.config import BUDGET_HELP, parse_set_args
+from lmlab.config import BUDGET_HELP, LADDER_BUDGET, parse_set_args
 from lmlab.data.sources import EMBEDDED
 from lmlab.experiments.groups import group_members, parse_seeds
-from lmlab.ladder import DEFAULT_BUDGET, JSON_FILE, PLOT_FILE, TABLE_FILE, default_rungs, run_ladder
-from lmlab.training.loggers.tensorboard import write_tensorboard_runs
+from lmlab.names import LADDER_RUNGS
 
 
 def cmd_ladder(args: argparse.Namespace) -> int:
     """Train every rung (counted bigram to the largest model) on one data set for one budget of work each,
     sized for it, then write the comparison table and validation curves into one folder. Run again after an
     interruption, it keeps the finished rungs and resumes the interrupted one."""
+    from lmlab.compare import format_table
+    from lmlab.ladder import JSON_FILE, PLOT_FILE, TABLE_FILE, run_ladder
+
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     out = Path(args.out)
 
@@ -39,6 +40,8 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     print("".join(f"{line}\n" for line in rows.notes), end="")
     print(f"table: {out / TABLE_FILE}, {out / JSON_FILE}; plot: {out / PLOT_FILE}")
     if args.tensorboard:
+        from lmlab.training.loggers.tensorboard import write_tensorboard_runs
+
         write_tensorboard_runs([m.path for row in rows for m in group_members(row["run"])], args.tensorboard)
         print(f"tensorboard --logdir {args.tensorboard}")
     return 0
@@ -48,9 +51,9 @@ def ladder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="SRC", default="names",
                    help=f"embedded set ({', '.join(EMBEDDED)}), a text file or a folder (default: names)")
     p.add_argument("--mode", choices=["lines", "stream"], help="one example per line, or one long stream")
-    p.add_argument("--budget", default=DEFAULT_BUDGET, metavar="AMOUNT",
+    p.add_argument("--budget", default=LADDER_BUDGET, metavar="AMOUNT",
                    help=f"the work each rung trains for: {BUDGET_HELP}. Work gives the same table on any machine; "
-                   f"time depends on the load (default: {DEFAULT_BUDGET}, about 10 minutes for the default rungs on "
+                   f"time depends on the load (default: {LADDER_BUDGET}, about 10 minutes for the default rungs on "
                    "the embedded names on 2 idle cores)")
     p.add_argument("--size", choices=["auto", "default"], default="auto", help="auto: each rung's width fitted "
                    "to the budget (its parameters trained on 20 tokens each) and its batch to at least 1,000 "
@@ -58,7 +61,7 @@ def ladder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", default="runs/ladder", help="folder for the runs, table and plot "
                    "(default: runs/ladder)")
     p.add_argument("--models", metavar="A,B,...", help="rungs to train (default: one per architecture: "
-                   f"{', '.join(default_rungs())})")
+                   f"{', '.join(LADDER_RUNGS)})")
     p.add_argument("--seed", type=int, default=1337, help="seed for every rung (default: 1337)")
     p.add_argument("--seeds", metavar="N|A,B,...", help="train each rung N times, differing only in train.seed "
                    "(counting up from --seed), or with the seeds listed; the table shows mean ± SE")

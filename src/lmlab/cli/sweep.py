@@ -8,13 +8,12 @@ from pathlib import Path
 
 from lmlab.cli.common import add_data_model_args, cli_layers
 from lmlab.experiments.groups import parse_seeds
-from lmlab.models import DEFAULT_MODEL
-from lmlab.run.config import merge_layers, resolve_config
+from lmlab.names import DEFAULT_MODEL, did_you_mean
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """Sweep config values: each --set KEY=A,B,C (a list) or KEY=LOW:HIGH[:log] (a range) is swept, by grid,
-    random or TPE search (Optuna), each trial trained once per seed, minimising val NLL; prints the table
+    """Sweep config values by grid, random or TPE search (Optuna), minimising val NLL. Each --set KEY=A,B,C (a
+    list) or KEY=LOW:HIGH[:log] (a range) is swept, each trial trained once per seed; prints the table
     (mean ± SE over seeds, the best row and those not distinguishable from it marked) and writes it, a plot
     of the metric against each value, the best config (best.toml, for lmlab train --config) and, for random
     and TPE, Optuna's parameter importances. The study lives in OUT/study.db (or --storage URL): the same
@@ -23,6 +22,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from lmlab.experiments.named import EXPERIMENTS, run_experiment
     from lmlab.experiments.space import split_sets
     from lmlab.experiments.sweep import BEST_FILE, PLOT_FILE, TABLE_FILE, SweepPlan, run_sweep
+    from lmlab.run.config import merge_layers, resolve_config
 
     out = Path(args.out or (f"runs/{args.experiment}" if args.experiment else "runs/sweep"))
 
@@ -32,7 +32,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.experiment:
         if args.experiment not in EXPERIMENTS:
-            raise ConfigError(f"unknown --experiment {args.experiment!r}; choose from {', '.join(EXPERIMENTS)}")
+            raise ConfigError(f"unknown --experiment {args.experiment!r}; {did_you_mean(args.experiment, EXPERIMENTS)}"
+                              f"choose from {', '.join(EXPERIMENTS)}")
         result = run_experiment(args.experiment, out, data=args.data or "names", seeds=args.seeds,
                                 scale=args.scale, workers=args.workers, force=args.force, on_trial_end=on_trial_end)
         print(result["table"], end="")

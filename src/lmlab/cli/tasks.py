@@ -8,18 +8,18 @@ from typing import Any
 
 from lmlab.cli.common import Parser
 from lmlab.config import parse_set_args
-from lmlab.data.shard_writer import PrepareOptions, prepare_shards
 from lmlab.data.sources import EMBEDDED
 from lmlab.errors import ConfigError
-from lmlab.inspector import format_finding
-from lmlab.run.folder import default_run_dir
-from lmlab.series.forecast import run_forecast
-from lmlab.vision.classify import run_classify
+from lmlab.names import did_you_mean
+
+# Each command imports its task's code (torch) when it runs, so that `--help` starts at once.
 
 
 def cmd_data(args: argparse.Namespace) -> int:
     """Prepare data: `lmlab data prepare SRC --tokenizer bpe --out DIR` tokenizes once into memory-mapped
     shards; `lmlab train --data DIR` then trains on them with memory that stays flat as the corpus grows."""
+    from lmlab.data.shard_writer import PrepareOptions, prepare_shards
+
     meta = prepare_shards(PrepareOptions(
         source=args.source, out=args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size or 0,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, encoding=args.encoding))
@@ -48,7 +48,8 @@ def _model_train_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[
     overrides = parse_set_args(args.set)
     unknown = sorted(set(overrides) - {"model", "train"})
     if unknown:
-        raise ConfigError(f"--set: {args.command} takes model.* and train.* keys, got {unknown[0]}.*")
+        raise ConfigError(f"--set: {args.command} takes model.* and train.* keys, got {unknown[0]}.*; "
+                          f"{did_you_mean(unknown[0], ('model', 'train'))}".rstrip("; "))
     train = dict(overrides.get("train", {}))
     train.update({k: getattr(args, k) for k in ("max_steps", "seed", "device") if getattr(args, k) is not None})
     return overrides.get("model", {}), train
@@ -57,6 +58,9 @@ def _model_train_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[
 def cmd_forecast(args: argparse.Namespace) -> int:
     """Train a forecaster on a 1-D series and print its MAE and MSE beside every baseline; writes a PNG of
     forecast against actual. --data synthetic (the course's seeded series) or FILE.csv:COLUMN."""
+    from lmlab.run.folder import default_run_dir
+    from lmlab.series.forecast import run_forecast
+
     model_values, train_values = _model_train_values(args)
     stem = "synthetic" if args.data == "synthetic" else Path(args.data.rpartition(":")[0]).stem
     out = Path(args.out) if args.out else default_run_dir(f"forecast-{args.model}", stem)
@@ -114,6 +118,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
     """Train a small conv classifier on images and print its validation accuracy; writes feature maps of
     each conv layer at every evaluation and an HTML page to watch them. --data digits or a FOLDER with one
     subfolder per class."""
+    from lmlab.inspector import format_finding
+    from lmlab.run.folder import default_run_dir
+    from lmlab.vision.classify import run_classify
+
     model_values, train_values = _model_train_values(args)
     out = Path(args.out) if args.out else default_run_dir("classify", Path(args.data).name)
     result = run_classify(args.data, out=out, image_size=args.image_size, grayscale=args.grayscale,

@@ -8,16 +8,17 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lmlab import run as lmlab_run
 from lmlab.cli.common import add_data_model_args, cli_layers, fmt
-from lmlab.compare import compare_runs, format_table
 from lmlab.errors import ConfigError, TrainingDiverged
 from lmlab.experiments.groups import parse_seeds, seed_folder
-from lmlab.experiments.seeds import train_seeds
-from lmlab.inspector import format_finding, is_problem
-from lmlab.run.config import merge_layers, resolve_config
-from lmlab.run.folder import REPORT_FILE, default_run_dir
+
+if TYPE_CHECKING:
+    from lmlab import run as lmlab_run
+
+# The pipeline, the inspector and the comparison (torch, all of them) are imported inside the commands that
+# use them, so that `lmlab train --help` starts at once.
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -27,11 +28,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.inspect_every is not None and args.inspect_every < 1:
         raise ConfigError(f"--inspect-every must be at least 1, got {args.inspect_every}")
     if args.seeds is not None:
+        from lmlab.run.config import merge_layers
+
         return _train_seeds(args, merge_layers(*cli_layers(args)))
     main_process = os.environ.get("RANK", "0") == "0"  # torchrun's rank: the others log warnings only
     if not main_process:
         logging.getLogger().setLevel(logging.WARNING)
     inspect = False if args.no_inspect else (args.inspect_every or True)
+    from lmlab import run as lmlab_run
+    from lmlab.inspector import format_finding
+    from lmlab.run.config import merge_layers
+
     try:
         run = lmlab_run.train(merge_layers(*cli_layers(args)), out=args.out, resume=args.resume, force=args.force,
                               inspect=inspect, torchrun=True)
@@ -47,6 +54,11 @@ def _train_seeds(args: argparse.Namespace, layers: dict) -> int:
     if args.resume or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--seeds trains a new seed group on one process; it takes neither --resume nor torchrun "
                           "(run it again to finish a group that was stopped)")
+    from lmlab.compare import compare_runs, format_table
+    from lmlab.experiments.seeds import train_seeds
+    from lmlab.run.config import resolve_config
+    from lmlab.run.folder import default_run_dir
+
     config = resolve_config(layers)
     seeds = parse_seeds(args.seeds, config.train.seed)
     out = Path(args.out) if args.out else default_run_dir(config.model_name, config.data.source)
@@ -72,6 +84,9 @@ def _train_seeds(args: argparse.Namespace, layers: dict) -> int:
 
 def _report(run: lmlab_run.Run) -> int:
     """What `lmlab train` prints when training ends: losses, samples, findings, where the run is."""
+    from lmlab.inspector import format_finding, is_problem
+    from lmlab.run.folder import REPORT_FILE
+
     trainer = run.trainer
     if trainer.nonfinite_steps:
         print(f"warning: {trainer.nonfinite_steps} step(s) with a non-finite loss or gradient were skipped",
@@ -136,6 +151,9 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     suggest a learning rate (valley rule by default)."""
     if not 0 < args.start_lr < args.end_lr or args.num_iter < 3:
         raise ConfigError("need 0 < --start-lr < --end-lr and --num-iter of at least 3")
+    from lmlab import run as lmlab_run
+    from lmlab.run.config import merge_layers
+
     # The model, data and batch `lmlab train` would use, so the suggestion suits the run it precedes.
     result = lmlab_run.find_lr(merge_layers(*cli_layers(args)), start_lr=args.start_lr, end_lr=args.end_lr,
                                num_iter=args.num_iter, rule=args.rule)

@@ -17,6 +17,7 @@ from typing import Any
 from lmlab.config import DataConfig, TrainConfig, coerce
 from lmlab.errors import ConfigError
 from lmlab.models import REGISTRY
+from lmlab.names import did_you_mean
 
 GridValue = bool | int | float | str
 
@@ -79,10 +80,12 @@ def field_type(key: str, model_name: str) -> Any:
     elif section in classes:
         cls = classes[section]
     else:
-        raise ConfigError(f"--set {key}: unknown section {section!r}; sections are data, model, train")
+        raise ConfigError(f"--set {key}: unknown section {section!r}; "
+                          f"{did_you_mean(section, ('data', 'model', 'train'))}sections are data, model, train")
     hints = typing.get_type_hints(cls)
     if name not in hints:
-        raise ConfigError(f"--set {key}: unknown key; {section} takes: {', '.join(sorted(hints))}")
+        raise ConfigError(f"--set {key}: unknown key; {did_you_mean(name, hints, f'{section}.')}{section} takes: "
+                          f"{', '.join(sorted(hints))}")
     return hints[name]
 
 

@@ -117,10 +117,14 @@ def model_card(run: LoadedRun) -> str:
         "from transformers import pipeline",
         "generate = pipeline('text-generation', model='PATH/TO/THIS/FOLDER')",
         "print(generate('PROMPT')[0]['generated_text'])  # PROMPT: text in the model's vocabulary",
+        f"print(generate('PROMPT', max_length={max(2, context // 2)})[0]['generated_text'])  # shorter: at most "
+        f"{max(2, context // 2)} tokens, prompt included",
         "```",
         "",
         f"- The model has positions for {context} tokens: generation cannot go past that length (GPT-2 "
-        f"raises an IndexError); `generation_config.json` sets `max_length: {context}`.",
+        f"raises an IndexError); `generation_config.json` sets `max_length: {context}`. Ask for less with "
+        "`max_length` (prompt included): `max_new_tokens` beside it makes transformers warn that both are set, "
+        "and may run past the context.",
         "- `generation_config.json` samples as `lmlab sample` does: temperature 1, no top-k or top-p.",
         "- Special tokens: `<|endoftext|>` (the boundary between examples) is bos, eos and the tokenizer's "
         "pad; padding is on the left, as batched generation with a decoder-only model needs.",

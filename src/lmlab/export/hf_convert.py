@@ -78,7 +78,9 @@ def hf_config(config: GPTConfig, boundary_id: int, lmlab: dict[str, Any] | None 
         "tie_word_embeddings": config.tie_embeddings,
         "bos_token_id": boundary_id,
         "eos_token_id": boundary_id,
-        "pad_token_id": boundary_id,
+        # No pad_token_id: generate() drops an all-ones attention mask, and GPT-2 then warns that input_ids "may
+        # be padded" whenever their first token is the pad id, which the boundary (BOS) of every lines-mode
+        # prompt is. The tokenizer keeps the boundary as its pad token for batches (with their mask).
         "use_cache": True,
         **({"lmlab": lmlab} if lmlab else {}),
     }

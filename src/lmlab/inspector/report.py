@@ -6,6 +6,7 @@ training that write findings.json and report.html into the run directory, and `r
 from __future__ import annotations
 
 import html
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from lmlab.inspector.report_plots import (
 )
 from lmlab.inspector.stats import STATS_FILE, InspectorStats, load_stats
 from lmlab.inspector.thresholds import DEAD_FRACTION, SATURATED_LATER
-from lmlab.run.folder import CONFIG_FILE, FINDINGS_FILE, REPORT_FILE, TOKENIZER_FILE
+from lmlab.run.folder import CONFIG_FILE, FINDINGS_FILE, REPORT_FILE, SUMMARY_FILE, TOKENIZER_FILE, RunDir
 
 
 def _findings_html(findings: list[Finding]) -> str:
@@ -143,6 +144,38 @@ def write_inspection(run_dir: Path, trainer) -> list[Finding] | None:
     return findings
 
 
+# summary.json's "inspector": whether the inspector watched the training, and if not, who turned it off.
+INSPECTOR_ON = "on"
+INSPECTOR_OFF_BY_CALLER = "off: inspect=False"  # lmlab train --no-inspect, the ladder, lmlab.train(inspect=False)
+INSPECTOR_OFF_FSDP = "off: FSDP"
+
+
+def why_no_statistics(run_dir: Path) -> str:
+    """Why a run folder holds no inspector statistics, from what the run recorded (summary.json's
+    "inspector"), for the error `lmlab inspect` gives: a hint that names a cause the run did not have would
+    send the user after the wrong fix."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        summary = None
+    except (OSError, ValueError):  # unreadable: the hint that fits any run
+        summary = {}
+    if summary is None:
+        if RunDir(run_dir).is_untrained_import():
+            return "it is an imported model, not trained here, and the inspector watches training"
+        return "the run has not finished: the inspector writes them when training ends"
+    state = summary.get("inspector") if isinstance(summary, dict) else None
+    if state == INSPECTOR_OFF_FSDP:
+        return "the inspector does not watch FSDP training (its statistics would read one rank's shards)"
+    if state == INSPECTOR_OFF_BY_CALLER:
+        return ("the inspector was turned off for this run (inspect=False: `lmlab train --no-inspect`, and `lmlab "
+                "ladder`, which trains every rung without it)")
+    if state == INSPECTOR_ON:
+        return f"the inspector watched, but {STATS_FILE} has gone since"
+    return ("the inspector did not watch this run (`lmlab train --no-inspect` and `lmlab ladder` turn it off; the "
+            "run is older than the record of which)")
+
+
 def reinspect(run_dir: Path, rebuild_report: bool = False) -> list[Finding]:
     """A finished run's findings, recomputed from inspect.json so older runs get today's rules."""
     from lmlab.errors import CheckpointError
@@ -150,7 +183,7 @@ def reinspect(run_dir: Path, rebuild_report: bool = False) -> list[Finding]:
     if not (run_dir / CONFIG_FILE).is_file():
         raise CheckpointError(f"{run_dir}: not an lmlab run directory ({CONFIG_FILE} is missing)")
     if not (run_dir / STATS_FILE).is_file():
-        raise CheckpointError(f"{run_dir}: no inspector statistics ({STATS_FILE}); was it trained with --no-inspect?")
+        raise CheckpointError(f"{run_dir}: no inspector statistics ({STATS_FILE}): {why_no_statistics(run_dir)}")
     try:
         stats = load_stats(run_dir / STATS_FILE)
     except (ValueError, TypeError, KeyError, AttributeError):

@@ -35,6 +35,7 @@ from lmlab.models.attention import KVBuffer, KVCache, MultiHeadAttention, cache_
 from lmlab.models.base import ModelOutput, causal_lm_loss
 from lmlab.models.dropout import Dropout
 from lmlab.models.generation import GenerationMixin
+from lmlab.names import did_you_mean
 
 # Shapes in the spirit of the GPT-3 paper's table (n_layer, n_head, n_embd; head size = n_embd / n_head),
 # from makemore's default transformer up to the GPT-2 family. Sizes a CPU trains in minutes come first.
@@ -81,7 +82,8 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
-            raise ConfigError(f"unknown model.preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown model.preset {self.preset!r}; {did_you_mean(self.preset, PRESETS)}choose one "
+                              f"of {', '.join(PRESETS)}")
         for name, value in PRESETS[self.preset].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)  # frozen: fill in once, at construction

@@ -43,6 +43,7 @@ from lmlab.models.attention import (
 from lmlab.models.base import ModelOutput, causal_lm_loss
 from lmlab.models.dropout import Dropout
 from lmlab.models.generation import GenerationMixin
+from lmlab.names import did_you_mean
 
 # The GPT's shapes (gpt.py), with key/value heads: grouped-query attention at the 124M size, as Llama 3.
 LLAMA_PRESETS: dict[str, dict[str, int]] = {
@@ -84,7 +85,8 @@ class LlamaConfig:
 
     def __post_init__(self) -> None:
         if self.preset not in LLAMA_PRESETS:
-            raise ConfigError(f"unknown model.preset {self.preset!r}; choose one of {', '.join(LLAMA_PRESETS)}")
+            raise ConfigError(f"unknown model.preset {self.preset!r}; {did_you_mean(self.preset, LLAMA_PRESETS)}"
+                              f"choose one of {', '.join(LLAMA_PRESETS)}")
         if self.n_kv_head is None and self.n_head is not None:
             object.__setattr__(self, "n_kv_head", self.n_head)  # heads given, key/value heads not: one each
         for name, value in LLAMA_PRESETS[self.preset].items():

@@ -19,6 +19,7 @@ from lmlab.config import DataConfig, TrainConfig, build_config, merge, parse_bud
 from lmlab.errors import ConfigError
 from lmlab.models import DEFAULT_MODEL, REGISTRY
 from lmlab.models.size import check_model_fits
+from lmlab.names import did_you_mean
 from lmlab.tokenizers import Tokenizer
 
 SECTIONS = ("data", "model", "train")
@@ -65,7 +66,8 @@ def resolve_config(values: dict[str, Any] | RunConfig) -> RunConfig:
     values = {k: v for k, v in values.items() if k != "lmlab_version"}
     unknown = sorted(set(values) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"unknown config section {unknown[0]!r}; sections are {', '.join(SECTIONS)}")
+        raise ConfigError(f"unknown config section {unknown[0]!r}; {did_you_mean(unknown[0], SECTIONS)}sections "
+                          f"are {', '.join(SECTIONS)}")
     for section in SECTIONS:
         if not isinstance(values.get(section, {}), dict):
             raise ConfigError(f"config section {section!r} must be a table of key = value, got "
@@ -73,7 +75,8 @@ def resolve_config(values: dict[str, Any] | RunConfig) -> RunConfig:
     model_values = dict(values.get("model", {}))
     name = model_values.pop("name", None) or DEFAULT_MODEL
     if not isinstance(name, str) or name not in REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(REGISTRY)}")
+        raise ConfigError(f"unknown model {name!r}; {did_you_mean(name, REGISTRY)}choose one of "
+                          f"{', '.join(REGISTRY)}")
     spec = REGISTRY[name]
     given = {f"{section}.{key}" for section in ("data", "train") for key in values.get(section, {})}
     train_values = merge({"train": spec.train_defaults}, {"train": values.get("train", {})})["train"]

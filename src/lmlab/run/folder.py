@@ -263,6 +263,17 @@ class RunDir:
                 if _record_step(line) is not None and _record_step(line) <= step]
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 
+    def is_untrained_import(self) -> bool:
+        """Whether the run is a model made elsewhere (`create_untrained`: `lmlab import`) that has not been
+        trained here: its trainer state is the one `create_untrained` writes, without an optimizer. Every
+        checkpoint a Trainer saves holds its optimizer, even one at step 0 (a run stopped before its first
+        step), so an unfinished run is never taken for an import."""
+        try:  # mmap: the keys, not the tensors
+            state = torch.load(self.path / STATE_FILE, weights_only=True, map_location="cpu", mmap=True)
+        except Exception:  # noqa: BLE001 -- no or unreadable trainer state: nothing says it is an import
+            return False
+        return isinstance(state, dict) and state.get("step") == 0 and "optimizer" not in state
+
     def create_untrained(self, config: RunConfig, tokenizer: Tokenizer, model: torch.nn.Module) -> None:
         """A run at step 0 from a model made elsewhere (an imported GPT-2): config, tokenizer, the weights and
         a fresh trainer state, so it samples, evaluates and fine-tunes with `--resume` as any run does."""
@@ -291,13 +302,19 @@ class RunDir:
 
 
 def default_run_dir(name: str, source: str) -> Path:
-    """runs/NAME-DATA for a run given no folder, numbered (-2, -3, ...) when that one is taken."""
+    """runs/NAME-DATA for a run given no folder, numbered (-2, -3, ...) when that one is taken; a numbered
+    one is said at once, as a run that lands beside the one it was meant to follow is easily missed."""
     stem = Path(source).stem if source not in EMBEDDED else source
     base = Path("runs") / f"{name}-{stem}"
     out, n = base, 1
     while out.exists():
         n += 1
         out = base.with_name(f"{base.name}-{n}")
+    if n == 2:
+        log.info("%s is taken; writing to %s (--out picks the folder)", base, out)
+    elif n > 2:
+        log.info("%s to %s are taken; writing to %s (--out picks the folder)", base,
+                 base.with_name(f"{base.name}-{n - 1}"), out)
     return out
 
 

@@ -34,7 +34,13 @@ from lmlab.evaluate import evaluate_run
 from lmlab.export import export_run
 from lmlab.files import claim_output_folder
 from lmlab.inspector import Inspector, find_problems, load_findings
-from lmlab.inspector.report import reinspect, write_inspection
+from lmlab.inspector.report import (
+    INSPECTOR_OFF_BY_CALLER,
+    INSPECTOR_OFF_FSDP,
+    INSPECTOR_ON,
+    reinspect,
+    write_inspection,
+)
 from lmlab.models import count_parameters
 from lmlab.notebook import Findings, LiveCurves, Report, in_notebook, run_html
 from lmlab.run.config import RunConfig, build_model
@@ -361,6 +367,7 @@ def _finished_run(run_dir: RunDir, config: RunConfig, plan: RunPlan, trainer: Tr
             split_scores(trainer, data)  # FSDP's forward is collective: take part in rank 0's evaluation
         return Run(run_dir, config, data.tokenizer, trainer.model, trainer.step, trainer=trainer)
     nll, bpb = split_scores(trainer, data)
+    watched = any(isinstance(c, Inspector) for c in trainer.callbacks)
     summary = {
         "model": config.model_name,
         "parameters": count_parameters(trainer.model),
@@ -376,6 +383,9 @@ def _finished_run(run_dir: RunDir, config: RunConfig, plan: RunPlan, trainer: Tr
         "nonfinite_steps": trainer.nonfinite_steps,
         "nll": nll,
         "bits_per_byte": bpb,
+        # Who turned the inspector off, for `lmlab inspect` to say: FSDP (_callbacks), else the caller
+        # (inspect=False: --no-inspect, the ladder's rungs).
+        "inspector": INSPECTOR_ON if watched else INSPECTOR_OFF_FSDP if parallel.sharded else INSPECTOR_OFF_BY_CALLER,
     }
     run_dir.write_json(SUMMARY_FILE, summary)
     write_inspection(run_dir.path, trainer)

@@ -154,6 +154,7 @@ class WindowDataset:
             raise DataError(f"a series is 1-D, got shape {tuple(values.shape)}")
         if len(values) < window + 1:
             raise DataError(f"a series of {len(values)} steps has no window of {window} inputs plus a target")
+        self.unit = "windows"  # what the trainer counts and shows a rate of (windows/s), for tokens
         self.window, self.shift, self.shuffle_buffer = window, shift, shuffle_buffer
         self.block_size = window
         # drop_remainder: only full windows of W + 1 values; row i starts at step i * shift.

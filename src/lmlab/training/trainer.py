@@ -208,7 +208,7 @@ class Trainer:
         # before the clock starts: it measures the CPU's peak, which is no part of the time budget
         progress = Progress(self.model, config, step=self.step, block_size=self.train_data.block_size,
                             device=self.device, dtype=self.dtype, world_size=self.parallel.world_size,
-                            show=self.parallel.is_main)
+                            show=self.parallel.is_main, unit=getattr(self.train_data, "unit", "tokens"))
         progress.replan(schedule.max_steps)
         clock = self.clock
         started = clock() - self.train_seconds

@@ -32,6 +32,7 @@ class ImageDataset:
         self.images = images.float()  # (N, C, H, W)
         self.labels = labels.long()  # (N,)
         self.block_size = 0  # the trainer's interface for token datasets; images have no context length
+        self.unit = "images"  # what the trainer counts and shows a rate of (images/s), for tokens
 
     def __len__(self) -> int:
         return len(self.labels)
