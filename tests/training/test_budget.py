@@ -91,7 +91,7 @@ def test_a_budgeted_run_plans_its_evaluations_and_summary_json_says_what_the_bud
     run = lmlab.train({"data": {"source": str(tiny_names)}, "model": {"name": "mlp"},
                        "train": {"budget": "3e4tokens", "threads": 1}}, out=tmp_path / "run", inspect=False)
     summary = run.summary
-    assert summary["budget"]["requested"] == "30000tokens" and summary["steps"] == summary["budget"]["steps"]
+    assert summary["budget"]["requested"] == "3e4tokens" and summary["steps"] == summary["budget"]["steps"]
     assert summary["budget"]["eval_flops_share"] <= EVAL_SHARE
     assert abs(summary["tokens"] - 3e4) <= summary["budget"]["tokens_per_step"]  # the nearest whole step
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
