@@ -1,6 +1,6 @@
 import pytest
 
-from lmlab.config import TrainConfig, build_config, parse_set_args
+from lmlab.config import TrainConfig, Typed, build_config, parse_set_args
 from lmlab.errors import ConfigError
 from lmlab.run.config import resolve_config
 
@@ -39,4 +39,7 @@ def test_model_defaults_sit_between_trainconfig_and_user():
 def test_config_round_trips_through_json():
     config = resolve_config({"model": {"name": "mlp", "n_hidden": 64}, "train": {"seed": 7}})
     assert resolve_config(config.to_dict()) == config
-    assert build_config(TrainConfig, {"time_budget": "30"}, "train").time_budget == 30.0
+    # text is read as a number only when typed on the command line; a config file states its types
+    assert build_config(TrainConfig, {"time_budget": Typed("30")}, "train").time_budget == 30.0
+    with pytest.raises(ConfigError, match="'30' is not a float"):
+        build_config(TrainConfig, {"time_budget": "30"}, "train")

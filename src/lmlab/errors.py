@@ -26,3 +26,14 @@ class TrainingDiverged(LmlabError):
 
 class TokenizerError(LmlabError):
     """Text cannot be encoded with this tokenizer (for example characters outside its vocabulary)."""
+
+
+def check_count(value: int, name: str, limit: int, *, least: int = 1) -> int:
+    """`value`, or ConfigError naming `name` and its bounds: the one check every count a user gives (seeds,
+    horizon, samples, iterations, new tokens, trials) passes before any work starts, so a typo of a few zeros
+    is refused at once instead of running for days or filling the disk."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number, got {value!r:.40}")
+    if not least <= value <= limit:
+        raise ConfigError(f"{name} must be from {least:,} to {limit:,}, got {value:,}")
+    return value

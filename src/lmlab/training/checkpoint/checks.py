@@ -162,6 +162,7 @@ def check_run_config_dict(values: Any, path: Path) -> dict[str, Any]:
     train entries are objects (model.block_size an int); otherwise CheckpointError naming the entry."""
     if not isinstance(values, dict):
         raise CheckpointError(f"{path}: corrupted config (a JSON {type(values).__name__}, not an object)")
+    check_not_newer(values.get("lmlab_version"), path)
     for section in ("data", "model", "train"):
         if section in values and not isinstance(values[section], dict):
             raise CheckpointError(f"{path}: corrupted config (\"{section}\" is {json.dumps(values[section]):.40}, "
@@ -170,3 +171,29 @@ def check_run_config_dict(values: Any, path: Path) -> dict[str, Any]:
     if not _is_int(block_size) or block_size < 0:
         raise CheckpointError(f"{path}: corrupted config (model.block_size is {block_size!r:.40})")
     return values
+
+
+def check_not_newer(version: Any, path: Path) -> None:
+    """CheckpointError when a file was written by an lmlab newer than this one (its fields may mean what this
+    version cannot know; reading it and writing it back would rewrite it as an older file). None (written
+    before versions were kept) passes."""
+    from lmlab import __version__
+
+    if version is None:
+        return
+    if not isinstance(version, str) or not _release(version):
+        raise CheckpointError(f"{path}: corrupted config (lmlab_version is {json.dumps(version):.40})")
+    if _release(version) > _release(__version__):
+        raise CheckpointError(f"{path}: written by lmlab {version}, newer than this lmlab {__version__}; upgrade "
+                              "lmlab to use it")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(1, 2, 3) of "1.2.3" (a suffix such as ".dev0" or "rc1" is ignored); () if it does not start so."""
+    parts = []
+    for part in version.split(".")[:3]:
+        digits = part[: len(part) - len(part.lstrip("0123456789"))] if part else ""
+        if not digits or len(digits) > 9:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
