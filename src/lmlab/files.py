@@ -145,7 +145,9 @@ def parse_json(text: str | bytes, where: str | Path, error: type[LmlabError] = C
     except UnicodeDecodeError as err:
         raise error(f"{where}: {bad} (not UTF-8 text at byte {err.start})") from None
     except ValueError as err:
-        detail = f" ({err.msg}, line {err.lineno})" if isinstance(err, json.JSONDecodeError) else ""
+        detail = ""  # the parser's reason and place; never the text, which may be a file that is not the user's
+        if isinstance(err, json.JSONDecodeError):
+            detail = f" ({err.msg}, line {err.lineno})" if err.lineno > 1 else f" ({err.msg})"
         raise error(f"{where}: {bad}{detail}") from None
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import logging
 import zlib
 from pathlib import Path
 from typing import Any
 
 from lmlab.errors import DataError
+from lmlab.files import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,7 @@ def _jsonl(path: Path, field: str, encoding: str) -> list[str]:
     for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except ValueError as err:
-            raise DataError(f"{path}: line {number} is not valid JSON ({err})") from None
+        record = parse_json(line, path, DataError, f"line {number} is not valid JSON")
         if not isinstance(record, dict):
             raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object with a "
                             "text field")

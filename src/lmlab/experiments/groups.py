@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmlab.errors import CheckpointError, ConfigError
-from lmlab.files import atomic_write_text
+from lmlab.errors import CheckpointError, ConfigError, LmlabError
+from lmlab.files import atomic_write_text, read_json_file
 
 GROUP_FILE = "seeds.json"
 SUMMARY_FILE = "summary.json"
@@ -62,14 +62,14 @@ def group_members(path: str | Path) -> list[Member]:
         seed = None
         if config.is_file():
             try:
-                seed = json.loads(config.read_text(encoding="utf-8"))["train"]["seed"]
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                seed = read_json_file(config)["train"]["seed"]
+            except (LmlabError, KeyError, TypeError):
                 seed = None
         return [Member(seed=seed if isinstance(seed, int) else -1, path=path)]
     try:
-        record = json.loads((path / GROUP_FILE).read_text(encoding="utf-8"))
+        record = read_json_file(path / GROUP_FILE)
         seeds = [int(s) for s in record["seeds"]]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (LmlabError, ValueError, KeyError, TypeError):
         raise CheckpointError(f"{path / GROUP_FILE}: corrupted seed group (no list of seeds)") from None
     return [Member(seed=s, path=seed_folder(path, s)) for s in seeds]
 

@@ -34,7 +34,7 @@ from typing import Any
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.experiments.seeds import train_seeds
 from lmlab.experiments.space import Axis, as_layers, grid_points
-from lmlab.files import atomic_write_text
+from lmlab.files import atomic_write_text, read_json_file
 from lmlab.run.config import merge_layers, resolve_config
 
 log = logging.getLogger(__name__)
@@ -262,8 +262,8 @@ def run_sweep(plan: SweepPlan, out: str | Path, *, storage: str | None = None, w
         _clear(out)
     elif plan_path.is_file():
         try:
-            saved = json.loads(plan_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
+            saved = read_json_file(plan_path)
+        except LmlabError:
             saved = None
         if saved != plan.to_dict():
             raise ConfigError(f"{out} holds another sweep (other values, seeds or search); give another --out, or "

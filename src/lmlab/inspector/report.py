@@ -123,9 +123,9 @@ def save_findings(path: Path, findings: list[Finding]) -> None:
 
 
 def load_findings(path: Path) -> list[Finding]:
-    import json
+    from lmlab.files import read_json_file
 
-    return [Finding.from_dict(raw) for raw in json.loads(Path(path).read_text(encoding="utf-8"))]
+    return [Finding.from_dict(raw) for raw in read_json_file(path, bad="corrupted findings")]
 
 
 def write_inspection(run_dir: Path, trainer) -> list[Finding] | None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from lmlab.errors import CheckpointError
+from lmlab.files import parse_json
 from lmlab.training.schedule import Schedule
 
 SCHEDULE_KEYS = tuple(f.name for f in dataclasses.fields(Schedule))
@@ -98,8 +99,8 @@ def check_callback_states(saved: Any, path: Path) -> list[dict[str, Any]]:
     """The callbacks' states: JSON of {name: state} (a list before callbacks were keyed by name), each state
     a dict; the keys lmlab's own callbacks use must have their types."""
     try:
-        states = json.loads(saved) if isinstance(saved, str) else None
-    except ValueError:
+        states = parse_json(saved, path) if isinstance(saved, str) else None
+    except CheckpointError:
         states = None
     states = list(states.values()) if isinstance(states, dict) else states
     if not isinstance(states, list) or not all(isinstance(s, dict) for s in states):

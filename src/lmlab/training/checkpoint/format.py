@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -201,7 +200,8 @@ def _refuse_other_dtypes(fh: Any, expected: dict[str, torch.Tensor], path: Path)
                                   f"{SAFETENSORS_DTYPES.get(want.dtype, want.dtype)}; lmlab did not write it so")
 
 
-def read_weight_dict(path: Path, expected: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], int]:
+def read_weight_dict(path: Path, expected: dict[str, torch.Tensor] | None = None
+                     ) -> tuple[dict[str, torch.Tensor], int]:
     _require_weights_file(path)
     try:
         with safetensors.safe_open(str(path), framework="pt") as fh:
