@@ -20,7 +20,7 @@ from typing import Any
 from lmlab.errors import CheckpointError, LmlabError
 from lmlab.experiments.groups import group_members, is_group
 from lmlab.experiments.stats import Difference, mean_se, paired_by_seed, paired_by_unit, unpaired_over_seeds
-from lmlab.files import atomic_write, claim_output_file
+from lmlab.files import atomic_write, claim_output_file, parse_json
 from lmlab.notebook import Comparison
 from lmlab.training.checkpoint.format import read_json
 
@@ -48,11 +48,11 @@ def val_curve(run_dir: Path) -> list[tuple[int, float]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except ValueError:
+            record = parse_json(line, f"{path}:{n}", CheckpointError, "not a JSON record")
+        except CheckpointError:
             if n == len(lines) and not text.endswith("\n"):  # cut short by a kill mid-write: skipped
                 continue
-            raise CheckpointError(f"{path}:{n}: not a JSON record") from None
+            raise
         if not isinstance(record, dict):
             raise CheckpointError(f"{path}:{n}: not a JSON object")
         if "val_loss" in record:

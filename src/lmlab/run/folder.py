@@ -33,6 +33,7 @@ from lmlab.files import (
     atomic_write_text,
     is_run_folder,
     open_in_place,
+    parse_json,
     refuse_link,
 )
 from lmlab.run.config import RunConfig, build_model, resolve_config
@@ -247,8 +248,8 @@ class RunDir:
         records = []
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                record = json.loads(line)
-            except ValueError:
+                record = parse_json(line, path)
+            except CheckpointError:
                 continue
             if isinstance(record, dict):
                 records.append(record)
@@ -303,8 +304,8 @@ def default_run_dir(name: str, source: str) -> Path:
 
 def _record_step(line: str) -> int | None:
     try:
-        step = json.loads(line).get("step")
-    except (ValueError, AttributeError):
+        step = parse_json(line, METRICS_FILE).get("step")
+    except (CheckpointError, AttributeError):
         return None
     return step if isinstance(step, int) else None
 
