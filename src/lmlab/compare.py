@@ -20,7 +20,7 @@ from typing import Any
 from lmlab.errors import CheckpointError, LmlabError
 from lmlab.experiments.groups import group_members, is_group
 from lmlab.experiments.stats import Difference, mean_se, paired_by_seed, paired_by_unit, unpaired_over_seeds
-from lmlab.files import atomic_write, claim_output_file, parse_json
+from lmlab.files import atomic_write, claim_output_file, is_run_folder, parse_json
 from lmlab.notebook import Comparison
 from lmlab.training.checkpoint.format import read_json
 
@@ -64,11 +64,17 @@ def val_curve(run_dir: Path) -> list[tuple[int, float]]:
     return points
 
 
+class NotARun(CheckpointError):
+    """A folder the user named holds no run at all (a typo, a wrong folder): an error, never skipped."""
+
+
 def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     """One comparison row for a finished run directory."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: no such run directory")
+        raise NotARun(f"{run_dir}: no such run directory")
+    if not is_run_folder(run_dir):
+        raise NotARun(f"{run_dir}: not an lmlab run (no config.json, trainer state or metrics)")
     if not (run_dir / "summary.json").is_file():
         raise CheckpointError(f"{run_dir}: no summary.json; the run did not finish (resume it with lmlab train "
                               f"--out {run_dir} --resume)")
@@ -102,7 +108,10 @@ def summarize(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not is_group(path):
         return summarize_run(path)
-    members = [summarize_run(m.path) for m in group_members(path)]
+    try:
+        members = [summarize_run(m.path) for m in group_members(path)]
+    except NotARun as err:  # a seed not started yet: the group did not finish, as a run without its summary
+        raise CheckpointError(f"{path}: the seed group did not finish ({err})") from None
     first = members[0]
 
     def mean_of(values: list[Any]) -> float | None:
@@ -148,13 +157,15 @@ def compare_runs(run_dirs: list[str | Path]) -> Comparison:
     """One row per readable run, as a list that shows as a table with the curves in Jupyter. A run that
     cannot be read (unfinished, or a corrupted summary.json, config.json or metrics.jsonl) is left out with a
     warning, so one bad folder does not hide the others; when none can be read, the (first) reason is the
-    error."""
+    error. A path that holds no run at all is an error at once (NotARun): it is a mistake, not a run to skip."""
     if not run_dirs:
         raise LmlabError("give at least one run directory to compare")
     rows, errors = [], []
     for run_dir in run_dirs:
         try:
             rows.append(summarize(run_dir))
+        except NotARun:
+            raise
         except CheckpointError as err:
             errors.append(err)
     if not rows:
