@@ -44,6 +44,7 @@ from lmlab.training.checkpoint.format import (
     data_fingerprint,
     load_weights,
     read_json,
+    require_run_folder,
     rng_state,
     save_checkpoint,
 )
@@ -237,6 +238,7 @@ class RunDir:
     # -- the metrics log ------------------------------------------------------------------------------------
 
     def append_metric(self, record: dict[str, Any]) -> None:
+        require_run_folder(self.path)  # O_CREAT would fail without the folder; say why in one line
         with open_in_place(self.path / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 

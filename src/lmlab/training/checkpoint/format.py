@@ -69,6 +69,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tens
     temporary file, where `load_checkpoint` finds it and completes the commit; any earlier kill leaves the
     previous checkpoint whole. A model with NaN or inf in it is never saved over a good checkpoint.
     `model` may be a full state dict (FSDP gathers one from the shards) instead of a module."""
+    require_run_folder(run_dir)
     bad = nonfinite_tensors(model)
     if bad:
         raise NonFiniteModel(
@@ -91,6 +92,13 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tens
     os.replace(temporary_path(weights), weights)
     os.replace(temporary_path(trainer_state), trainer_state)
     sync_dir(run_dir)
+
+
+def require_run_folder(run_dir: Path) -> None:
+    """CheckpointError when the run folder was removed while training: writing would make a new folder holding
+    half a run (a checkpoint without its config). Checked before every write into a run that is training."""
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir}: the run folder was removed while training; stopped, nothing written")
 
 
 def _tensor_bytes(value: Any) -> int:
