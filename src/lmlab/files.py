@@ -7,6 +7,7 @@ Which folders a command may write into at all is decided here too, in one place:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -90,14 +91,29 @@ def sync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+class DiskFull(LmlabError):
+    """A file could not be written: no space left on its disk."""
+
+
+def is_out_of_space(err: BaseException) -> bool:
+    """Whether `err` says the disk is full: an OSError's errno, or the text of a writer that wraps it in its
+    own exception (safetensors' SafetensorError reads "... StorageFull ... No space left on device")."""
+    return getattr(err, "errno", None) == errno.ENOSPC or any(
+        mark in str(err) for mark in ("No space left", "StorageFull", f"os error {errno.ENOSPC}"))
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), fsync it, then rename over `path` (atomic on POSIX within one folder).
-    If `write` fails, the temporary file is removed and `path` is left as it was."""
+    If `write` fails, the temporary file is removed and `path` is left as it was; a full disk is one line
+    (DiskFull), whichever library's exception reported it."""
     tmp = temporary_path(path)
     try:
         write_synced(tmp, write)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, Exception) and is_out_of_space(err):
+            raise DiskFull(f"{path}: disk full (no space left to write it); free some space and run the command "
+                           "again; the file there before, if any, is kept") from None
         raise
     os.replace(tmp, path)
     sync_dir(path.parent)

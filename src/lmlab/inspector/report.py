@@ -147,8 +147,11 @@ def reinspect(run_dir: Path, rebuild_report: bool = False) -> list[Finding]:
     """A finished run's findings, recomputed from inspect.json so older runs get today's rules."""
     from lmlab.errors import CheckpointError
 
+    from lmlab.files import not_a_file
+
     if not (run_dir / CONFIG_FILE).is_file():
-        raise CheckpointError(f"{run_dir}: not an lmlab run directory ({CONFIG_FILE} is missing)")
+        raise CheckpointError(f"{run_dir}: not an lmlab run directory ({CONFIG_FILE} is "
+                              f"{not_a_file(run_dir / CONFIG_FILE)})")
     if not (run_dir / STATS_FILE).is_file():
         raise CheckpointError(f"{run_dir}: no inspector statistics ({STATS_FILE}); was it trained with --no-inspect?")
     try:

@@ -32,6 +32,7 @@ from lmlab.files import (
     RUN_CONFIG_FILE,
     atomic_write_text,
     is_run_folder,
+    not_a_file,
     open_in_place,
     parse_json,
     refuse_link,
@@ -119,7 +120,8 @@ class RunDir:
         if not self.path.is_dir():
             raise CheckpointError(f"{self.path}: no such run directory")
         if not self.holds_run():
-            raise CheckpointError(f"{self.path}: not an lmlab run ({CONFIG_FILE} is missing)")
+            problem = not_a_file(self.path / CONFIG_FILE)
+            raise CheckpointError(f"{self.path}: not an lmlab run ({CONFIG_FILE} is {problem})")
 
     def require_checkpoint(self) -> None:
         """CheckpointError unless there is a checkpoint to resume, saying how to start over instead."""

@@ -6,7 +6,6 @@ been written by lmlab live in checkpoint_checks.py.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import random
@@ -20,7 +19,15 @@ import safetensors.torch
 import torch
 
 from lmlab.errors import CheckpointError, LmlabError
-from lmlab.files import atomic_write, not_a_file, read_json_file, sync_dir, temporary_path, write_synced
+from lmlab.files import (
+    atomic_write,
+    is_out_of_space,
+    not_a_file,
+    read_json_file,
+    sync_dir,
+    temporary_path,
+    write_synced,
+)
 from lmlab.training.checkpoint.checks import (
     apply_rng_state,
     check_optimizer_state,
@@ -116,7 +123,7 @@ def _raise_if_out_of_space(run_dir: Path, model: Any, state: dict[str, Any], err
     weights = model if isinstance(model, dict) else dict(model.state_dict())
     needed = _tensor_bytes(weights) + _tensor_bytes(state)
     free = shutil.disk_usage(run_dir).free
-    if getattr(err, "errno", None) == errno.ENOSPC or free < needed:
+    if is_out_of_space(err) or free < needed:
         raise CheckpointError(f"{run_dir}: no space left for the checkpoint (it needs about {needed / 1e6:.1f} MB, "
                               f"{free / 1e6:.1f} MB are free); any earlier checkpoint is kept") from None
 
