@@ -6,7 +6,13 @@ class LmlabError(Exception):
 
 
 class DataError(LmlabError):
-    """A data source is missing, empty, binary, badly encoded or too small."""
+    """A data source is missing, empty, binary, badly encoded or too small. `plain`: the message without what
+    it quotes of the file (its field names), where one does: said instead when the file was named by a run's
+    config.json, which may point anywhere, rather than by the user."""
+
+    def __init__(self, message: str, plain: str | None = None):
+        super().__init__(message)
+        self.plain = plain
 
 
 class ConfigError(LmlabError):

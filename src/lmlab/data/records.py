@@ -85,7 +85,7 @@ def _pick(path: Path, fields: list[str], string_fields: list[str], field: str, w
         return string_fields[0]
     listed = ", ".join(repr(f) for f in fields) or "none"
     raise DataError(f"{path}: no {what} {field!r}; the {what}s are {listed}; choose one with "
-                    f"data.text_field=NAME or {path.name}:NAME")
+                    f"data.text_field=NAME or {path.name}:NAME", plain=f"{path}: no {what} {field!r}")
 
 
 def _check_text(path: Path, where: str, field: str, value: Any) -> str:
@@ -117,7 +117,8 @@ def _jsonl(path: Path, field: str, encoding: str) -> list[str]:
     for number, record in enumerate(records, start=1):
         if chosen not in record:
             fields = ", ".join(repr(f) for f in record) or "none"
-            raise DataError(f"{path}: record {number} has no field {chosen!r}; its fields are {fields}")
+            raise DataError(f"{path}: record {number} has no field {chosen!r}; its fields are {fields}",
+                            plain=f"{path}: record {number} has no field {chosen!r}")
         texts.append(_check_text(path, f"record {number}", chosen, record[chosen]))
     return texts
 
