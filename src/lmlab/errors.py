@@ -40,6 +40,8 @@ def check_count(value: int, name: str, limit: int, *, least: int = 1) -> int:
     is refused at once instead of running for days or filling the disk."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name} must be a whole number, got {value!r:.40}")
-    if not least <= value <= limit:
-        raise ConfigError(f"{name} must be from {least:,} to {limit:,}, got {value:,}")
+    if value < least:
+        raise ConfigError(f"{name} must be at least {least:,}, got {value:,}")
+    if value > limit:
+        raise ConfigError(f"{name} must be at most {limit:,}, got {value:,}")
     return value
