@@ -54,6 +54,9 @@ def open_in_place(path: Path, mode: str):
     except OSError as err:
         if Path(path).is_symlink():  # made between the check and the open
             raise UnsafePath(f"{path} is a symbolic link; lmlab does not write through links") from None
+        if os.path.lexists(path) and not_a_file(path):  # a FIFO without a reader: ENXIO
+            raise UnsafePath(f"{path} is {not_a_file(path)}; lmlab writes only files of its own there; remove it "
+                             "and run the command again") from None
         raise err
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
