@@ -1,7 +1,7 @@
 import pytest
 
-from lmlab.config import TrainConfig, Typed, build_config, parse_set_args
-from lmlab.errors import ConfigError
+from lmlab.config import TrainConfig, Typed, build_config, load_config_file, parse_set_args
+from lmlab.errors import ConfigError, check_count
 from lmlab.run.config import resolve_config
 
 
@@ -43,3 +43,19 @@ def test_config_round_trips_through_json():
     assert build_config(TrainConfig, {"time_budget": Typed("30")}, "train").time_budget == 30.0
     with pytest.raises(ConfigError, match="'30' is not a float"):
         build_config(TrainConfig, {"time_budget": "30"}, "train")
+
+
+def test_check_count_bounds_a_users_count_before_work():
+    assert check_count(5, "--seeds", 10) == 5
+    assert check_count(0, "--horizon", 10, least=0) == 0
+    for value, says in ((0, "--seeds must be at least 1, got 0"), (11, "--seeds must be at most 10, got 11"),
+                        (True, "must be a whole number"), (2.0, "must be a whole number")):
+        with pytest.raises(ConfigError, match=says):
+            check_count(value, "--seeds", 10)
+
+
+def test_a_config_file_section_must_be_a_table(tmp_path):
+    for name, text in (("c.toml", "model = 5\n"), ("c.json", '{"train": [1, 2]}'), ("d.json", "[1]")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match="section|not sections"):
+            load_config_file(tmp_path / name)

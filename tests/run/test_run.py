@@ -194,3 +194,28 @@ def test_a_bug_is_one_line_unless_debugging(tmp_path, tiny_names, capsys, monkey
     monkeypatch.setenv("LMLAB_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         main(_cli_args(tiny_names, tmp_path / "run"))
+
+
+class RemoveFolder(Callback):
+    """Deletes the run folder while training, as `rm -r` from another terminal would."""
+
+    def __init__(self, folder: Path, step: int):
+        self.folder, self.at = folder, step
+
+    def on_step_end(self, trainer, *args, **kwargs) -> None:
+        if trainer.step == self.at:
+            shutil.rmtree(self.folder)
+
+
+def test_a_run_folder_removed_while_training_stops_in_one_line_and_is_not_recreated(tmp_path, tiny_names, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(CheckpointError, match="the run folder was removed while training; stopped, nothing written"):
+        lmlab.train(_config(tiny_names, checkpoint_interval=10), out=out, inspect=False,
+                    callbacks=[RemoveFolder(out, 3)])
+    assert not out.exists()
+
+
+def test_sighup_stops_a_run_as_sigint_and_sigterm_do():
+    from lmlab.run.pipeline import STOP_SIGNALS
+
+    assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= set(STOP_SIGNALS)
