@@ -35,7 +35,7 @@ from lmlab.errors import ConfigError, LmlabError, check_count
 from lmlab.experiments.seeds import train_seeds
 from lmlab.experiments.space import Axis, as_layers, grid_points
 from lmlab.files import atomic_write_text, read_json_file
-from lmlab.run.config import merge_layers, resolve_config
+from lmlab.run.config import exact_values, merge_layers, resolve_config
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class SweepPlan:
     sampler_seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "base", exact_values(self.base))  # its JSON (plan file, workers) keeps the types
         if not self.axes:
             raise ConfigError("a sweep needs at least one swept value: --set KEY=A,B,C or --set KEY=LOW:HIGH[:log]")
         if self.search not in SEARCHES:
