@@ -461,7 +461,8 @@ def round4_cases(work: Path, data: Path) -> None:
         time.sleep(0.01)
     shutil.rmtree(gone, ignore_errors=True)
     _, err = proc.communicate(timeout=300)
-    rows.append(("run folder removed while training", str(proc.returncode), (err.strip().splitlines() or ["-"])[-1][:150],
+    last = (err.strip().splitlines() or ["-"])[-1][:150]
+    rows.append(("run folder removed while training", str(proc.returncode), last,
                  "yes" if "Traceback" in err else "no", "recreated: " + str(gone.exists())))
     deep = "[" * 200_000 + "]" * 200_000
     edited = work / "r4-deep"
