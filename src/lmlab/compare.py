@@ -20,7 +20,7 @@ from typing import Any
 from lmlab.errors import CheckpointError, LmlabError
 from lmlab.experiments.groups import group_members, is_group
 from lmlab.experiments.stats import Difference, mean_se, paired_by_seed, paired_by_unit, unpaired_over_seeds
-from lmlab.files import atomic_write, claim_output_file, is_run_folder, parse_json
+from lmlab.files import atomic_write, claim_output_file, is_run_folder, not_a_file, parse_json
 from lmlab.notebook import Comparison
 from lmlab.training.checkpoint.format import read_json
 
@@ -75,7 +75,10 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
         raise NotARun(f"{run_dir}: no such run directory")
     if not is_run_folder(run_dir):
         raise NotARun(f"{run_dir}: not an lmlab run (no config.json, trainer state or metrics)")
-    if not (run_dir / "summary.json").is_file():
+    problem = not_a_file(run_dir / "summary.json")
+    if problem and problem != "missing":
+        raise CheckpointError(f"{run_dir}: summary.json is {problem}, not a file")
+    if problem:
         raise CheckpointError(f"{run_dir}: no summary.json; the run did not finish (resume it with lmlab train "
                               f"--out {run_dir} --resume)")
     summary = read_json(run_dir / "summary.json", "summary")

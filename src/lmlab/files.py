@@ -101,7 +101,7 @@ class DiskFull(LmlabError):
 def is_out_of_space(err: BaseException) -> bool:
     """Whether `err` says the disk is full: an OSError's errno, or the text of a writer that wraps it in its
     own exception (safetensors' SafetensorError reads "... StorageFull ... No space left on device")."""
-    return getattr(err, "errno", None) == errno.ENOSPC or any(
+    return isinstance(err, DiskFull) or getattr(err, "errno", None) == errno.ENOSPC or any(
         mark in str(err) for mark in ("No space left", "StorageFull", f"os error {errno.ENOSPC}"))
 
 

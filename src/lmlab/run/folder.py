@@ -48,6 +48,7 @@ from lmlab.training.checkpoint.format import (
     require_run_folder,
     rng_state,
     save_checkpoint,
+    torch_load_safely,
 )
 from lmlab.training.checkpoint.parts import FORMAT
 
@@ -226,7 +227,7 @@ class RunDir:
         """DataError if the training split rebuilt from `source` is not the one this run trained on (the file
         changed since), by the fingerprint its checkpoint keeps; runs that keep none (imported) pass."""
         try:  # mmap: only the fingerprint is read, not the optimizer state
-            state = torch.load(self.path / STATE_FILE, weights_only=True, map_location="cpu", mmap=True)
+            state = torch_load_safely(self.path / STATE_FILE, mmap=True)
         except Exception:  # noqa: BLE001 -- no or unreadable trainer state: nothing to compare against
             return
         saved = state.get("data_fingerprint") if isinstance(state, dict) else None

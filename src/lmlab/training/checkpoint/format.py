@@ -20,6 +20,7 @@ import torch
 
 from lmlab.errors import CheckpointError, LmlabError
 from lmlab.files import (
+    DiskFull,
     atomic_write,
     is_out_of_space,
     not_a_file,
@@ -59,7 +60,7 @@ def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
     """A weights file of its own (early stopping's best, ModelCheckpoint's), written as a checkpoint is."""
     try:
         atomic_write(path, lambda tmp: _save_model(model, tmp, step))
-    except (OSError, RuntimeError, safetensors.SafetensorError) as err:  # a full disk, whoever reports it
+    except (OSError, RuntimeError, DiskFull) as err:  # a full disk: said with the room a checkpoint needs
         _raise_if_out_of_space(path.parent, model, {"step": step}, err)
         raise
 
@@ -294,15 +295,21 @@ def set_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> Non
     apply_rng_state(state, torch.default_generator, data_generator, random, np.random)
 
 
+def torch_load_safely(path: Path, mmap: bool = False) -> Any:
+    """torch.load with weights_only=True (plain data and tensors, no pickled objects), the one way lmlab reads
+    a .pt file. A raw pickle is refused by it; torch warns about the file in two lines first, silenced here so
+    the caller's one-line refusal is all a user sees."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
+
+
 def load_state(path: Path) -> dict[str, Any]:
     problem = not_a_file(path)
     if problem:
         raise CheckpointError(f"{path.parent}: no trainer state ({path.name} is {problem}); cannot resume")
     try:
-        # weights_only refuses a raw pickle; torch warns about it first in two lines the refusal below replaces
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, weights_only=True, map_location="cpu")
+        state = torch_load_safely(path)
     except Exception as err:  # noqa: BLE001 -- a truncated zip or a foreign file: any failure means the same thing here
         raise CheckpointError(f"{path}: unreadable or corrupted trainer state ({type(err).__name__})") from None
     if not isinstance(state, dict) or not (state.keys() >= STATE_KEYS or state.keys() >= FLAT_STATE_KEYS):
