@@ -318,7 +318,8 @@ def test_bad_input_gives_one_line_and_exit_2(row, run, tmp_path, capsys, monkeyp
     check_row(row, tmp_path, run, lambda *argv: run_main(capsys, *argv))
 
 
-@pytest.mark.parametrize("row", ["undecodable file", "truncated trainer state", "top-p 0", "raw pickle as trainer_state.pt"])
+@pytest.mark.parametrize("row", ["undecodable file", "truncated trainer state", "top-p 0",
+                                 "raw pickle as trainer_state.pt"])  # torch's warnings print only outside pytest
 def test_bad_input_as_a_subprocess(row, run, tmp_path, cli, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 

@@ -14,7 +14,6 @@ on disk or in the kernel's page cache, which is shared and reclaimable.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
