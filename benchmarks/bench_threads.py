@@ -30,12 +30,13 @@ def one_run(threads: str, steps: int) -> None:
     """In a child process: train the default GPT for `steps` steps and print seconds per step as JSON."""
     import torch
 
+    from lmlab.config import Typed  # the setting arrives as command-line text
     from lmlab.run.config import build_model, resolve_config
     from lmlab.run.data import prepare_data
     from lmlab.training.trainer import Trainer
 
     config = resolve_config({"model": {"name": "gpt"}, "train": {
-        "max_steps": steps, "eval_interval": 10**6, "threads": threads, "device": "cpu"}})
+        "max_steps": steps, "eval_interval": 10**6, "threads": Typed(threads), "device": "cpu"}})
     data = prepare_data(config.data)
     model = build_model(config, data.tokenizer, data.splits["train"].block_size)
     trainer = Trainer(model, data.splits["train"], None, config.train)

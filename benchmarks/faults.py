@@ -4,8 +4,9 @@ which files changed (must be none for every refused command).
 
 Cases: a second writer on a run that is training (`--resume`, `--force`), disk full (a small tmpfs: a fresh
 run, and a resume whose checkpoint cannot be written), export over a run or a non-empty folder, and resumes
-that must fail without touching the run (a non-finite learning rate, a damaged trainer state). A case whose
-fix is not merged yet reports what happens today.
+that must fail without touching the run (a non-finite learning rate, a damaged trainer state), and issue 35's
+(`--only round4`: a user's file beside the runs, hard links, SIGHUP, a removed run folder, deep JSON, foreign
+dtypes, newer files, unbounded counts). A case whose fix is not merged yet reports what happens today.
 
 The disk-full cases mount a tmpfs (`mount -t tmpfs -o size=...`), which needs root and a kernel that allows
 it; elsewhere they are skipped with a message. The live-writer cases pause the training process (SIGSTOP)
@@ -415,15 +416,123 @@ def run_folder_cases(work: Path, data: Path) -> None:
                  same_files(a, b, ("model.safetensors",))))
 
 
+def round4_cases(work: Path, data: Path) -> None:
+    """Issue 35: a user's file beside the runs, a hard-linked lock, SIGHUP, a folder removed mid-run, deep
+    JSON, a non-table TOML key, a raw-pickle state, foreign dtypes, newer files, unbounded counts, weights
+    that are no file, string sizes, compare of no run, a half-written prepared folder."""
+    import pickle  # the hostile input under test
+
+    from safetensors.torch import load_file, save_file
+
+    run = work / "r4" / "run"
+    checked(lmlab("train", "--data", str(data), "--model", "mlp", "--max-steps", "4", "--out", str(run), *QUICK),
+            "a small MLP run")
+    twin = work / "r4" / "twin"
+    shutil.copytree(run, twin)
+    theirs = work / "r4" / "val_curves.png"
+    theirs.write_bytes(b"the user's own figure")
+    run_case("compare A B over the user's val_curves.png", [theirs.parent], "compare", str(run), str(twin))
+    run_case("compare /no/such/run RUN", [run], "compare", str(work / "no-such-run"), str(run), "--plot", "")
+    victim = work / "r4-victim.txt"
+    victim.write_text("precious\n")
+    linked = work / "r4-lock"
+    shutil.copytree(run, linked)
+    (linked / ".lock").unlink(missing_ok=True)
+    os.link(victim, linked / ".lock")
+    run_case("RUN/.lock a hard link: train --resume", [linked, victim], "train", "--out", str(linked), "--resume",
+             "--max-steps", "6", "--no-inspect")
+    hup = work / "r4-hup"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "lmlab", "-q", "train", "--data", str(data), "--model", "mlp",
+                             "--max-steps", "100000", "--out", str(hup), *QUICK], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not (hup / "metrics.jsonl").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    rows.append(("SIGHUP while training", str(proc.returncode), (err.strip().splitlines() or ["-"])[-1][:150],
+                 "yes" if "Traceback" in err else "no", "checkpoint: " + str((hup / "trainer_state.pt").is_file())))
+    gone = work / "r4-gone"
+    proc = subprocess.Popen([sys.executable, "-m", "lmlab", "-q", "train", "--data", str(data), "--model", "mlp",
+                             "--max-steps", "100000", "--out", str(gone), "--no-inspect", "--set",
+                             "train.checkpoint_interval=200"], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not (gone / "metrics.jsonl").exists():
+        time.sleep(0.01)
+    shutil.rmtree(gone, ignore_errors=True)
+    _, err = proc.communicate(timeout=300)
+    last = (err.strip().splitlines() or ["-"])[-1][:150]
+    rows.append(("run folder removed while training", str(proc.returncode), last,
+                 "yes" if "Traceback" in err else "no", "recreated: " + str(gone.exists())))
+    deep = "[" * 200_000 + "]" * 200_000
+    edited = work / "r4-deep"
+    shutil.copytree(run, edited)
+    (edited / "config.json").write_text(deep)
+    run_case("config.json nested 200k deep: eval", [edited], "eval", str(edited))
+    (work / "deep.jsonl").write_text('{"text": "anna"}\n' + deep + "\n")
+    run_case("a .jsonl data line nested 200k deep: train", [work / "r4-new"], "train", "--data",
+             str(work / "deep.jsonl"), "--out", str(work / "r4-new"))
+    (work / "hf-deep").mkdir()
+    (work / "hf-deep" / "config.json").write_text(deep)
+    run_case("HF config.json nested 200k deep: import", [work / "r4-new"], "import", str(work / "hf-deep"), "--out",
+             str(work / "r4-new"))
+    (work / "bad.toml").write_text("model = 5\n")
+    run_case("--config with model = 5 (TOML)", [work / "r4-new"], "train", "--data", str(data), "--config",
+             str(work / "bad.toml"), "--out", str(work / "r4-new"))
+    pickled = work / "r4-pickle"
+    shutil.copytree(run, pickled)
+    (pickled / "trainer_state.pt").write_bytes(pickle.dumps({"step": 4}))
+    run_case("raw pickle as trainer_state.pt: --resume", [pickled], "train", "--out", str(pickled), "--resume",
+             "--max-steps", "6")
+    for dtype in ("int8", "float64"):
+        other = work / f"r4-{dtype}"
+        shutil.copytree(run, other)
+        weights = load_file(str(other / "model.safetensors"))
+        save_file({k: v.to(getattr(torch, dtype)) for k, v in weights.items()}, str(other / "model.safetensors"),
+                  metadata={"step": "4"})
+        run_case(f"{dtype} weights: sample", [other], "sample", str(other))
+    newer = work / "r4-newer"
+    shutil.copytree(run, newer)
+    config = json.loads((newer / "config.json").read_text())
+    config["lmlab_version"] = "99.0.0"
+    (newer / "config.json").write_text(json.dumps(config))
+    run_case("config.json lmlab_version 99.0.0: eval", [newer], "eval", str(newer))
+    config["lmlab_version"] = "0.1.0"
+    config["model"]["n_hidden"] = str(config["model"]["n_hidden"])
+    (newer / "config.json").write_text(json.dumps(config))
+    run_case("config.json n_hidden a string: eval", [newer], "eval", str(newer))
+    run_case("--seeds 100000000", [work / "r4-new"], "train", "--data", str(data), "--seeds", "100000000", "--out",
+             str(work / "r4-new"))
+    run_case("forecast --horizon 1e12", [work / "r4-new"], "forecast", "--horizon", "1000000000000", "--out",
+             str(work / "r4-new"))
+    for kind in ("folder", "fifo", "/dev/zero"):
+        odd = work / f"r4-odd-{kind.strip('/').replace('/', '-')}"
+        shutil.copytree(run, odd)
+        (odd / "model.safetensors").unlink()
+        if kind == "folder":
+            (odd / "model.safetensors").mkdir()
+        elif kind == "fifo":
+            os.mkfifo(odd / "model.safetensors")
+        else:
+            (odd / "model.safetensors").symlink_to("/dev/zero")
+        result = lmlab("sample", str(odd), timeout=120)
+        record(f"model.safetensors a {kind}: sample", result, "none")
+    half = work / "r4-half"
+    half.mkdir()
+    (half / "train.bin").write_bytes(b"\0\0")
+    run_case("a half-written prepared folder as --data", [half], "train", "--data", str(half), "--out",
+             str(work / "r4-new"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and print its path")
-    parser.add_argument("--only", default="resume,export,lock,disk,interrupt,folders,sizes,runfolder",
+    parser.add_argument("--only", default="resume,export,lock,disk,interrupt,folders,sizes,runfolder,round4",
                         help="comma-separated groups to run (default: all)")
     args = parser.parse_args()
     groups = {"resume": failed_resume_cases, "export": export_cases, "lock": live_writer_cases,
               "disk": disk_full_cases, "interrupt": interrupted_resume_cases, "folders": folder_rule_cases,
-              "sizes": size_cases, "runfolder": run_folder_cases}
+              "sizes": size_cases, "runfolder": run_folder_cases, "round4": round4_cases}
     unknown = set(args.only.split(",")) - set(groups)
     if unknown:
         parser.error(f"unknown group(s) {', '.join(sorted(unknown))}; choose from {', '.join(groups)}")

@@ -25,8 +25,7 @@ import shutil
 import time
 from pathlib import Path
 
-from lmlab.config import parse_set_args
-from lmlab.config import LADDER_BUDGET
+from lmlab.config import LADDER_BUDGET, parse_set_args
 from lmlab.ladder import run_ladder
 
 REPO = Path(__file__).resolve().parents[1]

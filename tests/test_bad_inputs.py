@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -81,6 +82,52 @@ def edit_config(run: Path, **model: int) -> None:
     (run / "config.json").write_text(json.dumps(config))
 
 
+DEEP = "[" * 200_000 + "]" * 200_000  # past Python's recursion limit: json.loads raises RecursionError
+
+
+def folder_with(path: Path, name: str, text: str) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / name).write_text(text)
+    return str(path)
+
+
+def prepared_with_meta(tmp: Path, run: Path, meta: str) -> str:
+    """A prepared-data folder (the run's tokenizer) whose meta.json is `meta`."""
+    folder_with(tmp / "prepared", "meta.json", meta)
+    shutil.copy(run / "tokenizer.json", tmp / "prepared")
+    return str(tmp / "prepared")
+
+
+def edit_json(path: Path, **values) -> None:
+    saved = json.loads(path.read_text())
+    saved.update(values)
+    path.write_text(json.dumps(saved))
+
+
+def raw_pickle(path: Path) -> None:
+    """A trainer state written by pickle alone (what a hostile file looks like): torch warns about it in
+    two lines before weights_only refuses it."""
+    import pickle  # the hostile input under test; lmlab itself never pickles
+
+    path.write_bytes(pickle.dumps({"step": 6, "progress": {}, "rng": {}, "callbacks": "{}"}))
+
+
+def retyped_weights(path: Path, dtype) -> None:
+    """The run's weights stored in another dtype (int8, float64): a cast on load would change what they mean."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(path))
+    save_file({k: v.to(dtype) for k, v in weights.items()}, str(path), metadata={"step": "6"})
+
+
+def newer_trainer_state(path: Path) -> None:
+    import torch
+
+    state = torch.load(path, weights_only=True)
+    state["format"] = 999
+    torch.save(state, path)
+
+
 def reorder_data(tmp: Path) -> None:
     """The run's data file edited after training: the same characters, other lines."""
     write(tmp / "names.txt", "\n".join([*NAMES[::-1], "kamisa"]) + "\n")
@@ -106,7 +153,8 @@ CATALOG = {
     "unknown model": (lambda t, r: [*T, "--model", "gpt9"], "unknown model 'gpt9'; did you mean 'gpt'? choose one of"),
     "unknown data set": (lambda t, r: [*T, "--data", "shakespear"], "not an embedded data set (names,"),
     "missing config file": (lambda t, r: [*T, "--config", str(t / "c.toml")], "config file"),
-    "--set unknown key": (lambda t, r: [*T, "--set", "train.lrr=1"], "unknown key train.lrr; did you mean 'train.lr'? train takes:"),
+    "--set unknown key": (lambda t, r: [*T, "--set", "train.lrr=1"],
+                          "unknown key train.lrr; did you mean 'train.lr'? train takes:"),
     "--set unknown section": (lambda t, r: [*T, "--set", "optim.lr=1"], "unknown config section 'optim'"),
     "--set wrong type": (lambda t, r: [*T, "--set", "train.batch_size=big"], "train.batch_size: 'big' is not an"),
     "--set bad choice": (lambda t, r: [*T, "--set", "train.optimizer=adam"], "'adam' is not one of 'adamw'"),
@@ -181,6 +229,53 @@ CATALOG = {
     "eval after the data changed": (lambda t, r: reorder_data(t) or ["eval", str(r)], "the data changed since"),
     "UTF-16 file": (lambda t, r: [*T, "--data", write(t / "u.txt", "anna\nbob\n".encode("utf-16"))],
                     "looks like UTF-16 text (NUL bytes between the characters); pass --encoding utf-16"),
+    # JSON nested past Python's recursion limit, wherever lmlab reads JSON a user hands it (files.parse_json)
+    "deep JSON: run config.json": (lambda t, r: write(r / "config.json", DEEP) and ["eval", str(r)],
+                                   "config.json: corrupted config (nested too deeply)"),
+    "deep JSON: a .jsonl data line": (lambda t, r: [*T, "--data", write(t / "d.jsonl", '{"text": "anna"}\n' + DEEP)],
+                                      "line 2 is not valid JSON (nested too deeply)"),
+    "deep JSON: prepared meta.json": (lambda t, r: [*T, "--data", prepared_with_meta(t, r, DEEP)],
+                                      "not a prepared-data description (corrupted meta.json?) (nested too deeply)"),
+    "deep JSON: HF config.json": (lambda t, r: ["import", folder_with(t / "hf", "config.json", DEEP), "--out",
+                                                "{new}"], "config.json: not valid JSON (nested too deeply)"),
+    "deep JSON: --config": (lambda t, r: [*T, "--config", write(t / "c.json", DEEP)], "nested too deeply"),
+    "TOML key that is not a section": (lambda t, r: [*T, "--config", write(t / "c.toml", "model = 5\n")],
+                                       "'model' must be a section (a table of key = value), got 5"),
+    "config file section a list": (lambda t, r: [*T, "--config", write(t / "c.json", '{"train": [1]}')],
+                                   "'train' must be a section"),
+    # a trainer state that is a raw pickle: the refusal alone, torch's two-line warning silenced
+    "raw pickle as trainer_state.pt": (lambda t, r: raw_pickle(r / "trainer_state.pt") or
+                                       ["train", "--resume", "--out", str(r)], "corrupted trainer state"),
+    # weights in a dtype the run did not save
+    "int8 weights": (lambda t, r: retyped_weights(r / "model.safetensors", __import__("torch").int8) or
+                     ["sample", str(r)], "is stored as I8, this model holds F32"),
+    "float64 weights": (lambda t, r: retyped_weights(r / "model.safetensors", __import__("torch").float64) or
+                        ["eval", str(r)], "is stored as F64, this model holds F32"),
+    # files from a newer lmlab
+    "config.json of a newer lmlab": (lambda t, r: edit_json(r / "config.json", lmlab_version="99.0.0") or
+                                     ["eval", str(r)], "written by lmlab 99.0.0, newer than this lmlab 0.1.0"),
+    "trainer state of a newer format": (lambda t, r: newer_trainer_state(r / "trainer_state.pt") or
+                                        ["train", "--resume", "--out", str(r), "--max-steps", "8"],
+                                        "trainer state format 999 is newer than this lmlab's (format 2)"),
+    # config files take exact types; text becomes a number only from --set
+    "config.json n_hidden a string": (lambda t, r: edit_config(r, n_hidden="16") or ["eval", str(r)],
+                                      "model.n_hidden: '16' is not an int"),
+    "--config lr a string": (lambda t, r: [*T, "--config", write(t / "c.json", '{"train": {"lr": "0.01"}}')],
+                             "train.lr: '0.01' is not a float"),
+    # compare: a path that is not a run is an error, not a run to skip
+    "compare a missing run": (lambda t, r: ["compare", str(t / "no-such-run"), str(r)], "no such run directory"),
+    "compare a folder that is no run": (lambda t, r: (t / "plain").mkdir() or ["compare", str(r), str(t / "plain")],
+                                        "not an lmlab run"),
+    # every count a user gives is bounded before work starts (errors.check_count)
+    "--seeds 1e8": (lambda t, r: [*T, "--seeds", "100000000"], "--seeds must be at most 1,000, got 100,000,000"),
+    "sample -n 1e9": (lambda t, r: ["sample", str(r), "-n", "1000000000"], "-n must be at most 100,000"),
+    "forecast --horizon 1e12": (lambda t, r: ["forecast", "--horizon", "1000000000000", "--out", "{new}"],
+                                "--horizon must be at most 100,000, got 1,000,000,000,000"),
+    "lr-find --num-iter 1e9": (lambda t, r: ["lr-find", "--num-iter", "1000000000"],
+                               "--num-iter must be at most 100,000"),
+    # a half-written prepared-data folder (data prepare killed): named, not read as a folder of text
+    "half-written prepared folder": (lambda t, r: [*T, "--data", folder_with(t / "shards", "train.bin", "\0\0")],
+                                     "a half-written prepared-data folder (lmlab data prepare did not finish)"),
 }
 
 
@@ -224,7 +319,8 @@ def test_bad_input_gives_one_line_and_exit_2(row, run, tmp_path, capsys, monkeyp
     check_row(row, tmp_path, run, lambda *argv: run_main(capsys, *argv))
 
 
-@pytest.mark.parametrize("row", ["undecodable file", "truncated trainer state", "top-p 0"])
+@pytest.mark.parametrize("row", ["undecodable file", "truncated trainer state", "top-p 0",
+                                 "raw pickle as trainer_state.pt"])  # torch's warnings print only outside pytest
 def test_bad_input_as_a_subprocess(row, run, tmp_path, cli, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
@@ -234,6 +330,35 @@ def test_bad_input_as_a_subprocess(row, run, tmp_path, cli, monkeypatch):
         return result.returncode, result.stderr
 
     check_row(row, tmp_path, run, call)
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "link to /dev/zero"])
+def test_a_weights_file_that_is_no_file_is_named_for_what_it_is(kind, run, capsys):
+    """Not "missing": a folder, a FIFO (reading it would hang) or a link to a device (it would never end)."""
+    weights = run / "model.safetensors"
+    weights.unlink()
+    expected = {"folder": "model.safetensors is a folder", "fifo": "model.safetensors is a named pipe (FIFO)",
+                "link to /dev/zero": "model.safetensors is a link to /dev/zero, a character device"}[kind]
+    if kind == "folder":
+        weights.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(weights)
+    else:
+        weights.symlink_to("/dev/zero")
+    code, stderr = run_main(capsys, "-q", "sample", str(run))
+    assert code == 2 and stderr.count("\n") == 1 and expected in stderr, stderr
+
+
+def test_a_run_config_naming_another_file_quotes_nothing_of_it(run, tmp_path, capsys):
+    """A hostile config.json may name any readable file as its data: the error says what is wrong, not what
+    the file holds (here, the field names of a JSON lines file)."""
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text('{"key_SECRET": "x", "user_SECRET": "y"}\n' * 2)
+    edit_json(run / "config.json", data={**json.loads((run / "config.json").read_text())["data"],
+                                         "source": str(secret)})
+    code, stderr = run_main(capsys, "-q", "eval", str(run))
+    assert code == 2 and stderr.count("\n") == 1 and "no field 'text'" in stderr, stderr
+    assert "SECRET" not in stderr
 
 
 def test_latin1_file_trains_with_encoding(tmp_path, capsys):

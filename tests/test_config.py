@@ -1,7 +1,7 @@
 import pytest
 
-from lmlab.config import TrainConfig, build_config, parse_set_args
-from lmlab.errors import ConfigError
+from lmlab.config import TrainConfig, Typed, build_config, load_config_file, parse_set_args
+from lmlab.errors import ConfigError, check_count
 from lmlab.run.config import resolve_config
 
 
@@ -39,4 +39,24 @@ def test_model_defaults_sit_between_trainconfig_and_user():
 def test_config_round_trips_through_json():
     config = resolve_config({"model": {"name": "mlp", "n_hidden": 64}, "train": {"seed": 7}})
     assert resolve_config(config.to_dict()) == config
+    # text is read as a number only when typed on the command line; a config file states its types
+    assert build_config(TrainConfig, {"eval_interval": Typed("30")}, "train").eval_interval == 30
+    with pytest.raises(ConfigError, match="'30' is not an int"):
+        build_config(TrainConfig, {"eval_interval": "30"}, "train")
     assert build_config(TrainConfig, {"budget": "30s"}, "train").budget == "30s"
+
+
+def test_check_count_bounds_a_users_count_before_work():
+    assert check_count(5, "--seeds", 10) == 5
+    assert check_count(0, "--horizon", 10, least=0) == 0
+    for value, says in ((0, "--seeds must be at least 1, got 0"), (11, "--seeds must be at most 10, got 11"),
+                        (True, "must be a whole number"), (2.0, "must be a whole number")):
+        with pytest.raises(ConfigError, match=says):
+            check_count(value, "--seeds", 10)
+
+
+def test_a_config_file_section_must_be_a_table(tmp_path):
+    for name, text in (("c.toml", "model = 5\n"), ("c.json", '{"train": [1, 2]}'), ("d.json", "[1]")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match="section|not sections"):
+            load_config_file(tmp_path / name)

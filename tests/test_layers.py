@@ -10,7 +10,8 @@ import lmlab
 PACKAGE = Path(lmlab.__file__).parent
 # A package's place is its own unless one of its modules is named with a place of its own (the longest name
 # wins): the run folder and config sit below the trainer that writes into the folder, the pipeline above all.
-ORDER = ["errors", "names", "files", "config", "data", "tokenizers", "data.shard_writer", "models", "run.config", "run.data",
+ORDER = ["errors", "names", "files", "config", "data", "tokenizers", "data.shard_writer", "models", "run.config",
+         "run.data",
          "training.schedule", "training.checkpoint.checks", "training.checkpoint.parts", "training.checkpoint.format",
          "run.folder", "training", "run.fit_defaults", "inspector", "series", "vision", "sample", "evaluate",
          "notebook", "experiments.stats", "experiments.groups", "compare", "export", "run", "experiments", "ladder",

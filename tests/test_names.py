@@ -5,9 +5,9 @@ from lmlab.names import DEFAULT_MODEL, LADDER_RUNGS, MODEL_NAMES, did_you_mean
 
 
 def test_the_names_are_the_registrys():
-    assert MODEL_NAMES == tuple(models.REGISTRY)
+    assert tuple(models.REGISTRY) == MODEL_NAMES
     assert DEFAULT_MODEL == models.DEFAULT_MODEL
-    assert LADDER_RUNGS == tuple(ladder.default_rungs())
+    assert tuple(ladder.default_rungs()) == LADDER_RUNGS
 
 
 def test_a_close_name_is_suggested_and_a_far_one_is_not():

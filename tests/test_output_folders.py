@@ -4,14 +4,32 @@ Each case checks the one-line refusal (exit 2) and that no file outside the comm
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from lmlab.cli import main
-from lmlab.files import LOCK_FILE, RUN_CONFIG_FILE, RUN_MARKERS, claim_output_folder, is_run_folder
-from lmlab.run.folder import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from lmlab.data.shards import partial_folder
+from lmlab.files import (
+    LOCK_FILE,
+    RUN_CONFIG_FILE,
+    RUN_MARKERS,
+    DiskFull,
+    OutputRefused,
+    UnsafePath,
+    atomic_write,
+    atomic_write_text,
+    claim_default_file,
+    claim_output_folder,
+    is_run_folder,
+    open_in_place,
+    temporary_path,
+)
+from lmlab.run.folder import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, RunDir
 from lmlab.run.folder import LOCK_FILE as RUN_LOCK_FILE
 from lmlab.training.checkpoint.format import STATE_FILE
 
@@ -179,3 +197,109 @@ def test_compare_writes_its_default_plot_beside_the_run_never_into_it(trained, c
     code, _, err = cli(capsys, "compare", str(trained), "--plot", str(trained / "curves.png"))
     assert code == 2 and "is inside the run" in err and fingerprint(trained) == before
 
+
+
+def test_compare_default_plot_never_replaces_a_file_already_there(trained, capsys):
+    """The default name is lmlab's choice, not the user's: a val_curves.png of theirs stays, unless --force."""
+    pytest.importorskip("matplotlib")
+    twin = trained.parent / "twin"
+    shutil.copytree(trained, twin)
+    theirs = trained.parent / "val_curves.png"
+    theirs.write_bytes(b"the user's own figure")
+    code, _, err = cli(capsys, "compare", str(trained), str(twin))
+    assert code == 0 and "validation curves not written" in err and "exists" in err, err
+    assert theirs.read_bytes() == b"the user's own figure"
+    assert cli(capsys, "compare", str(trained), str(twin), "--force")[0] == 0
+    assert theirs.read_bytes().startswith(b"\x89PNG")
+    theirs.write_bytes(b"again the user's")  # a name the user gives is theirs to replace
+    assert cli(capsys, "compare", str(trained), str(twin), "--plot", str(theirs))[0] == 0
+    assert theirs.read_bytes().startswith(b"\x89PNG")
+
+
+def test_claim_default_file_refuses_what_is_there_and_inside_a_run(trained, tmp_path):
+    assert claim_default_file(tmp_path / "new.png", "x") == tmp_path / "new.png"
+    (tmp_path / "old.png").write_text("theirs")
+    with pytest.raises(OutputRefused, match="exists; x would replace it; add --force"):
+        claim_default_file(tmp_path / "old.png", "x")
+    (tmp_path / "link.png").symlink_to(tmp_path / "nowhere")  # a dangling link is something there too
+    with pytest.raises(OutputRefused, match="exists"):
+        claim_default_file(tmp_path / "link.png", "x")
+    assert claim_default_file(tmp_path / "old.png", "x", force=True) == tmp_path / "old.png"
+    with pytest.raises(OutputRefused, match="is inside the run"):
+        claim_default_file(trained / "x.png", "x", force=True)
+
+
+def test_a_lock_with_a_second_name_is_refused(trained, tmp_path, tiny_names, capsys):
+    """The lock is written in place (flock holds an inode): a hard link planted under its name would carry the
+    holder's line to the file it shares, so it is refused."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (trained / LOCK_FILE).unlink(missing_ok=True)
+    os.link(victim, trained / LOCK_FILE)
+    code, _, err = cli(capsys, "train", "--data", str(tiny_names), *QUICK, "--out", str(trained), "--resume",
+                       "--max-steps", "4")
+    assert code == 2 and err.count("\n") == 1 and "hard link" in err, err
+    assert victim.read_text() == "precious\n"
+
+
+def test_metrics_are_never_appended_to_a_file_with_a_second_name(trained, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (trained / METRICS_FILE).unlink()
+    os.link(victim, trained / METRICS_FILE)
+    with pytest.raises(UnsafePath, match="hard link"):
+        RunDir(trained).append_metric({"step": 7, "loss": 1.0})
+    assert victim.read_text() == "precious\n"
+
+
+def test_open_in_place_refuses_a_hard_link_a_fifo_and_a_symlink(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    os.link(victim, tmp_path / "hard")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "soft").symlink_to(victim)
+    for name, says in (("hard", "hard link"), ("fifo", "named pipe"), ("soft", "symbolic link")):
+        with pytest.raises(UnsafePath, match=says):
+            open_in_place(tmp_path / name, "a")
+    assert victim.read_text() == "precious"
+    with open_in_place(tmp_path / "own.jsonl", "a") as fh:  # a new file of its own: written
+        fh.write("{}\n")
+    assert (tmp_path / "own.jsonl").read_text() == "{}\n"
+
+
+def test_atomic_write_creates_its_temporary_file_exclusively(tmp_path):
+    """A hard link planted at the temporary name is unlinked, never written through."""
+    victim, target = tmp_path / "victim", tmp_path / "out.txt"
+    victim.write_text("precious")
+    os.link(victim, temporary_path(target))
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new" and victim.read_text() == "precious"
+
+
+def test_a_full_disk_under_atomic_write_is_one_line_naming_the_path(tmp_path):
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    (tmp_path / "kept.txt").write_text("before")
+    with pytest.raises(DiskFull, match=r"kept.txt: disk full"):
+        atomic_write(tmp_path / "kept.txt", full)
+    assert (tmp_path / "kept.txt").read_text() == "before" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_data_prepare_writes_a_temporary_folder_and_renames_it(tmp_path, tiny_names, capsys, monkeypatch):
+    """Killed half-way, `data prepare` leaves .OUT.preparing (named as half-written if used as data), never a
+    half-filled OUT; the next prepare starts that temporary folder over."""
+    import lmlab.data.shard_writer as writer
+
+    shards = tmp_path / "shards"
+    real = writer._write_split
+    monkeypatch.setattr(writer, "_write_split", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        writer.prepare_shards(writer.PrepareOptions(source=str(tiny_names), out=shards))
+    partial = partial_folder(shards)
+    assert partial.is_dir() and not shards.exists()
+    code, _, err = cli(capsys, "train", "--data", str(partial), *QUICK, "--out", str(tmp_path / "run"))
+    assert code == 2 and "half-written prepared-data folder" in err, err
+    monkeypatch.setattr(writer, "_write_split", real)
+    assert cli(capsys, "data", "prepare", str(tiny_names), "--out", str(shards))[0] == 0
+    assert (shards / "meta.json").is_file() and not partial.exists()

@@ -20,7 +20,7 @@ from typing import Any
 from lmlab.errors import CheckpointError, LmlabError
 from lmlab.experiments.groups import group_members, is_group
 from lmlab.experiments.stats import Difference, mean_se, paired_by_seed, paired_by_unit, unpaired_over_seeds
-from lmlab.files import atomic_write, claim_output_file
+from lmlab.files import atomic_write, claim_output_file, is_run_folder, not_a_file, parse_json
 from lmlab.notebook import Comparison
 from lmlab.run.folder import RunDir
 from lmlab.training.checkpoint.format import read_json
@@ -49,11 +49,11 @@ def val_curve(run_dir: Path) -> list[tuple[int, float]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except ValueError:
+            record = parse_json(line, f"{path}:{n}", CheckpointError, "not a JSON record")
+        except CheckpointError:
             if n == len(lines) and not text.endswith("\n"):  # cut short by a kill mid-write: skipped
                 continue
-            raise CheckpointError(f"{path}:{n}: not a JSON record") from None
+            raise
         if not isinstance(record, dict):
             raise CheckpointError(f"{path}:{n}: not a JSON object")
         if "val_loss" in record:
@@ -65,15 +65,24 @@ def val_curve(run_dir: Path) -> list[tuple[int, float]]:
     return points
 
 
+class NotARun(CheckpointError):
+    """A folder the user named holds no run at all (a typo, a wrong folder): an error, never skipped."""
+
+
 def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     """One comparison row for a finished run directory."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: no such run directory")
-    if not (run_dir / "summary.json").is_file():
-        if RunDir(run_dir).is_untrained_import():  # --resume would fine-tune it: not what a comparison wants
-            raise CheckpointError(f"{run_dir}: an imported model (lmlab import), not trained here, has no "
-                                  f"summary.json to compare; lmlab eval {run_dir} scores it")
+        raise NotARun(f"{run_dir}: no such run directory")
+    if not is_run_folder(run_dir):
+        raise NotARun(f"{run_dir}: not an lmlab run (no config.json, trainer state or metrics)")
+    problem = not_a_file(run_dir / "summary.json")
+    if problem and problem != "missing":
+        raise CheckpointError(f"{run_dir}: summary.json is {problem}, not a file")
+    if problem and RunDir(run_dir).is_untrained_import():  # --resume would fine-tune it: not what compare wants
+        raise CheckpointError(f"{run_dir}: an imported model (lmlab import), not trained here, has no "
+                              f"summary.json to compare; lmlab eval {run_dir} scores it")
+    if problem:
         raise CheckpointError(f"{run_dir}: no summary.json; the run did not finish (resume it with lmlab train "
                               f"--out {run_dir} --resume)")
     summary = read_json(run_dir / "summary.json", "summary")
@@ -108,7 +117,10 @@ def summarize(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not is_group(path):
         return summarize_run(path)
-    members = [summarize_run(m.path) for m in group_members(path)]
+    try:
+        members = [summarize_run(m.path) for m in group_members(path)]
+    except NotARun as err:  # a seed not started yet: the group did not finish, as a run without its summary
+        raise CheckpointError(f"{path}: the seed group did not finish ({err})") from None
     first = members[0]
 
     def mean_of(values: list[Any]) -> float | None:
@@ -156,13 +168,15 @@ def compare_runs(run_dirs: list[str | Path]) -> Comparison:
     """One row per readable run, as a list that shows as a table with the curves in Jupyter. A run that
     cannot be read (unfinished, or a corrupted summary.json, config.json or metrics.jsonl) is left out with a
     warning, so one bad folder does not hide the others; when none can be read, the (first) reason is the
-    error."""
+    error. A path that holds no run at all is an error at once (NotARun): it is a mistake, not a run to skip."""
     if not run_dirs:
         raise LmlabError("give at least one run directory to compare")
     rows, errors = [], []
     for run_dir in run_dirs:
         try:
             rows.append(summarize(run_dir))
+        except NotARun:
+            raise
         except CheckpointError as err:
             errors.append(err)
     if not rows:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lmlab.errors import ConfigError
+from lmlab.files import not_a_file, read_json_file
 from lmlab.names import did_you_mean
 
 MAX_SEED = 2**63  # torch takes seeds below 2**64, numpy below 2**32; one range for all: [0, 2**63)
@@ -245,12 +246,19 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+class Typed(str):
+    """Text typed on the command line (`--set`, a sweep's axis): the only strings read as numbers, booleans
+    or none. A config file (JSON, TOML) states its types, so "48" there stays a string and is refused for
+    an int, as true and 3.5 are."""
+
+
 def coerce(value: Any, tp: Any, where: str) -> Any:
-    """Convert `value` (a string from the command line, or JSON data) to type `tp`, or raise ConfigError."""
+    """Convert `value` (Typed text from the command line, or JSON/TOML data) to type `tp`, or ConfigError."""
     origin = typing.get_origin(tp)
+    typed = isinstance(value, Typed)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        is_none = value is None or (typed and value.lower() in ("none", "null"))
         if is_none and type(None) in args:
             return None
         for arg in args:
@@ -264,12 +272,12 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value in allowed:
-            return value
+            return allowed[allowed.index(value)]
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+        if typed and value.lower() in ("true", "1", "yes", "false", "0", "no"):
             return value.lower() in ("true", "1", "yes")
         raise ConfigError(f"{where}: {value!r} is not a bool (true or false)")
     if tp is int:
@@ -279,7 +287,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str):
+        if typed:
             try:
                 return int(value.replace("_", ""))
             except ValueError:
@@ -297,7 +305,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                 number = float(value)
             except OverflowError:  # an int beyond float's range
                 number = math.inf
-        elif isinstance(value, str):
+        elif typed:
             try:
                 number = float(value)
             except ValueError:
@@ -309,7 +317,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {value!r} is not a float")
     if tp is str:
         if isinstance(value, str):
-            return value
+            return str(value)
         raise ConfigError(f"{where}: {value!r} is not a string")
     raise TypeError(f"unsupported config type {tp!r} at {where}")
 
@@ -336,26 +344,37 @@ def parse_set_args(pairs: list[str]) -> dict[str, dict[str, str]]:
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or not name or "." in name:
             raise ConfigError(f"--set takes SECTION.KEY=VALUE (e.g. train.lr=3e-3), got {pair!r}")
-        nested.setdefault(section, {})[name] = value
+        nested.setdefault(section, {})[name] = Typed(value)
     return nested
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or TOML config file into nested dicts."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        if path.suffix == ".toml":
-            try:
-                import tomllib
-            except ImportError:  # Python 3.10: the same parser, before it joined the standard library
-                import tomli as tomllib
-
-            return tomllib.loads(path.read_text(encoding="utf-8"))
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {path} cannot be parsed: {err}") from None
+    problem = not_a_file(path)
+    if problem:
+        raise ConfigError(f"config file {path} does not exist" if problem == "missing" else
+                          f"config file {path} is {problem}, not a file")
+    if path.suffix != ".toml":
+        values = read_json_file(path, ConfigError, "config file cannot be parsed", "a config file")
+    else:
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10: the same parser, before it joined the standard library
+            import tomli as tomllib
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except RecursionError:
+            raise ConfigError(f"config file {path} cannot be parsed: nested too deeply") from None
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {path} cannot be parsed: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path}: holds a {type(values).__name__}, not sections of key = value")
+    for section, table in values.items():
+        if section != "lmlab_version" and not isinstance(table, dict):
+            raise ConfigError(f"config file {path}: {section!r} must be a section (a table of key = value), "
+                              f"got {json.dumps(table, default=str):.40}")
+    return values
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

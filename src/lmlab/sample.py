@@ -9,11 +9,13 @@ from dataclasses import dataclass
 import torch
 
 from lmlab.config import check_seed
-from lmlab.errors import ConfigError
+from lmlab.errors import ConfigError, check_count
 from lmlab.models.base import capability, model_device
 from lmlab.models.generation import check_sampling_args
 from lmlab.models.size import available_memory
 from lmlab.run.folder import LoadedRun
+
+MAX_SAMPLES = 100_000  # samples a call draws; each is up to MAX_NEW_TOKENS long
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -27,8 +29,7 @@ class SampleOptions:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise ConfigError(f"-n must be at least 1, got {self.num_samples}")
+        check_count(self.num_samples, "-n", MAX_SAMPLES)
         try:
             check_sampling_args(self.max_new_tokens or 1, self.temperature, self.top_k, self.top_p)
         except ValueError as err:

@@ -50,6 +50,10 @@ def test_no_inspect_and_lr_find(cli, tiny_names, tmp_path, capsys):
     result = json.loads(found.stdout)
     assert result["rule"] == "valley" and 1e-7 <= result["suggestion"] <= 10 and plot.is_file()
     assert {p.name for p in tmp_path.iterdir()} == {"run", "runs", "tiny_names.txt"}
+    plot.write_bytes(b"the user's plot")  # a default name never replaces what is there (--force does)
+    again = cli("lr-find", "--data", str(tiny_names), *SMALL, "--num-iter", "3", cwd=tmp_path)
+    assert again.returncode == 0 and "plot not written" in again.stderr and "--force" in again.stderr, again.stderr
+    assert plot.read_bytes() == b"the user's plot"
     bad = cli("lr-find", "--data", str(tiny_names), "--model", "ngram")
     assert bad.returncode == 2 and "counted" in bad.stderr
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmlab.config import DataConfig
+from lmlab.config import DataConfig, parse_set_args
 from lmlab.data.datasets import IGNORE_INDEX, StreamDataset
 from lmlab.data.documents import split_documents
 from lmlab.data.shard_writer import PrepareOptions, prepare_shards
@@ -239,6 +239,7 @@ def test_jsonl_records_are_documents_in_stream_mode(tmp_path):
 
 
 def test_cross_documents_is_a_config_field():
-    config = resolve_config({"data": {"cross_documents": "true"}})
+    config = resolve_config({"data": {"cross_documents": True}})
     assert config.data.cross_documents is True and config.to_dict()["data"]["cross_documents"] is True
+    assert resolve_config(parse_set_args(["data.cross_documents=true"])).data.cross_documents is True  # --set
     assert resolve_config({}).data.cross_documents is False

@@ -130,3 +130,15 @@ def test_without_optuna_a_sweep_is_one_line_naming_the_extra(tmp_path, monkeypat
     assert code == 2
     assert err == ["lmlab sweep: error: lmlab sweep keeps its study in Optuna: pip install 'lmlab[sweep]'"]
     assert not out.exists()
+
+
+def test_a_sweeps_counts_are_bounded_before_anything_runs():
+    """A few zeros too many (--trials, --grid-points, a grid of many axes) is refused at once."""
+    axes, _ = split_sets(["train.lr=1e-4:1e-1:log"], "mlp")
+    with pytest.raises(ConfigError, match="--trials must be at most 10,000, got 1,000,000,000"):
+        SweepPlan(base={"model": {"name": "mlp"}}, axes=tuple(axes), search="random", trials=10**9)
+    with pytest.raises(ConfigError, match="--grid-points must be at most 10,000"):
+        SweepPlan(base={"model": {"name": "mlp"}}, axes=tuple(axes), grid_points=10**7)
+    many, _ = split_sets(["train.lr=1e-4:1e-1", "train.weight_decay=0:0.5", "model.n_hidden=8:512"], "mlp")
+    with pytest.raises(ConfigError, match="the grid's trials must be at most 10,000, got 1,000,000"):
+        SweepPlan(base={"model": {"name": "mlp"}}, axes=tuple(many), grid_points=100)

@@ -317,3 +317,28 @@ def test_an_export_generates_without_a_warning(tmp_path):
     finally:
         hf_logger.removeHandler(keep)
     assert not logged, logged
+
+
+@pytest.mark.parametrize("failure", ["SafetensorError", "OSError"])
+def test_export_onto_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, failure):
+    """What safetensors raises when the disk fills (its own exception, the OS error inside its text), or an
+    OSError(ENOSPC): either way one line naming the file and "disk full", and no half file left."""
+    import errno
+
+    import safetensors
+
+    import lmlab.export.hf as hf_module
+    from lmlab.files import DiskFull
+
+    def full(*args, **kwargs):
+        if failure == "OSError":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                          'message: "No space left on device" })')
+
+    monkeypatch.setattr(hf_module.safetensors.torch, "save_file", full)
+    out = tmp_path / "hf"
+    with pytest.raises(DiskFull, match=r"model.safetensors: disk full") as caught:
+        export_hf(make_run(tmp_path), out)
+    assert "\n" not in str(caught.value) and "Safetensor" not in str(caught.value)
+    assert not any(p.name.startswith(".model.safetensors") for p in out.iterdir())

@@ -108,7 +108,9 @@ def test_sigkill_then_resume_is_bitwise_equal(case, tiny_names, tmp_path):
     assert_same_run(straight, killed)
 
 
-def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tiny_names, tmp_path):
+# SIGHUP: the terminal or ssh session closed; it would otherwise end the process with nothing saved
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tiny_names, tmp_path, signum):
     out = tmp_path / "run"
     args = ["train", "--data", str(tiny_names), "--model", "mlp", "--max-steps", "100000",
             "--set", "train.eval_interval=50000", "--set", "model.dropout=0.2", "--out", str(out)]
@@ -118,7 +120,7 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tiny_names, tmp_path)
         assert proc.poll() is None, proc.communicate()[1]
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)  # Ctrl-C (SIGINT) takes the same path
+    proc.send_signal(signum)  # Ctrl-C (SIGINT) takes the same path
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr

@@ -208,3 +208,28 @@ def test_a_taken_default_folder_is_said_at_once(tmp_path, monkeypatch, caplog):
     assert default_run_dir("gpt", "names") == Path("runs/gpt-names-3")
     assert caplog.messages[-1] == ("runs/gpt-names to runs/gpt-names-2 are taken; writing to runs/gpt-names-3 "
                                    "(--out picks the folder)")
+
+
+class RemoveFolder(Callback):
+    """Deletes the run folder while training, as `rm -r` from another terminal would."""
+
+    def __init__(self, folder: Path, step: int):
+        self.folder, self.at = folder, step
+
+    def on_step_end(self, trainer, *args, **kwargs) -> None:
+        if trainer.step == self.at:
+            shutil.rmtree(self.folder)
+
+
+def test_a_run_folder_removed_while_training_stops_in_one_line_and_is_not_recreated(tmp_path, tiny_names, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(CheckpointError, match="the run folder was removed while training; stopped, nothing written"):
+        lmlab.train(_config(tiny_names, checkpoint_interval=10), out=out, inspect=False,
+                    callbacks=[RemoveFolder(out, 3)])
+    assert not out.exists()
+
+
+def test_sighup_stops_a_run_as_sigint_and_sigterm_do():
+    from lmlab.run.pipeline import STOP_SIGNALS
+
+    assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= set(STOP_SIGNALS)

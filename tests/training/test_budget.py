@@ -16,8 +16,8 @@ from lmlab.errors import ConfigError
 from lmlab.models import REGISTRY
 from lmlab.run.config import resolve_config
 from lmlab.run.plan import plan_run, resolve_run
-from lmlab.training.callbacks import Callback
 from lmlab.training.budget import EVAL_SHARE, FORWARD_SHARE, TimeBudget, evaluation_plan, steps_for
+from lmlab.training.callbacks import Callback
 from lmlab.training.performance import flops_per_token
 from lmlab.training.schedule import Schedule, lr_at
 from lmlab.training.step import predicted_tokens
@@ -129,8 +129,8 @@ def test_a_time_budget_never_raises_the_rate_after_warm_up_even_when_the_machine
     run = lmlab.train(values, out=tmp_path / "timed", inspect=False, callbacks=[UseClock(clock)])
     lrs = [m["lr"] for m in run.metrics if "lr" in m]
     after_warmup = lrs[20:]
-    assert all(b <= a for a, b in zip(after_warmup, after_warmup[1:]))  # never rises, never jumps back
-    drops = [a - b for a, b in zip(after_warmup, after_warmup[1:]) if b < a]
+    assert all(b <= a for a, b in zip(after_warmup, after_warmup[1:], strict=False))  # never rises, never jumps back
+    drops = [a - b for a, b in zip(after_warmup, after_warmup[1:], strict=False) if b < a]
     assert max(drops) < 0.05 * values["train"].get("lr", 3e-3)  # a decay, not a cut
     assert lrs[-1] < 0.5 * max(lrs)  # it did decay before the clock ran out
     schedule = run.trainer.schedule
@@ -164,7 +164,7 @@ def test_a_schedule_a_time_budget_fixed_is_trainer_state_that_a_resume_takes_bac
     run = lmlab.train(values, out=tmp_path / "run", inspect=False,
                       callbacks=[UseClock(SlowingClock(0.003, 10**9, 1.0)), StopAt(300)])
     fixed = run.trainer.schedule
-    assert run.trainer.interrupted and fixed != Schedule.of(run.config.train) and 300 < fixed.max_steps
+    assert run.trainer.interrupted and fixed != Schedule.of(run.config.train) and fixed.max_steps > 300
     resumed = lmlab.train({}, out=tmp_path / "run", resume=True, inspect=False,
                           callbacks=[UseClock(SlowingClock(0.003, 10**9, 1.0))])
     assert resumed.trainer.schedule == fixed and resumed.trainer.step <= fixed.max_steps

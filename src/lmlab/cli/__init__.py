@@ -37,7 +37,6 @@ from collections.abc import Callable
 # The command modules import only argparse and torch-free lmlab modules at their top (names, config, data
 # sources, errors); each command imports the library code it runs, so `lmlab --help` and `lmlab COMMAND
 # --help` load no torch (tests/cli/test_cli.py checks it).
-
 from lmlab.cli.common import Parser
 from lmlab.cli.finished import (
     cmd_compare,

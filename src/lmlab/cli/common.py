@@ -7,8 +7,8 @@ import logging
 from typing import Any
 
 from lmlab.config import BUDGET_HELP, load_config_file, parse_set_args
-from lmlab.errors import ConfigError
 from lmlab.data.sources import EMBEDDED
+from lmlab.errors import ConfigError
 from lmlab.names import DEFAULT_MODEL, MODEL_NAMES
 
 log = logging.getLogger("lmlab")

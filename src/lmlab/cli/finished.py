@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from lmlab.errors import ConfigError, LmlabError
+from lmlab.files import claim_default_file
 
 # Each command imports what it uses when it runs (torch for all of them, matplotlib for compare's plot), so
 # that `--help` starts at once and `lmlab inspect` loads no sampler.
@@ -156,10 +157,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     plot = _compare_plot_path(args.runs) if args.plot is None else args.plot
     note = None
     if plot and args.plot is None:  # the default is a convenience: a folder it cannot write costs only the plot
-        try:
+        try:  # a name the user did not give never replaces a file of theirs
+            claim_default_file(plot, "the validation curves", force=args.force, hint=" (choose a file with --plot)")
             plot_val_curves(rows, plot, x=args.x)
         except (OSError, LmlabError) as err:
-            note, plot = f"validation curves not written ({err}); choose a file with --plot", None
+            note, plot = f"validation curves not written: {err}", None
     elif plot:
         plot_val_curves(rows, plot, x=args.x)
     print(to_json(rows) if args.json else format_table(rows) + ("\n" + format_differences(found) if found else ""),
@@ -192,6 +194,7 @@ def compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="FILE.png", help="where to write the validation curves (default: "
                    "RUN-val_curves.png for one run, val_curves.png for several, in the folder holding them; "
                    "never inside a run; '' for none)")
+    p.add_argument("--force", action="store_true", help="let the default plot replace a file of that name")
     p.add_argument("--x", choices=["step", "tokens", "time"], default="step",
                    help="x axis of the plot: steps, training tokens (runs of different batch sizes), or training "
                    "time (runs with a time budget) (default: step)")

@@ -11,14 +11,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lmlab.cli.common import add_data_model_args, cli_layers, fmt
-from lmlab.errors import ConfigError, TrainingDiverged
+from lmlab.errors import ConfigError, LmlabError, TrainingDiverged, check_count
 from lmlab.experiments.groups import parse_seeds, seed_folder
+from lmlab.files import claim_default_file
 
 if TYPE_CHECKING:
     from lmlab import run as lmlab_run
 
 # The pipeline, the inspector and the comparison (torch, all of them) are imported inside the commands that
 # use them, so that `lmlab train --help` starts at once.
+
+LR_FIND_PLOT = "runs/lr_find.png"
+MAX_LR_FIND_STEPS = 100_000  # each a training step of the model
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -149,24 +153,36 @@ def train_args(p: argparse.ArgumentParser) -> None:
 def cmd_lr_find(args: argparse.Namespace) -> int:
     """Learning-rate range test: sweep 1e-7 -> 10 exponentially on a copy of the model, plot loss vs LR and
     suggest a learning rate (valley rule by default)."""
-    if not 0 < args.start_lr < args.end_lr or args.num_iter < 3:
-        raise ConfigError("need 0 < --start-lr < --end-lr and --num-iter of at least 3")
+    if not 0 < args.start_lr < args.end_lr:
+        raise ConfigError("need 0 < --start-lr < --end-lr")
+    check_count(args.num_iter, "--num-iter", MAX_LR_FIND_STEPS, least=3)
     from lmlab import run as lmlab_run
     from lmlab.run.config import merge_layers
 
     # The model, data and batch `lmlab train` would use, so the suggestion suits the run it precedes.
     result = lmlab_run.find_lr(merge_layers(*cli_layers(args)), start_lr=args.start_lr, end_lr=args.end_lr,
                                num_iter=args.num_iter, rule=args.rule)
-    plot = result.plot(args.plot)
+    plot, note = args.plot, None
+    if plot is None:  # the default name: never over a file already there, unless --force
+        try:
+            plot = claim_default_file(LR_FIND_PLOT, "the learning-rate plot", force=args.force,
+                                      hint=" (choose a file with --plot)")
+        except LmlabError as err:
+            plot, note = None, f"plot not written: {err}"
+    if plot:
+        plot = result.plot(plot)
     if result.suggestion is None:
         raise ConfigError("the loss diverged at once; try a lower --start-lr")
+    if note:
+        print(note, file=sys.stderr)
     if args.json:
-        print(json.dumps({"suggestion": result.suggestion, "rule": result.rule, "plot": str(plot),
+        print(json.dumps({"suggestion": result.suggestion, "rule": result.rule, "plot": plot and str(plot),
                           "lrs": result.lrs, "losses": result.losses}))
         return 0
     print(f"suggested learning rate: {result.suggestion:.2e} ({result.rule} rule, {len(result.lrs)} steps "
           f"from {args.start_lr:g} to {result.lrs[-1]:.3g}); try --set train.lr={result.suggestion:.2g}")
-    print(f"plot: {plot}")
+    if plot:
+        print(f"plot: {plot}")
     return 0
 
 
@@ -178,6 +194,7 @@ def lr_find_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rule", choices=["valley", "minimum", "steep"], default="valley",
                    help="how to pick the suggestion (default: valley: the steepest descent before the minimum, "
                    "combined with minimum/10)")
-    p.add_argument("--plot", default="runs/lr_find.png", metavar="PNG", help="where to save the plot (default: "
-                   "runs/lr_find.png, beside the runs)")
+    p.add_argument("--plot", metavar="PNG", help=f"where to save the plot (default: {LR_FIND_PLOT}, beside the "
+                   "runs, unless a file is there)")
+    p.add_argument("--force", action="store_true", help=f"let the default plot replace {LR_FIND_PLOT}")
     p.add_argument("--json", action="store_true", help="print one JSON object")

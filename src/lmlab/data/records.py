@@ -14,13 +14,13 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import logging
 import zlib
 from pathlib import Path
 from typing import Any
 
 from lmlab.errors import DataError
+from lmlab.files import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _pick(path: Path, fields: list[str], string_fields: list[str], field: str, w
         return string_fields[0]
     listed = ", ".join(repr(f) for f in fields) or "none"
     raise DataError(f"{path}: no {what} {field!r}; the {what}s are {listed}; choose one with "
-                    f"data.text_field=NAME or {path.name}:NAME")
+                    f"data.text_field=NAME or {path.name}:NAME", plain=f"{path}: no {what} {field!r}")
 
 
 def _check_text(path: Path, where: str, field: str, value: Any) -> str:
@@ -104,10 +104,7 @@ def _jsonl(path: Path, field: str, encoding: str) -> list[str]:
     for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except ValueError as err:
-            raise DataError(f"{path}: line {number} is not valid JSON ({err})") from None
+        record = parse_json(line, path, DataError, f"line {number} is not valid JSON")
         if not isinstance(record, dict):
             raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object with a "
                             "text field")
@@ -120,7 +117,8 @@ def _jsonl(path: Path, field: str, encoding: str) -> list[str]:
     for number, record in enumerate(records, start=1):
         if chosen not in record:
             fields = ", ".join(repr(f) for f in record) or "none"
-            raise DataError(f"{path}: record {number} has no field {chosen!r}; its fields are {fields}")
+            raise DataError(f"{path}: record {number} has no field {chosen!r}; its fields are {fields}",
+                            plain=f"{path}: record {number} has no field {chosen!r}")
         texts.append(_check_text(path, f"record {number}", chosen, record[chosen]))
     return texts
 

@@ -10,6 +10,8 @@ text itself is read whole.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +23,9 @@ from lmlab import __version__
 from lmlab.config import check_vocab_size
 from lmlab.data import load_corpus
 from lmlab.data.documents import split_documents
-from lmlab.data.shards import FORMAT_VERSION, META_FILE, shard_dtype
+from lmlab.data.shards import FORMAT_VERSION, META_FILE, partial_folder, shard_dtype
 from lmlab.errors import ConfigError, DataError
-from lmlab.files import atomic_write, atomic_write_text, claim_output_folder
+from lmlab.files import atomic_write, atomic_write_text, claim_output_folder, read_json_file, sync_dir
 from lmlab.tokenizers import CharTokenizer, Tokenizer, encode_joined, fit_tokenizer
 
 
@@ -63,15 +65,16 @@ def _write_split(tokenizer: Tokenizer, pieces: list[str], path: Path, dtype: np.
 
 
 def _save_npy(path: Path, values: np.ndarray) -> None:
-    with open(path, "xb") as fh:  # np.save on a name would add ".npy" to the temporary file's
+    # the temporary file atomic_write created exclusively; np.save on a name would add ".npy" to it
+    with open(path, "r+b") as fh:
         np.save(fh, values, allow_pickle=False)
 
 
 def is_prepared_folder(folder: Path) -> bool:
     """A folder `data prepare` wrote (its meta.json): preparing it again replaces its shards."""
     try:
-        meta = json.loads((Path(folder) / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        meta = read_json_file(Path(folder) / META_FILE, DataError)
+    except DataError:
         return False
     return isinstance(meta, dict) and "lmlab_shards" in meta
 
@@ -88,8 +91,7 @@ def prepare_shards(options: PrepareOptions) -> dict[str, Any]:
     tokenizer = fit_tokenizer(options.tokenizer, [p for p in parts["train"] if p], options.vocab_size)
     fit_seconds = time.perf_counter() - started
     dtype = shard_dtype(tokenizer.vocab_size)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / META_FILE).unlink(missing_ok=True)  # a half-written folder must not look prepared
+    final, out = out, _fresh_partial_folder(out)  # written whole under a temporary name, then renamed
     splits, started = {}, time.perf_counter()
     for name, pieces in parts.items():
         tokens, boundaries = _write_split(tokenizer, pieces, out / f"{name}.bin", dtype)
@@ -100,10 +102,9 @@ def prepare_shards(options: PrepareOptions) -> dict[str, Any]:
             atomic_write(out / f"{name}.boundaries.npy",
                          lambda tmp, positions=positions: _save_npy(tmp, positions))
             splits[name]["boundaries"] = {"file": f"{name}.boundaries.npy", "count": len(boundaries)}
-        else:  # a folder prepared again over an older one of several documents
-            (out / f"{name}.boundaries.npy").unlink(missing_ok=True)
     encode_seconds = time.perf_counter() - started
     if splits["train"]["tokens"] < 2:
+        shutil.rmtree(out)
         raise DataError(f"{options.source}: the training split holds {splits['train']['tokens']} tokens")
     tokenizer.save(out / "tokenizer.json")
     meta = {
@@ -122,4 +123,32 @@ def prepare_shards(options: PrepareOptions) -> dict[str, Any]:
         "encode_mb_per_s": round(megabytes / max(encode_seconds, 1e-9), 2),
     }
     atomic_write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
+    _publish(out, final)
     return meta
+
+
+def _fresh_partial_folder(out: Path) -> Path:
+    """The temporary folder for `out`, emptied: what is there is a killed prepare's leftover (the name is
+    lmlab's own); a link under that name is removed, never followed."""
+    work = partial_folder(out)
+    if work.is_symlink():
+        work.unlink()
+    elif work.exists():
+        shutil.rmtree(work)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work.mkdir()
+    return work
+
+
+def _publish(work: Path, out: Path) -> None:
+    """Rename the complete folder `work` to `out`. An earlier prepared folder there (claim_output_folder let
+    it be replaced) is renamed aside first and removed after; an empty one is replaced by the rename itself."""
+    old = out.with_name(f".{out.name}.replaced")
+    if out.is_dir() and any(out.iterdir()):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    elif out.is_dir():
+        out.rmdir()
+    os.replace(work, out)
+    sync_dir(out.parent)
+    shutil.rmtree(old, ignore_errors=True)

@@ -14,7 +14,6 @@ on disk or in the kernel's page cache, which is shared and reclaimable.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from torch import Tensor
 from lmlab.data.datasets import document_batches, overlapping_windows, window_batch
 from lmlab.data.documents import DocumentWindows
 from lmlab.errors import DataError
+from lmlab.files import not_a_file, read_json_file
 
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
@@ -35,14 +35,35 @@ def shard_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
 
+# `data prepare` writes into FOLDER/../.FOLDER.preparing and renames it to FOLDER when every file is whole.
+PARTIAL_SUFFIX = ".preparing"
+
+
+def partial_folder(out: Path) -> Path:
+    """Where `data prepare` writes `out` until it is complete."""
+    return out.with_name(f".{out.name}{PARTIAL_SUFFIX}")
+
+
 def is_prepared(path: str | Path) -> bool:
-    return (Path(path) / META_FILE).is_file()
+    """A folder `data prepare` finished (its meta.json); DataError naming a half-written one (a prepare that
+    was killed: its temporary folder, or shards without meta.json from an lmlab that wrote in place), which
+    would else be read as a folder of text files."""
+    path = Path(path)
+    if (path / META_FILE).is_file():
+        return True
+    if path.is_dir() and (path.name.endswith(PARTIAL_SUFFIX) or (path / "train.bin").is_file()):
+        raise DataError(f"{path}: a half-written prepared-data folder (lmlab data prepare did not finish); run "
+                        "lmlab data prepare again")
+    return False
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / META_FILE
+    problem = not_a_file(path)
+    if problem:
+        raise DataError(f"{folder}: incomplete prepared data ({META_FILE} is {problem})")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = read_json_file(path, DataError, "not a prepared-data description (corrupted meta.json?)")
         if meta["lmlab_shards"] != FORMAT_VERSION:
             raise DataError(f"{path}: shard format {meta['lmlab_shards']}, this lmlab reads {FORMAT_VERSION}")
         if meta["dtype"] not in ("uint16", "uint32") or not _count(meta.get("vocab_size", 1)):

@@ -18,6 +18,7 @@ from typing import Literal
 
 from lmlab.data import records
 from lmlab.errors import DataError
+from lmlab.files import not_a_file
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,11 @@ def _load_embedded(name: str) -> list[str]:
 
 def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     """Read one text file or raise DataError saying plainly what is wrong with it."""
-    if not path.exists():
+    problem = not_a_file(path)
+    if problem == "missing":
         raise DataError(f"{path}: no such file or folder")
-    if not path.is_file():
-        raise DataError(f"{path}: not a regular file")
+    if problem:
+        raise DataError(f"{path}: not a regular file ({problem})")
     data = records.read_bytes(path)
     if not data.strip():
         raise DataError(f"{path}: the file is empty")

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmlab.errors import CheckpointError, ConfigError
-from lmlab.files import atomic_write_text
+from lmlab.errors import CheckpointError, ConfigError, LmlabError, check_count
+from lmlab.files import atomic_write_text, read_json_file
 
 GROUP_FILE = "seeds.json"
 SUMMARY_FILE = "summary.json"
+
+
+MAX_SEEDS = 1000  # each seed is a whole run: a few zeros too many would fill the disk
 
 
 def parse_seeds(text: str | int, first: int) -> list[int]:
@@ -25,12 +28,11 @@ def parse_seeds(text: str | int, first: int) -> list[int]:
         if "," in text:
             seeds = [int(s) for s in text.split(",") if s.strip()]
         else:
-            count = int(text)
-            if count < 1:
-                raise ConfigError(f"--seeds takes a number of seeds >= 1 or a list (1,2,3), got {text!r}")
+            count = check_count(int(text), "--seeds", MAX_SEEDS)
             seeds = list(range(first, first + count))
     except ValueError:
         raise ConfigError(f"--seeds takes a number of seeds or a comma-separated list, got {text!r}") from None
+    check_count(len(seeds), "the number of --seeds", MAX_SEEDS)
     if len(set(seeds)) != len(seeds) or not seeds or any(s < 0 for s in seeds):
         raise ConfigError(f"--seeds must name distinct seeds >= 0, got {text!r}")
     return seeds
@@ -62,14 +64,14 @@ def group_members(path: str | Path) -> list[Member]:
         seed = None
         if config.is_file():
             try:
-                seed = json.loads(config.read_text(encoding="utf-8"))["train"]["seed"]
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                seed = read_json_file(config)["train"]["seed"]
+            except (LmlabError, KeyError, TypeError):
                 seed = None
         return [Member(seed=seed if isinstance(seed, int) else -1, path=path)]
     try:
-        record = json.loads((path / GROUP_FILE).read_text(encoding="utf-8"))
+        record = read_json_file(path / GROUP_FILE)
         seeds = [int(s) for s in record["seeds"]]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (LmlabError, ValueError, KeyError, TypeError):
         raise CheckpointError(f"{path / GROUP_FILE}: corrupted seed group (no list of seeds)") from None
     return [Member(seed=s, path=seed_folder(path, s)) for s in seeds]
 

@@ -19,6 +19,8 @@ from lmlab.experiments.groups import parse_seeds
 from lmlab.experiments.space import split_sets
 from lmlab.experiments.stats import format_p
 from lmlab.experiments.sweep import PLOT_FILE, SweepPlan, run_sweep
+from lmlab.files import atomic_write_text
+from lmlab.run.folder import RunDir
 
 # Small models on the names, without early stopping, so every trial trains its steps (each experiment gives
 # max_steps, which replaces the GPT's budget).
@@ -111,7 +113,7 @@ def run_experiment(name: str, out: str | Path, *, data: str = "names", seeds: st
         plot = fit["plot"]
     else:
         reading = reading_of(exp, rows, plan)
-    (out / "reading.txt").write_text(reading + "\n", encoding="utf-8")
+    atomic_write_text(out / "reading.txt", reading + "\n")
     return {"table": report["table"], "reading": reading, "plot": plot, "rows": rows}
 
 
@@ -160,13 +162,10 @@ def reading_of(exp: Experiment, rows: list[dict[str, Any]], plan: SweepPlan) -> 
                      + ("it narrows as dropout grows." if gaps[-1]["gap"] < gaps[0]["gap"] else
                         "it does not narrow here (the model does not overfit in this run)."))
     if exp.name == "init-scale":
-        import json
-
         first = {}
         for r in rows:
             path = Path(r["summary"]["run"]) / f"seed-{plan.seeds[0]}" / "metrics.jsonl"
-            losses = [json.loads(line).get("loss") for line in path.read_text(encoding="utf-8").splitlines()
-                      if line.strip() and "loss" in json.loads(line)]
+            losses = [record["loss"] for record in RunDir(path.parent).read_metrics() if "loss" in record]
             if losses:
                 first[r["value"]] = losses[0]
         vocab = _vocab_size(Path(rows[0]["summary"]["run"]) / f"seed-{plan.seeds[0]}")

@@ -9,13 +9,14 @@ fell here, not where it would level off.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from lmlab.compare import summarize
+from lmlab.errors import LmlabError
 from lmlab.experiments.groups import group_members
+from lmlab.files import atomic_write, parse_json
 
 
 def power_law(xs: list[float], ys: list[float]) -> dict[str, float]:
@@ -35,8 +36,11 @@ def _tokens_seen(run_dir: Path) -> int | None:
     path = run_dir / "metrics.jsonl"
     seen = None
     for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-        record = json.loads(line) if line.strip() else {}
-        if isinstance(record.get("tokens"), int):
+        try:
+            record = parse_json(line, path) if line.strip() else {}
+        except LmlabError:  # a line cut short by a kill
+            continue
+        if isinstance(record, dict) and isinstance(record.get("tokens"), int):
             seen = record["tokens"]
     return seen
 
@@ -94,7 +98,7 @@ def _plot(path: Path, points, by_params, by_compute) -> Path:
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize="small")
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     finally:
         plt.close(fig)
     return path

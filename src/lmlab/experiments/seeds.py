@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmlab.errors import CheckpointError
+from lmlab.errors import CheckpointError, LmlabError
 from lmlab.experiments.groups import GROUP_FILE, is_finished, is_group, seed_folder, write_group
+from lmlab.files import read_json_file
 from lmlab.run.config import RunConfig, merge_layers, resolve_config
 from lmlab.run.data import RunData, prepare_data
 from lmlab.run.folder import RunDir
@@ -77,6 +78,6 @@ def _recorded_config(path: Path) -> dict[str, Any] | None:
     if not is_group(path):
         return None
     try:
-        return json.loads((path / GROUP_FILE).read_text(encoding="utf-8")).get("config")
-    except (OSError, ValueError, UnicodeDecodeError):
+        return read_json_file(path / GROUP_FILE).get("config")
+    except (LmlabError, AttributeError):
         return None

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from lmlab.config import DataConfig, TrainConfig, coerce
+from lmlab.config import DataConfig, TrainConfig, Typed, coerce
 from lmlab.errors import ConfigError
 from lmlab.models import REGISTRY
 from lmlab.names import did_you_mean
@@ -97,7 +97,7 @@ def parse_axis(key: str, value: str, model_name: str) -> Axis | None:
     """The axis `--set key=value` sweeps, or None when `value` is one fixed value."""
     tp = field_type(key, model_name)
     if "," in value:
-        choices = tuple(coerce(v.strip(), tp, key) for v in value.split(",") if v.strip())
+        choices = tuple(coerce(Typed(v.strip()), tp, key) for v in value.split(",") if v.strip())
         if len(choices) < 2 or len(set(choices)) != len(choices):
             raise ConfigError(f"--set {key}={value}: a swept list needs two or more distinct values")
         return Axis(key=key, choices=choices)
@@ -112,7 +112,7 @@ def parse_axis(key: str, value: str, model_name: str) -> Axis | None:
     integer = _is_int_type(tp)
     number = int if integer else float
     try:
-        low, high = (number(coerce(p, number, key)) for p in parts[:2])
+        low, high = (number(coerce(Typed(p), number, key)) for p in parts[:2])
     except ConfigError:
         raise ConfigError(f"--set {key}={value}: a range needs numbers and {key} takes {tp}") from None
     log = len(parts) == 3

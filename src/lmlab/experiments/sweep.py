@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.config import parse_budget
-from lmlab.errors import ConfigError, LmlabError
+from lmlab.errors import ConfigError, LmlabError, check_count
 from lmlab.experiments.seeds import train_seeds
 from lmlab.experiments.space import Axis, as_layers, grid_points
-from lmlab.files import atomic_write_text
-from lmlab.run.config import merge_layers, resolve_config
+from lmlab.files import atomic_write_text, read_json_file
+from lmlab.run.config import exact_values, merge_layers, resolve_config
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ PLAN_FILE, STUDY_FILE = "sweep.json", "study.db"
 TABLE_FILE, JSON_FILE, PLOT_FILE, BEST_FILE = "results.txt", "results.json", "sweep.png", "best.toml"
 STUDY_NAME = "lmlab-sweep"
 SEARCHES = ("grid", "random", "tpe")
+MAX_TRIALS = 10_000  # each trial is a run per seed
+MAX_WORKERS = 256  # processes on one machine
 EQUAL = ("steps", "tokens", "time")
 # The metric a sweep minimises: (summary.json's table, split).
 METRICS = {"val_nll": ("nll", "val"), "test_nll": ("nll", "test"), "val_bpb": ("bits_per_byte", "val"),
@@ -70,18 +72,23 @@ class SweepPlan:
     sampler_seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "base", exact_values(self.base))  # its JSON (plan file, workers) keeps the types
         if not self.axes:
             raise ConfigError("a sweep needs at least one swept value: --set KEY=A,B,C or --set KEY=LOW:HIGH[:log]")
         if self.search not in SEARCHES:
             raise ConfigError(f"--search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
         if self.search != "grid" and self.trials < 1:
             raise ConfigError(f"--search {self.search} needs --trials N (N >= 1)")
+        if self.search != "grid":
+            check_count(self.trials, "--trials", MAX_TRIALS)
         if self.metric not in METRICS:
             raise ConfigError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.equal not in EQUAL:
             raise ConfigError(f"--equal must be one of {', '.join(EQUAL)}, got {self.equal!r}")
-        if self.grid_points < 1:
-            raise ConfigError(f"--grid-points must be at least 1, got {self.grid_points}")
+        check_count(self.grid_points, "--grid-points", MAX_TRIALS)
+        if self.search == "grid":  # counted before the grid is listed: a few axes of many points multiply
+            check_count(math.prod(len(a.choices) or self.grid_points for a in self.axes), "the grid's trials",
+                        MAX_TRIALS)
         budget = parse_budget(resolve_config(self.base).train.budget)
         if self.equal == "time" and (budget is None or not budget.is_time):
             raise ConfigError("--equal time needs --budget SECONDSs: the time every trial trains for")
@@ -255,8 +262,7 @@ def _worker_process(out: str, storage_url: str, plan_values: dict[str, Any]) -> 
 def run_sweep(plan: SweepPlan, out: str | Path, *, storage: str | None = None, workers: int = 1,
               force: bool = False, on_trial_end: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the sweep in `out` and write its table, plot and best config; return the report."""
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    check_count(workers, "--workers", MAX_WORKERS)
     try:  # the study is Optuna's: without it, one line before anything is written
         import optuna  # noqa: F401
     except ImportError:
@@ -267,8 +273,8 @@ def run_sweep(plan: SweepPlan, out: str | Path, *, storage: str | None = None, w
         _clear(out)
     elif plan_path.is_file():
         try:
-            saved = json.loads(plan_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
+            saved = read_json_file(plan_path)
+        except LmlabError:
             saved = None
         if saved != plan.to_dict():
             raise ConfigError(f"{out} holds another sweep (other values, seeds or search); give another --out, or "

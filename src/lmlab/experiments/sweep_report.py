@@ -24,7 +24,7 @@ from lmlab.experiments.sweep import (
     SweepPlan,
     trial_config,
 )
-from lmlab.files import atomic_write_text
+from lmlab.files import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def plot_sweep(rows: list[dict[str, Any]], plan: SweepPlan, path: Path) -> Path:
             ax.grid(alpha=0.3)
         fig.suptitle(f"mean ± SE over {len(plan.seeds)} seed(s); orange: best", fontsize="medium")
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     finally:
         plt.close(fig)
     return path

@@ -8,6 +8,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from lmlab.errors import LmlabError
+from lmlab.files import read_json_file
 from lmlab.models import count_parameters
 from lmlab.run.config import RunConfig, resolve_config
 from lmlab.run.folder import LoadedRun
@@ -45,8 +47,8 @@ def train_command(config: RunConfig) -> str:
 
 def _summary(run_dir: Path) -> dict[str, Any]:
     try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        summary = read_json_file(run_dir / "summary.json")
+    except LmlabError:
         return {}
     return summary if isinstance(summary, dict) else {}
 

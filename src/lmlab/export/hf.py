@@ -30,7 +30,7 @@ from lmlab.export.hf_convert import (
     tokenizer_from_hf,
 )
 from lmlab.export.safety import check_export_target, check_hf_weights, read_hf_config
-from lmlab.files import atomic_write, atomic_write_text, claim_output_folder
+from lmlab.files import atomic_write, atomic_write_text, claim_output_folder, not_a_file
 from lmlab.models.gpt import GPT, PRESETS
 from lmlab.run.config import resolve_config
 from lmlab.run.folder import LoadedRun, RunDir
@@ -90,11 +90,15 @@ def read_weights_and_tokenizer(hf_dir: Path, vocab_size: int, check_header=None)
     """model.safetensors (after `check_header(path)` has vetted its header, when given) and tokenizer.json of an
     HF folder, each refused in one line if missing, unreadable or of another vocabulary size."""
     weights_path = hf_dir / "model.safetensors"
-    if not weights_path.is_file():
+    problem = not_a_file(weights_path)
+    if problem == "missing":
         raise CheckpointError(f"{hf_dir}: model.safetensors is missing (pickled pytorch_model.bin is not loaded, "
                               "for safety; re-save with save_pretrained(safe_serialization=True))")
-    if not (hf_dir / "tokenizer.json").is_file():
-        raise CheckpointError(f"{hf_dir}: tokenizer.json is missing (a fast tokenizer is needed)")
+    if problem:
+        raise CheckpointError(f"{hf_dir}: model.safetensors is {problem}, not a weights file")
+    problem = not_a_file(hf_dir / "tokenizer.json")
+    if problem:
+        raise CheckpointError(f"{hf_dir}: tokenizer.json is {problem} (a fast tokenizer's file is needed)")
     if check_header is not None:
         check_header(weights_path)
     try:

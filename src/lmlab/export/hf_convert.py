@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from lmlab.errors import CheckpointError, LmlabError
+from lmlab.files import read_json_file
 from lmlab.models.gpt import GPT, GPTConfig
 from lmlab.tokenizers import Tokenizer
 from lmlab.tokenizers.convert import from_hf_backend, hf_backend
@@ -191,9 +192,9 @@ def tokenizer_adds_boundary(path: Path, boundary_id: int) -> bool:
     """Whether tokenizer.json's post-processor puts the boundary token in front of every text: how lmlab
     exports a lines-mode run (an export from before lmlab recorded its data mode says so only this way)."""
     try:
-        processor = json.loads(path.read_text(encoding="utf-8")).get("post_processor") or {}
+        processor = read_json_file(path).get("post_processor") or {}
         first = processor.get("single", [])[0]
-    except (ValueError, UnicodeDecodeError, OSError, IndexError, AttributeError, TypeError):
+    except (LmlabError, IndexError, AttributeError, TypeError):
         return False
     return processor.get("type") == "TemplateProcessing" and isinstance(first, dict) and (
         first.get("SpecialToken", {}).get("id") is not None and

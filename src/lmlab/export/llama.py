@@ -21,13 +21,13 @@ As export/hf.py, nothing here needs transformers: the files are JSON, safetensor
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from lmlab.errors import LmlabError
 from lmlab.export.hf import (
     create_imported_run,
     export_metadata,
@@ -38,6 +38,7 @@ from lmlab.export.hf import (
 )
 from lmlab.export.hf_convert import ExportError
 from lmlab.export.safety import read_hf_config
+from lmlab.files import read_json_file
 from lmlab.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
 from lmlab.models.size import check_model_fits
 from lmlab.run.folder import LoadedRun
@@ -55,8 +56,8 @@ RENAMES = [  # (lmlab, HF) name pieces, applied to whole dotted components
 def is_llama_dir(hf_dir: str | Path) -> bool:
     """Whether an HF directory holds a Llama or Qwen3 (what `lmlab import` hands to import_llama)."""
     try:
-        hf = json.loads((Path(hf_dir) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        hf = read_json_file(Path(hf_dir) / "config.json")
+    except LmlabError:
         return False
     return isinstance(hf, dict) and hf.get("model_type") in MODEL_TYPES
 

@@ -9,14 +9,13 @@ before a model of that config is built; the memory the model needs is compared w
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from pathlib import Path
 from typing import Any
 
 from lmlab.errors import CheckpointError
-from lmlab.files import OutputRefused, claim_output_folder, is_run_folder
+from lmlab.files import OutputRefused, claim_output_folder, is_run_folder, not_a_file, parse_json, read_json_file
 from lmlab.training.memory import available_memory
 
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
@@ -41,12 +40,10 @@ def check_export_target(out: Path, run_dir: Path | None, force: bool) -> Path:
 def read_hf_config(hf_dir: Path) -> dict[str, Any]:
     """config.json as a dict, with the GPT-2 sizes ints in range, or CheckpointError in one line."""
     path = hf_dir / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{hf_dir}: not an HF model directory (config.json is missing)")
-    try:
-        hf = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    problem = not_a_file(path)
+    if problem:
+        raise CheckpointError(f"{hf_dir}: not an HF model directory (config.json is {problem})")
+    hf = read_json_file(path)
     if not isinstance(hf, dict):
         raise CheckpointError(f"{path}: must hold a JSON object, not a {type(hf).__name__}")
     for name in INT_FIELDS:
@@ -71,7 +68,7 @@ def safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
             (size,) = struct.unpack("<Q", fh.read(8))
             if size > MAX_HEADER_BYTES:
                 raise CheckpointError(f"{path}: header of {size:,} bytes; not a safetensors file")
-            header = json.loads(fh.read(size))
+            header = parse_json(fh.read(size), path, CheckpointError, "not a safetensors file")
     except (struct.error, ValueError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not a safetensors file ({err})") from None
     if not isinstance(header, dict):

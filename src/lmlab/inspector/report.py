@@ -124,9 +124,9 @@ def save_findings(path: Path, findings: list[Finding]) -> None:
 
 
 def load_findings(path: Path) -> list[Finding]:
-    import json
+    from lmlab.files import read_json_file
 
-    return [Finding.from_dict(raw) for raw in json.loads(Path(path).read_text(encoding="utf-8"))]
+    return [Finding.from_dict(raw) for raw in read_json_file(path, bad="corrupted findings")]
 
 
 def write_inspection(run_dir: Path, trainer) -> list[Finding] | None:
@@ -179,9 +179,11 @@ def why_no_statistics(run_dir: Path) -> str:
 def reinspect(run_dir: Path, rebuild_report: bool = False) -> list[Finding]:
     """A finished run's findings, recomputed from inspect.json so older runs get today's rules."""
     from lmlab.errors import CheckpointError
+    from lmlab.files import not_a_file
 
     if not (run_dir / CONFIG_FILE).is_file():
-        raise CheckpointError(f"{run_dir}: not an lmlab run directory ({CONFIG_FILE} is missing)")
+        raise CheckpointError(f"{run_dir}: not an lmlab run directory ({CONFIG_FILE} is "
+                              f"{not_a_file(run_dir / CONFIG_FILE)})")
     if not (run_dir / STATS_FILE).is_file():
         raise CheckpointError(f"{run_dir}: no inspector statistics ({STATS_FILE}): {why_no_statistics(run_dir)}")
     try:

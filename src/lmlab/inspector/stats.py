@@ -277,4 +277,6 @@ def save_stats(stats: InspectorStats, path: Path) -> None:
 
 
 def load_stats(path: str | Path) -> InspectorStats:
-    return InspectorStats.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    from lmlab.files import read_json_file
+
+    return InspectorStats.from_dict(read_json_file(path, bad="corrupted inspector statistics"))

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from lmlab import __version__
-from lmlab.config import DataConfig, TrainConfig, build_config, merge, parse_budget, to_dict
+from lmlab.config import DataConfig, TrainConfig, Typed, build_config, merge, parse_budget, to_dict
 from lmlab.errors import ConfigError
 from lmlab.models import DEFAULT_MODEL, REGISTRY
 from lmlab.models.size import check_model_fits
@@ -129,6 +129,16 @@ def _budget_values(train: dict[str, Any], given: set[str]) -> dict[str, Any]:
                           f"jumps when the clock decides; train.schedule={train['schedule']} needs the steps known "
                           "before the run: give a work budget (tokens, flops, steps)")
     return train
+
+
+def exact_values(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with the text typed on the command line (config.Typed) replaced by the value it resolves to,
+    so the layers survive a JSON round trip (a sweep's plan, handed to its workers) with their types: a
+    config file's "0.01" is a string, refused where a number is due."""
+    resolved = resolve_config(values).to_dict()
+    return {section: {key: resolved[section][key] if isinstance(value, Typed) else value
+                      for key, value in table.items()} if isinstance(table, dict) else table
+            for section, table in values.items()}
 
 
 def build_model(config: RunConfig, tokenizer: Tokenizer, block_size: int, *, training: bool = False) -> torch.nn.Module:

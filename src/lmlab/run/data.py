@@ -52,7 +52,19 @@ def _encode_known(tokenizer: Tokenizer, text: str, add_boundary: bool = False) -
 
 def prepare_data(config: DataConfig, tokenizer: Tokenizer | None = None) -> RunData:
     """Load the source, split it deterministically, fit the tokenizer on the training split (unless one is
-    given, as on resume) and encode every split. A folder made by `lmlab data prepare` is read as is."""
+    given, as on resume) and encode every split. A folder made by `lmlab data prepare` is read as is.
+
+    Given a tokenizer, the source is a run's (its config.json named it, and a config.json may name any file):
+    an error then quotes nothing of the file's content."""
+    try:
+        return _prepare_data(config, tokenizer)
+    except DataError as err:
+        if tokenizer is None or err.plain is None:
+            raise
+        raise DataError(f"{err.plain} (the data the run's config.json names)") from None
+
+
+def _prepare_data(config: DataConfig, tokenizer: Tokenizer | None) -> RunData:
     if is_prepared(config.source):
         return _prepared_folder(config, tokenizer)
     corpus = load_corpus(config.source, config.encoding, config.text_field)

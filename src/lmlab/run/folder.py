@@ -32,7 +32,9 @@ from lmlab.files import (
     RUN_CONFIG_FILE,
     atomic_write_text,
     is_run_folder,
+    not_a_file,
     open_in_place,
+    parse_json,
     refuse_link,
 )
 from lmlab.run.config import RunConfig, build_model, resolve_config, upgrade_config
@@ -43,8 +45,10 @@ from lmlab.training.checkpoint.format import (
     data_fingerprint,
     load_weights,
     read_json,
+    require_run_folder,
     rng_state,
     save_checkpoint,
+    torch_load_safely,
 )
 from lmlab.training.checkpoint.parts import FORMAT
 
@@ -117,7 +121,8 @@ class RunDir:
         if not self.path.is_dir():
             raise CheckpointError(f"{self.path}: no such run directory")
         if not self.holds_run():
-            raise CheckpointError(f"{self.path}: not an lmlab run ({CONFIG_FILE} is missing)")
+            problem = not_a_file(self.path / CONFIG_FILE)
+            raise CheckpointError(f"{self.path}: not an lmlab run ({CONFIG_FILE} is {problem})")
 
     def require_checkpoint(self) -> None:
         """CheckpointError unless there is a checkpoint to resume, saying how to start over instead."""
@@ -222,7 +227,7 @@ class RunDir:
         """DataError if the training split rebuilt from `source` is not the one this run trained on (the file
         changed since), by the fingerprint its checkpoint keeps; runs that keep none (imported) pass."""
         try:  # mmap: only the fingerprint is read, not the optimizer state
-            state = torch.load(self.path / STATE_FILE, weights_only=True, map_location="cpu", mmap=True)
+            state = torch_load_safely(self.path / STATE_FILE, mmap=True)
         except Exception:  # noqa: BLE001 -- no or unreadable trainer state: nothing to compare against
             return
         saved = state.get("data_fingerprint") if isinstance(state, dict) else None
@@ -236,6 +241,7 @@ class RunDir:
     # -- the metrics log ------------------------------------------------------------------------------------
 
     def append_metric(self, record: dict[str, Any]) -> None:
+        require_run_folder(self.path)  # O_CREAT would fail without the folder; say why in one line
         with open_in_place(self.path / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
@@ -247,8 +253,8 @@ class RunDir:
         records = []
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                record = json.loads(line)
-            except ValueError:
+                record = parse_json(line, path)
+            except CheckpointError:
                 continue
             if isinstance(record, dict):
                 records.append(record)
@@ -320,8 +326,8 @@ def default_run_dir(name: str, source: str) -> Path:
 
 def _record_step(line: str) -> int | None:
     try:
-        step = json.loads(line).get("step")
-    except (ValueError, AttributeError):
+        step = parse_json(line, METRICS_FILE).get("step")
+    except (CheckpointError, AttributeError):
         return None
     return step if isinstance(step, int) else None
 

@@ -296,8 +296,14 @@ class _RunFiles(Callback):
         self.written = True
 
 
+# What stops a run with a checkpoint: Ctrl-C, kill (SIGTERM), and a closed terminal or ssh session (SIGHUP,
+# which Windows lacks), which would otherwise end the process at once and lose the steps since the last one.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def _fit(trainer: Trainer, run_dir: RunDir) -> bool:
-    """trainer.fit() with Ctrl-C and SIGTERM turned into a checkpoint and a clean stop; True if interrupted.
+    """trainer.fit() with Ctrl-C, SIGTERM and SIGHUP turned into a checkpoint and a clean stop; True if
+    interrupted.
     A diverged run writes its findings before the error goes up."""
     interrupted: list[int] = []
 
@@ -308,7 +314,7 @@ def _fit(trainer: Trainer, run_dir: RunDir) -> bool:
         trainer.interrupt()
 
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS} if in_main_thread else {}
     try:
         trainer.fit()
     except TrainingDiverged:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from lmlab.errors import DataError
+from lmlab.files import not_a_file
 
 # The classic course's series (REFERENCES.md): 4 years of daily values, split at step 1000.
 SYNTHETIC = {"length": 4 * 365 + 1, "baseline": 10.0, "slope": 0.05, "period": 365, "amplitude": 40.0,
@@ -73,8 +74,10 @@ def read_csv_column(path: str | Path, column: str, *, delimiter: str | None = No
     """The named column of a CSV file (with a header row) as float32, in file order. The delimiter is
     detected (csv.Sniffer: ',', ';', tab or '|') unless given."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    problem = not_a_file(path)
+    if problem:
+        raise DataError(f"{path}: no such file" if problem == "missing" else
+                        f"{path}: a CSV file expected, not {problem}")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             sep = delimiter or _sniff_delimiter(fh)

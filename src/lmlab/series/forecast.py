@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from lmlab.config import TrainConfig, build_config, to_dict
-from lmlab.errors import ConfigError, DataError
+from lmlab.errors import ConfigError, DataError, check_count
 from lmlab.files import claim_output_folder
 from lmlab.run.folder import CONFIG_FILE, SUMMARY_FILE, RunDir, is_run_or_its_start
 from lmlab.series.baselines import baseline_forecasts, errors
@@ -42,6 +42,8 @@ FORECASTERS: dict[str, tuple[type, type, dict[str, Any]]] = {
     "conv_lstm": (ConvLSTMForecasterConfig, ConvLSTMForecaster,
                   {"lr": 3e-3, "weight_decay": 0.0, "max_steps": 1500, "eval_interval": 100}),
 }
+
+MAX_HORIZON = 100_000  # steps forecast beyond the data, one model call each
 
 
 @dataclass
@@ -215,8 +217,9 @@ def run_forecast(
     file's (default: detected)."""
     if model_name not in FORECASTERS:
         raise ConfigError(f"unknown forecaster {model_name!r}; choose one of {', '.join(FORECASTERS)}")
-    if horizon < 0 or patience < 0:
-        raise ConfigError(f"--horizon and --patience must be >= 0, got {horizon} and {patience}")
+    check_count(horizon, "--horizon", MAX_HORIZON, least=0)
+    if patience < 0:
+        raise ConfigError(f"--patience must be >= 0, got {patience}")
     series = load_series(source, delimiter=delimiter)
     period = resolve_period(series, source, split, period, difference)
     split, period = _split_and_period(source, len(series), split, period)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lmlab.files import atomic_write
+
 if TYPE_CHECKING:
     from lmlab.series.forecast import ForecastResult
 
@@ -45,6 +47,6 @@ def plot_forecast(result: ForecastResult, path: Path) -> Path:
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
     return path

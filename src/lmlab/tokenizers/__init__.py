@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 
 from lmlab.errors import CheckpointError, ConfigError
+from lmlab.files import not_a_file, read_json_file
 from lmlab.tokenizers.base import BOUNDARY, Encoding
 from lmlab.tokenizers.bpe import BPETokenizer
 from lmlab.tokenizers.char import CharTokenizer
@@ -50,12 +50,10 @@ def tokenizer_kind(tokenizer: Tokenizer) -> str:
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """Load a tokenizer.json written by any lmlab tokenizer, or an HF byte-level BPE tokenizer.json."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing") from None
-    except (ValueError, UnicodeDecodeError):
-        raise CheckpointError(f"{path} is not an lmlab tokenizer file") from None
+    problem = not_a_file(path)
+    if problem:
+        raise CheckpointError(f"{path} is {problem}")
+    data = read_json_file(path, CheckpointError, "not an lmlab tokenizer file")
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} is not an lmlab tokenizer file")
     if isinstance(data.get("model"), dict) and "added_tokens" in data:  # HF's own format

@@ -24,6 +24,7 @@ import torch
 
 from lmlab.config import TrainConfig
 from lmlab.data.datasets import TokenDataset
+from lmlab.files import atomic_write
 from lmlab.training.step import build_optimizer, resolve_device
 
 RULES = ("valley", "minimum", "steep")
@@ -62,7 +63,7 @@ class LRFindResult:
         ax.set(xscale="log", xlabel="learning rate", ylabel="loss", title="learning-rate range test")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=90, bbox_inches="tight")
+        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight"))
         plt.close(fig)
         return Path(path)
 

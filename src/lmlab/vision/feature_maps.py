@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lmlab.files import atomic_write, atomic_write_text
 from lmlab.training.callbacks import Callback
 
 CELL = 48  # pixels per map in the mosaic; small maps are enlarged by repeating pixels, so none is blurred
@@ -91,7 +92,8 @@ def save_png(grey: np.ndarray, path: Path, colormap: str = "inferno") -> Path:
     from PIL import Image
 
     rgba = matplotlib.colormaps[colormap](grey)  # (rows, cols, 4) floats in [0, 1]
-    Image.fromarray((rgba[..., :3] * 255).round().astype(np.uint8)).save(path)
+    picture = Image.fromarray((rgba[..., :3] * 255).round().astype(np.uint8))
+    atomic_write(Path(path), lambda tmp: picture.save(tmp, format="PNG"))
     return path
 
 
@@ -132,8 +134,8 @@ def write_page(path: Path, frames: list[dict[str, Any]], title: str) -> Path:
         f'<h3>{html.escape(f["caption"])}</h3><img src="data:image/png;base64,{_base64(path.parent / f["src"])}" '
         f'alt="{html.escape(f["src"])}">' for f in frames)
     shown = [{"step": f["step"], "caption": f["caption"]} for f in frames]
-    path.write_text(_PAGE.format(title=html.escape(title), last=max(len(frames) - 1, 0),
-                                 frames=json.dumps(shown), all=listed), encoding="utf-8")
+    atomic_write_text(path, _PAGE.format(title=html.escape(title), last=max(len(frames) - 1, 0),
+                                 frames=json.dumps(shown), all=listed))
     return path
 
 

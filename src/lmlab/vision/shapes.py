@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lmlab.files import atomic_write
+
 CLASSES = ("circle", "square")
 
 
@@ -34,5 +36,6 @@ def write_shapes_folder(root: str | Path, *, per_class: int = 30, size: int = 32
                 draw.polygon([(cx + r * np.cos(turn + k * np.pi / 2), cy + r * np.sin(turn + k * np.pi / 2))
                               for k in range(4)], outline=ink, width=2)
             noisy = np.asarray(img, dtype=np.float32) + rng.normal(0, 25, (size, size))
-            Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).convert("RGB").save(root / name / f"{i:03d}.png")
+            picture = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).convert("RGB")
+            atomic_write(root / name / f"{i:03d}.png", lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
     return root

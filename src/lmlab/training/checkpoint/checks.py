@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from lmlab.errors import CheckpointError
+from lmlab.files import parse_json
 from lmlab.training.schedule import Schedule
 
 SCHEDULE_KEYS = tuple(f.name for f in dataclasses.fields(Schedule))
@@ -99,8 +100,8 @@ def check_callback_states(saved: Any, path: Path) -> list[dict[str, Any]]:
     """The callbacks' states: JSON of {name: state} (a list before callbacks were keyed by name), each state
     a dict; the keys lmlab's own callbacks use must have their types."""
     try:
-        states = json.loads(saved) if isinstance(saved, str) else None
-    except ValueError:
+        states = parse_json(saved, path) if isinstance(saved, str) else None
+    except CheckpointError:
         states = None
     states = list(states.values()) if isinstance(states, dict) else states
     if not isinstance(states, list) or not all(isinstance(s, dict) for s in states):
@@ -163,6 +164,7 @@ def check_run_config_dict(values: Any, path: Path) -> dict[str, Any]:
     train entries are objects (model.block_size an int); otherwise CheckpointError naming the entry."""
     if not isinstance(values, dict):
         raise CheckpointError(f"{path}: corrupted config (a JSON {type(values).__name__}, not an object)")
+    check_not_newer(values.get("lmlab_version"), path)
     for section in ("data", "model", "train"):
         if section in values and not isinstance(values[section], dict):
             raise CheckpointError(f"{path}: corrupted config (\"{section}\" is {json.dumps(values[section]):.40}, "
@@ -171,3 +173,29 @@ def check_run_config_dict(values: Any, path: Path) -> dict[str, Any]:
     if not _is_int(block_size) or block_size < 0:
         raise CheckpointError(f"{path}: corrupted config (model.block_size is {block_size!r:.40})")
     return values
+
+
+def check_not_newer(version: Any, path: Path) -> None:
+    """CheckpointError when a file was written by an lmlab newer than this one (its fields may mean what this
+    version cannot know; reading it and writing it back would rewrite it as an older file). None (written
+    before versions were kept) passes."""
+    from lmlab import __version__
+
+    if version is None:
+        return
+    if not isinstance(version, str) or not _release(version):
+        raise CheckpointError(f"{path}: corrupted config (lmlab_version is {json.dumps(version):.40})")
+    if _release(version) > _release(__version__):
+        raise CheckpointError(f"{path}: written by lmlab {version}, newer than this lmlab {__version__}; upgrade "
+                              "lmlab to use it")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(1, 2, 3) of "1.2.3" (a suffix such as ".dev0" or "rc1" is ignored); () if it does not start so."""
+    parts = []
+    for part in version.split(".")[:3]:
+        digits = part[: len(part) - len(part.lstrip("0123456789"))] if part else ""
+        if not digits or len(digits) > 9:
+            break
+        parts.append(int(digits))
+    return tuple(parts)

@@ -6,12 +6,11 @@ been written by lmlab live in checkpoint_checks.py.
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import json
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,16 @@ import safetensors.torch
 import torch
 
 from lmlab.errors import CheckpointError, LmlabError
-from lmlab.files import atomic_write, sync_dir, temporary_path, write_synced
+from lmlab.files import (
+    DiskFull,
+    atomic_write,
+    is_out_of_space,
+    not_a_file,
+    read_json_file,
+    sync_dir,
+    temporary_path,
+    write_synced,
+)
 from lmlab.training.checkpoint.checks import (
     apply_rng_state,
     check_optimizer_state,
@@ -28,7 +36,7 @@ from lmlab.training.checkpoint.checks import (
     check_run_config_dict,
     check_state,
 )
-from lmlab.training.checkpoint.parts import upgrade
+from lmlab.training.checkpoint.parts import FORMAT, upgrade
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
@@ -52,7 +60,7 @@ def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
     """A weights file of its own (early stopping's best, ModelCheckpoint's), written as a checkpoint is."""
     try:
         atomic_write(path, lambda tmp: _save_model(model, tmp, step))
-    except (OSError, RuntimeError, safetensors.SafetensorError) as err:  # a full disk, whoever reports it
+    except (OSError, RuntimeError, DiskFull) as err:  # a full disk: said with the room a checkpoint needs
         _raise_if_out_of_space(path.parent, model, {"step": step}, err)
         raise
 
@@ -69,6 +77,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tens
     temporary file, where `load_checkpoint` finds it and completes the commit; any earlier kill leaves the
     previous checkpoint whole. A model with NaN or inf in it is never saved over a good checkpoint.
     `model` may be a full state dict (FSDP gathers one from the shards) instead of a module."""
+    require_run_folder(run_dir)
     bad = nonfinite_tensors(model)
     if bad:
         raise NonFiniteModel(
@@ -93,6 +102,13 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tens
     sync_dir(run_dir)
 
 
+def require_run_folder(run_dir: Path) -> None:
+    """CheckpointError when the run folder was removed while training: writing would make a new folder holding
+    half a run (a checkpoint without its config). Checked before every write into a run that is training."""
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir}: the run folder was removed while training; stopped, nothing written")
+
+
 def _tensor_bytes(value: Any) -> int:
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()
@@ -108,7 +124,7 @@ def _raise_if_out_of_space(run_dir: Path, model: Any, state: dict[str, Any], err
     weights = model if isinstance(model, dict) else dict(model.state_dict())
     needed = _tensor_bytes(weights) + _tensor_bytes(state)
     free = shutil.disk_usage(run_dir).free
-    if getattr(err, "errno", None) == errno.ENOSPC or free < needed:
+    if is_out_of_space(err) or free < needed:
         raise CheckpointError(f"{run_dir}: no space left for the checkpoint (it needs about {needed / 1e6:.1f} MB, "
                               f"{free / 1e6:.1f} MB are free); any earlier checkpoint is kept") from None
 
@@ -120,7 +136,7 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module | dict[str, torch.Tens
     optimizer state fits the model (and `optimizer`'s groups, when given). Given a dict (FSDP), the full
     weights are put in it for the caller to scatter to the shards."""
     if isinstance(model, dict):
-        weights, weights_step = read_weight_dict(run_dir / MODEL_FILE)
+        weights, weights_step = read_weight_dict(run_dir / MODEL_FILE, model)
         model.update(weights)
     else:
         weights_step = load_weights(model, run_dir / MODEL_FILE)
@@ -175,12 +191,38 @@ def _save_weight_dict(state: dict[str, torch.Tensor], path: Path, step: int) -> 
     safetensors.torch.save_file(kept, str(path), metadata={"step": str(step)})
 
 
-def read_weight_dict(path: Path) -> tuple[dict[str, torch.Tensor], int]:
-    if not path.is_file():
-        raise CheckpointError(f"{path.parent}: no checkpoint ({path.name} is missing)")
+# The names safetensors' header gives the dtypes lmlab saves (its own table is private).
+SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                      torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+                      torch.bool: "BOOL"}
+
+
+def _require_weights_file(path: Path) -> None:
+    problem = not_a_file(path)
+    if problem:
+        raise CheckpointError(f"{path.parent}: no checkpoint ({path.name} is {problem})")
+
+
+def _refuse_other_dtypes(fh: Any, expected: dict[str, torch.Tensor], path: Path) -> None:
+    """Loading casts silently (int8 or float64 weights would load as float32 and mean something else), so a
+    tensor stored in a dtype other than the one the model holds, which is what lmlab saved, is refused."""
+    for name in fh:
+        want = expected.get(name)
+        if want is None:
+            continue
+        stored = fh.get_slice(name).get_dtype()
+        if stored != SAFETENSORS_DTYPES.get(want.dtype, str(want.dtype)):
+            raise CheckpointError(f"{path}: tensor {name} is stored as {stored}, this model holds "
+                                  f"{SAFETENSORS_DTYPES.get(want.dtype, want.dtype)}; lmlab did not write it so")
+
+
+def read_weight_dict(path: Path, expected: dict[str, torch.Tensor] | None = None
+                     ) -> tuple[dict[str, torch.Tensor], int]:
+    _require_weights_file(path)
     try:
         with safetensors.safe_open(str(path), framework="pt") as fh:
             step = int((fh.metadata() or {}).get("step", 0))
+            _refuse_other_dtypes(fh, expected or {}, path)
         weights = safetensors.torch.load_file(str(path))
     except (safetensors.SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: unreadable or corrupted checkpoint ({err})") from None
@@ -190,11 +232,11 @@ def read_weight_dict(path: Path) -> tuple[dict[str, torch.Tensor], int]:
 
 def load_weights(model: torch.nn.Module, path: Path) -> int:
     """Load weights into `model`; returns the step they were saved at."""
-    if not path.is_file():
-        raise CheckpointError(f"{path.parent}: no checkpoint ({path.name} is missing)")
+    _require_weights_file(path)
     try:
         with safetensors.safe_open(str(path), framework="pt") as fh:
             step = int((fh.metadata() or {}).get("step", 0))
+            _refuse_other_dtypes(fh, model.state_dict(), path)
         missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
     except (safetensors.SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: unreadable or corrupted checkpoint ({err})") from None
@@ -253,15 +295,29 @@ def set_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> Non
     apply_rng_state(state, torch.default_generator, data_generator, random, np.random)
 
 
+def torch_load_safely(path: Path, mmap: bool = False) -> Any:
+    """torch.load with weights_only=True (plain data and tensors, no pickled objects), the one way lmlab reads
+    a .pt file. A raw pickle is refused by it; torch warns about the file in two lines first, silenced here so
+    the caller's one-line refusal is all a user sees."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
+
+
 def load_state(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(f"{path.parent}: no trainer state ({path.name} is missing); cannot resume")
+    problem = not_a_file(path)
+    if problem:
+        raise CheckpointError(f"{path.parent}: no trainer state ({path.name} is {problem}); cannot resume")
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        state = torch_load_safely(path)
     except Exception as err:  # noqa: BLE001 -- a truncated zip or a foreign file: any failure means the same thing here
         raise CheckpointError(f"{path}: unreadable or corrupted trainer state ({type(err).__name__})") from None
     if not isinstance(state, dict) or not (state.keys() >= STATE_KEYS or state.keys() >= FLAT_STATE_KEYS):
         raise CheckpointError(f"{path}: not an lmlab trainer state (keys missing)")
+    written = state.get("format", 1)
+    if not isinstance(written, int) or isinstance(written, bool) or written > FORMAT:
+        raise CheckpointError(f"{path}: trainer state format {written!r:.20} is newer than this lmlab's "
+                              f"(format {FORMAT}); upgrade lmlab to resume it")
     state = upgrade(state)
     check_state(state, path)
     return state
@@ -271,12 +327,10 @@ def read_json(path: Path, what: str, kind: type = dict) -> Any:
     """A JSON value of `kind` (an object unless told) from a run directory (summary, config, findings), or
     CheckpointError saying what is wrong; a run's config ("config") must also have the shape
     `check_run_config_dict` asks for."""
-    if not path.is_file():
-        raise CheckpointError(f"{path.parent}: not an lmlab run ({path.name} is missing)")
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise CheckpointError(f"{path}: corrupted {what}") from None
+    problem = not_a_file(path)
+    if problem:
+        raise CheckpointError(f"{path.parent}: not an lmlab run ({path.name} is {problem})")
+    values = read_json_file(path, CheckpointError, f"corrupted {what}")
     if what == "config":
         return check_run_config_dict(values, path)
     if not isinstance(values, kind):
