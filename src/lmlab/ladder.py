@@ -37,8 +37,9 @@ from lmlab.experiments.groups import is_group
 from lmlab.experiments.seeds import train_seeds
 from lmlab.files import atomic_write_text, claim_output_folder
 from lmlab.models import REGISTRY, count_parameters
+from lmlab.names import did_you_mean
 from lmlab.notebook import Comparison
-from lmlab.run import train
+from lmlab.run import load, train
 from lmlab.run.config import build_model, merge_layers, resolve_config
 from lmlab.run.data import RunData, context_length, prepare_data
 from lmlab.run.folder import SUMMARY_FILE, RunDir, is_run_or_its_start
@@ -105,7 +106,8 @@ def run_ladder(
     names = list(models) if models else default_rungs()
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
-        raise ConfigError(f"unknown model {unknown[0]!r}; choose from {', '.join(REGISTRY)}")
+        raise ConfigError(f"unknown model {unknown[0]!r}; {did_you_mean(unknown[0], REGISTRY)}choose from "
+                          f"{', '.join(REGISTRY)}")
     if size not in ("auto", "default"):
         raise ConfigError(f"--size must be auto or default, got {size!r}")
     parsed = parse_budget(budget, "--budget")
@@ -163,8 +165,6 @@ def _train_rung(values: dict[str, Any], folder: Path, force: bool, data: RunData
     None if it was interrupted now. `force` trains it again whatever the folder holds."""
     run_dir = RunDir(folder)
     if not force and (folder / SUMMARY_FILE).is_file():
-        from lmlab.run import load
-
         return load(folder)
     if not force and run_dir.has_checkpoint():
         run = train({}, out=folder, resume=True, inspect=False, data=data)

@@ -63,6 +63,7 @@ def resolve_config(values: dict[str, Any] | RunConfig) -> RunConfig:
         return values
     if not isinstance(values, dict):
         raise ConfigError(f"a config is a dict of sections ({', '.join(SECTIONS)}), got {type(values).__name__}")
+    complete = "lmlab_version" in values  # RunConfig.to_dict()'s: every value written out, none chosen by hand
     values = {k: v for k, v in values.items() if k != "lmlab_version"}
     unknown = sorted(set(values) - set(SECTIONS))
     if unknown:
@@ -80,7 +81,9 @@ def resolve_config(values: dict[str, Any] | RunConfig) -> RunConfig:
     spec = REGISTRY[name]
     given = {f"{section}.{key}" for section in ("data", "train") for key in values.get(section, {})}
     train_values = merge({"train": spec.train_defaults}, {"train": values.get("train", {})})["train"]
-    train_values = _budget_values(train_values, given)
+    # In a complete config, max_steps is TrainConfig's default written out beside a budget not yet spent (a seed
+    # group's, a sweep trial's): the budget decides. A run folder's config.json holds no work budget (spent).
+    train_values = _budget_values(train_values, given - {"train.max_steps"} if complete else given)
     return RunConfig(
         data=build_config(DataConfig, dict(values.get("data", {})), "data"),
         model_name=name,
