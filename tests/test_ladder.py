@@ -133,6 +133,10 @@ def test_a_rung_that_does_not_beat_the_counted_bigram_gets_a_line_saying_why():
     lines = undertrained(rows, Budget(1e11, "flops"))
     assert lines == ["gpt: undertrained at this budget (2.4000, not 0.1 below the counted bigram's 2.4500): 54,000 "
                      "tokens for 204,000 parameters; try --budget 4e11flops"]
+    rows[3]["nll"]["test"] = 2.06  # beats the bigram, but trails the mlp by more than 0.05
+    assert undertrained(rows, Budget(1e11, "flops")) == [
+        "gpt: 0.060 behind the best rung (mlp) at this budget: 54,000 tokens for 204,000 parameters; try --budget "
+        "4e11flops"]
 
 
 def test_ladder_with_seeds_shows_mean_and_se_and_marks_the_best(tiny_names, tmp_path):

@@ -36,7 +36,7 @@ from lmlab.errors import CheckpointError, ConfigError
 from lmlab.experiments.groups import is_group
 from lmlab.experiments.seeds import train_seeds
 from lmlab.files import atomic_write_text, claim_output_folder
-from lmlab.models import REGISTRY, count_parameters
+from lmlab.models import GPT2_WEIGHT_DECAY, REGISTRY, count_parameters
 from lmlab.names import did_you_mean
 from lmlab.notebook import Comparison
 from lmlab.run import load, train
@@ -57,6 +57,7 @@ TOKENS_PER_PARAMETER = 20
 MIN_STEPS = 1000  # a rung's batch is halved (down to MIN_BATCH) until it takes at least this many steps
 MIN_BATCH = 16
 MIN_GAIN = 0.1  # nats a trained rung should gain over the counted bigram; less is worth a line under the table
+MAX_BEHIND = 0.05  # nats a transformer rung may trail the best rung by before a line under the table says so
 # The counted bigram, and the same table learned by gradient descent: at best they tie.
 AT_BEST_BIGRAMS = ("ngram", "bigram")
 WIDTHS = ("n_embd", "n_hidden")  # the fields the width rule scales, where a rung's config has them
@@ -224,13 +225,16 @@ def fair_size(config, data: RunData, budget: Budget) -> dict[str, Any]:
             config, model=dataclasses.replace(config.model, **values)), data))
 
     best = min(_shapes(config.model), key=lambda shape: abs(math.log(params(shape) / target)))
+    # Alike: no dropout anywhere (the other rungs have none); the transformers at GPT-2's weight decay, not the
+    # default GPT's 0.5, which suits its 200K parameters memorising the embedded names
     regular = {"dropout": 0.0} if hasattr(config.model, "dropout") else {}
+    decay = {"weight_decay": GPT2_WEIGHT_DECAY} if regular else {}
     sized = dataclasses.replace(config, model=dataclasses.replace(config.model, **best))
     batch = config.train.batch_size
     while batch // 2 >= MIN_BATCH and _steps(dataclasses.replace(sized, train=dataclasses.replace(
             sized.train, batch_size=batch)), data, budget) < MIN_STEPS:
         batch //= 2
-    return {"model": {**best, **regular}, "train": {"batch_size": batch, "early_stopping": EARLY_STOPPING}}
+    return {"model": {**best, **regular}, "train": {"batch_size": batch, "early_stopping": EARLY_STOPPING, **decay}}
 
 
 def _shapes(model) -> list[dict[str, int]]:
@@ -269,20 +273,33 @@ def _steps(config, data: RunData, budget: Budget) -> int:
 
 
 def undertrained(rows: list[dict[str, Any]], budget: Budget) -> list[str]:
-    """A line for each trained rung that does not beat the counted bigram by MIN_GAIN nats on held-out text:
-    the tokens it saw for its parameters, and a budget to try (4x: twice the size on twice the tokens)."""
-    counted = [r for r in rows if r["model"] == "ngram" and r["nll"][held_out_split(r)] is not None]
-    if not counted:
+    """Lines under the table for rungs the budget did not serve: a trained rung that does not beat the counted
+    bigram by MIN_GAIN nats on held-out text, and a transformer rung more than MAX_BEHIND nats behind the best
+    rung (at a budget that suits them they lead). Each says what the rung saw for its size, and a budget to
+    try (4x: twice the parameters on twice the tokens)."""
+    scored = [r for r in rows if r["nll"][held_out_split(r)] is not None]
+    counted = [r for r in scored if r["model"] == "ngram"]
+    if not scored:
         return []
-    floor = counted[0]["nll"][held_out_split(counted[0])]
+    floor = counted[0]["nll"][held_out_split(counted[0])] if counted else None
+    best = min(scored, key=lambda r: r["nll"][held_out_split(r)])
+    more = Budget(budget.amount * 4, budget.unit)
     lines = []
-    for row in rows:
+    for row in scored:
         nll = row["nll"][held_out_split(row)]
-        if row["model"] in AT_BEST_BIGRAMS or nll is None or nll <= floor - MIN_GAIN:
+        seen = (f"{row['tokens']:,.0f} tokens" if row.get("tokens") else f"{row['steps']} steps") + \
+            f" for {row['parameters']:,} parameters; try --budget {more}"
+        if row["model"] in AT_BEST_BIGRAMS:
             continue
-        more = Budget(budget.amount * 4, budget.unit)
-        seen = f"{row['tokens']:,.0f} tokens" if row.get("tokens") else f"{row['steps']} steps"
-        lines.append(f"{Path(row['run']).name}: undertrained at this budget ({nll:.4f}, not {MIN_GAIN} below the "
-                     f"counted bigram's {floor:.4f}): {seen} for {row['parameters']:,} parameters; try --budget "
-                     f"{more}")
+        if floor is not None and nll > floor - MIN_GAIN:
+            lines.append(f"{Path(row['run']).name}: undertrained at this budget ({nll:.4f}, not {MIN_GAIN} below the "
+                         f"counted bigram's {floor:.4f}): {seen}")
+        elif _is_transformer(row["model"]) and nll > best["nll"][held_out_split(best)] + MAX_BEHIND:
+            lines.append(f"{Path(row['run']).name}: {nll - best['nll'][held_out_split(best)]:.3f} behind the best "
+                         f"rung ({Path(best['run']).name}) at this budget: {seen}")
     return lines
+
+
+def _is_transformer(model_name: str) -> bool:
+    spec = REGISTRY.get(model_name)
+    return spec is not None and "n_head" in {f.name for f in dataclasses.fields(spec.config_cls)}
