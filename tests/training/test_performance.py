@@ -62,7 +62,8 @@ class Spy:
         if name == "torch" and not seen:
             seen.append(os.environ.get("OMP_WAIT_POLICY"))
 sys.meta_path.insert(0, Spy())
-import lmlab.cli
+import lmlab.cli  # the entry point: it imports no torch itself (help starts at once); a command does, later
+import torch
 print(seen)
 """
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
