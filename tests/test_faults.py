@@ -116,12 +116,34 @@ def test_every_float_is_checked_in_the_library_too():
 def test_step_memory_is_checked_against_the_machine():
     config = TrainConfig(batch_size=4096)
     needed = step_memory(config, block_size=1024, vocab_size=50_000)
-    assert needed == 4096 * 1024 * 50_000 * 4 * 3 + 4096 * 1024 * 16  # ~2.3 TiB of logits
+    # an evaluation batch (4x) holds its logits twice, more than a training step's three copies: ~6 TiB
+    assert needed == 4 * 4096 * 1024 * 50_000 * 4 * 2 + 4096 * 1024 * 16
     with pytest.raises(ConfigError, match=r"needs at least .* GiB per step, more than the 1.0 GiB available; "
                                           "lower train.batch_size"):
         check_step_memory(config, 1024, 50_000, available=2**30)
     check_step_memory(TrainConfig(batch_size=32), 128, 27, available=2**30)  # the default run fits
     check_step_memory(TrainConfig(batch_size=32), 128, 27)  # and fits this machine
+
+
+def test_the_memory_check_counts_the_activations_a_model_saves_for_backward():
+    """A small vocabulary makes the logits cheap; a wide model's saved activations are what a huge batch
+    cannot hold (gpt-small at batch 1e6 was killed by the kernel at 21.9 GB before it was counted)."""
+    import torch
+
+    from lmlab.models import REGISTRY
+    from lmlab.training.memory import activation_bytes
+
+    config = REGISTRY["gpt-small"].config_cls(vocab_size=27, block_size=13)
+    with torch.device("meta"):
+        net = REGISTRY["gpt-small"].model_cls(config)
+    per_example = activation_bytes(net, 13)
+    # at least the residual stream of every layer, kept for its norm: 13 tokens x 384 floats x 6 layers
+    assert 13 * 384 * 4 * 6 < per_example < 13 * 384 * 4 * 6 * 100
+    huge = TrainConfig(batch_size=1_000_000)
+    assert step_memory(huge, 13, 27, activations=per_example) > 10**6 * per_example
+    with pytest.raises(ConfigError, match="lower train.batch_size"):
+        check_step_memory(huge, 13, 27, available=24 * 2**30, activations=per_example)
+    check_step_memory(huge, 13, 27, available=24 * 2**30)  # the logits alone (6 GiB) would have passed
 
 
 def test_sample_seed_out_of_range(run, capsys):

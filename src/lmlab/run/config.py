@@ -118,8 +118,6 @@ def _budget_values(train: dict[str, Any], given: set[str]) -> dict[str, Any]:
     train = dict(train)
     if "train.max_steps" in given and "train.budget" not in given:
         train["budget"] = ""
-    if not isinstance(train.get("budget", ""), str):
-        return train  # build_config names the wrong type
     budget = parse_budget(train.get("budget", ""))
     if budget is None:
         return train

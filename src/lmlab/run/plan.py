@@ -22,7 +22,7 @@ from lmlab.run.fit_defaults import fit_to_data
 from lmlab.run.folder import RunDir
 from lmlab.tokenizers import Tokenizer
 from lmlab.training.budget import WorkPlan, work_plan
-from lmlab.training.memory import check_step_memory
+from lmlab.training.memory import activation_bytes, check_step_memory
 from lmlab.training.performance import flops_per_token
 from lmlab.training.step import predicted_tokens
 
@@ -82,7 +82,9 @@ def plan_run(resolved: Resolved, tokenizer: Tokenizer | None = None, data: RunDa
     context = max(resolved.saved_context, context_length(data))
     config, data, context = fit_to_data(config, data, context)
     config, work = fit_to_budget(config, data, context, world_size)
-    check_step_memory(config.train, context, data.tokenizer.vocab_size)
+    with torch.device("meta"):
+        model = build_model(config, data.tokenizer, context, training=True)
+    check_step_memory(config.train, context, data.tokenizer.vocab_size, activations=activation_bytes(model, context))
     return RunPlan(config=config, data=data, context=context, resume=resolved.resume, work=work)
 
 
