@@ -1,4 +1,4 @@
-"""One direction of flow: a module never imports one to its right (STYLE.md habit 1; the order is in README.md's
+"""One direction of flow: a module never imports one to its right (the project's style; the order is in README.md's
 Layout section). Every import form counts: `import lmlab.x`, `from lmlab.x import y`, `from lmlab import x`,
 relative imports, and imports inside functions."""
 

@@ -72,7 +72,7 @@ def test_synthetic_series_reproduces_reference_baselines():
     series = synthetic_series()
     assert series.shape == (1461,) and series.dtype == np.float32
     scores = {k: errors(series[1000:], v) for k, v in baseline_forecasts(series, 1000, period=365).items()}
-    # REFERENCES.md: naive 61.83 / 5.938, MA30 106.67 / 7.142, diff+MA 52.97 / 5.839, smoothed 33.45 / 4.569
+    # the course's errors: naive 61.83 / 5.938, MA30 106.67 / 7.142, diff+MA 52.97 / 5.839, smoothed 33.45 / 4.569
     expected = {"naive": (61.83, 5.938), "moving average 30": (106.67, 7.142),
                 "seasonal diff + MA 50": (52.97, 5.839),
                 "seasonal diff + MA 50, past smoothed 10": (33.45, 4.569)}

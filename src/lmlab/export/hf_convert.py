@@ -171,11 +171,6 @@ def hf_tokenizer_files(tokenizer: Tokenizer, model_max_length: int, lines_mode: 
     }
 
 
-def char_backend(tokenizer) -> Any:
-    """A `tokenizers` Tokenizer giving a CharTokenizer's ids (kept for callers of the old name)."""
-    return hf_backend(tokenizer)
-
-
 def tokenizer_from_hf(path: Path, vocab_size: int | None = None) -> Tokenizer:
     """An HF tokenizer.json as an lmlab tokenizer: the char, word or BPE tokenizer lmlab exported it from,
     or an HFTokenizer for any other."""

@@ -11,9 +11,9 @@ by 1/sqrt(2 * n_layer), because each of the 2 * n_layer residual branches adds i
 Why GPT-2's block is written here though llama.py can express it (its GPT2_SWITCHES): this file is the
 rung a reader meets first and the one exported to GPT-2, so it reads as GPT-2 does, top to bottom with no
 switches, where Llama's block has to branch on each of its seven. The two cannot drift apart unnoticed:
-tests/test_llama.py checks that Llama with GPT-2's switches computes exactly this model's logits from the
+tests/models/test_llama.py checks that Llama with GPT-2's switches computes exactly this model's logits from the
 same weights. `GPT.decoder` is not a third copy of the block but the sampler's fast path over the same
-weights, checked against `forward` bit for bit (tests/test_gpt.py); a change to the block is made in
+weights, checked against `forward` bit for bit (tests/models/test_gpt.py); a change to the block is made in
 `Block` and there.
 Shape legend: B batch, T time, C width (n_embd), V vocabulary, L layers.
 """

@@ -25,7 +25,7 @@ from torch import Tensor
 from lmlab.errors import DataError
 from lmlab.files import not_a_file
 
-# The classic course's series (REFERENCES.md): 4 years of daily values, split at step 1000.
+# The TensorFlow time-series course's synthetic series: 4 years of daily values, split at step 1000.
 SYNTHETIC = {"length": 4 * 365 + 1, "baseline": 10.0, "slope": 0.05, "period": 365, "amplitude": 40.0,
              "noise": 5.0, "seed": 42, "split_time": 1000}
 

@@ -67,7 +67,7 @@ class ForecastResult:
 def _split_and_period(
     source: str, length: int, split: int | None, period: int | None
 ) -> tuple[int, int | None]:
-    if source == "synthetic":  # the reference's own period and split (REFERENCES.md)
+    if source == "synthetic":  # the course's own period and split (series/data.py)
         period = SYNTHETIC["period"] if period is None else period
         split = SYNTHETIC["split_time"] if split is None else split
     if split is None:

@@ -98,10 +98,6 @@ def fused_adamw_available(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
-    return torch.compile(model) if enabled else model
-
-
 def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
     """Training FLOPs per token: 6 per parameter, plus attention's score and value products for models
     whose config has n_layer, n_head and n_embd (a transformer). Embedding parameters are counted too, as
