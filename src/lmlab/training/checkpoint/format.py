@@ -206,7 +206,7 @@ def _require_weights_file(path: Path) -> None:
 def _refuse_other_dtypes(fh: Any, expected: dict[str, torch.Tensor], path: Path) -> None:
     """Loading casts silently (int8 or float64 weights would load as float32 and mean something else), so a
     tensor stored in a dtype other than the one the model holds, which is what lmlab saved, is refused."""
-    for name in fh.keys():  # safetensors 0.8 safe_open is not iterable itself
+    for name in fh.keys():  # noqa: SIM118 (safetensors 0.8: safe_open is not iterable itself)
         want = expected.get(name)
         if want is None:
             continue
