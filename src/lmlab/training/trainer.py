@@ -22,7 +22,7 @@ import torch
 
 from lmlab.config import TrainConfig, parse_budget
 from lmlab.data.datasets import TokenDataset
-from lmlab.errors import ConfigError, TrainingDiverged
+from lmlab.errors import TrainingDiverged
 from lmlab.models.base import capability
 from lmlab.run.folder import RunDir
 from lmlab.training import performance as perf
@@ -80,11 +80,10 @@ class Trainer:
         # The module the step calls: compiled and/or wrapped for DDP/FSDP (FSDP shards self.model in place).
         self.train_model = self.model if counted else self.parallel.wrap(self.model, self.device, config.compile)
         self.optimizer = build_optimizer(self.model, config, fused=perf.fused_adamw_available(self.device))
-        if config.ema_decay and self.parallel.sharded:
-            raise ConfigError("train.ema_decay does not work with FSDP yet (the average would need sharding); "
-                              "use train.parallel=ddp or train.ema_decay=0")
+        # Under FSDP the average is kept shard by shard, beside the shards it averages.
         self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay and not counted else None
-        self.data_generator = torch.Generator().manual_seed(config.seed)
+        self.data_generator = torch.Generator().manual_seed(config.seed)  # the same global batches on every rank
+        self.parallel.seed_rank(config.seed)
         self.step = 0
         self.tokens_seen = 0
         self.nonfinite_steps = 0
@@ -157,6 +156,14 @@ class Trainer:
     def averaged_weights(self):
         """The weight average in the model, where there is one: what evaluation and checkpoints see."""
         return self.average.averaged() if self.average is not None else contextlib.nullcontext()
+
+    def full_weights(self) -> dict[str, torch.Tensor]:
+        """The model's whole state dict on the CPU; under FSDP every rank must call this (it gathers)."""
+        return self.parallel.full_weights(self.model)
+
+    def load_full_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Put a whole state dict (full_weights') into the model; under FSDP on every rank."""
+        self.parallel.load_full_weights(self.model, weights)
 
     def save_checkpoint(self) -> None:
         """Weights (the average, where there is one) and trainer state into the run folder, as one unit."""

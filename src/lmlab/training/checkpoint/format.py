@@ -56,10 +56,11 @@ def _save_model(model: torch.nn.Module, path: Path, step: int) -> None:
     _save_weight_dict(model.state_dict(), path, step)
 
 
-def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
-    """A weights file of its own (early stopping's best, ModelCheckpoint's), written as a checkpoint is."""
+def save_weights(model: torch.nn.Module | dict[str, torch.Tensor], path: Path, step: int) -> None:
+    """A weights file of its own (early stopping's best, ModelCheckpoint's), written as a checkpoint is;
+    `model` may be a full state dict (gathered from FSDP's shards)."""
     try:
-        atomic_write(path, lambda tmp: _save_model(model, tmp, step))
+        atomic_write(path, lambda tmp: _save_model_or_dict(model, tmp, step))
     except (OSError, RuntimeError, DiskFull) as err:  # a full disk: said with the room a checkpoint needs
         _raise_if_out_of_space(path.parent, model, {"step": step}, err)
         raise
