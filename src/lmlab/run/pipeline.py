@@ -184,7 +184,13 @@ def train(
         train_config = resolved.config.train
         parallel = Parallel.from_environment(train_config.device, train_config.parallel) if torchrun else Parallel()
     try:
-        return _train(resolved, run_dir, force, callbacks, inspect, data, parallel)
+        run = _train(resolved, run_dir, force, callbacks, inspect, data, parallel)
+        # No rank leaves the group while another may still be in a collective with it (FSDP's last gathers):
+        # a gloo rank that left early was seen to abort at exit ("terminate called without an active
+        # exception"). Only on success: after an error on one rank the others must not wait here.
+        if joined:
+            parallel.barrier()
+        return run
     finally:
         if joined:
             parallel.close()
