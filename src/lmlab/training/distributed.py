@@ -155,8 +155,8 @@ class Parallel:
         """The model's whole state dict as CPU tensors, on every rank: under FSDP every rank must call this
         (the shards are gathered collectively) and every rank gets the result (early stopping keeps the best
         weights on each, to restore them on each)."""
-        if not self.sharded:
-            return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if not self.sharded:  # copied name by name, so tied names are tied again, as a weights file has them
+            return _retie(model, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         gathered = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
