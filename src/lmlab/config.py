@@ -171,8 +171,12 @@ class TrainConfig:
     budget: str = ""
     eval_interval: int = 200
     # Periodic evaluations score a fixed random sample of this many val tokens and report its standard error
-    # (training/scoring.py estimate_nll); the final evaluation is exact.
+    # (training/scoring.py estimate_nll); the final evaluation is exact up to final_eval_max_tokens.
     eval_max_tokens: int = 20_000
+    # The final evaluation of val and test: exact for a split of at most this many predicted tokens, else a
+    # fixed sample of this many with its standard error (summary.json's nll_stderr), so a large corpus' final
+    # evaluation costs a bounded time; 0: exact whatever the size.
+    final_eval_max_tokens: int = 2_000_000
     checkpoint_interval: int = 0  # 0: checkpoint at each evaluation
     # > 0: stop once val loss has not improved for this many evaluations, and keep the best (averaged) weights
     # as the run's model (Keras' EarlyStopping(restore_best_weights=True)); 0: train every step
@@ -204,7 +208,8 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         non_negative = ("warmup_steps", "weight_decay", "grad_clip", "checkpoint_interval", "peak_tflops",
-                        "early_stopping", "reduce_lr_on_plateau", "save_top_k", "decay_start", "decay_steps")
+                        "final_eval_max_tokens", "early_stopping", "reduce_lr_on_plateau", "save_top_k",
+                        "decay_start", "decay_steps")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")

@@ -197,3 +197,31 @@ def test_a_datasets_folder_without_the_package_names_the_extra(tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(DataError, match=re.escape("pip install 'lmlab[datasets]'")):
         load_corpus(str(tmp_path / "hf"))
+
+
+def test_a_text_file_read_in_blocks_is_the_file_read_whole(tmp_path):
+    from lmlab.data.sources import iter_text_file, read_text_file
+
+    text = "\ufeff" + "".join(f"é{i} naïve ☃\r\n" for i in range(500))  # 2- and 3-byte characters cut by blocks
+    plain, packed = tmp_path / "a.txt", tmp_path / "a.txt.gz"
+    plain.write_text(text, encoding="utf-8")
+    packed.write_bytes(gzip.compress(text.encode("utf-8")))
+    for path in (plain, packed):
+        blocks = list(iter_text_file(path, block_bytes=7))
+        assert len(blocks) > 100 and "".join(blocks) == read_text_file(path) == text[1:]
+    # the same one-line errors, at the same byte, however the file is cut
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"abc " * 100 + "é".encode() + b"\xff tail")
+    for block in (7, 1 << 20):
+        with pytest.raises(DataError, match="not valid utf-8 at byte 402"):
+            "".join(iter_text_file(bad, block_bytes=block))
+    with pytest.raises(DataError, match="not valid utf-8 at byte 402"):
+        read_text_file(bad)
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(b"hello " * 50 + b"\x00")
+    with pytest.raises(DataError, match="NUL bytes, the first at byte 300"):
+        "".join(iter_text_file(binary, block_bytes=16))
+    blank = tmp_path / "blank.txt"
+    blank.write_text(" \n\n  \n")
+    with pytest.raises(DataError, match="the file is empty"):
+        list(iter_text_file(blank, block_bytes=2))

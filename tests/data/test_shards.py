@@ -91,3 +91,25 @@ def test_fingerprint_tells_prepared_corpora_apart(tmp_path, corpus):
     a, b = (open_shards(tmp_path / name, 8)[1]["train"] for name in ("a", "b"))
     assert data_fingerprint(a) == open_shards(tmp_path / "a", 16)[1]["train"].fingerprint
     assert data_fingerprint(a) != data_fingerprint(b)
+
+
+@pytest.mark.parametrize(("kind", "vocab"), [("char", 0), ("word", 40), ("bpe", 300)])
+def test_a_file_read_in_small_pieces_prepares_the_ids_of_the_whole(tmp_path, monkeypatch, kind, vocab):
+    import lmlab.data.shard_writer as writer
+
+    # every piece boundary, block boundary and split boundary falls inside the text many times over
+    monkeypatch.setattr(writer, "PIECE_CHARS", 64)
+    monkeypatch.setattr(writer, "BLOCK_BYTES", 100)
+    path = tmp_path / "c.txt"
+    path.write_text(TEXT.replace("fox", "föx ☃"), encoding="utf-8")
+    meta = prepare_shards(PrepareOptions(source=str(path), out=str(tmp_path / "prep"), tokenizer=kind,
+                                         vocab_size=vocab, val_fraction=0.15, test_fraction=0.05))
+    memory = prepare_data(DataConfig(source=str(path), mode="stream", tokenizer=kind, vocab_size=vocab,
+                                     block_size=16, val_fraction=0.15, test_fraction=0.05))
+    for split in ("train", "val", "test"):
+        on_disk = np.fromfile(tmp_path / "prep" / f"{split}.bin", dtype=np.uint16)
+        assert on_disk.tolist() == memory.splits[split].ids.tolist() and len(on_disk) > 100
+    assert sum(s["characters"] for s in meta["splits"].values()) == len(path.read_text(encoding="utf-8"))
+    assert meta["megabytes"] == round(path.stat().st_size / 1e6, 3)
+    folder = prepare_data(DataConfig(source=str(tmp_path / "prep"), block_size=16))
+    assert folder.tokenizer == memory.tokenizer

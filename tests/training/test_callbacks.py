@@ -21,6 +21,7 @@ from lmlab.training.callbacks import (
     TerminateOnNaN,
 )
 from lmlab.training.checkpoint.format import load_weights
+from lmlab.training.distributed import Parallel
 from lmlab.training.trainer import Trainer
 
 
@@ -33,6 +34,13 @@ class FakeTrainer(SimpleNamespace):
 
     def save_checkpoint(self):
         self.saved += 1
+
+    # the Trainer's own, on one process (what FSDP changes is tested in test_distributed.py)
+    def full_weights(self):
+        return Parallel().full_weights(self.model)
+
+    def load_full_weights(self, weights):
+        Parallel().load_full_weights(self.model, weights)
 
 
 def _feed(callback, trainer, values, after=None):

@@ -106,3 +106,54 @@ def test_bpe_run_bits_per_byte_count_the_utf8_bytes_of_the_scored_text(tmp_path)
         assert report["bits_per_byte"] == pytest.approx(expected, rel=1e-12)
         assert summary["bits_per_byte"][split] == pytest.approx(expected, rel=1e-6)
         assert report["tokens"] < num_bytes  # merges: fewer tokens than bytes, so bits/byte < bits/token
+
+
+def test_losses_a_few_rows_at_a_time_equal_the_whole_batch(monkeypatch):
+    import torch.nn.functional as F
+
+    import lmlab.training.scoring as scoring
+
+    logits = torch.randn(9, 7, 11) * 3
+    targets = torch.randint(11, (9, 7))
+    targets[2, 3:] = -100
+    whole = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none").sum(1).double()
+    monkeypatch.setattr(scoring, "LOSS_CHUNK_BYTES", 2 * 7 * 11 * 4)  # two rows at a time
+    assert torch.equal(scoring.row_losses(logits, targets), whole)
+
+
+def test_the_final_val_score_is_computed_once_and_recomputed_after_weights_change(tiny_names, tmp_path, monkeypatch):
+    import lmlab.run.pipeline as pipeline
+    from lmlab.run import train
+
+    scored = []
+    real = pipeline.score_split
+    monkeypatch.setattr(pipeline, "score_split", lambda model, ds, **kw: scored.append(ds) or real(model, ds, **kw))
+    config = {"data": {"source": str(tiny_names)}, "model": {"name": "mlp"},
+              "train": {"max_steps": 20, "eval_interval": 10, "threads": 1, "ema_decay": 0.9}}
+    run = train(config, out=tmp_path / "once", inspect=False)
+    val = run.trainer.val_data
+    assert len(scored) == 1 and scored[0] is not val  # test only: val came from the trainer's final evaluation
+    last = [json.loads(line) for line in (tmp_path / "once" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert run.summary["nll"]["val"] == pytest.approx(last["val_loss"], abs=1e-6)
+    assert run.summary["nll"]["val"] == pytest.approx(mean_nll(run.trainer.model, val)[0], abs=1e-5)
+    assert "nll_stderr" not in run.summary  # small data: exact
+    # weights changed after the final evaluation (as restored best weights do): val is scored again
+    with torch.no_grad():
+        next(run.trainer.model.parameters()).mul_(1.5)
+    scored.clear()
+    again = pipeline.split_scores(run.trainer, pipeline.RunData(run.tokenizer, "lines", {"val": val}, {}))
+    assert scored == [val] and again.nll["val"] == pytest.approx(mean_nll(run.trainer.model, val)[0], abs=1e-5)
+    assert again.nll["val"] != pytest.approx(run.summary["nll"]["val"], abs=1e-4)
+
+
+def test_a_split_over_the_final_cap_is_a_fixed_sample_with_its_standard_error(tiny_names, tmp_path):
+    from lmlab.run import train
+
+    config = {"data": {"source": str(tiny_names)}, "model": {"name": "mlp"},
+              "train": {"max_steps": 10, "threads": 1, "final_eval_max_tokens": 40}}
+    run = train(config, out=tmp_path / "capped", inspect=False)
+    val = run.trainer.val_data
+    assert val.num_predictions > 40 and set(run.summary["nll_stderr"]) == {"val", "test"}
+    stderr, exact = run.summary["nll_stderr"]["val"], mean_nll(run.trainer.model, val)[0]
+    assert 0 < stderr < 0.5 and abs(run.summary["nll"]["val"] - exact) < 4 * stderr
+    assert run.summary["nll"]["val"] != exact

@@ -22,7 +22,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     meta = prepare_shards(PrepareOptions(
         source=args.source, out=args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size or 0,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, encoding=args.encoding))
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, encoding=args.encoding,
+        show_progress=True))
     splits = ", ".join(f"{name} {s['tokens']:,}" for name, s in meta["splits"].items())
     print(f"{args.out}: {meta['tokenizer']} tokenizer, vocab {meta['vocab_size']:,}, {meta['dtype']}; tokens: "
           f"{splits}; {meta['megabytes']:.1f} MB encoded at {meta['encode_mb_per_s']:.1f} MB/s "

@@ -17,7 +17,7 @@ import io
 import logging
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from lmlab.errors import DataError
 from lmlab.files import parse_json
@@ -51,6 +51,32 @@ def read_bytes(path: Path) -> bytes:
         except zstandard.ZstdError as err:
             raise DataError(f"{path}: corrupt or truncated zstd file ({err})") from None
     return data
+
+
+def open_bytes(path: Path) -> BinaryIO:
+    """A file opened for reading its bytes a block at a time, decompressed when it ends in .gz or .zst."""
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return gzip.open(path, "rb")
+    if suffix == ".zst":
+        try:
+            import zstandard
+        except ImportError:
+            raise DataError(f"{path}: reading .zst files needs zstandard: pip install 'lmlab[zstd]'") from None
+        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+    return open(path, "rb")
+
+
+def read_block(path: Path, fh: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes from a file open_bytes opened (b"" at its end); a damaged archive is one DataError."""
+    try:
+        return fh.read(size)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: corrupt or truncated compressed file ({err})") from None
+    except Exception as err:  # noqa: BLE001 (zstandard.ZstdError, without importing zstandard here)
+        if type(err).__name__ == "ZstdError":
+            raise DataError(f"{path}: corrupt or truncated zstd file ({err})") from None
+        raise
 
 
 def format_suffix(path: Path) -> str:

@@ -12,6 +12,7 @@ import codecs
 import importlib.util
 import logging
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -84,40 +85,95 @@ def _load_embedded(name: str) -> list[str]:
     return _pystdlib()
 
 
-def read_text_file(path: Path, encoding: str = "utf-8") -> str:
-    """Read one text file or raise DataError saying plainly what is wrong with it."""
+def _open_text_source(path: Path, encoding: str) -> bool:
+    """Check that `path` is a regular file and `encoding` a text encoding; True for a wide one (UTF-16/32),
+    where NUL bytes are normal."""
     problem = not_a_file(path)
     if problem == "missing":
         raise DataError(f"{path}: no such file or folder")
     if problem:
         raise DataError(f"{path}: not a regular file ({problem})")
+    try:
+        return codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r}") from None
+
+
+def _refuse_binary(path: Path, data: bytes, head: bytes, offset: int) -> None:
+    """DataError when `data` (bytes from `offset` on; `head`: the file's first bytes) holds a NUL byte: the
+    file is binary, or wide text read with a narrow encoding."""
+    nul = data.find(b"\x00")
+    if nul < 0:
+        return
+    wide_guess = _wide_encoding_guess(head)
+    if wide_guess:
+        raise DataError(f"{path}: looks like {wide_guess} text (NUL bytes between the characters); pass "
+                        f"--encoding {wide_guess.lower()}")
+    raise DataError(f"{path}: looks like a binary file (it contains NUL bytes, the first at byte "
+                    f"{offset + nul:,}), not text")
+
+
+def _not_valid(path: Path, encoding: str, byte: int) -> DataError:
+    return DataError(f"{path}: not valid {encoding} at byte {byte}; pass --encoding (e.g. latin-1) if the file "
+                     "uses another encoding")
+
+
+def read_text_file(path: Path, encoding: str = "utf-8") -> str:
+    """Read one text file or raise DataError saying plainly what is wrong with it."""
+    wide = _open_text_source(path, encoding)
     data = records.read_bytes(path)
     if not data.strip():
         raise DataError(f"{path}: the file is empty")
-    try:
-        wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))  # NUL bytes are normal there
-    except LookupError:
-        raise DataError(f"unknown encoding {encoding!r}") from None
-    nul = -1 if wide else data.find(b"\x00")  # the whole file: a NUL past the first KB is as binary
-    if nul >= 0:
-        wide_guess = _wide_encoding_guess(data)
-        if wide_guess:
-            raise DataError(f"{path}: looks like {wide_guess} text (NUL bytes between the characters); pass "
-                            f"--encoding {wide_guess.lower()}")
-        raise DataError(f"{path}: looks like a binary file (it contains NUL bytes, the first at byte {nul:,}), "
-                        "not text")
+    if not wide:  # the whole file: a NUL past the first KB is as binary
+        _refuse_binary(path, data, data[:4096], 0)
     try:
         text = data.decode(encoding)
     except LookupError:  # a codec that is not a text encoding (base64, rot13)
         raise DataError(f"unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as err:
-        raise DataError(
-            f"{path}: not valid {encoding} at byte {err.start}; pass --encoding (e.g. latin-1) if the file "
-            "uses another encoding"
-        ) from None
+        raise _not_valid(path, encoding, err.start) from None
     if "\x00" in text:  # a wide encoding's NUL character
         raise DataError(f"{path}: looks like a binary file (it contains NUL characters), not text")
     return text.removeprefix("\ufeff")
+
+
+def iter_text_file(path: Path, encoding: str = "utf-8", block_bytes: int = 1 << 22) -> Iterator[str]:
+    """The text of one file (.gz/.zst decompressed as it is read) in blocks decoded from `block_bytes` bytes
+    at a time, checked as read_text_file checks the whole file: memory stays at one block whatever the
+    file's size. A block ends anywhere, mid-word included; joined, the blocks are read_text_file's text.
+    The checks are made as the reading reaches them, so a NUL byte or a bad byte near the end raises only
+    after the blocks before it were yielded."""
+    wide = _open_text_source(path, encoding)
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    except (LookupError, TypeError):
+        raise DataError(f"unknown encoding {encoding!r}") from None
+    offset, head, visible, first = 0, b"", False, True
+    with records.open_bytes(path) as fh:
+        while True:
+            data = records.read_block(path, fh, block_bytes)
+            head = head or data[:4096]
+            if not wide:
+                _refuse_binary(path, data, head, offset)
+            try:
+                pending = len(decoder.getstate()[0])  # bytes of a character begun in the block before
+                text = decoder.decode(data, final=not data)
+            except UnicodeDecodeError as err:
+                raise _not_valid(path, encoding, offset - pending + err.start) from None
+            except LookupError:
+                raise DataError(f"unknown encoding {encoding!r}") from None
+            offset += len(data)
+            if "\x00" in text:
+                raise DataError(f"{path}: looks like a binary file (it contains NUL characters), not text")
+            if first and text:
+                text, first = text.removeprefix("\ufeff"), False
+            visible = visible or not text.isspace() and bool(text)
+            if text:
+                yield text
+            if not data:
+                break
+    if not visible:
+        raise DataError(f"{path}: the file is empty")
 
 
 def _wide_encoding_guess(data: bytes) -> str | None:
@@ -160,6 +216,18 @@ def load_corpus(source: str, encoding: str = "utf-8", text_field: str = "text") 
         raise DataError(f"{source}: no such file or folder, and not an embedded data set ({known})")
     text = read_text_file(path, encoding)
     return Corpus(_name(path), [text], guess_mode(text))
+
+
+def single_text_file(source: str) -> Path | None:
+    """The file, when load_corpus reads `source` as one text file (neither an embedded set, nor records, nor
+    a folder); else None. Such a file can be read a block at a time (iter_text_file)."""
+    if source in EMBEDDED:
+        return None
+    source, field = records.split_field(source)
+    path = Path(source).expanduser()
+    if field or not path.exists() or path.is_dir() or records.is_record_source(path):
+        return None
+    return path
 
 
 def _name(path: Path) -> str:

@@ -62,7 +62,16 @@ from lmlab.training.distributed import Parallel
 from lmlab.training.loggers import loggers_for
 from lmlab.training.lr_finder import LRFindResult, lr_find
 from lmlab.training.performance import flops_per_token, use_fitting_threads
-from lmlab.training.scoring import bits_per_byte, mean_nll, scored_bytes, token_bytes
+from lmlab.training.scoring import (
+    batch_bytes,
+    batch_rows,
+    bits_per_byte,
+    evaluation_batches,
+    mean_nll,
+    score_split,
+    scored_bytes,
+    token_bytes,
+)
 from lmlab.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -175,7 +184,13 @@ def train(
         train_config = resolved.config.train
         parallel = Parallel.from_environment(train_config.device, train_config.parallel) if torchrun else Parallel()
     try:
-        return _train(resolved, run_dir, force, callbacks, inspect, data, parallel)
+        run = _train(resolved, run_dir, force, callbacks, inspect, data, parallel)
+        # No rank leaves the group while another may still be in a collective with it (FSDP's last gathers):
+        # a gloo rank that left early was seen to abort at exit ("terminate called without an active
+        # exception"). Only on success: after an error on one rank the others must not wait here.
+        if joined:
+            parallel.barrier()
+        return run
     finally:
         if joined:
             parallel.close()
@@ -338,19 +353,45 @@ def _budget_summary(plan: RunPlan) -> dict[str, Any] | None:
     return {"requested": str(budget), "unit": budget.unit} if budget is not None else None
 
 
-def split_scores(trainer: Trainer, data: RunData) -> tuple[dict[str, float], dict[str, float | None]]:
-    """(NLL per token, bits per byte) of the trained model on every non-empty split: exact for val and test,
-    the training split capped at train.eval_max_tokens (a large corpus' train split would cost more than the
-    run). Bits per byte count the UTF-8 bytes of the scored tokens' text (training/scoring.py)."""
-    nll, bpb = {}, {}
+@dataclass(frozen=True, slots=True)
+class SplitScores:
+    """The trained model's scores on every non-empty split: NLL per token, bits per byte, and the standard
+    error of each NLL that is a sample's (a split over train.final_eval_max_tokens tokens)."""
+
+    nll: dict[str, float]
+    bits_per_byte: dict[str, float | None]
+    stderr: dict[str, float]
+
+
+def split_scores(trainer: Trainer, data: RunData) -> SplitScores:
+    """The final scores of every non-empty split: val and test exact up to train.final_eval_max_tokens
+    (a fixed sample of that many with its standard error beyond), val taken from the trainer's final
+    evaluation when the model still holds the weights it scored; the training split capped at
+    train.eval_max_tokens, its first tokens (a large corpus' train split would cost more than the run). Bits
+    per byte count the UTF-8 bytes of the scored tokens' text (training/scoring.py)."""
+    nll, bpb, stderr = {}, {}, {}
     byte_lengths = token_bytes(data.tokenizer)
     for name, ds in data.splits.items():
         if not len(ds):
             continue
-        cap = trainer.config.eval_max_tokens if name == "train" else None
-        nll[name], tokens = mean_nll(trainer.model, ds, device=trainer.device, max_tokens=cap)
-        bpb[name] = bits_per_byte(nll[name], tokens, scored_bytes(ds, byte_lengths, max_tokens=cap))
-    return nll, bpb
+        if name == "train":
+            cap = trainer.config.eval_max_tokens
+            nll[name], tokens = mean_nll(trainer.model, ds, device=trainer.device, max_tokens=cap)
+            bpb[name] = bits_per_byte(nll[name], tokens, scored_bytes(ds, byte_lengths, max_tokens=cap))
+            continue
+        cap = trainer.final_eval_cap(ds)
+        score = trainer.final_val_score() if name == "val" else None
+        if score is not None:  # the same batches again, without the model: only their bytes are new
+            batches = evaluation_batches(ds, batch_rows(trainer.model, ds, trainer.config.batch_size * 4), cap)
+            score = dataclasses.replace(score, num_bytes=batch_bytes(batches, byte_lengths))
+        else:
+            score = score_split(trainer.model, ds, max_tokens=cap, batch_size=trainer.config.batch_size * 4,
+                                device=trainer.device, byte_lengths=byte_lengths)
+        nll[name] = score.nll
+        bpb[name] = bits_per_byte(score.nll, score.tokens, score.num_bytes)
+        if not score.exact:
+            stderr[name] = score.stderr
+    return SplitScores(nll, bpb, stderr)
 
 
 def _as_ran(config: RunConfig, trainer: Trainer) -> RunConfig:
@@ -372,7 +413,7 @@ def _finished_run(run_dir: RunDir, config: RunConfig, plan: RunPlan, trainer: Tr
         if not trainer.interrupted and parallel.sharded:
             split_scores(trainer, data)  # FSDP's forward is collective: take part in rank 0's evaluation
         return Run(run_dir, config, data.tokenizer, trainer.model, trainer.step, trainer=trainer)
-    nll, bpb = split_scores(trainer, data)
+    scores = split_scores(trainer, data)
     watched = any(isinstance(c, Inspector) for c in trainer.callbacks)
     summary = {
         "model": config.model_name,
@@ -387,8 +428,9 @@ def _finished_run(run_dir: RunDir, config: RunConfig, plan: RunPlan, trainer: Tr
         "wall_seconds": round(wall_seconds, 3),
         "tokens_per_s": round(trainer.tokens_seen / max(trainer.train_seconds, 1e-9)),
         "nonfinite_steps": trainer.nonfinite_steps,
-        "nll": nll,
-        "bits_per_byte": bpb,
+        "nll": scores.nll,
+        "bits_per_byte": scores.bits_per_byte,
+        **({"nll_stderr": scores.stderr} if scores.stderr else {}),  # splits scored on a sample only
         # Who turned the inspector off, for `lmlab inspect` to say: FSDP (_callbacks), else the caller
         # (inspect=False: --no-inspect, the ladder's rungs).
         "inspector": INSPECTOR_ON if watched else INSPECTOR_OFF_FSDP if parallel.sharded else INSPECTOR_OFF_BY_CALLER,

@@ -34,13 +34,22 @@ TOKENIZERS: dict[str, type] = {"char": CharTokenizer, "word": WordTokenizer, "bp
                                "hf": HFTokenizer}
 
 
+FIT_PIECE_CHARS = 1 << 20
+
+
 def fit_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 0) -> Tokenizer:
-    """Train the tokenizer `kind` on `texts`; vocab_size 0 is the tokenizer's default (char: all chars)."""
+    """Train the tokenizer `kind` on `texts`; vocab_size 0 is the tokenizer's default (char: all chars).
+
+    The trainers see `texts` cut into pieces of about a MiB (text_chunks) and drawn one at a time: HF's BPE
+    trainer given one 50 MB string held ~80 bytes per byte of it, and one in pieces stays near its counts.
+    The cuts fall where every tokenizer starts a fresh token anyway, so the counts, and so the vocabulary,
+    are those of the whole texts. `texts` may be a generator (a file read piece by piece)."""
     if kind not in TOKENIZERS:
         raise ConfigError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZERS)}")
+    pieces = (piece for text in texts for piece in text_chunks(text, FIT_PIECE_CHARS))
     if kind == "char":
-        return CharTokenizer.fit(texts)
-    return TOKENIZERS[kind].fit(texts, vocab_size)
+        return CharTokenizer.fit(pieces)
+    return TOKENIZERS[kind].fit(pieces, vocab_size)
 
 
 def tokenizer_kind(tokenizer: Tokenizer) -> str:
@@ -108,6 +117,26 @@ def text_chunks(text: str, size: int = 1 << 20) -> Iterator[str]:
                 end = newline + 1
         yield text[start:end]
         start = end
+
+
+def stream_chunks(blocks: Iterable[str], size: int = 1 << 20) -> Iterator[str]:
+    """text_chunks of the text `blocks` make when joined, from blocks cut anywhere (a file read a block at a
+    time), holding at most about three pieces' worth of text: a piece is given out only once the text
+    after its start reaches past the farthest place text_chunks looks (2 * size), so each cut falls where
+    it falls in the whole text."""
+    buffer = ""
+    for block in blocks:
+        buffer += block
+        if len(buffer) <= 3 * size:
+            continue
+        start = 0
+        for piece in text_chunks(buffer, size):
+            if start + 2 * size >= len(buffer):  # its cut may depend on text not read yet
+                break
+            yield piece
+            start += len(piece)
+        buffer = buffer[start:]
+    yield from text_chunks(buffer, size)
 
 
 def encode_pieces(tokenizer: Tokenizer, texts: list[str],
@@ -201,6 +230,6 @@ def encode_documents(tokenizer: Tokenizer, texts: list[str],
 
 __all__ = ["BOUNDARY", "TOKENIZERS", "UNKNOWN", "BPETokenizer", "CharTokenizer", "Encoding", "HFTokenizer",
            "Tokenizer", "WordTokenizer", "encode_documents", "encode_joined", "encode_large",
-           "encode_pieces", "encode_to_tensor", "fit_tokenizer", "load_tokenizer",
+           "encode_pieces", "encode_to_tensor", "fit_tokenizer", "load_tokenizer", "stream_chunks",
            "text_chunks", "tokenizer_kind"]
 

@@ -18,7 +18,7 @@ import torch
 from lmlab.config import TrainConfig
 from lmlab.files import subfolder
 from lmlab.run.folder import CHECKPOINTS_DIR
-from lmlab.training.checkpoint.format import load_weights, save_weights
+from lmlab.training.checkpoint.format import load_weights, read_weight_dict, save_weights
 from lmlab.training.schedule import lr_at
 
 if TYPE_CHECKING:
@@ -127,11 +127,11 @@ class EarlyStopping(_Monitor):
     def update(self, trainer: Trainer, value: float) -> None:
         if self._improved(value):
             self.best_step = trainer.step
-            if self.restore_best_weights:
-                self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
+            if self.restore_best_weights:  # on every rank: under FSDP the shards are gathered collectively
+                self.best_weights = trainer.full_weights()
                 path = self._file(trainer, trainer.step)
                 if path is not None and trainer.parallel.is_main:
-                    save_weights(trainer.model, path, trainer.step)  # before the checkpoint that names it
+                    save_weights(self.best_weights, path, trainer.step)  # before the checkpoint that names it
         elif self.wait >= self.patience:
             self.stopped_step = trainer.step
             log.info("early stopping at step %d: %s has not improved on %.4f for %d checks", trainer.step,
@@ -149,15 +149,18 @@ class EarlyStopping(_Monitor):
     def on_train_end(self, trainer: Trainer) -> None:
         if not self.restore_best_weights or self.best_step is None or self.best_step == trainer.step:
             return
-        if self.best_weights is not None:
-            trainer.model.load_state_dict(self.best_weights)
-        else:  # resumed: this process never held them
+        if self.best_weights is None:  # resumed: this process never held them
             path = self._file(trainer, self.best_step)
             if path is None or not path.is_file():
                 log.warning("the best weights (step %d) were not kept; the run ends with its last ones",
                             self.best_step)
                 return
-            load_weights(trainer.model, path)
+            if trainer.parallel.sharded:
+                trainer.load_full_weights(read_weight_dict(path)[0])
+            else:
+                load_weights(trainer.model, path)
+        else:
+            trainer.load_full_weights(self.best_weights)
         log.info("restored the best weights (step %d, %s %.4f)", self.best_step, self.monitor, self.best)
         trainer.save_checkpoint()  # the run directory's model is the restored one
 

@@ -1,15 +1,16 @@
 """Training on several processes with torch.distributed, as started by `torchrun`.
 
     torchrun --nproc_per_node 8 -m lmlab train ...                       # one machine, 8 GPUs
-    torchrun --nnodes 2 --node_rank R --nproc_per_node 8 \\
-             --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m lmlab train ...  # two machines
+    torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d \\
+             --rdzv_endpoint HOST:29400 --rdzv_id JOB -m lmlab train ...  # two machines, the same line on each
 
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; `Parallel.from_environment` joins the process group (NCCL on
 CUDA, gloo on CPU). Each rank draws the same global batch indices from the same seeded generator and keeps
 its own slice, so a run on N processes sees exactly the batches of one process with N times the batch size
 (and reads only its share of the windows). Gradients are averaged by DistributedDataParallel, or sharded
 with FSDP2 (`fully_shard`, `train.parallel=fsdp`) when a model's weights and optimizer state don't fit one
-device. Rank 0 alone logs and writes files; every rank reads the checkpoint on resume.
+device. Rank 0 alone logs and writes files; every rank reads the checkpoint on resume. Each rank seeds its
+dropout with seed + rank, and every rank's random state goes into the checkpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -145,17 +147,42 @@ class Parallel:
         )
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        model_state = get_model_state_dict(model, options=options)
-        # Gathering copies each name apart; point tied names (a GPT's embedding and head) at one tensor again.
-        tied: dict[int, list[str]] = {}
-        for name, param in model.named_parameters(remove_duplicate=False):
-            tied.setdefault(id(param), []).append(name)
-        for names in tied.values():
-            present = [n for n in names if n in model_state]
-            for name in present[1:]:
-                model_state[name] = model_state[present[0]]
+        model_state = _retie(model, get_model_state_dict(model, options=options))
         optim_state = get_optimizer_state_dict(model, optimizer, options=options) if optimizer else {}
         return model_state, optim_state
+
+    def full_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The model's whole state dict as CPU tensors, on every rank: under FSDP every rank must call this
+        (the shards are gathered collectively) and every rank gets the result (early stopping keeps the best
+        weights on each, to restore them on each)."""
+        if not self.sharded:  # copied name by name, so tied names are tied again, as a weights file has them
+            return _retie(model, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        gathered = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+        return _retie(model, {k: v.detach().to("cpu", copy=True) for k, v in gathered.items()})
+
+    def load_full_weights(self, model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+        """Put a full state dict (full_weights') into the model, into each rank's shards under FSDP."""
+        if self.sharded:
+            self.load_full_state(model, None, weights, None)
+        else:
+            model.load_state_dict(weights)
+
+    def gather_objects(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order, on every rank (one process: [value])."""
+        if self.world_size == 1:
+            return [value]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+    def seed_rank(self, seed: int) -> None:
+        """Seed torch's generators (dropout) with `seed + rank` on a rank of several: the ranks draw their
+        own masks, as the rows of one big batch would, instead of the same ones. The model was built before,
+        under `seed` alone, so every rank starts from the same weights. One process keeps its stream."""
+        if self.world_size > 1:
+            torch.manual_seed(seed + self.rank)
 
     def load_full_state(self, model: nn.Module, optimizer, model_state, optim_state) -> None:
         from torch.distributed.checkpoint.state_dict import (
@@ -168,3 +195,31 @@ class Parallel:
         set_model_state_dict(model, model_state, options=options)
         if optimizer is not None and optim_state:
             set_optimizer_state_dict(model, optimizer, optim_state, options=options)
+
+
+def _retie(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Gathering copies each name apart; point tied names (a GPT's embedding and head) at one tensor again."""
+    tied: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        tied.setdefault(id(param), []).append(name)
+    for names in tied.values():
+        present = [n for n in names if n in state]
+        for name in present[1:]:
+            state[name] = state[present[0]]
+    return state
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """A plain copy of `tensor`; of an FSDP shard (a DTensor), the whole tensor, gathered collectively."""
+    if hasattr(tensor, "full_tensor"):
+        return tensor.full_tensor().detach().cpu()
+    return tensor.detach().clone()
+
+
+def copy_full_(target: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy a whole tensor into `target`, into this rank's shard of it when `target` is a DTensor."""
+    if hasattr(target, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        full = distribute_tensor(full.to(target.device), target.device_mesh, target.placements)
+    target.copy_(full)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import torch
 
+from lmlab.training.distributed import copy_full_, full_tensor
+
 
 class WeightAverage:
     def __init__(self, model: torch.nn.Module, decay: float):
@@ -52,7 +54,8 @@ class WeightAverage:
             self.swap()
 
     def raw_weights(self) -> list[torch.Tensor]:
-        return [t.detach().clone() for t in (self.shadow if self.swapped else self.params)]
+        """Copies of the raw weights, whole: under FSDP every rank must call this (the shards are gathered)."""
+        return [full_tensor(t) for t in (self.shadow if self.swapped else self.params)]
 
     @torch.no_grad()
     def restore(self, raw: list[torch.Tensor] | None) -> None:
@@ -65,4 +68,4 @@ class WeightAverage:
             if len(raw) != len(self.params):
                 raise ValueError(f"{len(raw)} saved raw weights for {len(self.params)} parameters")
             for param, saved in zip(self.params, raw, strict=True):
-                param.copy_(saved)
+                copy_full_(param, saved)

@@ -2,12 +2,14 @@
 whole dataset (`mean_nll`), or estimated from a fixed random sample of its examples with a standard error
 (`estimate_nll`), which is what periodic evaluations during training use; and the UTF-8 bytes of text the
 scored tokens stand for (`scored_bytes`), so runs with different tokenizers of one text compare in bits per
-byte.
+byte. `score_split` is the final evaluation of a split: exact up to a cap (train.final_eval_max_tokens),
+a fixed sample with its standard error beyond, with the bytes of the tokens it scored.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +81,90 @@ def mean_loss(
 ESTIMATE_SEED = 0
 
 
+# The float32 logits and log-softmax of one evaluation batch are made this many bytes at a time (a few rows),
+# whatever the batch holds: evaluating a split then allocates the model's logits and temporaries of one small
+# size, reused, instead of copies of the whole batch's logits, whose sizes just under glibc's mmap threshold
+# (32 MiB) fragmented the heap until the kernel killed the process (issue 38).
+LOSS_CHUNK_BYTES = 1 << 22
+
+
+@dataclass(frozen=True, slots=True)
+class SplitScore:
+    """A split's mean NLL (nats per token) over `tokens` predictions; `stderr`: the standard error of that
+    mean as a sample's (for an exact score, what a sample of its size would have had); `exact`: every
+    prediction of the split was scored; `num_bytes`: the UTF-8 bytes of the scored tokens, where byte
+    lengths were given."""
+
+    nll: float
+    tokens: int
+    stderr: float
+    exact: bool
+    num_bytes: int | None = None
+
+
+def evaluation_batches(dataset: TokenDataset, batch_size: int, max_tokens: int):
+    """Every example in order when the dataset predicts at most `max_tokens` tokens, else examples drawn
+    (with replacement) by a generator seeded ESTIMATE_SEED until `max_tokens` are predicted: a fixed,
+    unbiased sample, the same at every call."""
+    if dataset.num_predictions <= max_tokens:
+        return dataset.iter_batches(batch_size)
+    return _sampled_batches(dataset, batch_size, max_tokens, torch.Generator().manual_seed(ESTIMATE_SEED))
+
+
+def row_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B,) float64: each row's summed NLL of `targets` (B, T) under `logits` (B, T, V), IGNORE_INDEX left
+    out, computed a few rows at a time (LOSS_CHUNK_BYTES) so no float32 copy of the whole batch is made."""
+    _, width, vocab = logits.shape
+    rows = max(1, LOSS_CHUNK_BYTES // max(width * vocab * 4, 1))
+    sums = []
+    for first in range(0, len(logits), rows):
+        part = logits[first : first + rows].float()  # (b, T, V)
+        losses = F.cross_entropy(part.transpose(1, 2), targets[first : first + rows], ignore_index=IGNORE_INDEX,
+                                 reduction="none")  # (b, T)
+        sums.append(losses.sum(1).double())
+    return torch.cat(sums)
+
+
 @torch.no_grad()
+def score_split(
+    model: torch.nn.Module,
+    dataset: TokenDataset,
+    *,
+    max_tokens: int,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    byte_lengths: torch.Tensor | None = None,
+) -> SplitScore:
+    """The split's mean NLL: exact when it predicts at most `max_tokens` tokens, else over a fixed sample of
+    about `max_tokens` (evaluation_batches) with its standard error.
+
+    The standard error treats the examples (lines, or windows of a stream) as the sampled units of a ratio
+    estimator (sum of losses over sum of tokens): how far another sample of this size could land."""
+    was_training = model.training
+    model.eval()
+    exact = dataset.num_predictions <= max_tokens
+    sums, counts, num_bytes = [], [], 0
+    for input_ids, labels in evaluation_batches(dataset, batch_rows(model, dataset, batch_size), max_tokens):
+        targets = next_token_targets(labels)
+        if byte_lengths is not None:
+            num_bytes += batch_bytes([(input_ids, labels)], byte_lengths)
+        logits = model(input_ids.to(device)).logits[:, :-1]  # (B, T-1, V)
+        sums.append(row_losses(logits, targets.to(device)).cpu())
+        counts.append((targets != IGNORE_INDEX).sum(1).double())
+        del logits
+    model.train(was_training)
+    nll, n = (torch.cat(sums), torch.cat(counts)) if sums else (torch.zeros(0), torch.zeros(0))
+    total = float(n.sum())
+    kept = num_bytes if byte_lengths is not None else None
+    if not total:
+        return SplitScore(float("nan"), 0, float("nan"), exact, kept)
+    mean = float(nll.sum()) / total
+    units = len(n)
+    residual = nll - mean * n
+    stderr = math.sqrt(float(residual.pow(2).sum()) * units / max(units - 1, 1)) / total
+    return SplitScore(mean, int(total), stderr, exact, kept)
+
+
 def estimate_nll(
     model: torch.nn.Module,
     dataset: TokenDataset,
@@ -88,40 +173,10 @@ def estimate_nll(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> tuple[float, int, float]:
-    """(mean NLL in nats, predicted tokens, standard error of the mean). When the dataset predicts more than
-    `max_tokens` tokens, scores examples drawn (with replacement) by a generator seeded ESTIMATE_SEED until
-    `max_tokens` are predicted: a fixed, unbiased sample; otherwise every example, exactly.
-
-    The standard error treats the examples (lines, or windows of a stream) as the sampled units of a ratio
-    estimator (sum of losses over sum of tokens): how far another sample of this size could land."""
-    was_training = model.training
-    model.eval()
-    batch_size = batch_rows(model, dataset, batch_size)
-    if dataset.num_predictions <= max_tokens:
-        batches = dataset.iter_batches(batch_size)
-    else:
-        generator = torch.Generator().manual_seed(ESTIMATE_SEED)
-        batches = _sampled_batches(dataset, batch_size, max_tokens, generator)
-    sums, counts = [], []
-    for input_ids, labels in batches:
-        input_ids, labels = input_ids.to(device), labels.to(device)
-        logits = model(input_ids).logits[:, :-1].float()  # (B, T-1, V)
-        targets = next_token_targets(labels)
-        losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
-        sums.append(losses.sum(1).double().cpu())  # (B,)
-        counts.append((targets != IGNORE_INDEX).sum(1).double().cpu())
-    model.train(was_training)
-    if not sums:
-        return float("nan"), 0, float("nan")
-    nll, n = torch.cat(sums), torch.cat(counts)
-    total = float(n.sum())
-    if not total:
-        return float("nan"), 0, float("nan")
-    mean = float(nll.sum()) / total
-    units = len(n)
-    residual = nll - mean * n
-    stderr = math.sqrt(float(residual.pow(2).sum()) * units / max(units - 1, 1)) / total
-    return mean, int(total), stderr
+    """(mean NLL in nats, predicted tokens, standard error of the mean) of score_split: what periodic
+    evaluations report."""
+    score = score_split(model, dataset, max_tokens=max_tokens, batch_size=batch_size, device=device)
+    return score.nll, score.tokens, score.stderr
 
 
 def _sampled_batches(dataset: TokenDataset, batch_size: int, max_tokens: int, generator: torch.Generator):
@@ -166,14 +221,19 @@ def _byte_level_alphabet() -> set[str]:
     return set(pre_tokenizers.ByteLevel.alphabet())
 
 
-def scored_bytes(dataset: TokenDataset, byte_lengths: torch.Tensor, *, batch_size: int = 256,
-                 max_tokens: int | None = None) -> int:
-    """UTF-8 bytes of the tokens `mean_nll` predicts with the same `batch_size` and `max_tokens`."""
+def batch_bytes(batches, byte_lengths: torch.Tensor) -> int:
+    """UTF-8 bytes of the tokens the (input_ids, labels) `batches` predict."""
     total = 0
-    for _, labels in dataset.iter_batches(batch_size, max_tokens):
+    for _, labels in batches:
         targets = next_token_targets(labels)
         total += int(byte_lengths[targets[targets != IGNORE_INDEX]].sum())
     return total
+
+
+def scored_bytes(dataset: TokenDataset, byte_lengths: torch.Tensor, *, batch_size: int = 256,
+                 max_tokens: int | None = None) -> int:
+    """UTF-8 bytes of the tokens `mean_nll` predicts with the same `batch_size` and `max_tokens`."""
+    return batch_bytes(dataset.iter_batches(batch_size, max_tokens), byte_lengths)
 
 
 def bits_per_byte(nll: float, tokens: int, num_bytes: int) -> float | None:

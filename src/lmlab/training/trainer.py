@@ -22,7 +22,7 @@ import torch
 
 from lmlab.config import TrainConfig, parse_budget
 from lmlab.data.datasets import TokenDataset
-from lmlab.errors import ConfigError, TrainingDiverged
+from lmlab.errors import TrainingDiverged
 from lmlab.models.base import capability
 from lmlab.run.folder import RunDir
 from lmlab.training import performance as perf
@@ -33,7 +33,7 @@ from lmlab.training.distributed import Parallel
 from lmlab.training.ema import WeightAverage
 from lmlab.training.progress import Progress, fmt
 from lmlab.training.schedule import Schedule, lr_at
-from lmlab.training.scoring import estimate_nll, mean_loss
+from lmlab.training.scoring import SplitScore, mean_loss, score_split
 from lmlab.training.step import accumulate_gradients, batch_to, build_optimizer, predicted_tokens, resolve_device
 
 log = logging.getLogger(__name__)
@@ -80,11 +80,10 @@ class Trainer:
         # The module the step calls: compiled and/or wrapped for DDP/FSDP (FSDP shards self.model in place).
         self.train_model = self.model if counted else self.parallel.wrap(self.model, self.device, config.compile)
         self.optimizer = build_optimizer(self.model, config, fused=perf.fused_adamw_available(self.device))
-        if config.ema_decay and self.parallel.sharded:
-            raise ConfigError("train.ema_decay does not work with FSDP yet (the average would need sharding); "
-                              "use train.parallel=ddp or train.ema_decay=0")
+        # Under FSDP the average is kept shard by shard, beside the shards it averages.
         self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay and not counted else None
-        self.data_generator = torch.Generator().manual_seed(config.seed)
+        self.data_generator = torch.Generator().manual_seed(config.seed)  # the same global batches on every rank
+        self.parallel.seed_rank(config.seed)
         self.step = 0
         self.tokens_seen = 0
         self.nonfinite_steps = 0
@@ -98,6 +97,8 @@ class Trainer:
         self._interrupted = False
         self._looping = False  # an interrupt counts only while steps are being taken
         self._uncompiled_step = False
+        self._final_val: tuple[SplitScore, int] | None = None  # the last exact val score and its step
+        self._final_val_stamp: tuple[int, ...] | None = None  # the weights it scored, once fit() ended
         self.last_eval_step: int | None = None
         self.checkpointer = trainer_state.parts(self)
 
@@ -156,6 +157,14 @@ class Trainer:
         """The weight average in the model, where there is one: what evaluation and checkpoints see."""
         return self.average.averaged() if self.average is not None else contextlib.nullcontext()
 
+    def full_weights(self) -> dict[str, torch.Tensor]:
+        """The model's whole state dict on the CPU; under FSDP every rank must call this (it gathers)."""
+        return self.parallel.full_weights(self.model)
+
+    def load_full_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Put a whole state dict (full_weights') into the model; under FSDP on every rank."""
+        self.parallel.load_full_weights(self.model, weights)
+
     def save_checkpoint(self) -> None:
         """Weights (the average, where there is one) and trainer state into the run folder, as one unit."""
         if self.run_dir is not None:
@@ -168,9 +177,21 @@ class Trainer:
 
     # -- evaluation ---------------------------------------------------------------------------------------
 
+    def final_eval_cap(self, dataset: Any) -> int:
+        """The most tokens a final evaluation scores exactly (train.final_eval_max_tokens; 0: all of them)."""
+        return self.config.final_eval_max_tokens or dataset.num_predictions
+
+    def final_val_score(self) -> SplitScore | None:
+        """The final evaluation's val score while the model still holds the weights it scored (the average
+        swapped in counts as the same; best weights restored after it do not), else None."""
+        if self._final_val_stamp is None or self._final_val_stamp != _weights_stamp(self.model):
+            return None
+        return self._final_val[0]
+
     def evaluate(self, exact: bool = False) -> dict[str, Any] | None:
         """Validation NLL: estimated on a fixed sample of at most `train.eval_max_tokens` tokens with its
-        standard error (periodic evaluations), or over the whole split (`exact`: the final one)."""
+        standard error (periodic evaluations), or the final one (`exact`): the whole split up to
+        `train.final_eval_max_tokens` tokens, a fixed sample of that many beyond."""
         if self.val_data is None:
             self.last_eval_step = self.step
             return None
@@ -181,9 +202,12 @@ class Trainer:
                 val_loss, tokens = mean_loss(self.model, self.val_data, batch_size=batch_size, device=self.device,
                                              max_tokens=None if exact else self.config.eval_max_tokens)
             else:
-                cap = self.val_data.num_predictions if exact else self.config.eval_max_tokens
-                val_loss, tokens, stderr = estimate_nll(self.model, self.val_data, max_tokens=cap,
-                                                        batch_size=batch_size, device=self.device)
+                cap = self.final_eval_cap(self.val_data) if exact else self.config.eval_max_tokens
+                score = score_split(self.model, self.val_data, max_tokens=cap, batch_size=batch_size,
+                                    device=self.device)
+                val_loss, tokens, stderr = score.nll, score.tokens, score.stderr
+                if exact:  # split_scores reuses it (final_val_score) while the model holds these weights
+                    self._final_val, self._final_val_stamp = (score, self.step), None
             self.last_val_loss = val_loss
             self.last_eval_step = self.step
             record = {"step": self.step, "val_loss": round(val_loss, 6), "val_tokens": tokens}
@@ -257,6 +281,10 @@ class Trainer:
         self.save_checkpoint()
         if self.average is not None:  # as Keras' use_ema: after fit() the model holds the average
             self.average.swap()
+        # The model now holds the weights the final evaluation scored (the average was swapped out and in
+        # again since): any later change to them (best weights restored) makes that score stale.
+        if self._final_val is not None and self._final_val[1] == self.step and not self._interrupted:
+            self._final_val_stamp = _weights_stamp(self.model)
         # Training ends only when it really ended: after an interrupt the saved state is the one the loop
         # was in, and end-of-training actions (restoring the best weights) would save over it.
         self._emit("on_interrupt" if self._interrupted else "on_train_end")
@@ -332,3 +360,8 @@ class Trainer:
         self._emit("on_train_end")
         return self
 
+
+def _weights_stamp(model: torch.nn.Module) -> tuple[int, ...]:
+    """The version counters of the model's parameters and buffers: every in-place change (an optimizer
+    step, load_state_dict, a swap) moves one, so an equal stamp means the same weights, at no cost."""
+    return tuple(t._version for t in (*model.parameters(), *model.buffers()))

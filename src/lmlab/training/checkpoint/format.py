@@ -56,10 +56,11 @@ def _save_model(model: torch.nn.Module, path: Path, step: int) -> None:
     _save_weight_dict(model.state_dict(), path, step)
 
 
-def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
-    """A weights file of its own (early stopping's best, ModelCheckpoint's), written as a checkpoint is."""
+def save_weights(model: torch.nn.Module | dict[str, torch.Tensor], path: Path, step: int) -> None:
+    """A weights file of its own (early stopping's best, ModelCheckpoint's), written as a checkpoint is;
+    `model` may be a full state dict (gathered from FSDP's shards)."""
     try:
-        atomic_write(path, lambda tmp: _save_model(model, tmp, step))
+        atomic_write(path, lambda tmp: _save_model_or_dict(model, tmp, step))
     except (OSError, RuntimeError, DiskFull) as err:  # a full disk: said with the room a checkpoint needs
         _raise_if_out_of_space(path.parent, model, {"step": step}, err)
         raise
@@ -206,7 +207,7 @@ def _require_weights_file(path: Path) -> None:
 def _refuse_other_dtypes(fh: Any, expected: dict[str, torch.Tensor], path: Path) -> None:
     """Loading casts silently (int8 or float64 weights would load as float32 and mean something else), so a
     tensor stored in a dtype other than the one the model holds, which is what lmlab saved, is refused."""
-    for name in fh.keys():  # noqa: SIM118 -- safe_open is not iterable
+    for name in fh.keys():  # noqa: SIM118 (safetensors 0.8: safe_open is not iterable itself)
         want = expected.get(name)
         if want is None:
             continue

@@ -38,12 +38,34 @@ def _load_progress(trainer: Trainer, state: dict[str, Any]) -> None:
         trainer.schedule = Schedule(**{**dataclasses.asdict(Schedule.of(config)), **saved})
 
 
+def _rng(trainer: Trainer) -> dict[str, Any]:
+    """This process's random states; on several ranks, rank 0's, as one process reads them, and every
+    rank's under "ranks" (each draws its own dropout masks). Every rank must call this (it gathers)."""
+    own = ckpt.rng_state(trainer.data_generator)
+    if trainer.parallel.world_size == 1:
+        return own
+    return {**own, "ranks": trainer.parallel.gather_objects(own)}
+
+
+def _load_rng(trainer: Trainer, state: dict[str, Any]) -> None:
+    """Each rank takes its own saved state; a run resumed on another number of processes takes rank 0's,
+    its torch generator offset by rank as a fresh run's is (the dropout masks then differ from an unbroken
+    run's: the batches do anyway, being cut into other slices)."""
+    parallel = trainer.parallel
+    ranks = state.get("ranks")
+    if isinstance(ranks, list) and len(ranks) == parallel.world_size:
+        ckpt.set_rng_state(ranks[parallel.rank], trainer.data_generator)
+        return
+    ckpt.set_rng_state({k: v for k, v in state.items() if k != "ranks"}, trainer.data_generator)
+    if parallel.world_size > 1:
+        torch.manual_seed(int(torch.randint(1 << 62, (1,))) + parallel.rank)
+
+
 def parts(trainer: Trainer) -> Checkpointer:
     """The parts a checkpoint's trainer state is made of."""
     checkpointer = Checkpointer()
     checkpointer.register("progress", StateOf(lambda: _progress(trainer), lambda state: _load_progress(trainer, state)))
-    checkpointer.register("rng", StateOf(lambda: ckpt.rng_state(trainer.data_generator),
-                                         lambda state: ckpt.set_rng_state(state, trainer.data_generator)))
+    checkpointer.register("rng", StateOf(lambda: _rng(trainer), lambda state: _load_rng(trainer, state)))
     if trainer.optimizer is not None:
         checkpointer.register("optimizer", trainer.optimizer)
     if trainer.average is not None:  # the raw weights: the model file holds the average
@@ -57,15 +79,18 @@ def state_dict(trainer: Trainer) -> dict[str, Any]:
 
 
 def save(trainer: Trainer) -> None:
-    """Rank 0 writes; under FSDP every rank first helps gather the full weights and optimizer state."""
+    """Rank 0 writes; every rank first helps gather what lives on several: every rank's random states and,
+    under FSDP, the full weights (the average, where there is one), raw weights and optimizer state."""
     parallel = trainer.parallel
+    state = state_dict(trainer)
     if trainer.parallel.sharded:
-        model_state, optim_state = parallel.full_state(trainer.model, trainer.optimizer)
-        if parallel.is_main:
-            ckpt.save_checkpoint(trainer.run_dir.path, model_state, {**state_dict(trainer), "optimizer": optim_state})
-    elif parallel.is_main:
         with trainer.averaged_weights():  # the file holds the averaged weights that sample/eval/export use
-            ckpt.save_checkpoint(trainer.run_dir.path, trainer.model, state_dict(trainer))
+            model_state, optim_state = parallel.full_state(trainer.model, trainer.optimizer)
+        if parallel.is_main:
+            ckpt.save_checkpoint(trainer.run_dir.path, model_state, {**state, "optimizer": optim_state})
+    elif parallel.is_main:
+        with trainer.averaged_weights():
+            ckpt.save_checkpoint(trainer.run_dir.path, trainer.model, state)
     parallel.barrier()  # nobody reads or resumes from a checkpoint still being written
 
 
@@ -79,6 +104,8 @@ def load(trainer: Trainer, run_dir: RunDir) -> None:
             f"{run_dir}: the training data differ from the data this checkpoint was trained on; resume on "
             "the same data, or start a new run"
         )
+    if sharded:  # the weights first, as on one process: the average's parts restore around them
+        trainer.parallel.load_full_state(trainer.model, trainer.optimizer, weights, state["optimizer"])
     try:
         trainer.checkpointer.load_state_dict(state, skip=("optimizer",) if sharded or not state.get("optimizer")
                                              else ())
@@ -86,8 +113,6 @@ def load(trainer: Trainer, run_dir: RunDir) -> None:
         raise ckpt.CheckpointError(f"{run_dir}: the trainer state does not fit this run "
                                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
                                    ) from None
-    if sharded:
-        trainer.parallel.load_full_state(trainer.model, trainer.optimizer, weights, state["optimizer"])
     if trainer.average is not None and state.get("average") is None:
         trainer.average.restore(None)  # the loaded weights become both the average and the raw weights
     if trainer.average is None and state.get("average") is not None:
