@@ -42,7 +42,7 @@ def main() -> None:
     cores = base_threads()
     print(f"load average {os.getloadavg()[0]:.2f}; {cores} threads at most; threshold now "
           f"{AUTO_THREADS_MIN_FLOPS:.0e} FLOPs a step\n")
-    print("| rung | batch | FLOPs a step | ms at 1 thread | ms at " + f"{cores} | speed-up |\n|---|---|---|---|---|---|")
+    print(f"| rung | batch | FLOPs a step | ms at 1 thread | ms at {cores} | speed-up |\n|---|---|---|---|---|---|")
     for name, batch in CASES:
         config = resolve_config({"model": {"name": name}, "train": {"max_steps": 1, "batch_size": batch,
                                                                     "threads": Typed("1"), "ema_decay": 0.0}})
