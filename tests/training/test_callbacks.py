@@ -27,7 +27,8 @@ from lmlab.training.trainer import Trainer
 
 class FakeTrainer(SimpleNamespace):
     def __init__(self, run_dir=None):
-        super().__init__(model=nn.Linear(3, 2), step=0, stopped=False, saved=0, lr_scale=1.0, run_dir=run_dir)
+        super().__init__(model=nn.Linear(3, 2), step=0, stopped=False, saved=0, lr_scale=1.0, run_dir=run_dir,
+                         schedule=SimpleNamespace(warmup_steps=0))
 
     def stop(self):
         self.stopped = True
@@ -63,6 +64,18 @@ def test_early_stopping_patience_min_delta_and_best_weights():
     again = EarlyStopping(patience=2)
     again.load_state_dict(stopper.state_dict())
     assert again.best == 2.0 and again.wait == 2
+
+
+def test_evaluations_inside_the_warm_up_use_no_patience():
+    """The loss is flat while the rate is still rising: that is the warm-up, not a plateau (a BPE stream run was
+    stopped at step 84 of its 100-step warm-up)."""
+    trainer = FakeTrainer()
+    trainer.schedule.warmup_steps = 3
+    stopper = EarlyStopping(patience=1)
+    _feed(stopper, trainer, [3.0, 3.1, 3.2])  # steps 1-3: inside the warm-up, no patience used
+    assert not trainer.stopped and stopper.wait == 0
+    _feed(stopper, trainer, [3.3])  # step 4: after it, the first non-improvement ends the run
+    assert trainer.stopped and stopper.stopped_step == 4
 
 
 def test_model_checkpoint_keeps_the_best_k_and_the_last(tmp_path):

@@ -73,11 +73,14 @@ class _Monitor(Callback):
         self.best: float | None = None
         self.wait = 0
 
-    def _improved(self, value: float) -> bool:
+    def _improved(self, value: float, trainer: Trainer) -> bool:
         if self.best is None or value < self.best - self.min_delta:
             self.best, self.wait = value, 0
             return True
-        self.wait += 1
+        # While the rate is still warming up the loss is not yet judged at the run's rate: a flat stretch
+        # there is not a plateau, so it never uses up patience (it used to end runs inside their warm-up).
+        if trainer.step > trainer.schedule.warmup_steps:
+            self.wait += 1
         return False
 
     def _hook_record(self, record: dict[str, Any], from_eval: bool) -> float | None:
@@ -125,7 +128,7 @@ class EarlyStopping(_Monitor):
         return folder / f"best-step{step:07d}.safetensors" if folder is not None else None
 
     def update(self, trainer: Trainer, value: float) -> None:
-        if self._improved(value):
+        if self._improved(value, trainer):
             self.best_step = trainer.step
             if self.restore_best_weights:  # on every rank: under FSDP the shards are gathered collectively
                 self.best_weights = trainer.full_weights()
@@ -250,7 +253,7 @@ class ReduceLROnPlateau(_Monitor):
         if self.cooling:
             self.cooling -= 1
             self.wait = 0
-        if not self._improved(value) and self.wait >= self.patience:
+        if not self._improved(value, trainer) and self.wait >= self.patience:
             trainer.lr_scale = max(trainer.lr_scale * self.factor, self.min_scale)
             log.info("step %d: %s plateaued, learning rate scaled to x%.3g", trainer.step, self.monitor,
                      trainer.lr_scale)
