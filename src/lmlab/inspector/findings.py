@@ -16,7 +16,7 @@ import statistics
 from lmlab.inspector import layer_rules, loss_rules, probe_rules, update_rules  # noqa: F401  (they register)
 from lmlab.inspector.finding import RULES, SEVERITY_ORDER, Finding, note_rule
 from lmlab.inspector.layer_rules import dead_trend, dead_units, saturation
-from lmlab.inspector.rule_helpers import end_loss, finite, names_text
+from lmlab.inspector.rule_helpers import end_loss, finite, names_text, update_ratios
 from lmlab.inspector.stats import InspectorStats
 from lmlab.inspector.thresholds import (
     BASELINE_MARGIN,
@@ -27,7 +27,7 @@ from lmlab.inspector.thresholds import (
     UPDATE_HIGH,
     UPDATE_LOW,
 )
-from lmlab.inspector.update_rules import lr_too_high, lr_too_low, update_ratios
+from lmlab.inspector.update_rules import lr_too_high, lr_too_low
 
 BASELINES = note_rule("baselines")
 UPDATE_RATIO = note_rule("update_ratio")

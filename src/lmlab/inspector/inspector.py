@@ -35,6 +35,7 @@ from lmlab.inspector.probes import (
     data_overlap,
     default_interval,
     default_lr,
+    invariants_probe,
     targets_probe,
 )
 from lmlab.inspector.stats import (
@@ -114,6 +115,7 @@ class Inspector(Callback):
             block = min(model.config.block_size, 16)
             self.stats.causality = causality_probe(model, vocab, block)
             self.stats.batch_coupling = batch_coupling_probe(model, vocab, block)
+            self.stats.invariants = self._probe(invariants_probe, model, vocab, block) or self.stats.invariants
             if not self.stats.overlap.checked:
                 self.stats.overlap = (self._probe(data_overlap, trainer.train_data, trainer.val_data)
                                       or self.stats.overlap)
@@ -136,6 +138,7 @@ class Inspector(Callback):
         """What the findings judge against, recorded once (kept on resume)."""
         stats = self.stats
         stats.counted = bool(capability(model, "counted"))
+        stats.max_context = capability(model, "max_context")
         stats.lr = trainer.config.lr
         stats.warmup_steps = trainer.config.warmup_steps
         stats.weight_decay = trainer.config.weight_decay
@@ -347,8 +350,12 @@ class Inspector(Callback):
         if self._probes_apply(model) and self.stats.causality.checked:
             vocab, block = model.config.vocab_size, min(model.config.block_size, 16)
             end = causality_probe(model, vocab, block, seed=1)
+            # A zero-initialised output layer ignores every token at the start: the newest token's effect is
+            # judged at its largest, trained, value
+            own = max((c for c in (self.stats.causality.own_change, end.own_change) if c is not None), default=None)
             if end.max_change > self.stats.causality.max_change:
                 self.stats.causality = end
+            self.stats.causality.own_change = own
             coupling = batch_coupling_probe(model, vocab, block, seed=1)
             if coupling.max_change > self.stats.batch_coupling.max_change:
                 self.stats.batch_coupling = coupling

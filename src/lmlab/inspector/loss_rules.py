@@ -15,16 +15,21 @@ from lmlab.inspector.rule_helpers import (
     losses,
     lower_lr_text,
     now_text,
+    short_of_bigram,
     tail_mean,
     times,
+    typical_update,
 )
 from lmlab.inspector.stats import InspectorStats
 from lmlab.inspector.thresholds import (
     BASELINE_MARGIN,
     GRAD_SPIKE,
     INIT_LOSS_MARGIN,
+    LEARNED_MARGIN,
     OVERFIT_GAP,
     STUCK_FRACTION,
+    UPDATE_HIGH,
+    UPDATE_LOW,
 )
 
 
@@ -117,37 +122,104 @@ def gradient_norm_spike(stats: InspectorStats, rule_name: str) -> Finding | None
         f"{times(peak / median)} that phase's median of {median:.3g}, and the loss did not recover", numbers, fix, at)
 
 
-@rule(priority=8, threshold=f"the final loss within {STUCK_FRACTION:.0%} of ln V, or flat within "
-                            f"{BASELINE_MARGIN:.0%} of the unigram entropy")
+def _still_falling(values: list[float]) -> float:
+    """How much the loss fell over the last third of the run (0 when it rose or held)."""
+    third = max(1, len(values) // 3)
+    if len(values) < 6:
+        return max(0.0, values[0] - tail_mean(values, least=2))
+    return max(0.0, statistics.fmean(values[-2 * third : -third]) - statistics.fmean(values[-third:]))
+
+
+def why_not_learned(stats: InspectorStats) -> tuple[str, str, dict]:
+    """The most likely reason a run ended without learning, from what the run itself knows: stopped inside
+    its warm-up, stopped before its planned steps, too few steps while the loss was still falling, or a rate
+    whose steps are far off 1e-3 of the weights; else a model that does not use its context. (cause, fix,
+    numbers)"""
+    control, warmup = stats.run, stats.warmup_steps
+    steps = stats.steps if stats.steps is not None else (stats.loss[-1].step if stats.loss else 0)
+    planned = max(control.fitted_steps, control.planned_steps) if control is not None else 0
+    stopped = control.stopped_step if control is not None else None
+    numbers = {"steps": steps, "planned_steps": planned, "warmup_steps": warmup}
+    values = finite(losses(stats))
+    falling = _still_falling(values) if values else 0.0
+    lr = current_lr(stats)
+    longer = "a larger --budget (work: tokens or steps)" if control is not None and control.time_budget else \
+        "more steps (--max-steps) or a larger --budget"
+    if stopped is not None and warmup and stopped <= warmup:
+        return (f"early stopping ended the run at step {stopped:,}, inside its {warmup:,}-step warm-up, before the "
+                "learning rate ever reached its peak", "let the warm-up finish before early stopping counts "
+                "(lmlab's own EarlyStopping does), raise its patience, or shorten train.warmup_steps", numbers)
+    if warmup and steps <= warmup:
+        return (f"all {steps:,} steps were inside the {warmup:,}-step warm-up: the learning rate never reached its "
+                "peak", f"train for well beyond the warm-up ({longer}) or shorten train.warmup_steps", numbers)
+    if planned and steps < planned:
+        if stopped is not None:
+            return (f"early stopping ended the run at step {stopped:,} of the {planned:,} planned",
+                    "raise early stopping's patience (train.early_stopping) or evaluate less often", numbers)
+        if control is not None and control.time_budget:
+            return (f"the time budget ({control.time_budget:g} s) stopped the run at step {steps:,} of {planned:,}",
+                    f"give it {longer}, or train a smaller model", numbers)
+        return (f"the run stopped at step {steps:,} of the {planned:,} planned",
+                "resume it (lmlab train --resume) so it finishes its schedule", numbers)
+    typical = typical_update(stats)
+    numbers["log10_update_data"] = round(typical, 2) if typical is not None else None
+    if typical is not None and typical < UPDATE_LOW + 1:
+        return (f"each step changes the weights by only 10^{typical:.1f} of their size (about 10^-3 trains well)",
+                f"raise the learning rate{now_text(lr)}; `lmlab lr-find` measures a good rate", numbers)
+    if falling > 0.01 * (values[0] if values else 1.0):
+        numbers["fall_last_third"] = round(falling, 4)
+        budget = f" (the time budget allowed {steps:,})" if control is not None and control.time_budget else ""
+        return (f"the run was too short: after {steps:,} steps{budget} the loss was still falling ({falling:.3f} "
+                "nats over the last third)", f"train longer: {longer}", numbers)
+    if typical is not None and typical > UPDATE_HIGH - 0.5:
+        return (f"each step changes the weights by 10^{typical:.1f} of their size, far above the ~10^-3 that "
+                "trains well: the rate is too high for the loss to settle", lower_lr_text(stats), numbers)
+    return ("the loss levelled off with a rate in the usual range: the model does not use its context",
+            "check that labels line up with inputs, that gradients reach the weights (requires_grad, the "
+            "optimizer's parameter list) and that the model sees earlier tokens (its context, its attention mask)",
+            numbers)
+
+
+@rule(priority=8, threshold="the final loss not clearly below the counted bigram of the data (by "
+                            f"max({LEARNED_MARGIN}, {LEARNED_MARGIN:.0%})), or within {STUCK_FRACTION:.0%} of ln V")
 def not_learning(stats: InspectorStats) -> list[Finding]:
-    """Still at the uniform distribution (ln V), or flat at what token frequencies alone give."""
+    """A run that ends no better than a table of next-token counts learned nothing a model is for; the finding
+    names where it stands (ln V, token frequencies, short of the bigram) and the likely cause."""
     values, ln_v = finite(losses(stats)), stats.ln_vocab
-    if not ln_v or len(values) < 50:
+    if not values or stats.counted:
         return []
     end = tail_mean(values)
+    if ln_v and end > ln_v + max(STUCK_FRACTION * ln_v, 0.05):
+        return []  # far above ln V is diverging: lr_too_high's business
+    short = short_of_bigram(stats)
+    at_uniform = bool(ln_v) and abs(end - ln_v) <= max(STUCK_FRACTION * ln_v, 0.05) and len(values) >= 50
+    if short is None and not at_uniform:
+        return []
     base = stats.baselines
     unigram, bigram = (base.unigram, base.bigram) if base else (None, None)
-    numbers = {"loss_end": round(end, 4), "ln_vocab": ln_v, "unigram": unigram, "bigram": bigram}
-    lr = current_lr(stats)
-    fix = (f"raise the learning rate{now_text(lr)}, check that labels line up with inputs "
-           "and that gradients reach the weights (requires_grad, the optimizer's parameter list)")
-    if abs(end - ln_v) <= max(STUCK_FRACTION * ln_v, 0.05):  # far above is diverging, another rule's business
-        return [not_learning.finding(
-            "warning", None,
-            f"the loss ends at {end:.3f}, still at ln {stats.vocab_size} = {ln_v:.3f}: the model predicts the "
-            "uniform distribution and is not learning", numbers | {"threshold": "ln V"}, fix, since=0)]
-    if not unigram:
-        return []
-    middle = statistics.fmean(values[len(values) // 2 : 3 * len(values) // 4])
-    still_falling = middle - end > 0.02 * unigram
-    if end >= unigram * (1 - BASELINE_MARGIN) and end < ln_v and not still_falling:
-        return [not_learning.finding(
-            "warning", None,
-            f"the loss flattened at {end:.3f}, no better than token frequencies alone (the training split's "
-            f"unigram entropy is {unigram:.3f}, a counted bigram reaches {bigram if bigram else float('nan'):.3f}): "
-            "the model learned which tokens are common and nothing about their context",
-            numbers | {"threshold": round(unigram * (1 - BASELINE_MARGIN), 4)}, fix, since=0)]
-    return []
+    cause, fix, extra = why_not_learned(stats)
+    numbers = {"loss_end": round(end, 4), "ln_vocab": ln_v, "unigram": unigram, "bigram": bigram} | extra
+    if at_uniform:
+        where = (f"the loss ends at {end:.3f}, still at ln {stats.vocab_size} = {ln_v:.3f}: the model predicts the "
+                 "uniform distribution")
+    elif unigram and end >= unigram * (1 - BASELINE_MARGIN):
+        where = (f"the loss ended at {end:.3f}, no better than token frequencies alone (the training split's "
+                 f"unigram entropy is {unigram:.3f}, a counted bigram reaches {bigram:.3f}): the model learned "
+                 "which tokens are common and nothing about their context")
+    else:
+        goal = "reach" if stats.max_context == 1 else "get clearly below"
+        where = (f"the loss ended at {end:.3f}, which does not {goal} what a table of next-token counts gives on "
+                 f"the same data (counted bigram {bigram:.3f}, unigram {unigram:.3f}): the run learned nothing a "
+                 "model is needed for")
+    return [not_learning.finding("warning", None, f"{where}; most likely {cause}", numbers | {
+        "threshold": "counted bigram", "cause": cause}, fix, since=0)]
+
+
+def not_learning_because(finding: Finding, cause: str, fix: str) -> Finding:
+    """not_learning worded as the consequence of a cause another rule found (its own guess dropped)."""
+    guess = finding.numbers.get("cause")
+    what = finding.what.replace(f"; most likely {guess}", "") if guess else finding.what
+    return finding.reworded(what=f"{what} — a consequence of {cause} (above)", fix=fix)
 
 
 def _val_at(val: list, step: int | None) -> float | None:

@@ -17,6 +17,7 @@ from lmlab.inspector.thresholds import (
     COPY_SHARE,
     DUPLICATE_ROWS,
     LOSS_MISMATCH,
+    PROBE_CHANGE,
     REPEATED_ROWS,
     SCORED_PADDING,
     SHARED_WINDOWS,
@@ -216,3 +217,85 @@ def attention_uniform(stats: InspectorStats) -> list[Finding]:
         "note", flat[0], f"every head of {names_text(flat)} is still within {1 - ATTN_UNIFORM:.0%} of a uniform "
         "map at the end: they average their context instead of picking from it",
         {"layers": flat, "threshold": ATTN_UNIFORM})]
+
+
+# -- invariants of every causal next-token model (probes.py: causality_probe's own_change, invariants_probe) --
+
+
+def _moved(change: float | None, stats: InspectorStats) -> bool:
+    return change is not None and change > PROBE_CHANGE * stats.invariants.scale
+
+
+def _noise_explains(noise: Finding, consequence: Finding) -> Finding:
+    return consequence.reworded(
+        what=consequence.what + "; the same input already gives different logits twice in eval mode (above): "
+        "the change is that randomness, not this fault — a consequence, fix that first",
+        fix="fix the randomness in eval mode above; then run `lmlab inspect` again to see whether this remains")
+
+
+@rule(priority=0, threshold="in eval mode, the same batch twice gives logits that differ by more than 1e-4 of "
+                            "their scale", explains={causality_leak: _noise_explains,
+                                                     eval_batch_coupling: _noise_explains})
+def eval_not_deterministic(stats: InspectorStats) -> list[Finding]:
+    probe = stats.invariants
+    if not probe.checked or not _moved(probe.repeat_change, stats):
+        return []
+    return [eval_not_deterministic.finding(
+        "error", None,
+        f"in eval mode the same batch run twice gave logits that differ by up to {probe.repeat_change:.3g}: "
+        "something random stays on at evaluation (dropout called as F.dropout(x, p) without "
+        "training=self.training, or noise added in forward), so validation losses and greedy samples change "
+        "from one call to the next", {"repeat_change": probe.repeat_change, "scale": probe.scale},
+        "use nn.Dropout modules (model.eval() turns them off) or pass training=self.training to F.dropout; add "
+        "noise only when self.training", since=0)]
+
+
+@rule(priority=0, threshold="changing token t leaves position t's logits unchanged (within 1e-4 of their scale) "
+                            "for some position t")
+def newest_token_ignored(stats: InspectorStats) -> list[Finding]:
+    probe = stats.causality
+    if not probe.checked or probe.own_change is None or _moved(probe.own_change, stats) or probe.leak:
+        return []
+    if stats.invariants.checked and _moved(stats.invariants.repeat_change, stats):
+        return []
+    return [newest_token_ignored.finding(
+        "error", None,
+        f"changing token t did not change the logits at position t (the smallest change over positions is "
+        f"{probe.own_change:.3g}): the prediction of token t+1 ignores token t, the most recent and most "
+        "informative one — the input is shifted one place too far, or the token's embedding never reaches the "
+        "output", {"own_change": probe.own_change, "length": probe.length},
+        "feed input_ids unshifted (position t reads tokens 0..t; the loss, not the input, does the shift) and "
+        "check that the embedding's output reaches the head", since=0)]
+
+
+@rule(priority=1, threshold="the first half of a sequence run alone gives logits that differ from the same "
+                            "positions inside the whole by more than 1e-4 of their scale")
+def prefix_mismatch(stats: InspectorStats) -> list[Finding]:
+    probe = stats.invariants
+    if not probe.checked or not _moved(probe.prefix_change, stats) or stats.causality.leak:
+        return []  # a leak from the future changes the prefix too: causality_leak names that
+    if _moved(probe.repeat_change, stats):
+        return []
+    return [prefix_mismatch.finding(
+        "error", None,
+        f"the logits of the first half of a sequence run alone differ from the same positions inside the whole "
+        f"sequence (by up to {probe.prefix_change:.3g}), though no later token leaks into them: what the model "
+        "computes at a position depends on how long its input is, so generating from a short prompt is not what "
+        "it was trained on (positions counted from the end, a mask or a scale sized by the input's length)",
+        {"prefix_change": probe.prefix_change, "scale": probe.scale},
+        "number positions from the start (torch.arange(T)), and cut masks and tables to the input's own length "
+        "from the start ([:T, :T]), so position t sees the same thing whatever follows", since=0)]
+
+
+@rule(priority=0, threshold="every row of the model's output is in [0, 1] and sums to 1 (probabilities, not "
+                            "logits)")
+def returns_probabilities(stats: InspectorStats) -> list[Finding]:
+    if not stats.invariants.checked or not stats.invariants.probabilities:
+        return []
+    return [returns_probabilities.finding(
+        "error", None,
+        "the model returns probabilities (every row in [0, 1], summing to 1), not logits: cross-entropy applies "
+        "its own softmax on top, so no prediction can be confident, the loss cannot fall far below ln V and the "
+        "gradients are tiny", {},
+        "return the scores before the softmax (the logits); F.cross_entropy and sampling apply the softmax "
+        "themselves", since=0)]

@@ -8,6 +8,7 @@ model's loss the next-token loss of the labels it was given, or does it copy its
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -15,7 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmlab.data.datasets import IGNORE_INDEX
-from lmlab.inspector.stats import Baselines, BatchCoupling, Causality, DataOverlap, TargetsProbe, compact
+from lmlab.inspector.stats import (
+    Baselines,
+    BatchCoupling,
+    Causality,
+    DataOverlap,
+    Invariants,
+    TargetsProbe,
+    compact,
+)
 
 BASELINE_TOKENS = 1_000_000  # the data baselines read at most this many training tokens
 
@@ -75,18 +84,46 @@ def causality_probe(model: nn.Module, vocab_size: int, length: int, seed: int = 
         g = torch.Generator().manual_seed(seed)
         ids = torch.randint(vocab_size, (2, length), generator=g).to(device)  # (B, T)
         base = model(ids).logits.float()  # (B, T, V)
-        worst, where = 0.0, -1
-        for j in range(1, length):
+        worst, where, own = 0.0, -1, math.inf
+        for j in range(length):
             changed = ids.clone()
             changed[:, j] = (changed[:, j] + 1 + torch.randint(vocab_size - 1, (1,), generator=g).item()) % vocab_size
-            moved = (model(changed).logits.float()[:, :j] - base[:, :j]).abs().max().item()
+            logits = model(changed).logits.float()
+            own = min(own, (logits[:, j] - base[:, j]).abs().max().item())
+            moved = (logits[:, :j] - base[:, :j]).abs().max().item() if j else 0.0
             if moved > worst:
                 worst, where = moved, j
     finally:
         model.train(was_training)
     scale = 1.0 + base.abs().max().item()
     return Causality(checked=True, length=length, max_change=compact(worst), position=where,
-                     leak=bool(worst > 1e-4 * scale))
+                     leak=bool(worst > 1e-4 * scale), own_change=compact(own))
+
+
+@torch.no_grad()
+def invariants_probe(model: nn.Module, vocab_size: int, length: int, seed: int = 0) -> Invariants:
+    """In eval mode: the same batch twice (dropout left on changes it), the first half of the sequence alone
+    against the same positions inside the whole (a causal model computes position t from tokens <= t only,
+    whatever follows and however long the input is: generation relies on it), and whether the outputs are
+    already probabilities (every row in [0, 1], summing to 1) rather than logits."""
+    was_training = model.training
+    model.eval()
+    device = _probe_device(model)
+    try:
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(vocab_size, (2, length), generator=g).to(device)  # (B, T)
+        base = model(ids).logits.float()  # (B, T, V)
+        again = model(ids).logits.float()
+        half = max(1, length // 2)
+        prefix = model(ids[:, :half]).logits.float()  # (B, T/2, V)
+    finally:
+        model.train(was_training)
+    sums = base.sum(-1)  # (B, T)
+    probabilities = bool(base.min() >= 0 and base.max() <= 1 and (sums - 1).abs().max() < 1e-3)
+    return Invariants(checked=True, scale=compact(1.0 + base.abs().max().item()),
+                      repeat_change=compact((again - base).abs().max().item()),
+                      prefix_change=compact((prefix - base[:, :half]).abs().max().item()),
+                      probabilities=probabilities)
 
 
 def _probe_device(model: nn.Module) -> torch.device:

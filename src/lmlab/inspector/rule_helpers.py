@@ -10,7 +10,7 @@ import statistics
 from typing import Any
 
 from lmlab.inspector.stats import InspectorStats
-from lmlab.inspector.thresholds import UPDATE_TARGET
+from lmlab.inspector.thresholds import LEARNED_MARGIN, UPDATE_TARGET
 
 
 def finite(values: list[Any]) -> list[float]:
@@ -115,3 +115,29 @@ def lower_lr_text(stats: InspectorStats) -> str:
     suggestion, why = lower_lr(stats, None)
     return (f"lower train.lr (now {lr_text(lr)}) toward {lr_text(suggestion)} ({why})" if lr and suggestion
             else "lower the learning rate")
+
+
+def update_ratios(stats: InspectorStats) -> dict[str, float]:
+    """Median log10 update:data ratio of each weight matrix (biases and gains are left out, as in lecture 3)."""
+    ratios = {}
+    for name, p in stats.params.items():
+        values = finite(p.update_data)
+        if len(p.shape) >= 2 and values:
+            ratios[name] = statistics.median(values)
+    return ratios
+
+
+def typical_update(stats: InspectorStats) -> float | None:
+    ratios = update_ratios(stats)
+    return statistics.median(ratios.values()) if ratios else None
+
+
+def short_of_bigram(stats: InspectorStats) -> tuple[float, float] | None:
+    """(final loss, counted bigram) when the run ended not clearly below its data's counted bigram (a model
+    that sees one token, max_context 1, only has to reach it); None when it did, or without baselines."""
+    end, base = end_loss(stats), stats.baselines
+    if end is None or base is None or not base.bigram:
+        return None
+    margin = max(LEARNED_MARGIN, LEARNED_MARGIN * base.bigram)
+    bar = base.bigram + margin if stats.max_context == 1 else base.bigram - margin
+    return (end, base.bigram) if end > bar else None

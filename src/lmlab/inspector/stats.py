@@ -97,6 +97,22 @@ class Causality:
     max_change: float = 0.0
     position: int = -1
     leak: bool = False
+    # How far position j's own logits move when token j changes, the smallest over j (a next-token model's
+    # prediction at j must read token j); None: not measured (files written before this field)
+    own_change: float | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class Invariants:
+    """Eval-mode probes of what every causal next-token model computes, on random tokens at the start: the
+    same input twice gives the same logits, a prefix run alone gives the logits it has inside the longer
+    sequence (what generation relies on), and the outputs are logits, not probabilities."""
+
+    checked: bool = False
+    scale: float = 1.0  # 1 + the largest |logit|: the changes below are judged against it
+    repeat_change: float = 0.0  # the same batch twice
+    prefix_change: float = 0.0  # the first half of the sequence alone, against the same positions in the whole
+    probabilities: bool = False  # every row already in [0, 1] and summing to 1
 
 
 @dataclass(slots=True, kw_only=True)
@@ -194,6 +210,8 @@ class InspectorStats:
     targets: TargetsProbe = field(default_factory=TargetsProbe)
     batch_coupling: BatchCoupling = field(default_factory=BatchCoupling)
     overlap: DataOverlap = field(default_factory=DataOverlap)
+    invariants: Invariants = field(default_factory=Invariants)
+    max_context: int | None = None  # the model's declared context (1: a bigram, which cannot beat the bigram)
 
     # -- JSON -------------------------------------------------------------------------------------------
 
@@ -205,7 +223,7 @@ class InspectorStats:
                 value = {name: _entry_dict(entry) for name, entry in value.items()}
             elif f.name == "causality":
                 value = _plain(value) if value.checked else {"checked": False}
-            elif f.name in ("targets", "batch_coupling", "overlap"):
+            elif f.name in ("targets", "batch_coupling", "overlap", "invariants"):
                 if not value.checked:
                     continue  # not probed: absent, as in files written before these probes
                 value = _plain(value)
@@ -237,6 +255,7 @@ class InspectorStats:
         values["targets"] = _from(TargetsProbe, raw.get("targets") or {})
         values["batch_coupling"] = _from(BatchCoupling, raw.get("batch_coupling") or {})
         values["overlap"] = _from(DataOverlap, raw.get("overlap") or {})
+        values["invariants"] = _from(Invariants, raw.get("invariants") or {})
         for key in ("frozen", "unwatched", "attention_example", "feature_maps"):
             values[key] = dict(raw.get(key) or {})
         return cls(**values)

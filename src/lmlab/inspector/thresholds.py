@@ -35,3 +35,6 @@ SHARED_WINDOWS = 0.2  # validation windows (OVERLAP_WINDOW tokens) found verbati
 ATTN_SATURATED = 0.25  # a head's entropy at the first sample below this share of a uniform map's: one-hot
 ATTN_UNIFORM = 0.98  # a head still this close to a uniform map at the end of a long run learned no pattern
 DECAY_SHRINK = 2.0  # weights and activations both this many times smaller than at their peak
+PROBE_CHANGE = 1e-4  # an eval-mode probe's logits moved by more than this share of their scale: not float noise
+LEARNED_MARGIN = 0.02  # nats (or 2 % if larger): a final loss not this far below the counted bigram learned nothing
+EARLY_WINDOW = 0.1  # the first 10 % of a run (and its warm-up): where a loss spike is the rate's first steps

@@ -5,44 +5,41 @@ never change, and weight decay that shrinks the weights faster than the gradient
 
 from __future__ import annotations
 
+import math
 import statistics
 
 from lmlab.inspector.finding import Finding, rule
-from lmlab.inspector.loss_rules import not_learning
+from lmlab.inspector.layer_rules import dead_units, exploding_gradients, saturation
+from lmlab.inspector.loss_rules import not_learning, not_learning_because
 from lmlab.inspector.rule_helpers import (
     current_lr,
     end_loss,
     finite,
     losses,
     lower_lr,
+    lower_lr_text,
     lr_text,
     names_text,
     now_text,
     pattern,
     power_of_ten,
     round_lr,
+    short_of_bigram,
     tail_mean,
     times,
+    update_ratios,
 )
 from lmlab.inspector.stats import InspectorStats
 from lmlab.inspector.thresholds import (
     BASELINE_MARGIN,
     DECAY_SHRINK,
+    EARLY_WINDOW,
     FROZEN_SHARE,
+    INIT_LOSS_MARGIN,
     UPDATE_HIGH,
     UPDATE_LOW,
     UPDATE_TARGET,
 )
-
-
-def update_ratios(stats: InspectorStats) -> dict[str, float]:
-    """Median log10 update:data ratio of each weight matrix (biases and gains are left out, as in lecture 3)."""
-    ratios = {}
-    for name, p in stats.params.items():
-        values = finite(p.update_data)
-        if len(p.shape) >= 2 and values:
-            ratios[name] = statistics.median(values)
-    return ratios
 
 
 def update_groups(stats: InspectorStats) -> dict[str, list[str]]:
@@ -210,8 +207,8 @@ def frozen_parameters(stats: InspectorStats) -> list[Finding]:
 
 
 def _decay_explains(decay: Finding, consequence: Finding) -> Finding:
-    return consequence.reworded(what=consequence.what + " — a consequence of the weight decay above, which shrinks "
-                                "the weights faster than the gradient grows them", fix=decay.fix)
+    return not_learning_because(consequence, "the weight decay, which shrinks the weights faster than the gradient "
+                                "grows them", decay.fix)
 
 
 def _shrink(series: list[float]) -> float | None:
@@ -234,13 +231,13 @@ def weight_decay_too_strong(stats: InspectorStats) -> list[Finding]:
     windows = [statistics.fmean(values[i : i + 10]) for i in range(0, len(values) - 9, 5)]
     best, end = min(windows), tail_mean(values)
     climbed = end - best >= max(0.05, 0.1 * abs((stats.ln_vocab or end) - best))
-    unigram = stats.baselines.unigram if stats.baselines else None
-    flat = unigram is not None and end >= unigram * (1 - BASELINE_MARGIN)
-    if w < DECAY_SHRINK or a < DECAY_SHRINK or not (climbed or flat):
+    short = short_of_bigram(stats)  # held back: not even a table of next-token counts
+    if w < DECAY_SHRINK or a < DECAY_SHRINK or not (climbed or short):
         return []
     wd = stats.weight_decay
     loss = (f"the loss climbed back from {best:.3f} to {end:.3f}" if climbed else
-            f"the loss stayed at {end:.3f}, what token frequencies alone give (unigram entropy {unigram:.3f})")
+            f"the loss ended at {end:.3f}, not clearly below what a table of next-token counts gives (counted "
+            f"bigram {short[1]:.3f})")
     return [weight_decay_too_strong.finding(
         "warning", None,
         f"the weight matrices shrank {times(w)} from their peak and the layers' activations up to {times(a)} while "
@@ -249,3 +246,50 @@ def weight_decay_too_strong(stats: InspectorStats) -> list[Finding]:
          "loss_end": round(end, 4), "weight_decay": wd, "threshold": DECAY_SHRINK},
         f"lower train.weight_decay (now {wd:g}) by about 10x, to {wd / 10:g} (AdamW's usual 0.01-0.1 multiplies "
         "the learning rate)")]
+
+
+def _spike_explains(spike: Finding, consequence: Finding) -> Finding:
+    if consequence.rule == not_learning.name:
+        return not_learning_because(consequence, "the loss spike in the first steps at full rate", spike.fix)
+    return consequence.reworded(
+        what=consequence.what + f" — a consequence of the loss spike at step {spike.since_step} (above): the first "
+        "steps at full rate threw the weights far off", fix=spike.fix)
+
+
+@rule(priority=2, threshold=f"in the warm-up and the first {EARLY_WINDOW:.0%} of the run, the loss rises above "
+                            f"max(its start, ln V) + max({INIT_LOSS_MARGIN}, 15 % of ln V) and later comes back",
+      explains={dead_units: _spike_explains, saturation: _spike_explains, exploding_gradients: _spike_explains,
+                lr_too_high: _spike_explains, not_learning: _spike_explains})
+def early_loss_spike(stats: InspectorStats) -> list[Finding]:
+    """The first updates at full rate: gradients at initialisation are large and the weights random, so a peak
+    rate a trained model tolerates throws them far off: the loss jumps above guessing (ln V), units die in the
+    jump, and the run spends its steps recovering. A warm-up is what prevents it. (A loss that never comes
+    back is diverging: lr_too_high.)"""
+    records = [r for r in stats.loss if math.isfinite(r.loss)]
+    ln_v = stats.ln_vocab
+    if len(records) < 3 or not ln_v:
+        return []
+    first, total = records[0], stats.steps or records[-1].step
+    early = [r for r in records if r.step <= first.step + stats.warmup_steps + max(20, EARLY_WINDOW * total)]
+    start = max(first.loss, ln_v)
+    peak = max(early, key=lambda r: r.loss)
+    values = [r.loss for r in records]
+    if peak.loss <= start + max(INIT_LOSS_MARGIN, 0.15 * ln_v) or tail_mean(values) >= start:
+        return []
+    lr, warmup = current_lr(stats), stats.warmup_steps
+    numbers = {"loss_start": first.loss, "loss_peak": peak.loss, "peak_step": peak.step, "ln_vocab": ln_v,
+               "warmup_steps": warmup, "lr": lr}
+    what = (f"the loss rose from {first.loss:.3f} at step {first.step} to {peak.loss:.3f} at step {peak.step}, above "
+            f"ln V = {ln_v:.3f} (worse than guessing uniformly)")
+    if not warmup:
+        steps = min(100, max(10, total // 10))
+        return [early_loss_spike.finding(
+            "warning", None, what + f": the run started at its full rate{now_text(lr)} with no warm-up, and the first "
+            "updates on random weights, whose gradients are large, threw them far off; the run spends its steps "
+            "recovering, and units that die in the jump stay dead", numbers | {"suggested_warmup": steps},
+            f"add a warm-up: train.warmup_steps={steps} (the rate rises linearly from 0 over the first steps, about "
+            "5-10 % of the run)", since=peak.step)]
+    return [early_loss_spike.finding(
+        "warning", None, what + f" even with a {warmup}-step warm-up: the peak rate{now_text(lr)} is too high for "
+        "these weights at the start", numbers, f"{lower_lr_text(stats)}, or lengthen the warm-up "
+        f"(train.warmup_steps, now {warmup})", since=peak.step)]
