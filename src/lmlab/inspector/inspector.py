@@ -16,6 +16,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from lmlab.config import parse_budget
@@ -213,7 +214,8 @@ class Inspector(Callback):
             self._handles.append(module.register_forward_pre_hook(lambda *_, n=label: self._enter(n)))
             self._handles.append(module.register_forward_hook(lambda *_: self._leave()))
         self._kinds.setdefault(MODEL_FORWARD, "other")
-        self._mode = FunctionWatch(self._stack, self._kinds, found)
+        self._attention_seen: dict[str, list[Tensor]] = {}
+        self._mode = FunctionWatch(self._stack, self._kinds, found, self._attention_seen)
         self._mode.__enter__()
         self._functions_found = found
 
@@ -259,6 +261,21 @@ class Inspector(Callback):
         self._stack.clear()
         for name, kind in self._functions_found.items():
             self.stats.unwatched[name] = f"calls {kind} as a function, not as a module"
+        for name, maps in self._attention_seen.items():
+            self._record_own_attention(name, maps)
+        self._attention_seen.clear()
+
+    def _record_own_attention(self, name: str, maps: list[Tensor]) -> None:
+        """Attention a module computes in its own code (seen by the function watch, on the first sample): every
+        map it made in this forward pass, as heads of one layer, measured as lmlab's attention modules are."""
+        T = maps[0].size(-1)
+        heads = [m.reshape(m.size(0), -1, T, T) for m in maps if m.shape[-2:] == maps[0].shape[-2:]
+                 and m.size(0) == maps[0].size(0)]  # (B, heads, T, T) each
+        module = self.model.get_submodule(name) if name != MODEL_FORWARD else self.model
+        entry = self.stats.layers.setdefault(name, LayerStats(kind="attention", type=type(module).__name__))
+        if not entry.step or entry.step[-1] != self._step:
+            entry.step.append(self._step)
+        self.stats.attention_example[name] = record_attention(entry, torch.cat(heads, dim=1))
 
     def on_after_backward(self, trainer) -> None:
         if not self._sampling:

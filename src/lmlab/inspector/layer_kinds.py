@@ -42,15 +42,57 @@ def is_watched(module: nn.Module) -> bool:
     return leaf or layer_kind(module) == "attention"
 
 
-class FunctionWatch(TorchFunctionMode):
-    """Notes activation functions called inside modules that are not themselves activation modules."""
+SOFTMAX = (F.softmax, torch.softmax, torch.Tensor.softmax)
 
-    def __init__(self, stack: list[str], kinds: dict[str, str], found: dict[str, str]):
+
+SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
+
+
+def _sdpa_probabilities(query, key, value=None, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
+    """The attention probabilities F.scaled_dot_product_attention computes inside its kernel (before its
+    dropout), written out: softmax(q k^T * scale + mask)."""
+    scale = query.size(-1) ** -0.5 if scale is None else scale
+    if key.size(-3) != query.size(-3) and query.dim() == 4:  # grouped-query attention: keys shared by heads
+        key = key.repeat_interleave(query.size(-3) // key.size(-3), dim=-3)
+    scores = (query @ key.transpose(-2, -1)).float() * scale  # (B, nh, T, S)
+    T, S = scores.shape[-2:]
+    if is_causal:
+        scores = scores.masked_fill(torch.ones(T, S, dtype=torch.bool, device=scores.device).triu(1), float("-inf"))
+    if attn_mask is not None:
+        scores = (scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool
+                  else scores + attn_mask)
+    return scores.softmax(-1)
+
+
+def _softmax_dim(args: tuple, kwargs: dict) -> int | None:
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+    return dim if isinstance(dim, int) else None
+
+
+class FunctionWatch(TorchFunctionMode):
+    """Inside modules, sees what forward hooks cannot: activation functions called as functions (noted), and
+    attention computed in a module's own code, whatever its class: a softmax over the last axis of a square
+    (..., T, T) score map, or F.scaled_dot_product_attention (its probabilities kept per module, detached)."""
+
+    def __init__(self, stack: list[str], kinds: dict[str, str], found: dict[str, str],
+                 attention: dict[str, list[torch.Tensor]] | None = None):
         super().__init__()
         self.stack, self.kinds, self.found = stack, kinds, found
+        self.attention = attention if attention is not None else {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         kind = FUNCTIONAL.get(func)
-        if kind is not None and self.stack and self.kinds.get(self.stack[-1]) not in ACTIVATION_KINDS:
-            self.found.setdefault(self.stack[-1], getattr(func, "__name__", kind))  # silu, not its kind
-        return func(*args, **(kwargs or {}))
+        where = self.stack[-1] if self.stack else None
+        if kind is not None and where is not None and self.kinds.get(where) not in ACTIVATION_KINDS:
+            self.found.setdefault(where, getattr(func, "__name__", kind))  # silu, not its kind
+        out = func(*args, **kwargs)
+        # lmlab's own attention modules hand over their maps (record_attention): only the others are read here
+        if where is not None and self.kinds.get(where) != "attention":
+            if func in SOFTMAX and isinstance(out, torch.Tensor) and out.dim() >= 3 \
+                    and out.size(-1) == out.size(-2) > 1 and _softmax_dim(args, kwargs) in (-1, out.dim() - 1):
+                self.attention.setdefault(where, []).append(out.detach())
+            elif func is F.scaled_dot_product_attention:
+                named = dict(zip(SDPA_ARGS, args, strict=False)) | kwargs
+                self.attention.setdefault(where, []).append(_sdpa_probabilities(**named).detach())
+        return out

@@ -193,7 +193,17 @@ def frozen_parameters(stats: InspectorStats) -> list[Finding]:
     what = f"{share:.0%} of the parameters ({idle:,} of {total:,}) receive no update: {'; '.join(parts)}{trivial}"
     fix = ("if that is not on purpose, set requires_grad=True and pass them to the optimizer; a parameter with a "
            "zero gradient is not used in forward, sits behind a detach() or dead units")
-    severity = "warning" if share >= FROZEN_SHARE else "note"
+    # A model that starts near ln V is fresh, not a pretrained one being fine-tuned: its frozen or untrained
+    # tensors are random tables that stay random, whatever their share (a frozen embedding makes every token a
+    # fixed random vector)
+    ln_v, first = stats.ln_vocab, stats.initial_loss
+    fresh = bool(ln_v) and first is not None and first >= ln_v - max(INIT_LOSS_MARGIN, 0.15 * ln_v)
+    random_tables = [*frozen, *(n for n in untrained if len(stats.params[n].shape) >= 2)]
+    severity = "warning" if share >= FROZEN_SHARE or (fresh and random_tables) else "note"
+    if fresh and random_tables:
+        what += (f"; the model started from scratch (initial loss {first:.2f}, ln V {ln_v:.2f}), so "
+                 f"{names_text(random_tables, noun='tensors')} stay at their initialisation")
+        numbers["random"] = random_tables
     # A tensor with a gradient that never changes while others do: the optimizer does not update it.
     stuck = [n for n, p in stats.params.items() if p.moved is False and any(v != 0 for v in finite(p.grad_std))]
     if stuck and any(p.moved for p in stats.params.values()):

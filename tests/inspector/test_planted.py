@@ -1,0 +1,114 @@
+"""Faults planted in models written here, in plain torch (none of lmlab's modules or hooks), each beside a
+fault-free twin that raises nothing: the inspector has to see inside code it did not write (issue 34)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from inspect_helpers import rules, tiny_data, train
+from torch import nn
+
+from lmlab.inspector import format_finding
+from lmlab.models.base import ModelOutput
+
+
+@pytest.fixture
+def data(tiny_names):
+    return tiny_data(tiny_names)
+
+
+def _loss(logits, labels):
+    if labels is None:
+        return None
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100)
+
+
+class Attention(nn.Module):
+    """Causal self-attention as people write it by hand; `scaled=False` forgets the 1/sqrt(head size);
+    `sdpa` uses F.scaled_dot_product_attention instead of an explicit softmax."""
+
+    def __init__(self, width, n_head, scaled=True, sdpa=False):
+        super().__init__()
+        self.n_head, self.scaled, self.sdpa = n_head, scaled, sdpa
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in self.qkv(x).split(C, dim=2))  # (B, nh, T, hs)
+        scale = 1 / math.sqrt(q.size(-1)) if self.scaled else 1.0
+        if self.sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+        else:
+            scores = (q @ k.transpose(-2, -1)) * scale  # (B, nh, T, T)
+            scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+            y = F.softmax(scores, dim=-1) @ v
+        return x + self.out(y.transpose(1, 2).reshape(B, T, C))
+
+
+class TinyTransformer(nn.Module):
+    def __init__(self, vocab, block, width=64, n_head=2, **attention):
+        super().__init__()
+        self.config = SimpleNamespace(vocab_size=vocab, block_size=block)
+        self.tokens = nn.Embedding(vocab, width)
+        self.positions = nn.Embedding(block, width)
+        self.attention = Attention(width, n_head, **attention)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, input_ids, labels=None):
+        T = input_ids.size(1)
+        x = self.tokens(input_ids) + self.positions(torch.arange(T))  # (B, T, C)
+        logits = self.head(self.attention(x))  # (B, T, V)
+        return ModelOutput(logits=logits, loss=_loss(logits, labels))
+
+
+@pytest.mark.parametrize("sdpa", [False, True])
+def test_unscaled_attention_in_a_users_own_module(data, sdpa):
+    vocab, block = data.tokenizer.vocab_size, data.splits["train"].block_size
+    torch.manual_seed(0)
+    model = TinyTransformer(vocab, block, width=256, n_head=1, scaled=False, sdpa=sdpa)
+    stats, findings, _ = train(model, data, steps=4, every=1, batch_size=8)
+    found = [f for f in findings if f.rule == "attention_saturated"]
+    assert found and found[0].layer == "attention" and "sqrt(head_size)" in found[0].fix, \
+        [format_finding(f) for f in findings]
+    assert stats.layers["attention"].attn_entropy[0][0] < 0.25 * stats.layers["attention"].attn_uniform[0]
+    torch.manual_seed(0)
+    healthy = TinyTransformer(vocab, block, width=256, n_head=1, sdpa=sdpa)
+    stats, findings, _ = train(healthy, data, steps=4, every=1, batch_size=8)
+    assert "attention_saturated" not in rules(findings) and stats.layers["attention"].attn_entropy
+
+
+class Embedded(nn.Module):
+    """Token and position embeddings -> a ReLU MLP over the last 3 tokens -> logits."""
+
+    def __init__(self, vocab, block, width=16):
+        super().__init__()
+        self.config = SimpleNamespace(vocab_size=vocab, block_size=block)
+        self.embedding = nn.Embedding(vocab, width)
+        self.mix = nn.Linear(3 * width, 64)
+        self.head = nn.Linear(64, vocab)
+
+    def forward(self, input_ids, labels=None):
+        x = self.embedding(input_ids)  # (B, T, C)
+        window = torch.cat([F.pad(x, (0, 0, k, 0))[:, : x.size(1)] for k in (0, 1, 2)], dim=-1)  # (B, T, 3C)
+        logits = self.head(torch.relu(self.mix(window)))  # (B, T, V)
+        return ModelOutput(logits=logits, loss=_loss(logits, labels))
+
+
+def test_a_frozen_embedding_in_a_model_trained_from_scratch(data):
+    vocab, block = data.tokenizer.vocab_size, data.splits["train"].block_size
+    torch.manual_seed(0)
+    model = Embedded(vocab, block)
+    model.embedding.weight.requires_grad_(False)  # a random table that never trains
+    _, findings, _ = train(model, data, steps=20, every=5)
+    found = [f for f in findings if f.rule == "frozen_parameters"]
+    assert found and found[0].severity == "warning" and found[0].numbers["random"] == ["embedding.weight"], \
+        [format_finding(f) for f in findings]
+    assert "requires_grad=True" in found[0].fix
+    torch.manual_seed(0)
+    _, findings, _ = train(Embedded(vocab, block), data, steps=60, every=5)
+    assert findings == [], [format_finding(f) for f in findings]
