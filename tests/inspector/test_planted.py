@@ -112,3 +112,54 @@ def test_a_frozen_embedding_in_a_model_trained_from_scratch(data):
     torch.manual_seed(0)
     _, findings, _ = train(Embedded(vocab, block), data, steps=60, every=5)
     assert findings == [], [format_finding(f) for f in findings]
+
+
+class Block(nn.Module):
+    """Attention then an MLP, with or without the residual connections around them."""
+
+    def __init__(self, width, residual):
+        super().__init__()
+        self.attention, self.residual = Attention(width, 2), residual
+        self.up, self.down = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+
+    def forward(self, x):
+        a = self.attention(x)  # x + attention: Attention keeps its own residual
+        x = a if self.residual else a - x
+        m = self.down(F.gelu(self.up(x)))
+        return x + m if self.residual else m
+
+
+class Deep(nn.Module):
+    """12 blocks, GPT-2's init (std 0.02), a final LayerNorm."""
+
+    def __init__(self, vocab, block, residual, width=32, n_layer=12):
+        super().__init__()
+        self.config = SimpleNamespace(vocab_size=vocab, block_size=block)
+        self.tokens, self.positions = nn.Embedding(vocab, width), nn.Embedding(block, width)
+        self.blocks = nn.ModuleList(Block(width, residual) for _ in range(n_layer))
+        self.norm, self.head = nn.LayerNorm(width), nn.Linear(width, vocab)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward(self, input_ids, labels=None):
+        x = self.tokens(input_ids) + self.positions(torch.arange(input_ids.size(1)))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.norm(x))  # (B, T, V)
+        return ModelOutput(logits=logits, loss=_loss(logits, labels))
+
+
+def test_a_deep_stack_without_residual_connections_vanishes(data):
+    vocab, block = data.tokenizer.vocab_size, data.splits["train"].block_size
+    torch.manual_seed(0)
+    _, findings, _ = train(Deep(vocab, block, residual=False), data, steps=30, every=5, lr=3e-3)
+    found = [f for f in findings if f.rule == "vanishing_gradients"]
+    assert found and "residual connections" in found[0].fix, [format_finding(f) for f in findings]
+    assert "exploding_gradients" not in rules(findings)
+    torch.manual_seed(0)
+    _, findings, _ = train(Deep(vocab, block, residual=True), data, steps=10, every=5, lr=3e-3)
+    assert not rules(findings) & {"vanishing_gradients", "exploding_gradients", "activation_growth"}, \
+        [format_finding(f) for f in findings]

@@ -191,8 +191,7 @@ class Inspector(Callback):
             if hasattr(module, "record_attention"):
                 module.record_attention = True
             self._handles.append(module.register_forward_hook(self._forward_hook(name)))
-        if any(k == "attention" for k in self._kinds.values()):
-            self._handles.append(self.model.register_forward_pre_hook(self._keep_tokens, with_kwargs=True))
+        self._handles.append(self.model.register_forward_pre_hook(self._keep_tokens, with_kwargs=True))
         if not self._looked_for_functions:  # once per process: which modules call activation functions
             self._looked_for_functions = True
             self._watch_functions()
@@ -201,6 +200,7 @@ class Inspector(Callback):
         ids = args[0] if args else kwargs.get("input_ids")
         labels = args[1] if len(args) > 1 else kwargs.get("labels")
         if isinstance(ids, Tensor) and ids.dim() == 2:
+            self.stats.batch_tokens = ids.numel()
             self.stats.attention_tokens = ids[0, :MAX_MAP].tolist()
             if isinstance(labels, Tensor) and labels.shape == ids.shape:
                 scored = (labels[0] != IGNORE_INDEX).nonzero()

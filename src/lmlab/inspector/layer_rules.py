@@ -12,7 +12,7 @@ import statistics
 from lmlab.inspector.finding import Finding, rule
 from lmlab.inspector.loss_rules import gradient_norm_spike, initial_loss
 from lmlab.inspector.rule_helpers import finite, names_text, stacks, times, window
-from lmlab.inspector.stats import InspectorStats
+from lmlab.inspector.stats import InspectorStats, compact
 from lmlab.inspector.thresholds import (
     DEAD_FRACTION,
     DEPTH_RATIO,
@@ -20,6 +20,7 @@ from lmlab.inspector.thresholds import (
     GROWTH_RATIO,
     SATURATED_AT_INIT,
     SATURATED_LATER,
+    VANISHED,
 )
 
 
@@ -189,7 +190,8 @@ def depth_gradients(stats: InspectorStats) -> list[Finding]:
         bad = [(early, r) for early, r in judged if max(r, 1 / r if r > 0 else math.inf) > DEPTH_RATIO]
         if not bad:
             continue
-        early, ratio = max(bad, key=lambda x: abs(math.log(x[1])) if 0 < x[1] < math.inf else math.inf)
+        # Cause before symptom: what the stack does from the start is what training on it then makes worse
+        early, ratio = bad[0]
         since = next((s for s, r in zip(steps, ratios, strict=False)
                       if r is not None and max(r, 1 / r if r > 0 else math.inf) > DEPTH_RATIO), None)
         picked = window(list(range(len(ratios))), early)
@@ -203,15 +205,22 @@ def depth_gradients(stats: InspectorStats) -> list[Finding]:
         numbers = {"first_layer": names[0], "last_layer": names[-1], "grad_std_first": g_first,
                    "grad_std_last": g_last, "window": "early" if early else "late", "layers": len(names),
                    "threshold": DEPTH_RATIO}
-        if ratio > 1:
-            gap = f"no gradient at all reaches {names[0]}" if math.isinf(ratio) else f"{times(ratio)} smaller"
+        # A ratio says which end is larger, not whether either is large: gradients tiny everywhere (per token
+        # of the batch, as the mean loss divides them by its size) vanish whichever way they slope
+        per_token = max(g_first, g_last) * (stats.batch_tokens or 1)
+        tiny = bool(stats.batch_tokens) and per_token < VANISHED
+        numbers["grad_per_token_max"] = compact(per_token)
+        if ratio > 1 or tiny:
+            gap = f"no gradient at all reaches {names[0]}" if math.isinf(ratio) else f"{times(max(ratio, 1 / ratio))} "
+            gap += "" if math.isinf(ratio) else ("smaller" if ratio > 1 else "larger, yet tiny everywhere")
             finding = Finding(
                 "warning", vanishing_gradients.name, names[0],
-                f"gradients vanish with depth: the {kind} outputs' gradient std falls from {g_last:.2g} at "
-                f"{names[-1]} to {g_first:.2g} at {names[0]} ({gap}) {when}, from step {since}, so early layers "
-                "barely learn", numbers,
-                "use Kaiming init with the right gain, add normalisation (BatchNorm/LayerNorm) or residual "
-                "connections", since_step=since)
+                f"gradients vanish through the stack: the {kind} outputs' gradient std is {g_last:.2g} at "
+                f"{names[-1]} and {g_first:.2g} at {names[0]} ({gap}) {when}, from step {since}, so the layers "
+                "barely learn: each layer passes on a smaller signal than it gets, and nothing carries it past them",
+                numbers, "add residual connections (x = x + layer(x)) so the signal and its gradient skip each layer, "
+                "and normalisation (LayerNorm/BatchNorm) before the layers; or Kaiming init with the right gain",
+                since_step=since)
         else:
             finding = Finding(
                 "warning", exploding_gradients.name, names[0],

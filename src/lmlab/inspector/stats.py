@@ -211,6 +211,7 @@ class InspectorStats:
     batch_coupling: BatchCoupling = field(default_factory=BatchCoupling)
     overlap: DataOverlap = field(default_factory=DataOverlap)
     invariants: Invariants = field(default_factory=Invariants)
+    batch_tokens: int = 0  # tokens in a sampled batch: the loss is their mean, so a gradient times this is per token
     max_context: int | None = None  # the model's declared context (1: a bigram, which cannot beat the bigram)
 
     # -- JSON -------------------------------------------------------------------------------------------

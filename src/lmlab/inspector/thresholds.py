@@ -38,3 +38,4 @@ DECAY_SHRINK = 2.0  # weights and activations both this many times smaller than 
 PROBE_CHANGE = 1e-4  # an eval-mode probe's logits moved by more than this share of their scale: not float noise
 LEARNED_MARGIN = 0.02  # nats (or 2 % if larger): a final loss not this far below the counted bigram learned nothing
 EARLY_WINDOW = 0.1  # the first 10 % of a run (and its warm-up): where a loss spike is the rate's first steps
+VANISHED = 1e-3  # the largest activation gradient of a stack, per token of the batch: below it, they vanished
