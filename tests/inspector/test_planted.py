@@ -163,3 +163,77 @@ def test_a_deep_stack_without_residual_connections_vanishes(data):
     _, findings, _ = train(Deep(vocab, block, residual=True), data, steps=10, every=5, lr=3e-3)
     assert not rules(findings) & {"vanishing_gradients", "exploding_gradients", "activation_growth"}, \
         [format_finding(f) for f in findings]
+
+
+class Faulty(Embedded):
+    """Embedded with one planted fault in what a next-token model computes."""
+
+    def __init__(self, vocab, block, fault):
+        super().__init__(vocab, block)
+        self.fault = fault
+
+    def forward(self, input_ids, labels=None):
+        x = self.embedding(input_ids)  # (B, T, C)
+        if self.fault == "shifted":  # position t reads tokens t-1, t-2, t-3: the newest one is left out
+            x = F.pad(x, (0, 0, 1, 0))[:, :-1]
+        if self.fault == "from_the_end":  # a position signal counted from the end of the input
+            T = x.size(1)
+            x = x + torch.linspace(-1, 0, T).view(1, T, 1)
+        window = torch.cat([F.pad(x, (0, 0, k, 0))[:, : x.size(1)] for k in (0, 1, 2)], dim=-1)  # (B, T, 3C)
+        h = torch.relu(self.mix(window))
+        if self.fault == "dropout_in_eval":
+            h = F.dropout(h, 0.1)  # training=True by default: still on under model.eval()
+        logits = self.head(h)  # (B, T, V)
+        if self.fault == "probabilities":
+            logits = logits.softmax(-1)
+        return ModelOutput(logits=logits, loss=_loss(logits, labels))
+
+
+@pytest.mark.parametrize(("fault", "rule", "fix"), [
+    ("dropout_in_eval", "eval_not_deterministic", "training=self.training"),
+    ("shifted", "newest_token_ignored", "unshifted"),
+    ("from_the_end", "prefix_mismatch", "torch.arange(T)"),
+    ("probabilities", "returns_probabilities", "before the softmax"),
+])
+def test_invariants_of_a_next_token_model(data, fault, rule, fix):
+    vocab, block = data.tokenizer.vocab_size, data.splits["train"].block_size
+    torch.manual_seed(0)
+    _, findings, _ = train(Faulty(vocab, block, fault), data, steps=6, every=3)
+    assert findings[0].rule == rule and findings[0].severity == "error", [format_finding(f) for f in findings]
+    assert fix in findings[0].fix
+    # One cause: the noise of dropout read as a causal leak or coupled rows is worded as its consequence
+    assert all("a consequence" in f.what for f in findings if f.rule in ("causality_leak", "eval_batch_coupling"))
+
+
+def test_a_healthy_twin_raises_nothing(data):
+    vocab, block = data.tokenizer.vocab_size, data.splits["train"].block_size
+    torch.manual_seed(0)
+    stats, findings, _ = train(Faulty(vocab, block, None), data, steps=60, every=5)
+    assert findings == [], [format_finding(f) for f in findings]
+    assert stats.invariants.checked and stats.causality.own_change > 0
+
+
+def test_no_warm_up_at_a_high_rate_is_named_as_the_cause(data):
+    vocab, block = data.tokenizer.vocab_size, data.splits["train"].block_size
+    torch.manual_seed(0)
+    stats, findings, _ = train(TinyTransformer(vocab, block), data, steps=100, every=10, lr=0.05)
+    assert findings and findings[0].rule == "early_loss_spike", [format_finding(f) for f in findings]
+    assert findings[0].numbers["loss_peak"] > stats.ln_vocab + 1 and "train.warmup_steps=" in findings[0].fix
+    # Whatever else the spike did (dead units, spikes of the gradient norm) is worded as its consequence
+    assert all(f.fix == findings[0].fix for f in findings[1:] if f.rule in ("dead_units", "exploding_gradients"))
+    torch.manual_seed(0)
+    _, findings, _ = train(TinyTransformer(vocab, block), data, steps=100, every=10, lr=0.05, warmup_steps=20)
+    assert "early_loss_spike" not in rules(findings), [format_finding(f) for f in findings]
+
+
+def test_weight_decay_that_holds_the_loss_above_the_bigram(data):
+    vocab, block = data.tokenizer.vocab_size, data.splits["train"].block_size
+    torch.manual_seed(0)
+    _, findings, _ = train(Embedded(vocab, block), data, steps=100, every=10, weight_decay=5.0)
+    found = [f for f in findings if f.rule == "weight_decay_too_strong"]
+    assert found and "train.weight_decay (now 5)" in found[0].fix, [format_finding(f) for f in findings]
+    learned = [f for f in findings if f.rule == "not_learning"]
+    assert all(f.fix == found[0].fix for f in learned)  # not learning is the decay's consequence
+    torch.manual_seed(0)
+    _, findings, _ = train(Embedded(vocab, block), data, steps=60, every=5, weight_decay=0.1)
+    assert findings == [], [format_finding(f) for f in findings]

@@ -232,12 +232,16 @@ def _shrink(series: list[float]) -> float | None:
 def weight_decay_too_strong(stats: InspectorStats) -> list[Finding]:
     if stats.weight_decay <= 0:
         return []
-    weights = [r for p in stats.params.values() if len(p.shape) >= 2 and (r := _shrink(p.data_std)) is not None]
-    acts = [r for ly in stats.layers.values() if ly.kind == "linear" and (r := _shrink(ly.std)) is not None]
+    # Decay pulls every weight; the gradient holds some up (the ones the loss needs most), so the most shrunk
+    # matrix, and the activations it feeds, show it first
+    weights = {n: r for n, p in stats.params.items() if len(p.shape) >= 2 and (r := _shrink(p.data_std)) is not None}
+    acts = [r for ly in stats.layers.values() if ly.kind in ("linear", "embedding", "conv")
+            and (r := _shrink(ly.std)) is not None]
     values = finite(losses(stats))
     if not weights or not acts or len(values) < 50:
         return []
-    w, a = statistics.median(weights), max(acts)  # the output layer's bias can hold its activations up
+    shrunk = max(weights, key=weights.get)
+    w, a = weights[shrunk], max(acts)
     windows = [statistics.fmean(values[i : i + 10]) for i in range(0, len(values) - 9, 5)]
     best, end = min(windows), tail_mean(values)
     climbed = end - best >= max(0.05, 0.1 * abs((stats.ln_vocab or end) - best))
@@ -250,9 +254,9 @@ def weight_decay_too_strong(stats: InspectorStats) -> list[Finding]:
             f"bigram {short[1]:.3f})")
     return [weight_decay_too_strong.finding(
         "warning", None,
-        f"the weight matrices shrank {times(w)} from their peak and the layers' activations up to {times(a)} while "
+        f"the weights shrank ({shrunk} {times(w)} from its peak) and the layers' activations up to {times(a)} while "
         f"{loss}: weight decay ({wd:g}) pulls the weights toward 0 faster than the gradient grows them",
-        {"weight_shrink": round(w, 3), "activation_shrink": round(a, 3), "loss_best": round(best, 4),
+        {"weight_shrink": round(w, 3), "shrunk": shrunk, "activation_shrink": round(a, 3), "loss_best": round(best, 4),
          "loss_end": round(end, 4), "weight_decay": wd, "threshold": DECAY_SHRINK},
         f"lower train.weight_decay (now {wd:g}) by about 10x, to {wd / 10:g} (AdamW's usual 0.01-0.1 multiplies "
         "the learning rate)")]
