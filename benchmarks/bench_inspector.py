@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import statistics
 import time
@@ -57,11 +58,21 @@ def main() -> None:
     parser.add_argument("--short-run", type=int, default=300, help="steps of the short run timed end to end "
                         "(default 300)")
     parser.add_argument("--pairs", type=int, default=4, help="plain/inspected pairs of the short run")
+    parser.add_argument("--short-only", action="store_true", help="time only the short run (every rung's "
+                        "figure in a few minutes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = resolve_config({"model": {"name": args.model}, "train": {"device": "cpu", "max_steps": 10_000}})
     every = args.every or default_interval(config.train.max_steps)
     data = prepare_data(config.data)
+    print(f"{date.today()} {platform.node()} {platform.processor() or platform.machine()} "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+    if not args.short_only:
+        long_run(args, config, data, every)
+    short_run(args, config, data)
+
+
+def long_run(args, config, data, every: int) -> None:
     plain = make_trainer(config, data, [])
     watched = make_trainer(config, data, [Inspector(every=every)])
     times: dict[str, list[float]] = {"plain": [], "inspected": []}
@@ -80,16 +91,17 @@ def main() -> None:
     sampling = per_sample / every / plain_step  # the sampled steps' extra work, spread over the interval
     other = statistics.median(unsampled) / plain_step - 1  # the cheap per-step bookkeeping (loss history)
     total_ratio = sum(times["inspected"]) / sum(times["plain"]) - 1
-    print(f"{date.today()} {platform.node()} {platform.processor() or platform.machine()} "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"model {args.model}, {steps} steps each, inspector every {every} steps")
     print(f"median step: plain {1e3 * plain_step:.2f} ms, inspected (not sampled) "
           f"{1e3 * statistics.median(unsampled):.2f} ms, sampled step {1e3 * statistics.median(sampled):.2f} ms")
     print(f"inspector overhead: {sampling + max(other, 0):+.1%} of step time = sampling {sampling:+.1%} "
           f"({1e3 * per_sample:.1f} ms per sampled step) + other steps {other:+.1%} (noise when near 0); "
           f"total-time ratio {total_ratio:+.1%}")
-    # A short run end to end, as `lmlab train` makes it: fit() with the default (widening) interval, the
-    # probes at the start and the end, beside the same fit() without the inspector; alternating pairs.
+
+
+def short_run(args, config, data) -> None:
+    """A short run end to end, as `lmlab train` makes it: fit() with the default (widening) interval, the
+    probes at the start and the end, beside the same fit() without the inspector; alternating pairs."""
     short_config = dataclasses.replace(config.train, max_steps=args.short_run, budget="")
     fits: dict[str, list[float]] = {"plain": [], "inspected": []}
     samples = 0
@@ -106,7 +118,8 @@ def main() -> None:
                 samples = len(next(iter(callbacks[0].stats.params.values())).step)
     plain_fit, inspected_fit = statistics.median(fits["plain"]), statistics.median(fits["inspected"])
     print(f"{args.short_run}-step fit(): plain {plain_fit:.2f} s, inspected {inspected_fit:.2f} s "
-          f"({samples} samples): inspector {inspected_fit / plain_fit - 1:+.1%} (median of {args.pairs} pairs)")
+          f"({samples} samples): inspector {inspected_fit / plain_fit - 1:+.1%} (median of {args.pairs} pairs), "
+          f"load {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -237,3 +237,43 @@ def test_weight_decay_that_holds_the_loss_above_the_bigram(data):
     torch.manual_seed(0)
     _, findings, _ = train(Embedded(vocab, block), data, steps=60, every=5, weight_decay=0.1)
     assert findings == [], [format_finding(f) for f in findings]
+
+
+# -- never silent on a run that learned nothing -----------------------------------------------------------
+
+
+def test_a_run_too_short_to_learn_says_so(data):
+    vocab, block = data.tokenizer.vocab_size, data.splits["train"].block_size
+    torch.manual_seed(0)
+    stats, findings, _ = train(Embedded(vocab, block), data, steps=12, every=4)
+    (found,) = [f for f in findings if f.rule == "not_learning"]
+    assert found.numbers["loss_end"] > stats.baselines.bigram and "too short" in found.what
+    assert "--max-steps" in found.fix and "learning rate" not in found.fix
+
+
+def _stalled(**run):
+    """A loss flat at 2.6 (counted bigram 2.4) after `run`'s steps, with a 100-step warm-up."""
+    steps = run.pop("steps", 84)
+    from lmlab.inspector import InspectorStats
+
+    return InspectorStats.from_dict({
+        "layers": {}, "params": {}, "val": [], "ln_vocab": 6.24, "vocab_size": 512, "initial_loss": 6.3,
+        "warmup_steps": 100, "lr": 3e-3, "steps": steps,
+        "loss": [[s, 2.6 + 0.001 * (s % 3), 3e-3 * s / 100, 1.0] for s in range(1, steps + 1)],
+        "baselines": {"unigram": 3.0, "bigram": 2.4, "tokens": 10_000},
+        "run": {"planned_steps": 300, "fitted_steps": 300, "steps": steps, **run}})
+
+
+def test_the_cause_of_a_run_that_learned_nothing_comes_from_what_the_run_knows():
+    from lmlab.inspector.loss_rules import not_learning
+
+    (inside,) = not_learning(_stalled(stopped_step=84, best_step=42, monitor="val_loss"))
+    assert "inside its 100-step warm-up" in inside.what and "warm-up" in inside.fix
+    assert "raise the learning rate" not in inside.fix  # the rate never reached its peak: not its fault
+    (cut,) = not_learning(_stalled(steps=200, stopped_step=200, best_step=100, monitor="val_loss"))
+    assert "step 200 of the 300 planned" in cut.what and "patience" in cut.fix
+    (budget,) = not_learning(_stalled(steps=150, time_budget=60.0))
+    assert "time budget" in budget.what and "--budget" in budget.fix
+    (done,) = not_learning(_stalled(steps=300))  # all its steps, the loss flat: the model does not use its context
+    assert "does not use its context" in done.what and "labels line up" in done.fix
+    assert not_learning(_stalled(steps=300, stopped_step=None)) == [done] and done.severity == "warning"
