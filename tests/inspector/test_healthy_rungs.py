@@ -21,6 +21,7 @@ HEALTHY = {
 }
 
 
+@pytest.mark.slow  # seven short trainings: run with -m slow
 @pytest.mark.parametrize("name", list(HEALTHY))
 def test_healthy_rungs_raise_nothing(tiny_names, tmp_path, name):
     config = HEALTHY[name]

@@ -1,10 +1,11 @@
 """The inspector: a training callback that looks inside any `torch.nn.Module` through forward and backward hooks,
 with no change to model code. Every `every` steps it hooks exactly one training step (the others pay nothing) and
 records, per layer and per parameter, what measure.py measures; per attention head (`record_attention`,
-`last_attention` (B, nh, T, T)) the entropy. Under train.compile a sampled step runs uncompiled, so adding and
-removing hooks never recompiles the graph. At the start and the end it runs the one-off probes (probes.py),
-and at the end it reads what the run's callbacks did (early stopping, learning-rate scaling, a time budget).
-Everything goes into one `InspectorStats` record (stats.py), saved to the run folder.
+`last_attention` (B, nh, T, T), or, in any other module, the softmax over a square score map or the SDPA that
+the function watch sees on the first sample) the entropy. Under train.compile a sampled step runs uncompiled,
+so adding and removing hooks never recompiles the graph. At the start and the end it runs the one-off probes
+(probes.py), and at the end it reads what the run's callbacks did (early stopping, learning-rate scaling, a
+time budget). Everything goes into one `InspectorStats` record (stats.py), saved to the run folder.
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ from lmlab.models.base import capability
 from lmlab.training.callbacks import Callback, EarlyStopping
 
 MODEL_FORWARD = "(the model's own forward)"
-SAMPLING_SHARE = 0.03  # the default interval widens until the sampled steps cost at most this share of the run
-MIN_SAMPLES = 5  # ... but never beyond max_steps // MIN_SAMPLES: the rules compare early and late samples
+SAMPLING_SHARE = 0.02  # the default interval widens until the sampled steps cost at most this share of the run
+# ... but never beyond max_steps // MIN_SAMPLES: the rules compare early and late samples (a weight's shrink
+# from its peak is judged on 4)
+MIN_SAMPLES = 4
 
 
 class Inspector(Callback):
@@ -199,7 +202,7 @@ class Inspector(Callback):
     def _keep_tokens(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
         ids = args[0] if args else kwargs.get("input_ids")
         labels = args[1] if len(args) > 1 else kwargs.get("labels")
-        if isinstance(ids, Tensor) and ids.dim() == 2:
+        if isinstance(ids, Tensor) and ids.dim() == 2 and not ids.is_floating_point():  # token ids, not a series
             self.stats.batch_tokens = ids.numel()
             self.stats.attention_tokens = ids[0, :MAX_MAP].tolist()
             if isinstance(labels, Tensor) and labels.shape == ids.shape:
