@@ -89,6 +89,7 @@ class Inspector(Callback):
         self._looked_for_functions = False
         self._stack: list[str] = []
         self._mode: FunctionWatch | None = None
+        self._attention_seen: dict[str, list[Tensor]] = {}  # module -> the attention maps its own code made
         self._lr_scale = 1.0
 
     # -- setup --------------------------------------------------------------------------------------------
@@ -217,7 +218,6 @@ class Inspector(Callback):
             self._handles.append(module.register_forward_pre_hook(lambda *_, n=label: self._enter(n)))
             self._handles.append(module.register_forward_hook(lambda *_: self._leave()))
         self._kinds.setdefault(MODEL_FORWARD, "other")
-        self._attention_seen: dict[str, list[Tensor]] = {}
         self._mode = FunctionWatch(self._stack, self._kinds, found, self._attention_seen)
         self._mode.__enter__()
         self._functions_found = found
