@@ -27,6 +27,7 @@ from lmlab.inspector.stats import (
 )
 
 BASELINE_TOKENS = 1_000_000  # the data baselines read at most this many training tokens
+PROBE_ROWS = 16  # rows per forward pass of the causality probe (16 x 16 tokens x V logits)
 
 
 @torch.no_grad()
@@ -83,14 +84,19 @@ def causality_probe(model: nn.Module, vocab_size: int, length: int, seed: int = 
     try:
         g = torch.Generator().manual_seed(seed)
         ids = torch.randint(vocab_size, (2, length), generator=g).to(device)  # (B, T)
-        base = model(ids).logits.float()  # (B, T, V)
+        B = ids.size(0)
+        variants = ids.repeat(length, 1, 1)  # (T, B, T): variant j changes token j of every row
+        for j in range(length):
+            variants[j, :, j] = (ids[:, j] + 1 + torch.randint(vocab_size - 1, (1,), generator=g).item()) % vocab_size
+        # The variants go through in a few batches, not one forward each (eval mode: rows are independent, and a
+        # model whose rows are not is named by the batch-coupling probe)
+        rows = torch.cat([ids, variants.reshape(length * B, length)])  # (B + T*B, T)
+        logits = torch.cat([model(chunk).logits.float() for chunk in rows.split(PROBE_ROWS)])  # (B + T*B, T, V)
+        base, changed = logits[:B], logits[B:].view(length, B, length, -1)  # (B, T, V), (T, B, T, V)
         worst, where, own = 0.0, -1, math.inf
         for j in range(length):
-            changed = ids.clone()
-            changed[:, j] = (changed[:, j] + 1 + torch.randint(vocab_size - 1, (1,), generator=g).item()) % vocab_size
-            logits = model(changed).logits.float()
-            own = min(own, (logits[:, j] - base[:, j]).abs().max().item())
-            moved = (logits[:, :j] - base[:, :j]).abs().max().item() if j else 0.0
+            own = min(own, (changed[j, :, j] - base[:, j]).abs().max().item())
+            moved = (changed[j, :, :j] - base[:, :j]).abs().max().item() if j else 0.0
             if moved > worst:
                 worst, where = moved, j
     finally:
