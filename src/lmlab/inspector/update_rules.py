@@ -285,10 +285,13 @@ def early_loss_spike(stats: InspectorStats) -> list[Finding]:
         return []
     first, total = records[0], stats.steps or records[-1].step
     early = [r for r in records if r.step <= first.step + stats.warmup_steps + max(20, EARLY_WINDOW * total)]
+    margin = max(INIT_LOSS_MARGIN, 0.15 * ln_v)
+    if first.loss > ln_v + margin:  # a start far above ln V is the initialisation's fault (initial_loss)
+        return []
     start = max(first.loss, ln_v)
     peak = max(early, key=lambda r: r.loss)
     values = [r.loss for r in records]
-    if peak.loss <= start + max(INIT_LOSS_MARGIN, 0.15 * ln_v) or tail_mean(values) >= start:
+    if peak.loss <= start + margin or tail_mean(values) >= start:
         return []
     lr, warmup = current_lr(stats), stats.warmup_steps
     numbers = {"loss_start": first.loss, "loss_peak": peak.loss, "peak_step": peak.step, "ln_vocab": ln_v,
