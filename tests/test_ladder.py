@@ -79,7 +79,10 @@ def test_fair_sizing_gives_every_resizable_rung_the_parameters_its_budget_trains
         batch = values["train"]["batch_size"]
         assert _steps(sized, data, parsed) >= MIN_STEPS or batch == 16  # halved until it takes the steps
     bigram = resolve_config(rung_config(str(tiny_names), "bigram", budget="1e12flops"))
-    assert fair_size(bigram, data, parse_budget("1e12flops")) == {"train": {"budget": "", "max_steps": 2000}}
+    assert fair_size(bigram, data, parse_budget("1e12flops")) == {"train": {"batch_size": 1024, "budget": "",
+                                                                             "max_steps": 2000}}
+    few = fair_size(bigram, data, parse_budget("2e9flops"))  # a few steps of 1,024: the batch comes down
+    assert few["train"]["batch_size"] < 1024 and "max_steps" not in few["train"]
     assert fair_size(bigram, data, parse_budget("1500steps")) == {}  # steps say nothing of size
 
 

@@ -216,9 +216,12 @@ def fair_size(config, data: RunData, budget: Budget) -> dict[str, Any]:
     if target is None or not any(p.requires_grad for p in _meta_model(config, data).parameters()):
         return {}
     if not any(isinstance(getattr(config.model, f, None), int) for f in WIDTHS):
-        # fixed by the vocabulary: as many steps as it converges in, never more
+        # fixed by the vocabulary: its batch fitted too, and as many steps as it converges in, never more
+        batch = _fitted_batch(config, data, budget)
         steps = spec.train_defaults.get("max_steps", config.train.max_steps)
-        return {"train": {"budget": "", "max_steps": steps}} if _steps(config, data, budget) > steps else {}
+        sized = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=batch))
+        cap = {"budget": "", "max_steps": steps} if _steps(sized, data, budget) > steps else {}
+        return {"train": {"batch_size": batch, **cap}}
 
     def params(values: dict[str, int]) -> int:
         return count_parameters(_meta_model(dataclasses.replace(
@@ -229,12 +232,17 @@ def fair_size(config, data: RunData, budget: Budget) -> dict[str, Any]:
     # default GPT's 0.5, which suits its 200K parameters memorising the embedded names
     regular = {"dropout": 0.0} if hasattr(config.model, "dropout") else {}
     decay = {"weight_decay": GPT2_WEIGHT_DECAY} if regular else {}
-    sized = dataclasses.replace(config, model=dataclasses.replace(config.model, **best))
-    batch = config.train.batch_size
-    while batch // 2 >= MIN_BATCH and _steps(dataclasses.replace(sized, train=dataclasses.replace(
-            sized.train, batch_size=batch)), data, budget) < MIN_STEPS:
-        batch //= 2
+    batch = _fitted_batch(dataclasses.replace(config, model=dataclasses.replace(config.model, **best)), data, budget)
     return {"model": {**best, **regular}, "train": {"batch_size": batch, "early_stopping": EARLY_STOPPING, **decay}}
+
+
+def _fitted_batch(config, data: RunData, budget: Budget) -> int:
+    """The rung's batch, halved (down to MIN_BATCH) until the budget buys it MIN_STEPS steps."""
+    batch = config.train.batch_size
+    while batch // 2 >= MIN_BATCH and _steps(dataclasses.replace(config, train=dataclasses.replace(
+            config.train, batch_size=batch)), data, budget) < MIN_STEPS:
+        batch //= 2
+    return batch
 
 
 def _shapes(model) -> list[dict[str, int]]:
