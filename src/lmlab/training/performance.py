@@ -54,9 +54,11 @@ def base_threads() -> int:
     return _BASE_THREADS
 
 
-# train.threads=auto: a step of fewer FLOPs than this runs on one thread (more threads spend longer waking
-# and joining than they save; benchmarks/RESULTS.md, "Threads"), a larger one on every core torch found.
-AUTO_THREADS_MIN_FLOPS = 5e8
+# train.threads=auto: a step of fewer FLOPs than this (every rung at its default size up to gpt-micro) runs on
+# one thread, a larger one on every core torch found. On an idle 2-core machine a second thread is 1.1-1.7x
+# faster for these steps; on a busy one it is many times slower (it waits for a core another job holds), and
+# one thread gives the same bits on a machine of any core count (benchmarks/RESULTS.md, issue 32).
+AUTO_THREADS_MIN_FLOPS = 5e9
 
 
 def setup_device(device: torch.device, threads: int | str = 0, step_flops: float = 0.0) -> int:
