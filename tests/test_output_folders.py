@@ -292,14 +292,14 @@ def test_data_prepare_writes_a_temporary_folder_and_renames_it(tmp_path, tiny_na
     import lmlab.data.shard_writer as writer
 
     shards = tmp_path / "shards"
-    real = writer._write_split
-    monkeypatch.setattr(writer, "_write_split", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    real = writer._write_ids
+    monkeypatch.setattr(writer, "_write_ids", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         writer.prepare_shards(writer.PrepareOptions(source=str(tiny_names), out=shards))
     partial = partial_folder(shards)
     assert partial.is_dir() and not shards.exists()
     code, _, err = cli(capsys, "train", "--data", str(partial), *QUICK, "--out", str(tmp_path / "run"))
     assert code == 2 and "half-written prepared-data folder" in err, err
-    monkeypatch.setattr(writer, "_write_split", real)
+    monkeypatch.setattr(writer, "_write_ids", real)
     assert cli(capsys, "data", "prepare", str(tiny_names), "--out", str(shards))[0] == 0
     assert (shards / "meta.json").is_file() and not partial.exists()

@@ -101,8 +101,8 @@ BUDGET_UNITS = {"flops": "flops", "tokens": "tokens", "steps": "steps", "s": "se
 _SECONDS_PER = {"s": 1.0, "min": 60.0, "h": 3600.0}
 _BUDGET = re.compile(r"(\d+\.?\d*(?:e[+-]?\d+)?|\.\d+(?:e[+-]?\d+)?) ?(flops|tokens|steps|s|min|h)")
 BUDGET_HELP = "a number and its unit: 2e13flops, 3e6tokens, 1500steps, or time: 90s, 5min, 1h"
-# `lmlab ladder`'s budget for each rung: about 10 minutes for the default rungs on the embedded names on 2 idle
-# CPU cores (benchmarks/RESULTS.md). Here, not in ladder.py, so the command's help needs no torch.
+# `lmlab ladder`'s budget for each rung: the default rungs on the embedded names in 223 s on 2 idle CPU cores,
+# early stopping ending most (benchmarks/RESULTS.md). Here, not in ladder.py, so the command's help needs no torch.
 LADDER_BUDGET = "1e12flops"
 
 

@@ -53,7 +53,7 @@ def ladder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["lines", "stream"], help="one example per line, or one long stream")
     p.add_argument("--budget", default=LADDER_BUDGET, metavar="AMOUNT",
                    help=f"the work each rung trains for: {BUDGET_HELP}. Work gives the same table on any machine; "
-                   f"time depends on the load (default: {LADDER_BUDGET}, about 10 minutes for the default rungs on "
+                   f"time depends on the load (default: {LADDER_BUDGET}, about 4 minutes for the default rungs on "
                    "the embedded names on 2 idle cores)")
     p.add_argument("--size", choices=["auto", "default"], default="auto", help="auto: each rung's width fitted "
                    "to the budget (its parameters trained on 20 tokens each) and its batch to at least 1,000 "
