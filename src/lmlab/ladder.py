@@ -231,7 +231,7 @@ def fair_size(config, data: RunData, budget: Budget) -> dict[str, Any]:
     # Alike: no dropout anywhere (the other rungs have none); the transformers at GPT-2's weight decay, not the
     # default GPT's 0.5, which suits its 200K parameters memorising the embedded names
     regular = {"dropout": 0.0} if hasattr(config.model, "dropout") else {}
-    decay = {"weight_decay": GPT2_WEIGHT_DECAY} if regular else {}
+    decay = {"weight_decay": GPT2_WEIGHT_DECAY} if _is_transformer(config.model_name) else {}
     batch = _fitted_batch(dataclasses.replace(config, model=dataclasses.replace(config.model, **best)), data, budget)
     return {"model": {**best, **regular}, "train": {"batch_size": batch, "early_stopping": EARLY_STOPPING, **decay}}
 
