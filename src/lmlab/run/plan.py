@@ -81,9 +81,9 @@ def plan_run(resolved: Resolved, tokenizer: Tokenizer | None = None, data: RunDa
     config = dataclasses.replace(config, data=resolved_data_config(config.data, data))
     context = max(resolved.saved_context, context_length(data))
     config, data, context = fit_to_data(config, data, context)
-    config, work = fit_to_budget(config, data, context, world_size)
-    with torch.device("meta"):
+    with torch.device("meta"):  # shapes only: what the budget and the memory check measure
         model = build_model(config, data.tokenizer, context, training=True)
+    config, work = fit_to_budget(config, data, context, model, world_size)
     check_step_memory(config.train, context, data.tokenizer.vocab_size, activations=activation_bytes(model, context))
     return RunPlan(config=config, data=data, context=context, resume=resolved.resume, work=work)
 
@@ -98,18 +98,17 @@ def tokens_per_step(config: RunConfig, data: RunData, world_size: int = 1) -> fl
     return sum(counts) / len(counts) * config.train.grad_accum_steps * world_size
 
 
-def fit_to_budget(config: RunConfig, data: RunData, context: int,
+def fit_to_budget(config: RunConfig, data: RunData, context: int, model: torch.nn.Module,
                   world_size: int = 1) -> tuple[RunConfig, WorkPlan | None]:
     """A work budget (flops, tokens, steps) turned into max_steps, once, before the first step: from the
     tokens a step predicts and the model's FLOPs a token. The evaluations and warm-up the user left to the
     defaults are fitted to the steps (evaluation at most a tenth of the work; warm-up at most a tenth of the
     steps). The budget is spent into the config: config.json names the steps, and a resume or a rerun of it
-    trains exactly those. Time budgets and runs without a budget are left as they are."""
+    trains exactly those. Time budgets and runs without a budget are left as they are. `model`: the run's
+    model on the meta device."""
     budget = parse_budget(config.train.budget)
     if budget is None or budget.is_time:
         return config, None
-    with torch.device("meta"):
-        model = build_model(config, data.tokenizer, context, training=True)
     if not any(p.requires_grad for p in model.parameters()):  # counted: one pass, whatever the budget
         return dataclasses.replace(config, train=dataclasses.replace(config.train, budget="")), None
     train = config.train
